@@ -1,0 +1,26 @@
+# The two commands of the README's quick start. Each creates .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch 2.14.1 + torchvision 0.29.1 is the pair that gives timm a working torchvision here.
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PAIR)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/vitdeploy build --model swin_t --fp16 -o build/swin_t
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,35 @@
+"""`vitdeploy export`: PyTorch → ONNX, verified against PyTorch."""
+from __future__ import annotations
+
+import click
+
+from vitdeploy.commands.common import check_weights_flags, model_source_options, parse_batch, parse_img_size
+
+
+@click.command("export")
+@click.option("--model", "alias", required=True, help="Model alias (see 'vitdeploy models').")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@model_source_options
+def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter):
+    """Export a model to DIR/model.onnx and DIR/manifest.json, verified against PyTorch.
+
+    Runs the ONNX with ONNX Runtime and PyTorch on the same inputs and fails
+    (exit 3) when max-abs error or cosine similarity exceed tolerance.
+
+    \b
+    Example:
+      vitdeploy export --model swin_t -o out/swin_t --dynamic-batch 1:8:32
+    """
+    from vitdeploy.deploy.export_flow import run_export
+
+    check_weights_flags(checkpoint, pretrained)
+    run_export(
+        alias,
+        out_dir,
+        img_size=parse_img_size(img_size),
+        batch=parse_batch(batch, dynamic_batch),
+        opset=opset,
+        checkpoint=checkpoint,
+        pretrained=pretrained,
+        exporter=exporter,
+    )

@@ -1,0 +1,1 @@
+"""Export, rewrite passes, engine build, runtimes and artifacts."""

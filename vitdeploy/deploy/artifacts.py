@@ -1,0 +1,110 @@
+"""Artifacts on disk: atomic writes, staging directories, hashes and the manifest.
+
+A failed run must never leave a half-written model or manifest behind, so every
+file is written to a temporary name and renamed into place, and multi-file
+outputs are assembled in a staging directory first.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from vitdeploy.errors import VitdeployError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA = 1
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Create `path` if needed and check we can write there; returns (path, created)."""
+    p = Path(path)
+    created = False
+    if p.exists() and not p.is_dir():
+        raise VitdeployError(f"output path {p} exists and is not a directory", "choose another -o")
+    if not p.exists():
+        try:
+            p.mkdir(parents=True)
+            created = True
+        except OSError as e:
+            raise VitdeployError(f"cannot create output directory {p}: {e.strerror}", "choose a writable -o") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise VitdeployError(f"output directory {p} is not writable", "choose a writable -o or fix its permissions")
+    return p, created
+
+
+@contextlib.contextmanager
+def staging(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory next to `out_dir`; on success move its files into `out_dir`.
+
+    On failure nothing in `out_dir` changes (and `out_dir` is removed again if this run created it).
+    """
+    out, created = ensure_writable_dir(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=".vitdeploy-stage-", dir=out))
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, out / item.name)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_manifest(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / MANIFEST_NAME
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise VitdeployError(f"no manifest at {p}", "point at a directory written by vitdeploy") from None
+    except json.JSONDecodeError as e:
+        raise VitdeployError(f"manifest {p} is not valid JSON ({e.msg} at line {e.lineno})", "rebuild the artifact") from None
+    if not isinstance(data, dict) or data.get("schema") is None:
+        raise VitdeployError(f"{p} is not a vitdeploy manifest", "rebuild the artifact")
+    return data
+
+
+def new_manifest() -> dict:
+    from vitdeploy import __version__
+
+    return {"schema": MANIFEST_SCHEMA, "vitdeploy": __version__}

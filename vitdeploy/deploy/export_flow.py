@@ -1,0 +1,45 @@
+"""The `export` command's flow: stage an export, verify it, then publish model + manifest."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from vitdeploy.console import console, next_steps, stage
+from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
+from vitdeploy.deploy.export import BatchSpec
+from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
+from vitdeploy.models import check_input_size, get_info
+
+
+def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | None = None, opset=18,
+               checkpoint=None, pretrained=False, exporter="auto", small=False) -> dict:
+    info = get_info(alias)
+    if img_size:
+        check_input_size(info, img_size)
+    opts = ExportOptions(img_size=img_size, batch=batch or BatchSpec(), opset=opset, checkpoint=checkpoint,
+                         pretrained=pretrained, exporter=exporter, small=small)
+    started = time.time()
+    with staging(out_dir) as tmp:
+        onnx_path = tmp / "model.onnx"
+        with stage("export") as st:
+            res, fields, parity = export_verified(info, onnx_path, opts)
+            st.detail = f"model.onnx (opset {res.opset}, {res.exporter} exporter)"
+            if res.fallback_reason:
+                console.print(f"  [yellow]dynamo exporter failed, used TorchScript:[/] {res.fallback_reason}")
+        console.print(f"  parity vs PyTorch: {summarize_parity(parity)}")
+        manifest = new_manifest()
+        manifest.update(fields)
+        manifest["export"]["parity"] = parity
+        manifest["files"] = {"onnx": {"path": "model.onnx", "sha256": sha256_file(onnx_path)}}
+        if checkpoint:
+            manifest["model"]["checkpoint"] = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint)}
+        manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+    out = Path(out_dir)
+    console.print(f"[green]✔[/] wrote {out / 'model.onnx'} and {out / MANIFEST_NAME}")
+    next_steps([
+        f"vitdeploy rewrite {out / 'model.onnx'} -o {out / 'model.rewritten.onnx'}",
+        f"vitdeploy build --onnx {out / 'model.onnx'} --fp16 -o {out}",
+        f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'}",
+    ])
+    return manifest

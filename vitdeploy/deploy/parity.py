@@ -1,0 +1,60 @@
+"""Numerical comparison of two computations of the same model: the proof behind every artifact."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class OutputParity:
+    name: str
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    ref_max: float
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Tolerance:
+    """Pass when max|a-b| <= atol + rtol*max|ref| and cosine >= min_cosine."""
+
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    min_cosine: float = 0.9999
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputParity:
+    ref = np.asarray(ref, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    if ref.shape != got.shape:
+        return OutputParity(name, float("inf"), float("inf"), 0.0, float(np.abs(ref).max(initial=0)), False)
+    diff = np.abs(ref - got)
+    finite = bool(np.isfinite(got).all())
+    max_abs = float(diff.max(initial=0.0)) if finite else float("inf")
+    ref_max = float(np.abs(ref).max(initial=0.0))
+    cos = cosine(ref, got) if finite else 0.0
+    passed = finite and max_abs <= tol.atol + tol.rtol * ref_max and cos >= tol.min_cosine
+    return OutputParity(name, max_abs, float(diff.mean()) if finite else float("inf"), cos, ref_max, passed)
+
+
+def compare_all(names, refs, gots, tol: Tolerance) -> list[OutputParity]:
+    return [compare(n, r, g, tol) for n, r, g in zip(names, refs, gots)]

@@ -1,0 +1,265 @@
+"""The models vitdeploy knows: aliases, where they come from, how to build them.
+
+Everything here builds models with random weights unless a checkpoint or
+`pretrained=True` is given; tests never download anything.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitdeploy.errors import VitdeployError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    alias: str
+    family: str  # vit | deit | swin | convit | mixer | deformable_detr
+    source: str  # timm | transformers
+    name: str  # timm model name, or the HF hub id of the pretrained weights
+    input_size: tuple[int, int]  # (H, W) the model was designed for
+    size_multiple: int  # H and W must be multiples of this
+    passes: tuple[str, ...] = ()  # rewrite passes that apply
+    outputs: tuple[str, ...] = ("logits",)
+    notes: str = ""
+    overrides: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelInfo:
+    return ModelInfo(alias, family, "timm", name, (size, size), multiple, tuple(passes), **kw)
+
+
+_SWIN = ("swin",)
+_GPSA = ("gpsa",)
+REGISTRY: dict[str, ModelInfo] = {
+    m.alias: m
+    for m in [
+        _timm("vit_t", "vit", "vit_tiny_patch16_224"),
+        _timm("vit_s", "vit", "vit_small_patch16_224"),
+        _timm("vit_b", "vit", "vit_base_patch16_224"),
+        _timm("vit_b_384", "vit", "vit_base_patch16_384", size=384),
+        _timm("deit_t", "deit", "deit_tiny_patch16_224"),
+        _timm("deit_s", "deit", "deit_small_patch16_224"),
+        _timm("deit_b", "deit", "deit_base_patch16_224"),
+        _timm("deit_b_distilled", "deit", "deit_base_distilled_patch16_224"),
+        _timm("swin_t", "swin", "swin_tiny_patch4_window7_224", multiple=32, passes=_SWIN),
+        _timm("swin_s", "swin", "swin_small_patch4_window7_224", multiple=32, passes=_SWIN),
+        _timm("swin_b", "swin", "swin_base_patch4_window7_224", multiple=32, passes=_SWIN),
+        _timm("swin_b_384", "swin", "swin_base_patch4_window12_384", size=384, multiple=32, passes=_SWIN),
+        _timm("convit_t", "convit", "convit_tiny", passes=_GPSA),
+        _timm("convit_s", "convit", "convit_small", passes=_GPSA),
+        _timm("convit_b", "convit", "convit_base", passes=_GPSA),
+        _timm("mixer_s", "mixer", "mixer_s16_224"),
+        _timm("mixer_b", "mixer", "mixer_b16_224"),
+        ModelInfo(
+            "deformable_detr",
+            "deformable_detr",
+            "transformers",
+            "SenseTime/deformable-detr",
+            (800, 1333),
+            32,
+            ("msda",),
+            outputs=("logits", "pred_boxes"),
+            notes="DeformableDetrForObjectDetection, timm ResNet-50 backbone",
+        ),
+    ]
+}
+
+# Test-sized Deformable DETR: every structural element of the real one (4 feature
+# levels, encoder and decoder deformable attention, box head) at a fraction of the cost.
+DETR_SMALL_OVERRIDES = dict(
+    d_model=64,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+    num_queries=20,
+    num_labels=10,
+    backbone="resnet18",
+)
+
+
+def get_info(alias: str) -> ModelInfo:
+    try:
+        return REGISTRY[alias]
+    except KeyError:
+        close = difflib.get_close_matches(alias, REGISTRY, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else "run 'vitdeploy models' for the list"
+        raise VitdeployError(f"unknown model '{alias}'", hint) from None
+
+
+def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
+    h, w = size
+    m = info.size_multiple
+    if h <= 0 or w <= 0 or h % m or w % m:
+        why = {
+            "swin": "Swin's patch embedding and three patch-merging stages halve the map",
+            "deformable_detr": "the ResNet backbone downsamples by 32",
+        }.get(info.family, "the patch embedding uses 16x16 patches")
+        lo = max(m, (h // m) * m)
+        raise VitdeployError(
+            f"image size {h}x{w} does not fit {info.alias}: {why}, so it must be a multiple of {m}",
+            f"try --img-size {lo}",
+        )
+
+
+def build_model(
+    info: ModelInfo,
+    *,
+    img_size: tuple[int, int] | None = None,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    small: bool = False,
+    device: str = "cpu",
+):
+    """Build the torch module in eval mode (random weights unless pretrained/checkpoint)."""
+    import torch
+
+    size = img_size or info.input_size
+    check_input_size(info, size)
+    with torch.device(device):
+        if info.source == "timm":
+            model = _build_timm(info, size, pretrained)
+        else:
+            model = _build_detr(info, pretrained, small)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model.eval()
+
+
+def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool):
+    import timm
+
+    kwargs: dict[str, Any] = {}
+    if size != info.input_size:
+        kwargs["img_size"] = size if size[0] != size[1] else size[0]
+    if pretrained:
+        return _pretrained(lambda: timm.create_model(info.name, pretrained=True, **kwargs), info)
+    return timm.create_model(info.name, pretrained=False, **kwargs)
+
+
+def detr_config(small: bool = False, **overrides):
+    from transformers import DeformableDetrConfig
+
+    cfg = dict(DETR_SMALL_OVERRIDES) if small else {}
+    cfg.update(overrides)
+    backbone = cfg.pop("backbone", "resnet50")
+    config = DeformableDetrConfig(**cfg)
+    config.backbone_config.backbone = backbone
+    config.backbone_config.use_pretrained_backbone = False
+    return config
+
+
+def _build_detr(info: ModelInfo, pretrained: bool, small: bool):
+    from transformers import DeformableDetrForObjectDetection
+
+    if pretrained:
+        return _pretrained(lambda: DeformableDetrForObjectDetection.from_pretrained(info.name), info)
+    return DeformableDetrForObjectDetection(detr_config(small=small))
+
+
+def _pretrained(fn, info: ModelInfo):
+    try:
+        return fn()
+    except Exception as e:  # hub errors come in many types; all mean "could not download"
+        raise VitdeployError(
+            f"could not download pretrained weights for {info.alias} ({type(e).__name__})",
+            "this machine may be offline: download the weights elsewhere and pass --checkpoint FILE",
+        ) from None
+
+
+def _read_state_dict(path: Path) -> dict:
+    import torch
+
+    if not path.is_file():
+        raise VitdeployError(f"checkpoint {path} does not exist", "check the --checkpoint path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise VitdeployError(
+                f"checkpoint {path.name} has an unknown format", "use a .safetensors or .pth file"
+            )
+    except VitdeployError:
+        raise
+    except Exception as e:
+        raise VitdeployError(
+            f"cannot read checkpoint {path.name}: {str(e).splitlines()[0][:160]}",
+            "pass a .safetensors or a weights-only .pth state dict",
+        ) from None
+    for key in ("state_dict", "model", "model_ema", "module"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict) and not any(
+            hasattr(v, "shape") for v in sd.values()
+        ):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not sd:
+        raise VitdeployError(f"checkpoint {path.name} holds no state dict", "save model.state_dict()")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def load_checkpoint(model, path: str | os.PathLike) -> None:
+    """Load a state dict strictly; a mismatch is a one-line error naming what differs."""
+    path = Path(path)
+    sd = _read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if shape:
+            k = shape[0]
+            parts.append(f"{len(shape)} shape mismatches (first: {k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
+        raise VitdeployError(
+            f"checkpoint {path.name} does not match the model: " + "; ".join(parts),
+            "check --model and --img-size match the checkpoint",
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def count_parameters(info: ModelInfo) -> int:
+    """Parameter count, computed on the meta device so no memory is touched."""
+    import torch
+
+    with torch.device("meta"):
+        model = _build_timm(info, info.input_size, False) if info.source == "timm" else _build_detr(info, False, False)
+    return sum(p.numel() for p in model.parameters())
+
+
+def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None = None) -> dict:
+    """Mean, std, size and interpolation the model expects, from timm's data config."""
+    size = img_size or info.input_size
+    if info.source == "timm":
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=model) if model is not None else {}
+        return {
+            "input_size": [3, size[0], size[1]],
+            "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
+            "std": list(map(float, cfg.get("std", (0.229, 0.224, 0.225)))),
+            "interpolation": cfg.get("interpolation", "bicubic"),
+            "crop_pct": float(cfg.get("crop_pct", 0.875)) if size == info.input_size else 1.0,
+            "crop_mode": cfg.get("crop_mode", "center"),
+        }
+    # Deformable DETR: ImageNet statistics, resize without crop (the DETR image processor's defaults).
+    return {
+        "input_size": [3, size[0], size[1]],
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "squash",
+    }

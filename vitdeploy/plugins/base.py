@@ -1,0 +1,140 @@
+"""What every vitdeploy plugin shares: its spec, how its node looks in ONNX, and its ORT face.
+
+A plugin has one spec (name, inputs, outputs, attributes) and several faces:
+the PyTorch reference (the truth), an ONNX Runtime CPU custom op that runs
+the reference so rewritten graphs can be verified on the CPU, a Triton
+kernel, and a `tensorrt.plugin` registration. The spec is the contract all
+faces are tested against.
+
+ONNX node convention (what TensorRT's ONNX parser expects for plugins):
+op_type = plugin name, attributes `plugin_namespace` and `plugin_version`,
+node domain = the namespace (declared in the model's opset imports).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+NAMESPACE = "vitdeploy"
+_ATTR_TYPES = (int, float, str)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    kind: str = "float"  # float (FP32 or FP16, the plugin follows its input) | int32 | int64
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    attrs: Mapping[str, type] = field(default_factory=dict)
+    version: str = "1"
+    namespace: str = NAMESPACE
+    doc: str = ""
+
+    @property
+    def plugin_id(self) -> str:
+        """The id `tensorrt.plugin.register` takes: "namespace::name"."""
+        return f"{self.namespace}::{self.name}"
+
+    @property
+    def domain(self) -> str:
+        return self.namespace
+
+    def node_attrs(self, **values: Any) -> dict:
+        """Validated node attributes plus the plugin_namespace/plugin_version TensorRT reads."""
+        missing = set(self.attrs) - set(values)
+        extra = set(values) - set(self.attrs)
+        if missing or extra:
+            raise ValueError(f"{self.name}: missing attrs {sorted(missing)}, unknown attrs {sorted(extra)}")
+        out: dict[str, Any] = {}
+        for k, typ in self.attrs.items():
+            v = values[k]
+            if typ is int:
+                if int(v) != v:
+                    raise ValueError(f"{self.name}.{k} must be an integer, got {v!r}")
+                v = int(v)
+            elif typ is float:
+                v = float(v)
+            else:
+                v = str(v)
+            out[k] = v
+        out["plugin_namespace"] = self.namespace
+        out["plugin_version"] = self.version
+        return out
+
+    def read_attrs(self, attrs: Mapping[str, Any]) -> dict:
+        """The spec's attributes from a node's attribute dict (bytes decoded, plugin_* dropped)."""
+        out = {}
+        for k, typ in self.attrs.items():
+            v = attrs[k]
+            if isinstance(v, bytes):
+                v = v.decode()
+            out[k] = typ(v)
+        return out
+
+    def matches(self, op_type: str, domain: str | None = None) -> bool:
+        return op_type == self.name and (domain in (None, "", self.domain, ORT_PYOP_DOMAIN))
+
+
+# onnxruntime-extensions serves Python custom ops from this fixed domain, and only for
+# FP32/integer tensors; `vitdeploy.onnxrt` moves plugin nodes there and casts FP16 around them.
+ORT_PYOP_DOMAIN = "ai.onnx.contrib"
+
+_ORT_REGISTERED: dict[str, PluginSpec] = {}
+
+
+def register_ort_op(spec: PluginSpec, compute: Callable[..., Any]) -> None:
+    """Register `compute(*numpy_inputs, **attrs) -> numpy | tuple` as the plugin's ORT CPU op.
+
+    `compute` receives FP32 float inputs and the spec's attributes; it must return FP32.
+    """
+    if spec.name in _ORT_REGISTERED:
+        return
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op
+
+    dt = {"float": PyCustomOpDef.dt_float, "int32": PyCustomOpDef.dt_int32, "int64": PyCustomOpDef.dt_int64}
+    at = {int: PyCustomOpDef.dt_int64, float: PyCustomOpDef.dt_float, str: PyCustomOpDef.dt_string}
+    attrs = {k: at[t] for k, t in spec.attrs.items()}
+    attrs.update(plugin_namespace=PyCustomOpDef.dt_string, plugin_version=PyCustomOpDef.dt_string)
+
+    def body(*arrays, **kw):
+        kw.pop("plugin_namespace", None)
+        kw.pop("plugin_version", None)
+        res = compute(*arrays, **kw)
+        if isinstance(res, tuple):
+            return tuple(np.ascontiguousarray(r) for r in res)
+        return np.ascontiguousarray(res)
+
+    onnx_op(
+        op_type=spec.name,
+        inputs=[dt[t.kind] for t in spec.inputs],
+        outputs=[dt[t.kind] for t in spec.outputs],
+        attrs=attrs,
+    )(body)
+    _ORT_REGISTERED[spec.name] = spec
+
+
+def ort_registered() -> dict[str, PluginSpec]:
+    return dict(_ORT_REGISTERED)
+
+
+def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], arch: int, num_warps: int = 4, num_stages: int = 2):
+    """Compile a @triton.jit kernel ahead of time to PTX for sm_`arch`, without a GPU.
+
+    Returns (kernel_name, ptx_text, metadata). Used by the `aot_impl` TensorRT faces and the
+    AOT tests (sm_87 Jetson Orin, sm_90 Hopper).
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs))
+    target = GPUTarget("cuda", arch, 32)
+    compiled = triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages})
+    return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
