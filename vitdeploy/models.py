@@ -129,7 +129,27 @@ def build_model(
             model = _build_detr(info, pretrained, small)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
+    elif not pretrained:
+        redraw_zero_weights(model)
     return model.eval()
+
+
+def redraw_zero_weights(model, std: float = 0.02, seed: int = 0) -> list[str]:
+    """Give zero-initialised weight matrices (timm's Mixer/ViT classifier heads) random values.
+
+    With an all-zero head every logit is 0 and a parity check compares zeros with
+    zeros, proving nothing; random-weight models must produce informative outputs.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    redrawn = []
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 and not p.is_meta and not torch.any(p):
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+                redrawn.append(name)
+    return redrawn
 
 
 def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool):

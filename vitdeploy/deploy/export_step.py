@@ -23,7 +23,7 @@ class ExportOptions:
     pretrained: bool = False
     exporter: str = "auto"
     small: bool = False  # reduced Deformable DETR (tests)
-    tolerance: Tolerance = field(default_factory=Tolerance)
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance())
 
 
 def versions() -> dict:

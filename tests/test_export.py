@@ -1,0 +1,235 @@
+"""Issue 2: export of every family, verified against PyTorch; manifest; bad input."""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vitdeploy.deploy.artifacts import sha256_file
+from vitdeploy.deploy.export import BatchSpec
+from vitdeploy.deploy.export_flow import run_export
+from vitdeploy.models import build_model, get_info
+from vitdeploy.onnxrt import session
+
+# (alias, img size, reduced) — the small variant of every family; Deformable DETR reduced but whole.
+FAMILIES = [
+    ("vit_t", None, False),
+    ("deit_t", None, False),
+    ("swin_t", None, False),
+    ("convit_t", None, False),
+    ("mixer_s", None, False),
+    ("deformable_detr", (64, 96), True),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    cache = {}
+
+    def get(alias, size, small):
+        key = (alias, size, small)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(alias)
+            cache[key] = (out, run_export(alias, str(out), img_size=size, small=small))
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("alias,size,small", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_export_matches_pytorch(exported, alias, size, small):
+    out, manifest = exported(alias, size, small)
+    info = get_info(alias)
+    parity = manifest["export"]["parity"]
+    assert parity["passed"]
+    for name in info.outputs:
+        assert parity["worst"][name]["max_abs"] < 1e-4
+        assert parity["worst"][name]["cosine"] > 0.9999
+    # Independent check: rebuild the same random weights, run ORT on a fresh input.
+    torch.manual_seed(0)
+    model = build_model(info, img_size=size, small=small)
+    h, w = size or info.input_size
+    x = np.random.default_rng(42).standard_normal((1, 3, h, w)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    refs = [ref] if isinstance(ref, torch.Tensor) else [getattr(ref, n) for n in info.outputs]
+    sess = session(out / "model.onnx")
+    got = sess.run(None, {"input": x})
+    assert [o.name for o in sess.get_outputs()] == list(info.outputs)
+    for r, g in zip(refs, got):
+        assert float(r.abs().max()) > 1e-3, "outputs must be informative, not all zeros"
+        np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_manifest_records_what_a_user_needs(exported):
+    out, _ = exported("swin_t", None, False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["alias"] == "swin_t" and m["model"]["source"] == "timm"
+    assert m["model"]["parameters"] == 28288354
+    assert m["export"]["exporter"] in ("dynamo", "torchscript")
+    assert m["export"]["opset"] >= 17
+    assert m["export"]["inputs"] == [{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}]
+    assert m["export"]["outputs"][0]["name"] == "logits" and m["export"]["outputs"][0]["shape"] == [1, 1000]
+    pre = m["preprocessing"]
+    assert pre["input_size"] == [3, 224, 224] and pre["interpolation"] == "bicubic"
+    np.testing.assert_allclose(pre["mean"], [0.485, 0.456, 0.406], atol=1e-6)
+    np.testing.assert_allclose(pre["std"], [0.229, 0.224, 0.225], atol=1e-6)
+    assert m["files"]["onnx"]["sha256"] == sha256_file(out / "model.onnx")
+    for k in ("torch", "onnx", "onnxruntime", "timm"):
+        assert m["versions"][k]
+    assert m["vitdeploy"] and m["schema"] == 1
+    assert not list(out.glob(".vitdeploy-stage-*")), "staging directory left behind"
+
+
+def test_dynamic_batch_runs_at_two_batch_sizes(tmp_path):
+    m = run_export("vit_t", str(tmp_path), batch=BatchSpec.parse("1:4:8"))
+    assert m["batch"] == {"min": 1, "opt": 4, "max": 8, "dynamic": True}
+    assert len(m["export"]["parity"]["batches"]) == 2
+    dim0 = m["export"]["inputs"][0]["shape"][0]
+    assert isinstance(dim0, str), "batch dimension must be symbolic"
+    sess = session(tmp_path / "model.onnx")
+    for b in (1, 3):
+        y = sess.run(None, {"input": np.zeros((b, 3, 224, 224), np.float32)})[0]
+        assert y.shape == (b, 1000)
+
+
+def test_checkpoint_weights_are_used(tmp_path):
+    from safetensors.torch import save_file
+
+    info = get_info("deit_t")
+    torch.manual_seed(123)
+    model = build_model(info)
+    ckpt = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    out = tmp_path / "out"
+    m = run_export("deit_t", str(out), checkpoint=str(ckpt), exporter="torchscript")
+    assert m["model"]["weights"] == "checkpoint" and m["model"]["checkpoint"]["sha256"] == sha256_file(ckpt)
+    assert m["export"]["exporter"] == "torchscript"
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session(out / "model.onnx").run(None, {"input": x})[0], ref, atol=1e-4)
+
+
+def test_dynamo_failure_falls_back_to_torchscript_and_says_why(tmp_path, monkeypatch):
+    import vitdeploy.deploy.export as exp
+
+    def broken(*a, **k):
+        raise RuntimeError("cannot trace data-dependent control flow")
+
+    monkeypatch.setattr(exp, "_export_dynamo", broken)
+    m = run_export("vit_t", str(tmp_path))
+    assert m["export"]["exporter"] == "torchscript"
+    assert "data-dependent" in m["export"]["fallback_reason"]
+    assert m["export"]["parity"]["passed"]
+
+
+# ----------------------------------------------------------------------------- CLI and bad input
+
+def _nothing_written(path: Path):
+    return not path.exists() or not any(path.iterdir())
+
+
+def test_cli_export_prints_parity_and_next_steps(cli_run, tmp_path):
+    r = cli_run("export", "--model", "vit_t", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert "parity vs PyTorch" in r.output and "max-abs" in r.output and "cos" in r.output
+    assert "trtexec --onnx=" in r.output
+    onnx.checker.check_model(str(tmp_path / "o" / "model.onnx"))
+
+
+def test_unknown_alias_suggests_closest(cli_run, tmp_path):
+    r = cli_run("export", "--model", "swim_t", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2
+    assert r.output.strip() == "error: unknown model 'swim_t' (did you mean 'swin_t'?)"
+    assert _nothing_written(tmp_path / "o")
+
+
+def test_image_size_swin_cannot_take(cli_run, tmp_path):
+    r = cli_run("export", "--model", "swin_t", "--img-size", "230", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2
+    assert "230x230 does not fit swin_t" in r.output and "multiple of 32" in r.output and "--img-size 224" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert _nothing_written(tmp_path / "o")
+
+
+def test_unreadable_checkpoint(cli_run, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    r = cli_run("export", "--model", "vit_t", "--checkpoint", str(bad), "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "cannot read checkpoint bad.pth" in r.output
+    assert "Traceback" not in r.output
+    assert _nothing_written(tmp_path / "o")
+
+
+def test_mismatched_checkpoint_names_the_difference(cli_run, tmp_path):
+    sd = build_model(get_info("vit_t")).state_dict()
+    sd["head.weight"] = torch.zeros(10, 192)
+    sd.pop("norm.bias")
+    path = tmp_path / "other.pth"
+    torch.save(sd, path)
+    r = cli_run("export", "--model", "vit_t", "--checkpoint", str(path), "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2
+    assert "does not match the model" in r.output and "head.weight" in r.output and "norm.bias" in r.output
+    assert _nothing_written(tmp_path / "o")
+
+
+def test_output_directory_not_writable(cli_run, tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    r = cli_run("export", "--model", "vit_t", "-o", str(f / "sub"))
+    assert r.exit_code == 2 and "cannot create output directory" in r.output
+
+
+def test_pretrained_offline_says_use_checkpoint(cli_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli_run("export", "--model", "vit_t", "--pretrained", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "--checkpoint" in r.output and "pretrained" in r.output
+    assert _nothing_written(tmp_path / "o")
+
+
+def test_conflicting_flags(cli_run, tmp_path):
+    r = cli_run("export", "--model", "vit_t", "--batch", "2", "--dynamic-batch", "1:2:4", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "cannot be used together" in r.output
+    r = cli_run("export", "--model", "vit_t", "--dynamic-batch", "4:2:1", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "MIN <= OPT <= MAX" in r.output
+
+
+def test_parity_failure_exits_3_and_leaves_nothing(cli_run, tmp_path, monkeypatch):
+    from vitdeploy.deploy import export_step
+    from vitdeploy.deploy.parity import Tolerance
+
+    monkeypatch.setattr(export_step, "Tolerance", lambda: Tolerance(atol=-1.0, rtol=0.0))
+    r = cli_run("export", "--model", "vit_t", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 3 and "does not match PyTorch" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_models_lists_every_alias(cli_run):
+    r = cli_run("models", "--json")
+    assert r.exit_code == 0
+    rows = {row["alias"]: row for row in json.loads(r.output)}
+    for a in "vit_t vit_s vit_b deit_t deit_s deit_b swin_t swin_s swin_b convit_t convit_s convit_b mixer_s mixer_b deformable_detr".split():
+        assert a in rows
+    assert rows["swin_t"]["passes"] == ["swin"] and rows["deformable_detr"]["source"] == "transformers"
+    assert rows["vit_b"]["parameters"] == 86567656
+
+
+def test_every_command_has_help_with_an_example(cli_run):
+    from vitdeploy.cli import COMMANDS, LazyGroup, cli
+
+    names = LazyGroup.list_commands(cli, None)
+    assert {"models", "export"} <= set(names)
+    for name in names:
+        r = cli_run(name, "--help")
+        assert r.exit_code == 0, name
+        assert "Example" in r.output, f"{name} --help has no example"
+    r = cli_run("--help")
+    assert "Example" in r.output
+
+
+def test_mistyped_command_suggests(cli_run):
+    r = cli_run("exprot")
+    assert r.exit_code == 2 and "Did you mean 'export'" in r.output

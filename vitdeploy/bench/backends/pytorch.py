@@ -1,0 +1,124 @@
+"""PyTorch backends: eager (`torch`) and `torch.compile` (`torch-compile`), built from the model registry.
+
+On CUDA the forward pass is captured into a CUDA graph when capture succeeds
+(so the numbers show the GPU, not Python's launch overhead) and replayed; whether
+it was used, or why not, is recorded per batch.
+"""
+from __future__ import annotations
+
+from vitdeploy.bench.backends.base import Backend, Prepared, host_step, torch_cuda_step
+from vitdeploy.errors import VitdeployError
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def capture_cuda_graph(fn, warmup: int = 3):
+    """Capture `fn()` into a CUDA graph after a few side-stream warm-up calls; returns (graph, output)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, alias: str, *, device: str = "cpu", precision: str = "fp32", img_size=None,
+                 cuda_graph: bool = True, small: bool = False):
+        import torch
+
+        from vitdeploy.models import build_model, get_info
+
+        if precision not in _DTYPES:
+            raise VitdeployError(f"the {self.name} backend has no precision '{precision}'", "use fp32, fp16 or bf16")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise VitdeployError("--device cuda was asked for but PyTorch sees no CUDA GPU", "use --device cpu")
+        if device == "cpu" and precision == "fp16":
+            raise VitdeployError("FP16 on the CPU is not a meaningful PyTorch benchmark", "use --precision bf16 or fp32 on the CPU")
+        self.info = get_info(alias)
+        self.model = alias
+        self.device = device
+        self.precision = precision
+        self.clock = "cuda_events" if device == "cuda" else "perf_counter"
+        self.size = img_size or self.info.input_size
+        self.use_graph = cuda_graph and device == "cuda"
+        self.dtype = getattr(torch, _DTYPES[precision])
+        torch.manual_seed(0)
+        module = build_model(self.info, img_size=self.size, small=small, device=device).to(self.dtype)
+        self.module = self._wrap(module)
+
+    def _wrap(self, module):
+        return module
+
+    def describe(self) -> dict:
+        return {"clock": self.clock, "cuda_graph_requested": self.use_graph}
+
+    def prepare(self, batch: int, mode: str) -> Prepared:
+        import torch
+
+        from vitdeploy.deploy.inputs import random_images
+
+        host = torch.from_numpy(random_images(batch, self.size)).to(self.dtype)
+        module = self.module
+
+        if self.device == "cpu":
+            def run():
+                with torch.inference_mode():
+                    return module(host)
+
+            return Prepared(host_step(run))
+
+        if mode == "end-to-end":
+            host = host.pin_memory()
+        x = host.to("cuda")
+        forward = torch.inference_mode()(lambda: module(x))
+        graph_info: dict = {"used": False}
+        compute = forward
+        if self.use_graph:
+            try:
+                graph, out = capture_cuda_graph(forward)
+                compute = lambda: (graph.replay(), out)[1]  # noqa: E731
+                graph_info = {"used": True}
+            except Exception as e:  # capture fails for data-dependent shapes, host syncs, ...
+                graph_info = {"used": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+                torch.cuda.synchronize()
+        if mode == "end-to-end":
+            # Pinned host buffers on both sides, as a deployed pipeline would have.
+            with torch.inference_mode():
+                outs = _tensors(compute())
+            host_outs = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outs]
+
+            def run():
+                x.copy_(host, non_blocking=True)
+                for dst, src in zip(host_outs, _tensors(compute())):
+                    dst.copy_(src, non_blocking=True)
+        else:
+            run = compute
+        return Prepared(torch_cuda_step(run), cuda_graph=graph_info)
+
+
+class TorchCompileBackend(TorchBackend):
+    name = "torch-compile"
+
+    def _wrap(self, module):
+        import torch
+
+        return torch.compile(module)
+
+
+def _tensors(out):
+    """Output tensors of a model (tensor, tuple, or HF ModelOutput)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    values = out.values() if hasattr(out, "values") else out
+    return [v for v in values if isinstance(v, torch.Tensor)]

@@ -1,0 +1,102 @@
+"""What a precision change costs: a candidate graph against its reference on the same inputs.
+
+Top-1 agreement and logit similarity need no labels; with labels, top-1/top-5
+accuracy of both and the drop in points. Both graphs run in ONNX Runtime
+(`vitdeploy.onnxrt.session`), so FP16 and Q/DQ graphs are measured exactly as written.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+
+from vitdeploy.calibration.data import CalibrationData, model_input, progress
+from vitdeploy.errors import VitdeployError
+
+
+def run_model(model, data: CalibrationData, batch: int = 32, description: str = "running", show_progress: bool = False,
+              threads: int | None = None) -> np.ndarray:
+    """First output of `model` (path or ModelProto) on all of `data`, as FP32 (N, ...)."""
+    from vitdeploy.onnxrt import session
+
+    sess = session(model, threads=threads)
+    name = sess.get_inputs()[0].name
+    static = sess.get_inputs()[0].shape[0]
+    if isinstance(static, int) and static > 0:
+        batch = static  # a static-batch graph runs in batches of exactly its size
+    outs = []
+    bar, total, _ = progress(len(data), description)
+    with bar:
+        task = bar.add_task(description, total=total, visible=show_progress)
+        for i in range(0, len(data), batch):
+            x = data.images[i : i + batch]
+            n = len(x)
+            if n < batch and isinstance(static, int) and static > 0:
+                x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
+            outs.append(np.asarray(sess.run(None, {name: x})[0], dtype=np.float32)[:n])
+            bar.advance(task, n)
+    return np.concatenate(outs)
+
+
+def _topk(logits: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, logits.shape[1])
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
+
+
+def accuracy_points(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Top-k accuracy in percent."""
+    return float((_topk(logits, k) == labels[:, None]).any(axis=1).mean() * 100.0)
+
+
+def compare_logits(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Agreement and error statistics of two (N, classes) logit arrays."""
+    if ref.shape != cand.shape:
+        raise VitdeployError(f"the models' outputs differ in shape: {ref.shape} vs {cand.shape}", "compare variants of one model")
+    ref2 = ref.reshape(len(ref), -1).astype(np.float64)
+    cand2 = cand.reshape(len(cand), -1).astype(np.float64)
+    num = (ref2 * cand2).sum(1)
+    den = np.linalg.norm(ref2, axis=1) * np.linalg.norm(cand2, axis=1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
+    finite = bool(np.isfinite(cand2).all())
+    out = {
+        "images": int(len(ref)),
+        "top1_agreement": float((ref2.argmax(1) == cand2.argmax(1)).mean() * 100.0),
+        "cosine_mean": float(cos.mean()) if finite else 0.0,
+        "cosine_min": float(cos.min()) if finite else 0.0,
+        "max_abs_error": float(np.abs(ref2 - cand2).max()) if finite else float("inf"),
+        "mean_abs_error": float(np.abs(ref2 - cand2).mean()) if finite else float("inf"),
+        "finite": finite,
+    }
+    if labels is not None:
+        if len(labels) != len(ref):
+            raise VitdeployError(f"{len(labels)} labels for {len(ref)} images", "pass one label per image")
+        if labels.max(initial=0) >= ref2.shape[1] or labels.min(initial=0) < 0:
+            raise VitdeployError(f"labels must be class ids in 0..{ref2.shape[1] - 1}", "check the labels file")
+        for k in (1, 5):
+            r, c = accuracy_points(ref2, labels, k), accuracy_points(cand2, labels, k)
+            out[f"reference_top{k}"] = r
+            out[f"candidate_top{k}"] = c
+            out[f"top{k}_drop"] = r - c
+    return out
+
+
+def compare_models(reference, candidate, data: CalibrationData, labels: np.ndarray | None = None, batch: int = 32,
+                   show_progress: bool = False) -> dict:
+    """Run both ONNX graphs (paths or ModelProtos) on `data` and compare their first outputs."""
+    if labels is None:
+        labels = data.labels
+    ref = run_model(reference, data, batch, "reference", show_progress)
+    cand = run_model(candidate, data, batch, "candidate", show_progress)
+    return compare_logits(ref, cand, labels)
+
+
+def describe(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return f"<{model.graph.name or 'model'}>"
+
+
+def input_shape(model_path) -> list:
+    m = onnx.load(str(model_path), load_external_data=False)
+    return model_input(m)[1]

@@ -1,0 +1,279 @@
+"""Calibration and evaluation inputs: image folders read with timm's preprocessing, or arrays.
+
+Images are decoded once, preprocessed exactly as the model was trained
+(`timm.data.create_transform` from the manifest's `preprocessing` dict) and
+kept in memory as one FP32 NCHW array, so calibration, accuracy runs and
+every precision variant see bit-identical inputs.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from vitdeploy.errors import VitdeployError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_KEYS = ("images", "x", "input", "inputs", "data")
+LABEL_KEYS = ("labels", "y", "targets", "label")
+DEFAULT_PREPROCESSING = {
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+}
+
+
+@dataclass
+class CalibrationData:
+    """Preprocessed model inputs (N, C, H, W, FP32), optional int labels, and where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    source: str = ""
+    skipped: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batches(self, batch: int) -> Iterator[np.ndarray]:
+        for i in range(0, len(self), batch):
+            yield self.images[i : i + batch]
+
+    def take(self, n: int | None) -> "CalibrationData":
+        if n is None or n >= len(self):
+            return self
+        labels = None if self.labels is None else self.labels[:n]
+        return CalibrationData(self.images[:n], labels, self.source, self.skipped, self.files[:n])
+
+
+def progress(total: int, description: str):
+    """A rich progress bar that shows images/s (on stderr, so JSON on stdout stays clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    from vitdeploy.console import err_console
+
+    class ImagesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} images/s" if speed else "– images/s", style="dim")
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        ImagesPerSecond(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    return bar, total, description
+
+
+def _expected_shape(input_shape) -> tuple | None:
+    """(C, H, W) with None for symbolic dims, from an ONNX input shape (N, C, H, W)."""
+    if input_shape is None:
+        return None
+    dims = list(input_shape)[-3:]
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
+
+
+def _check_array(arr: np.ndarray, what: str, expected: tuple | None) -> np.ndarray:
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise VitdeployError(
+            f"{what} has shape {tuple(arr.shape)}, expected N x C x H x W",
+            "save preprocessed images as a 4-D float array (NCHW)",
+        )
+    if expected is not None:
+        want = tuple(arr.shape[1:])
+        if any(e is not None and e != w for e, w in zip(expected, want)):
+            exp = "x".join("?" if e is None else str(e) for e in expected)
+            raise VitdeployError(
+                f"{what} has images of shape {'x'.join(map(str, want))}, the model expects {exp} (C x H x W)",
+                "preprocess the arrays to the model's input size, or pass a folder of images",
+            )
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise VitdeployError(
+            f"{what} has dtype {arr.dtype}; arrays must hold preprocessed float images",
+            "normalise with the model's mean/std and save as float32, or pass a folder of images",
+        )
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _pick(npz, keys, path: Path, required: bool):
+    for k in keys:
+        if k in npz.files:
+            return npz[k]
+    if required:
+        if len(npz.files) == 1:
+            return npz[npz.files[0]]
+        raise VitdeployError(
+            f"{path.name} holds arrays {npz.files} but none is named {' / '.join(keys)}",
+            "store the images under the key 'images' (and labels under 'labels')",
+        )
+    return None
+
+
+def load_arrays(path: str | os.PathLike, input_shape=None) -> CalibrationData:
+    """Preprocessed inputs from .npy (images) or .npz (images [+ labels])."""
+    p = Path(path)
+    expected = _expected_shape(input_shape)
+    try:
+        loaded = np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise VitdeployError(f"cannot read {p.name}: {str(e).splitlines()[0][:160]}", "pass a .npy or .npz file") from None
+    labels = None
+    if isinstance(loaded, np.ndarray):
+        images = loaded
+    else:
+        with loaded:
+            images = _pick(loaded, IMAGE_KEYS, p, required=True)
+            labels = _pick(loaded, LABEL_KEYS, p, required=False)
+    images = _check_array(images, p.name, expected)
+    if len(images) == 0:
+        raise VitdeployError(f"{p.name} holds no images", "pass a file with at least one image")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if len(labels) != len(images):
+            raise VitdeployError(f"{p.name} has {len(images)} images but {len(labels)} labels", "store one label per image")
+    return CalibrationData(images, labels, str(p))
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def make_transform(preprocessing: dict, input_size):
+    """timm's eval transform (resize, crop, normalise) for the model's preprocessing dict."""
+    from timm.data import create_transform
+
+    pp = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    size = tuple(pp.get("input_size") or input_size)
+    return create_transform(
+        input_size=size,
+        is_training=False,
+        interpolation=pp["interpolation"],
+        mean=tuple(pp["mean"]),
+        std=tuple(pp["std"]),
+        crop_pct=pp["crop_pct"],
+        crop_mode=pp["crop_mode"],
+    )
+
+
+def load_folder(folder: str | os.PathLike, preprocessing: dict | None, input_shape=None, num_images: int | None = None,
+                show_progress: bool = True) -> CalibrationData:
+    """Every JPEG/PNG under `folder` (nested folders allowed), preprocessed; unreadable files are skipped."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    files = image_files(folder)
+    if not files:
+        raise VitdeployError(
+            f"no images found under {folder}", f"put {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES[:3])} files there"
+        )
+    expected = _expected_shape(input_shape)
+    pp = dict(preprocessing or {})
+    if "input_size" not in pp:
+        if expected is None or None in expected:
+            raise VitdeployError(
+                "the input size for these images is unknown",
+                "pass a model whose ONNX has a static C x H x W input or a manifest.json with 'preprocessing'",
+            )
+        pp["input_size"] = list(expected)
+    transform = make_transform(pp, pp["input_size"])
+    if num_images:
+        files = files[: max(num_images * 2, num_images + 16)]  # room for skipped files
+    images, used, skipped = [], [], 0
+    bar, total, desc = progress(min(len(files), num_images or len(files)), "reading images")
+    with bar:
+        task = bar.add_task(desc, total=total, visible=show_progress)
+        for f in files:
+            if num_images and len(images) >= num_images:
+                break
+            try:
+                with Image.open(f) as im:
+                    img = im.convert("RGB")
+            except (UnidentifiedImageError, OSError, ValueError):
+                skipped += 1
+                continue
+            images.append(transform(img).numpy())
+            used.append(str(f))
+            bar.advance(task)
+    if not images:
+        raise VitdeployError(f"none of the {skipped} image files under {folder} could be read", "check the files are valid JPEG/PNG")
+    arr = np.stack(images).astype(np.float32)
+    _check_array(arr, f"images from {folder}", expected)
+    return CalibrationData(arr, None, str(folder), skipped, used)
+
+
+def load_data(path: str | os.PathLike, preprocessing: dict | None = None, input_shape=None,
+              num_images: int | None = None, show_progress: bool = True) -> CalibrationData:
+    """A folder of images, or a .npy/.npz of preprocessed arrays; `num_images` keeps the first N."""
+    p = Path(path)
+    if not p.exists():
+        raise VitdeployError(f"calibration data {p} does not exist", "pass a folder of images or a .npy/.npz file")
+    if p.is_dir():
+        data = load_folder(p, preprocessing, input_shape, num_images, show_progress)
+    elif p.suffix.lower() in (".npy", ".npz"):
+        data = load_arrays(p, input_shape).take(num_images)
+    else:
+        raise VitdeployError(f"{p.name} is neither a folder nor a .npy/.npz file", "pass a folder of images or arrays")
+    return data
+
+
+def load_labels(path: str | os.PathLike) -> np.ndarray:
+    """Integer class labels from .npy, .json (a list) or text (one per line)."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise VitdeployError(f"labels file {p} does not exist", "pass a .npy, .json or .txt file")
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif p.suffix == ".json":
+            arr = np.asarray(json.loads(p.read_text()))
+        else:
+            arr = np.asarray([int(line) for line in p.read_text().split() if line.strip()])
+        return arr.reshape(-1).astype(np.int64)
+    except (ValueError, TypeError) as e:
+        raise VitdeployError(f"cannot read labels from {p.name}: {str(e)[:120]}", "one integer class id per image") from None
+
+
+def model_input(model) -> tuple[str, list]:
+    """Name and shape (ints, or strings for symbolic dims) of an ONNX model's first input."""
+    inp = model.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inp.type.tensor_type.shape.dim]
+    return inp.name, dims
+
+
+def preprocessing_for(onnx_path: str | os.PathLike) -> dict | None:
+    """The `preprocessing` dict of the manifest.json next to an ONNX file, if there is one."""
+    from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
+
+    m = Path(onnx_path).resolve().parent / MANIFEST_NAME
+    if not m.is_file():
+        return None
+    try:
+        return load_manifest(m).get("preprocessing")
+    except VitdeployError:
+        return None
+
+
+class Timer:
+    """images/s for a loop the caller drives (used for the success lines)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def rate(self, n: int) -> float:
+        return n / max(time.perf_counter() - self.start, 1e-9)

@@ -1,0 +1,244 @@
+"""INT8 as explicit Q/DQ ONNX, calibrated with ONNX Runtime on the CPU.
+
+The recipe transformer deployments converged on (FasterTransformer, ModelOpt):
+quantize only the inputs of MatMul/Gemm/Conv, weights per output channel and
+activations per tensor, both symmetric (zero point 0, as TensorRT requires);
+leave LayerNorm, Softmax, GELU, residual Adds and plugin nodes unquantized, and
+put no Q/DQ on the outputs, so TensorRT's explicit-quantization fusions fold
+each DQ->MatMul into an INT8 GEMM. Everything that is not INT8 is FP16: TensorRT
+10/11 strongly typed networks take precision from the ONNX alone.
+
+`onnxruntime.quantization` does the work. We run its calibrators ourselves
+(rather than through `quantize_static`) so that graphs with vitdeploy plugin
+nodes calibrate through `vitdeploy.onnxrt.session`, so entropy calibration can
+use enough histogram bins, and so the measured ranges become a cache we own.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from vitdeploy.calibration.cache import check_cache, make_cache, ort_method, to_tensors_data
+from vitdeploy.calibration.data import CalibrationData, model_input, progress
+from vitdeploy.calibration.precision import _declare_plugin_outputs, convert_fp16
+from vitdeploy.errors import VitdeployError
+
+QUANT_OPS = ("MatMul", "Gemm", "Conv")
+ENTROPY_BINS = 1024  # TensorRT uses 2048; ORT's pure-Python KL search is O(bins^2), 1024 keeps it fast
+PERCENTILE = 99.99
+
+# What makes ORT's QDQ output what TensorRT's explicit quantization expects.
+QDQ_EXTRA_OPTIONS = {
+    "ActivationSymmetric": True,  # zero point 0 for activations
+    "WeightSymmetric": True,
+    "OpTypesToExcludeOutputQuantization": list(QUANT_OPS),  # Q/DQ on inputs only, never on outputs
+    "QuantizeBias": False,  # biases stay float (FP16); TensorRT fuses them into the INT8 GEMM epilogue
+    "DedicatedQDQPair": False,  # one Q/DQ per tensor, shared by its consumers (q/k/v)
+    "ForceQuantizeNoInputCheck": False,  # never quantize Transpose/Reshape on their own
+    "QDQKeepRemovableActivations": True,  # never drop activations the Q/DQ would absorb
+    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # MatMul weights are K x N: per output channel N
+}
+
+
+def node_scope(node: onnx.NodeProto) -> str:
+    """The PyTorch module path of a node (e.g. "blocks.0.attn.qkv") when the exporter recorded it."""
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = [s for s in eval(p.value, {"__builtins__": {}}) if s]  # a Python list literal
+            except Exception:
+                return ""
+            mods = scopes[:-1] or scopes
+            return mods[-1].removeprefix("inner.") if mods else ""
+    return ""
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type in QUANT_OPS and n.domain in ("", "ai.onnx")]
+
+
+def select_exclusions(model: onnx.ModelProto, exclude=(), quantize_first_last=False) -> dict[str, str]:
+    """node name -> why it stays in FP16 (first/last layer, or the --int8-exclude pattern it matched)."""
+    nodes = quantizable_nodes(model)
+    why: dict[str, str] = {}
+    if nodes and not quantize_first_last:
+        why[nodes[0].name] = "first layer"
+        why.setdefault(nodes[-1].name, "last layer")
+    used = set()
+    for n in nodes:
+        scope = node_scope(n)
+        for pat in exclude or ():
+            if fnmatch.fnmatchcase(n.name, pat) or (scope and fnmatch.fnmatchcase(scope, pat)):
+                why.setdefault(n.name, f"--int8-exclude {pat}")
+                used.add(pat)
+    unused = [p for p in exclude or () if p not in used]
+    if unused:
+        raise VitdeployError(
+            f"--int8-exclude {unused[0]} matches no MatMul/Gemm/Conv node",
+            "patterns match node names or module paths, e.g. 'blocks.0.*' or '*head*'",
+        )
+    return why
+
+
+class _Reader:
+    """ORT CalibrationDataReader over CalibrationData, advancing a progress bar."""
+
+    def __init__(self, data: CalibrationData, input_name: str, batch: int, bar=None, task=None):
+        self._it = data.batches(batch)
+        self.input_name, self.bar, self.task = input_name, bar, task
+
+    def get_next(self):
+        x = next(self._it, None)
+        if x is None:
+            return None
+        if self.bar is not None:
+            self.bar.advance(self.task, len(x))
+        return {self.input_name: x}
+
+
+def _calibrator(method: str, model_path: str, augmented_path: str, entropy_bins: int, percentile: float):
+    from onnxruntime.quantization import calibrate as c
+
+    common = dict(op_types_to_calibrate=list(QUANT_OPS), augmented_model_path=augmented_path, symmetric=True)
+    if method == "minmax":
+        return c.MinMaxCalibrater(model_path, **common)
+    if method == "entropy":
+        return c.EntropyCalibrater(model_path, **common, num_bins=entropy_bins, num_quantized_bins=128)
+    if method == "percentile":
+        return c.PercentileCalibrater(model_path, **common, num_bins=2048, percentile=percentile)
+    ort_method(method)  # raises the one-line error
+
+
+def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "entropy", batch: int = 8,
+              entropy_bins: int = ENTROPY_BINS, percentile: float = PERCENTILE, show_progress: bool = True):
+    """Run `calib` through the model and return ORT's TensorsData (per-tensor ranges)."""
+    from vitdeploy.onnxrt import session
+
+    if len(calib) == 0:
+        raise VitdeployError("no calibration images", "pass a folder or array file with images")
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    _declare_plugin_outputs(m, onnx.TensorProto.FLOAT)
+    in_name, _ = model_input(m)
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-calib-") as tmp:
+        src, aug = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "augmented.onnx")
+        onnx.save(m, src)
+        cal = _calibrator(method, src, aug, entropy_bins, percentile)
+        cal.augment_graph()
+        onnx.save(cal.model, aug)
+        cal.infer_session = session(aug)  # runs plugin nodes through their ORT faces
+        bar, total, _ = progress(len(calib), f"calibrating ({method})")
+        with bar:
+            task = bar.add_task(f"calibrating ({method})", total=total, visible=show_progress)
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram details
+                cal.collect_data(_Reader(calib, in_name, batch, bar, task))
+                ranges = cal.compute_data()
+    return ranges
+
+
+def model_sha256(model_path: str | os.PathLike) -> str:
+    from vitdeploy.deploy.artifacts import sha256_file
+
+    return sha256_file(model_path)
+
+
+def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entropy", exclude=(),
+                  quantize_first_last: bool = False, cache: dict | None = None, batch: int = 8,
+                  show_progress: bool = True) -> tuple[onnx.ModelProto, dict, dict]:
+    """(Q/DQ + FP16 ONNX, calibration cache, summary) for the FP32 ONNX at `model_path`.
+
+    With `cache` (from an earlier run on the same file) calibration is skipped; a cache
+    measured on another model or with another method raises VitdeployError.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    model_path = Path(model_path)
+    sha = model_sha256(model_path)
+    model = onnx.load(str(model_path))
+    if not quantizable_nodes(model):
+        raise VitdeployError(f"{model_path.name} has no MatMul/Gemm/Conv to quantize", "INT8 would change nothing")
+    if cache is not None:
+        check_cache(cache, sha, method)
+    elif calib is None:
+        raise VitdeployError("INT8 needs calibration data or a calibration cache", "pass --data DIR or a cache")
+    else:
+        ranges = calibrate(model, calib, method, batch=batch, show_progress=show_progress)
+        settings = {"entropy_bins": ENTROPY_BINS} if method == "entropy" else (
+            {"percentile": PERCENTILE} if method == "percentile" else {})
+        cache = make_cache(ranges, sha, method, len(calib), settings)
+    why = select_exclusions(model, exclude, quantize_first_last)
+    declared = onnx.ModelProto.FromString(model.SerializeToString())
+    _declare_plugin_outputs(declared, onnx.TensorProto.FLOAT)
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-qdq-") as tmp:
+        ort_cache, out = os.path.join(tmp, "ranges.json"), os.path.join(tmp, "qdq.onnx")
+        save_tensors_data(to_tensors_data(cache), ort_cache)
+        try:
+            quantize_static(
+                declared, out, None,
+                calibration_cache_path=ort_cache,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANT_OPS),
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=ort_method(method),
+                nodes_to_exclude=sorted(why),
+                extra_options=dict(QDQ_EXTRA_OPTIONS),
+            )
+        except VitdeployError:
+            raise
+        except Exception as e:
+            raise VitdeployError(f"INT8 quantization failed: {str(e).splitlines()[0][:200]}", "try --int8-exclude for the failing node") from None
+        qdq = onnx.load(out)
+    _require_opset(qdq, 19)
+    fp16, precision = convert_fp16(qdq, keep_io_fp32=True)
+    summary = qdq_summary(fp16)
+    summary.update(method=method, excluded={k: v for k, v in why.items()}, precision=precision,
+                   calibration_images=cache.get("num_images"), model_sha256=sha)
+    return fp16, cache, summary
+
+
+def _require_opset(model: onnx.ModelProto, version: int) -> None:
+    """Raise the default-domain opset to `version` (19: Q/DQ with FP16 scales).
+
+    Every op that changed between opsets 17 and 19 only gained types or optional
+    attributes with backward-compatible defaults, so the graph means the same.
+    """
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx") and op.version < version:
+            op.version = version
+
+
+def qdq_summary(model: onnx.ModelProto) -> dict:
+    """Which MatMul/Gemm/Conv nodes read DequantizeLinear outputs, and Q/DQ counts."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    quantized, float_nodes = [], []
+    for n in quantizable_nodes(model):
+        srcs = [producer.get(i) for i in n.input[:2]]
+        (quantized if all(s is not None and s.op_type == "DequantizeLinear" for s in srcs[:1]) else float_nodes).append(
+            {"name": n.name, "op_type": n.op_type, "scope": node_scope(n)}
+        )
+    ops = [n.op_type for n in model.graph.node]
+    return {
+        "quantize_linear": ops.count("QuantizeLinear"),
+        "dequantize_linear": ops.count("DequantizeLinear"),
+        "int8_nodes": quantized,
+        "fp16_nodes": float_nodes,
+    }
+
+
+def int8_input_scales(model: onnx.ModelProto) -> list[float]:
+    """Activation scales of the Q nodes (tests and reports check none is 0 or subnormal in FP16)."""
+    init = {i.name: i for i in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[1] in init:
+            out.extend(onnx.numpy_helper.to_array(init[n.input[1]]).astype(np.float32).ravel().tolist())
+    return out

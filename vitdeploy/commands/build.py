@@ -1,0 +1,85 @@
+"""`vitdeploy build`: the whole pipeline, model (or ONNX) to TensorRT engine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vitdeploy.commands.common import check_weights_flags, model_source_options, parse_batch, parse_img_size
+
+
+@click.command("build")
+@click.option("--model", "alias", help="Model alias (see 'vitdeploy models').")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Start from this ONNX instead of a model.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Build directory (default build/ALIAS).")
+@click.option("--fp16", is_flag=True, help="FP16 graph (explicit casts; I/O stays FP32).")
+@click.option("--int8", is_flag=True, help="INT8 Q/DQ graph calibrated on --calib-data.")
+@click.option("--calib-data", type=click.Path(exists=False), help="Calibration images (folder) or .npy/.npz.")
+@click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy", show_default=True)
+@click.option("--calib-images", type=int, help="Use at most N calibration images.")
+@click.option("--plugins", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="on: vitdeploy plugins (TensorRT >= 10.9); off: plugin-free rewrite; auto: by TensorRT version.")
+@click.option("--target", type=click.Choice(["auto", "gpu", "jetson"]), default="auto", show_default=True,
+              help="jetson: FP16 by default, 1 GiB workspace, plugin-free rewrite for JetPack 6.")
+@click.option("--workspace", "workspace_gb", type=float, help="Builder workspace limit in GiB.")
+@click.option("--dla-core", type=int, help="Jetson: run what DLA supports on this core, the rest on the GPU.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file (default: one per TensorRT/GPU in ~/.cache/vitdeploy).")
+@click.option("--hardware-compat", type=click.Choice(["none", "ampere_plus", "same_compute_capability"]),
+              default="none", show_default=True, help="Let the engine run on other GPUs (slower).")
+@click.option("--version-compatible", is_flag=True, help="Let the engine run on later TensorRT of the same major.")
+@click.option("--no-engine", is_flag=True, help="Stop after the ONNX steps (exit 0 even without TensorRT).")
+@model_source_options
+@click.pass_context
+def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, plugins, target,
+            workspace_gb, dla_core, timing_cache, hardware_compat, version_compatible, no_engine, checkpoint,
+            pretrained, img_size, batch, dynamic_batch, opset, exporter):
+    """Export, rewrite, set precision, check accuracy and build a TensorRT engine.
+
+    Each step is cached in the build directory by a hash of its inputs: a rerun
+    skips what did not change. Without TensorRT everything up to the engine is
+    built and verified, manifest.json is written, and the command ends with the
+    line to run on the target (exit 4; exit 0 with --no-engine).
+
+    \b
+    Examples:
+      vitdeploy build --model swin_t --fp16 -o build/swin_t
+      vitdeploy build --model vit_b --int8 --calib-data imgs/ --dynamic-batch 1:8:32
+      vitdeploy build --onnx build/swin_t/model.fp16.onnx --target jetson -o build/swin_t
+    """
+    from vitdeploy.console import console, next_steps
+    from vitdeploy.deploy.pipeline import BuildOptions, run_build
+    from vitdeploy.errors import EXIT_ENGINE_SKIPPED, VitdeployError
+
+    if onnx_path:
+        given = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "pretrained", "img_size", "opset", "exporter")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise VitdeployError(f"{', '.join(given)} only apply with --model", "the ONNX given with --onnx is used as is")
+    check_weights_flags(checkpoint, pretrained)
+    batch_spec = None if batch is None and dynamic_batch is None else parse_batch(batch, dynamic_batch)
+    if out_dir is None:
+        out_dir = f"build/{alias}" if alias else str(Path(onnx_path).parent) if onnx_path else "build"
+    opts = BuildOptions(
+        out_dir=Path(out_dir), alias=alias, onnx=Path(onnx_path) if onnx_path else None, fp16=fp16, int8=int8,
+        calib_data=Path(calib_data) if calib_data else None, calib_method=calib_method, calib_images=calib_images,
+        plugins=plugins, target=target, batch=batch_spec, workspace_gb=workspace_gb, dla_core=dla_core,
+        timing_cache=Path(timing_cache) if timing_cache else None, hardware_compat=hardware_compat,
+        version_compatible=version_compatible, no_engine=no_engine, img_size=parse_img_size(img_size),
+        checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter,
+    )
+    res = run_build(opts)
+    out = res.out_dir
+    console.print(f"[green]✔[/] wrote {out / 'manifest.json'} (final graph: {res.final_onnx.name})")
+    artifact = res.engine or res.final_onnx
+    nxt = [f"vitdeploy infer {artifact} --image IMAGE.jpg"]
+    if res.engine:
+        nxt += [f"vitdeploy bench {res.engine}", f"trtexec --loadEngine={res.engine} --useCudaGraph"]
+    else:
+        nxt += [f"vitdeploy bench {res.final_onnx}", *res.target_commands]
+    next_steps(nxt)
+    if res.engine is None and not no_engine:
+        console.print(
+            f"[yellow]engine step skipped:[/] {res.skipped_reason}; on the target run: {res.target_commands[0]}"
+            + (f"  (or: {res.target_commands[1]})" if len(res.target_commands) > 1 else "")
+        )
+        ctx.exit(EXIT_ENGINE_SKIPPED)

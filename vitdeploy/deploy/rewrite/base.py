@@ -1,0 +1,335 @@
+"""Verify-then-replace: the framework every rewrite pass runs in.
+
+A pass only knows how to *find* its subgraphs (`find`) and how to *emit* a
+replacement (`emit`). This module does the rest, the same way for every pass:
+
+1. capture the real activations at every candidate's boundary by running the
+   original graph once (ONNX Runtime, seeded random input or user feeds);
+2. for each candidate, run the original subgraph and the replacement on those
+   activations and on fresh random inputs of the same shape, and compare;
+3. splice in only the replacements that matched, warn (naming the candidate)
+   about the ones that did not, and leave those untouched;
+4. finally compare the whole rewritten graph with the original.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from vitdeploy.deploy.parity import Tolerance, compare
+from vitdeploy.errors import VitdeployError
+
+MODES = ("plugin", "native")
+
+
+@dataclass
+class Candidate:
+    """One matched subgraph. `inputs`/`outputs` are the tensors crossing its boundary."""
+
+    name: str
+    nodes: list[gs.Node]
+    inputs: list[gs.Variable]
+    outputs: list[gs.Variable]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Emission:
+    """What a pass emits for a candidate: new nodes whose `outputs[i]` replaces `candidate.outputs[i]`."""
+
+    nodes: list[gs.Node]
+    outputs: list[gs.Variable]
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    replaced: bool
+    max_abs: float | None = None
+    cosine: float | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class PassReport:
+    name: str
+    mode: str
+    found: int = 0
+    replaced: int = 0
+    nodes_before: int = 0
+    nodes_after: int = 0
+    candidates: list[CandidateResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "pass": self.name,
+            "mode": self.mode,
+            "found": self.found,
+            "replaced": self.replaced,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "notes": self.notes,
+        }
+
+
+class RewritePass:
+    """Base class: subclasses set `name`, `description`, `modes` and implement find/emit."""
+
+    name = "base"
+    description = ""
+    modes: tuple[str, ...] = MODES
+    tolerance = Tolerance(atol=1e-4, rtol=1e-4, min_cosine=0.99999)
+
+    def __init__(self, **options):
+        self.options = options
+
+    def find(self, graph: gs.Graph) -> tuple[list[Candidate], list[str]]:
+        """Return matched candidates and notes on near-matches that were deliberately not matched."""
+        raise NotImplementedError
+
+    def emit(self, graph: gs.Graph, cand: Candidate, mode: str) -> Emission:
+        raise NotImplementedError
+
+    def extra_opsets(self, mode: str) -> dict[str, int]:
+        """Custom domains the emitted nodes use (declared in the model's opset imports)."""
+        return {}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def static_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random inputs for a graph's inputs; symbolic batch dims become `batch`."""
+    rng = np.random.default_rng(seed)
+    inits = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        t = inp.type.tensor_type
+        shape = []
+        for i, d in enumerate(t.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(d.dim_value)
+            elif dims and d.dim_param in dims:
+                shape.append(dims[d.dim_param])
+            elif i == 0:
+                shape.append(batch)
+            else:
+                raise VitdeployError(
+                    f"input '{inp.name}' has a symbolic dimension '{d.dim_param}' besides the batch",
+                    "pass example inputs with --inputs FILE.npz",
+                )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+    return feeds
+
+
+def capture(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Values of the named intermediate tensors (plus outputs) for `feeds`."""
+    from vitdeploy.onnxrt import session
+
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.ValueInfoProto(name=n))
+            have.add(n)
+    sess = session(m)
+    out_names = [o.name for o in sess.get_outputs()]
+    return dict(zip(out_names, sess.run(None, feeds)))
+
+
+def _value_info(var: gs.Variable, value: np.ndarray) -> gs.Variable:
+    v = gs.Variable(var.name, dtype=value.dtype, shape=list(value.shape))
+    return v
+
+
+def _standalone(nodes: list[gs.Node], inputs: list[gs.Variable], outputs: list[gs.Variable],
+                values: dict[str, np.ndarray], opset: int, domains: dict[str, int]) -> onnx.ModelProto:
+    """An ONNX model of just `nodes`, fed by `inputs` (typed from `values`)."""
+    g = gs.Graph(opset=opset)
+    mapping: dict[str, gs.Tensor] = {}
+
+    def clone(t: gs.Tensor) -> gs.Tensor:
+        if t.name in mapping:
+            return mapping[t.name]
+        if isinstance(t, gs.Constant):
+            c = gs.Constant(t.name, t.values)
+        elif t.name in values:
+            c = _value_info(t, values[t.name])
+        else:
+            c = gs.Variable(t.name, dtype=t.dtype, shape=t.shape)
+        mapping[t.name] = c
+        return c
+
+    for n in nodes:
+        g.nodes.append(gs.Node(n.op, n.name, dict(n.attrs), [clone(i) for i in n.inputs], [clone(o) for o in n.outputs], domain=n.domain))
+    g.inputs = [clone(i) for i in inputs if not isinstance(i, gs.Constant)]
+    g.outputs = [clone(o) for o in outputs]
+    for o in g.outputs:
+        if o.dtype is None and o.name in values:
+            o.dtype = values[o.name].dtype
+    g.cleanup()
+    model = gs.export_onnx(g, do_type_check=False)
+    del model.opset_import[:]
+    model.opset_import.append(onnx.helper.make_opsetid("", opset))
+    for d, v in domains.items():
+        model.opset_import.append(onnx.helper.make_opsetid(d, v))
+    model.ir_version = min(model.ir_version, 10)
+    return model
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from vitdeploy.onnxrt import session
+
+    sess = session(model)
+    names = [i.name for i in sess.get_inputs()]
+    return sess.run(None, {n: feeds[n] for n in names})
+
+
+def _domains(model: onnx.ModelProto) -> dict[str, int]:
+    return {o.domain: o.version for o in model.opset_import if o.domain not in ("", "ai.onnx")}
+
+
+# ----------------------------------------------------------------------------- driver
+
+def verify_candidate(cand: Candidate, emission: Emission, values: dict[str, np.ndarray], opset: int,
+                     domains: dict[str, int], tol: Tolerance, seed: int = 0) -> tuple[bool, float, float, str | None]:
+    """Original subgraph vs replacement on captured activations and on random inputs."""
+    act_inputs = [i for i in cand.inputs if not isinstance(i, gs.Constant)]
+    try:
+        original = _standalone(cand.nodes, act_inputs, cand.outputs, values, opset, domains)
+        for new, old in zip(emission.outputs, cand.outputs):
+            if new.dtype is None:
+                new.dtype = old.dtype if old.dtype is not None else values[old.name].dtype
+        replacement = _standalone(emission.nodes, act_inputs, emission.outputs, values, opset, domains)
+    except Exception as e:  # a malformed emission is a refused candidate, not a crash
+        return False, float("inf"), 0.0, f"could not build the subgraphs: {e}"
+    rng = np.random.default_rng(seed)
+    trials = [{i.name: values[i.name] for i in act_inputs}]
+    rand = {}
+    for i in act_inputs:
+        v = values[i.name]
+        rand[i.name] = rng.standard_normal(v.shape).astype(v.dtype) if np.issubdtype(v.dtype, np.floating) else v
+    trials.append(rand)
+    worst_abs, worst_cos = 0.0, 1.0
+    for k, feeds in enumerate(trials):
+        try:
+            ref = _run(original, feeds) if k else [values[o.name] for o in cand.outputs]
+            got = _run(replacement, feeds)
+        except Exception as e:
+            return False, float("inf"), 0.0, f"replacement does not run: {str(e).splitlines()[0][:200]}"
+        for o, r, g in zip(cand.outputs, ref, got):
+            p = compare(o.name, r, g, tol)
+            worst_abs, worst_cos = max(worst_abs, p.max_abs), min(worst_cos, p.cosine)
+            if not p.passed:
+                which = "captured activations" if k == 0 else "random inputs"
+                return False, worst_abs, worst_cos, f"output {o.name} differs on {which}: max-abs {p.max_abs:.3g}, cosine {p.cosine:.6f}"
+    return True, worst_abs, worst_cos, None
+
+
+def splice(graph: gs.Graph, cand: Candidate, emission: Emission) -> None:
+    """Make the emitted nodes produce the candidate's output tensors; cleanup drops the old nodes."""
+    for old, new in zip(cand.outputs, emission.outputs):
+        for n in list(old.inputs):
+            n.outputs = [o for o in n.outputs if o is not old]
+        for n in emission.nodes:
+            n.outputs = [old if o is new else o for o in n.outputs]
+    graph.nodes.extend(emission.nodes)
+
+
+def run_pass(model: onnx.ModelProto, rw: RewritePass, mode: str = "plugin",
+             feeds: dict[str, np.ndarray] | None = None, seed: int = 0) -> tuple[onnx.ModelProto, PassReport]:
+    if mode not in rw.modes:
+        raise VitdeployError(f"pass '{rw.name}' has no '{mode}' mode", f"choose from {', '.join(rw.modes)}")
+    report = PassReport(rw.name, mode)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    graph = gs.import_onnx(inferred)
+    report.nodes_before = len(graph.nodes)
+    cands, notes = rw.find(graph)
+    report.notes.extend(notes)
+    report.found = len(cands)
+    if not cands:
+        report.nodes_after = report.nodes_before
+        return model, report
+    feeds = feeds if feeds is not None else static_feeds(model, seed=seed)
+    names = sorted({t.name for c in cands for t in [*c.inputs, *c.outputs] if not isinstance(t, gs.Constant)})
+    values = capture(model, names, feeds)
+    opset = graph.opset
+    domains = {**_domains(model), **rw.extra_opsets(mode)}
+    for cand in cands:
+        emission = rw.emit(graph, cand, mode)
+        ok, max_abs, cos, why = verify_candidate(cand, emission, values, opset, domains, rw.tolerance, seed)
+        if ok:
+            splice(graph, cand, emission)
+            report.replaced += 1
+        else:
+            warnings.warn(f"{rw.name}: left {cand.name} untouched: {why}", stacklevel=2)
+        report.candidates.append(CandidateResult(cand.name, ok, max_abs, cos, why))
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    # Keep the original IR version and opset imports, plus the emitted custom domains.
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    for d, v in rw.extra_opsets(mode).items():
+        if report.replaced and not any(o.domain == d for o in out.opset_import):
+            out.opset_import.append(onnx.helper.make_opsetid(d, v))
+    _strip_stale_value_info(out)
+    report.nodes_after = len(out.graph.node)
+    return out, report
+
+
+def _strip_stale_value_info(model: onnx.ModelProto) -> None:
+    """Drop value_info for tensors that no longer exist (shape inference re-derives the rest)."""
+    live = {o for n in model.graph.node for o in n.output}
+    keep = [vi for vi in model.graph.value_info if vi.name in live]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+
+
+def run_passes(model: onnx.ModelProto, names: list[str], mode: str = "plugin",
+               feeds: dict[str, np.ndarray] | None = None, options: dict | None = None,
+               check_whole: bool = True) -> tuple[onnx.ModelProto, dict]:
+    """Run the named passes in order; returns the rewritten model and a JSON-able report."""
+    from vitdeploy.deploy.rewrite import load_pass
+
+    feeds = feeds if feeds is not None else static_feeds(model)
+    reports = []
+    current = model
+    for name in names:
+        rw = load_pass(name, **(options or {}))
+        current, rep = run_pass(current, rw, mode, feeds)
+        reports.append(rep.to_dict())
+    result = {"mode": mode, "passes": reports,
+              "nodes_before": len(model.graph.node), "nodes_after": len(current.graph.node)}
+    if check_whole and any(r["replaced"] for r in reports):
+        result["whole_graph"] = whole_graph_parity(model, current, feeds)
+    return current, result
+
+
+def whole_graph_parity(original: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                       tol: Tolerance | None = None) -> dict:
+    """End-to-end proof for the composed rewrites: same outputs on the same feeds."""
+    tol = tol or Tolerance(atol=1e-4, rtol=1e-3)
+    ref = _run(original, feeds)
+    got = _run(rewritten, feeds)
+    names = [o.name for o in original.graph.output]
+    per = [compare(n, r, g, tol).to_dict() for n, r, g in zip(names, ref, got)]
+    return {"passed": all(p["passed"] for p in per), "outputs": per, "tolerance": tol.to_dict()}

@@ -1,0 +1,307 @@
+"""`gpsa`: ConViT's gated positional self-attention -> one `GatedPositionalAttention` node.
+
+What is matched (by structure, whatever exporter wrote it):
+
+    MatMul(A, V) -> Transpose -> Reshape                       (heads merged, [B, N, C])
+    A = Add(Mul(c1, Softmax(content)), Mul(c2, Softmax(pos)))  [ / ReduceSum(A, -1) ]
+    content = MatMul(q, kᵀ) * scale  (or / 1/scale)
+
+where q and k are layout ops (Reshape/Transpose/Gather/Split/...) of one tensor (timm's qk
+Linear), V of another (the v Linear), and `pos`, `c1`, `c2` depend on no input at all
+except through Shape ops. That last condition is what makes the positional branch
+(relative indices built with ScatterElements/ScatterND and Pow, pos_proj, softmax) and the
+gate (sigmoid) constants: the pass evaluates them once with ONNX Runtime and folds them
+into the replacement, so none of that subgraph remains.
+
+Modes:
+- plugin: GatedPositionalAttention(qk, v, P [heads, N, N], g [heads]).
+- native (TensorRT 10.3, no plugins): plain ONNX with the positional branch folded:
+  softmax(q kᵀ·scale)·(1-g) + g·P, then ·V. timm's renormalisation is dropped in both modes:
+  each blended row already sums to 1 (proved in tests/test_gpsa_plugin.py); the
+  verify-then-replace check compares against the original graph, division included.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass, capture, static_feeds
+from vitdeploy.plugins.gated_positional_attention.spec import SPEC
+
+# Ops that only move or select data; q, k and V reach their Linear through these.
+LAYOUT_OPS = {"Reshape", "Transpose", "Gather", "Squeeze", "Unsqueeze", "Split", "Slice", "Identity", "Flatten"}
+SHAPE_OPS = {"Shape", "Size"}
+
+
+def _producer(t: gs.Tensor) -> gs.Node | None:
+    return t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
+
+
+def _only_consumer(t: gs.Tensor, op: str) -> gs.Node | None:
+    users = list(t.outputs)
+    return users[0] if len(users) == 1 and users[0].op == op else None
+
+
+def _through_layout(t: gs.Tensor) -> gs.Tensor:
+    """Follow layout ops upstream (data input) to the tensor a compute op produced."""
+    node = _producer(t)
+    while node is not None and node.op in LAYOUT_OPS:
+        t = node.inputs[0]
+        node = _producer(t)
+    return t
+
+
+@dataclass
+class Upstream:
+    """Everything a set of tensors is computed from, stopping at `boundary` tensors and at Shape ops."""
+
+    nodes: list[gs.Node]
+    shape_sources: list[gs.Variable]  # tensors read only for their shape
+    data_sources: list[gs.Variable]  # non-constant tensors read for their values (outside the boundary)
+
+
+def _upstream(roots: list[gs.Tensor], boundary: set[str] = frozenset()) -> Upstream:
+    nodes: dict[int, gs.Node] = {}
+    shape_src: dict[str, gs.Variable] = {}
+    data_src: dict[str, gs.Variable] = {}
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        t = stack.pop()
+        if isinstance(t, gs.Constant) or not t.name or t.name in seen:
+            continue
+        seen.add(t.name)
+        if t.name in boundary:
+            continue
+        node = _producer(t)
+        if node is None:
+            data_src[t.name] = t
+            continue
+        if id(node) in nodes:
+            continue
+        nodes[id(node)] = node
+        if node.op in SHAPE_OPS:
+            shape_src.setdefault(node.inputs[0].name, node.inputs[0])
+            continue
+        stack.extend(node.inputs)
+    # A tensor whose shape is read may also be computed inside the subgraph: then it is not an input.
+    external = [t for t in shape_src.values() if t.name not in data_src and id(_producer(t)) not in nodes]
+    return Upstream(list(nodes.values()), external, list(data_src.values()))
+
+
+def _blend_term(t: gs.Tensor) -> tuple[gs.Tensor, gs.Node] | None:
+    """Mul(coef, Softmax(x)) in either operand order -> (coef, softmax node)."""
+    mul = _producer(t)
+    if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
+        return None
+    for i in (0, 1):
+        sm = _producer(mul.inputs[i])
+        if sm is not None and sm.op == "Softmax" and sm.attrs.get("axis", -1) in (-1, 3):
+            return mul.inputs[1 - i], sm
+    return None
+
+
+def _renormalised(add_out: gs.Tensor) -> gs.Tensor:
+    """timm's `attn /= attn.sum(-1, keepdim)`: return the Div output if present, else the blend itself."""
+    for user in add_out.outputs:
+        if user.op == "Div" and user.inputs[0] is add_out:
+            den = _producer(user.inputs[1])
+            if den is not None and den.op == "Unsqueeze":
+                den = _producer(den.inputs[0])
+            if den is not None and den.op == "ReduceSum" and den.inputs[0] is add_out:
+                return user.outputs[0]
+    return add_out
+
+
+def _scaled_scores(sm: gs.Node) -> tuple[gs.Node, gs.Tensor, bool] | None:
+    """Softmax input = MatMul(q, kᵀ) * s  or  / s  -> (MatMul, s tensor, is_division)."""
+    op = _producer(sm.inputs[0])
+    if op is None or op.op not in ("Mul", "Div") or len(op.inputs) != 2:
+        return None
+    for i, j in [(0, 1)] if op.op == "Div" else [(0, 1), (1, 0)]:
+        mm = _producer(op.inputs[i])
+        if mm is not None and mm.op == "MatMul":
+            return mm, op.inputs[j], op.op == "Div"
+    return None
+
+
+@dataclass
+class _Match:
+    name: str
+    out: gs.Tensor
+    qk: gs.Tensor
+    v: gs.Tensor
+    pos: gs.Tensor
+    coef_content: gs.Tensor
+    coef_pos: gs.Tensor
+    scale: gs.Tensor
+    scale_divides: bool
+
+
+class GpsaPass(RewritePass):
+    name = "gpsa"
+    description = "ConViT gated positional self-attention -> GatedPositionalAttention (positional branch folded)"
+    modes = ("plugin", "native")
+
+    # ------------------------------------------------------------------ find
+
+    def _match(self, add: gs.Node) -> tuple[_Match | None, str | None]:
+        if len(add.inputs) != 2:
+            return None, None
+        terms = [_blend_term(t) for t in add.inputs]
+        if None in terms:
+            return None, None
+        ups = [_upstream([sm.inputs[0]]) for _, sm in terms]
+        const_like = [not u.data_sources for u in ups]
+        if const_like.count(True) != 1:
+            return None, None  # two content softmaxes or two constant ones: not a GPSA blend
+        pi = const_like.index(True)
+        (coef_pos, pos_sm), (coef_content, content_sm) = terms[pi], terms[1 - pi]
+        where = f"blend {add.name or add.outputs[0].name}"
+        for c in (coef_pos, coef_content):
+            if _upstream([c]).data_sources:
+                return None, f"{where}: gate depends on the input, not folded"
+        scores = _scaled_scores(content_sm)
+        if scores is None:
+            return None, f"{where}: content attention is not softmax(MatMul(q, k^T) * scale)"
+        mm, scale, divides = scores
+        qk = _through_layout(mm.inputs[0])
+        if _through_layout(mm.inputs[1]) is not qk:
+            return None, f"{where}: q and k do not come from one qk projection"
+        attn = _renormalised(add.outputs[0])
+        pv = _only_consumer(attn, "MatMul")
+        if pv is None or pv.inputs[0] is not attn:
+            return None, f"{where}: attention is not applied to V by one MatMul"
+        v = _through_layout(pv.inputs[1])
+        tr = _only_consumer(pv.outputs[0], "Transpose")
+        rs = _only_consumer(tr.outputs[0], "Reshape") if tr is not None else None
+        if rs is None or list(tr.attrs.get("perm", [])) != [0, 2, 1, 3]:
+            return None, f"{where}: heads are not merged by Transpose(0, 2, 1, 3) + Reshape"
+        if v is qk:
+            return None, f"{where}: q, k and v share one projection (not timm GPSA)"
+        m = _Match(where, rs.outputs[0], qk, v, pos_sm.outputs[0], coef_content, coef_pos, scale, divides)
+        return m, None
+
+    def find(self, graph: gs.Graph):
+        notes: list[str] = []
+        matches: list[_Match] = []
+        for node in graph.nodes:
+            if node.op != "Add":
+                continue
+            m, why = self._match(node)
+            if why:
+                notes.append(why)
+            if m is not None:
+                matches.append(m)
+        if not matches:
+            return [], notes
+        values = self._probe(graph, matches)
+        order = {id(n): i for i, n in enumerate(graph.nodes)}
+        cands = []
+        for k, m in enumerate(matches):
+            name = f"GPSA layer {k} ({m.name})"
+            up = _upstream([m.out], boundary={m.qk.name, m.v.name})
+            if up.data_sources:
+                notes.append(f"{name}: reads {[t.name for t in up.data_sources][:3]} besides qk and v; not rewritten")
+                continue
+            params, why = self._constants(m, values)
+            if why:
+                notes.append(f"{name}: {why}; not rewritten")
+                continue
+            extra = [t for t in up.shape_sources if t.name not in (m.qk.name, m.v.name)]
+            nodes = sorted(up.nodes, key=lambda n: order.get(id(n), 0))
+            cands.append(Candidate(name, nodes, [m.qk, m.v, *extra], [m.out], params))
+        return cands, notes
+
+    @staticmethod
+    def _probe(graph: gs.Graph, matches: list[_Match]) -> dict[str, np.ndarray]:
+        """One ORT run of the graph for the constant-like tensors (and qk/v for their shapes)."""
+        model = gs.export_onnx(graph.copy(), do_type_check=False)
+        names = set()
+        for m in matches:
+            for t in (m.qk, m.v, m.pos, m.coef_content, m.coef_pos, m.scale):
+                if not isinstance(t, gs.Constant):
+                    names.add(t.name)
+        return capture(model, sorted(names), static_feeds(model))
+
+    @staticmethod
+    def _constants(m: _Match, values: dict[str, np.ndarray]) -> tuple[dict, str | None]:
+        def val(t):
+            return np.asarray(t.values if isinstance(t, gs.Constant) else values[t.name])
+
+        qk, v, pos = val(m.qk), val(m.v), val(m.pos)
+        if qk.ndim != 3 or v.ndim != 3 or qk.shape[-1] != 2 * v.shape[-1]:
+            return {}, f"qk {qk.shape} / v {v.shape} are not [B, N, 2C] / [B, N, C]"
+        if pos.ndim == 4:
+            if not np.array_equal(pos, np.broadcast_to(pos[:1], pos.shape)):
+                return {}, "positional attention differs across the batch"
+            pos = pos[0]
+        heads, n = pos.shape[0], qk.shape[1]
+        C = v.shape[-1]
+        if pos.shape != (heads, n, n) or C % heads:
+            return {}, f"positional attention {pos.shape} does not fit N={n}, C={C}"
+
+        def per_head(c):
+            flat = val(c).astype(np.float64).reshape(-1)
+            return np.full(heads, flat[0]) if flat.size == 1 else flat if flat.size == heads else None
+
+        g, one_minus_g = per_head(m.coef_pos), per_head(m.coef_content)
+        if g is None or one_minus_g is None:
+            return {}, "gate is not one value per head"
+        if not np.allclose(one_minus_g, 1.0 - g, atol=1e-6, rtol=0):
+            return {}, "blend weights are not (1 - g, g)"
+        s = val(m.scale).astype(np.float64).reshape(-1)
+        if s.size != 1:
+            return {}, "attention scale is not a scalar"
+        scale = 1.0 / s[0] if m.scale_divides else s[0]
+        return {"pos": pos.astype(np.float32), "gate": g.astype(np.float32), "num_heads": int(heads),
+                "scale": float(scale), "dim": int(C), "dtype": qk.dtype}, None
+
+    # ------------------------------------------------------------------ emit
+
+    def extra_opsets(self, mode: str) -> dict[str, int]:
+        return {SPEC.domain: 1} if mode == "plugin" else {}
+
+    def emit(self, graph: gs.Graph, cand: Candidate, mode: str) -> Emission:
+        p = cand.params
+        qk, v = cand.inputs[0], cand.inputs[1]
+        dt = p["dtype"]
+        tag = "gpsa" + "".join(ch for ch in cand.name.split(" (")[0] if ch.isdigit())
+        out = gs.Variable(f"{cand.outputs[0].name}__{tag}", dtype=cand.outputs[0].dtype)
+        if mode == "plugin":
+            pos = gs.Constant(f"{tag}/pos", p["pos"].astype(dt))
+            gate = gs.Constant(f"{tag}/gate", p["gate"].astype(dt))
+            node = gs.Node(SPEC.name, f"{tag}/GatedPositionalAttention",
+                           SPEC.node_attrs(num_heads=p["num_heads"], scale=p["scale"]),
+                           [qk, v, pos, gate], [out], domain=SPEC.domain)
+            return Emission([node], [out])
+        return Emission(self._native(tag, qk, v, out, p), [out])
+
+    @staticmethod
+    def _native(tag: str, qk, v, out, p) -> list[gs.Node]:
+        """Plain ONNX: (1-g)·softmax(q kᵀ·scale) + g·P, then ·V; P and the gate folded to constants."""
+        h, C, dt = p["num_heads"], p["dim"], p["dtype"]
+        d = C // h
+        g = p["gate"].astype(np.float64).reshape(1, h, 1, 1)
+        nodes: list[gs.Node] = []
+
+        def op(kind, inputs, **attrs):
+            o = gs.Variable(f"{tag}/{kind.lower()}{len(nodes)}")
+            nodes.append(gs.Node(kind, f"{tag}/{kind}_{len(nodes)}", attrs, inputs, [o]))
+            return o
+
+        def const(name, arr):
+            return gs.Constant(f"{tag}/{name}", np.asarray(arr))
+
+        qk5 = op("Transpose", [op("Reshape", [qk, const("qk_shape", np.array([0, 0, 2, h, d], np.int64))])], perm=[2, 0, 3, 1, 4])
+        q = op("Gather", [qk5, const("i0", np.array(0, np.int64))], axis=0)
+        kt = op("Transpose", [op("Gather", [qk5, const("i1", np.array(1, np.int64))], axis=0)], perm=[0, 1, 3, 2])
+        scores = op("Mul", [op("MatMul", [q, kt]), const("scale", np.array(p["scale"], dt))])
+        content = op("Mul", [op("Softmax", [scores], axis=-1), const("one_minus_gate", (1.0 - g).astype(dt))])
+        attn = op("Add", [content, const("gated_pos", (g * p["pos"][None].astype(np.float64)).astype(dt))])
+        vh = op("Transpose", [op("Reshape", [v, const("v_shape", np.array([0, 0, h, d], np.int64))])], perm=[0, 2, 1, 3])
+        merged = op("Transpose", [op("MatMul", [attn, vh])], perm=[0, 2, 1, 3])
+        nodes.append(gs.Node("Reshape", f"{tag}/Reshape_out", {}, [merged, const("out_shape", np.array([0, 0, C], np.int64))], [out]))
+        return nodes

@@ -1,0 +1,89 @@
+"""Which TensorRT is here, and what that means for plugins.
+
+vitdeploy's plugins are `tensorrt.plugin` plugins with ahead-of-time (AOT)
+implementations: the Triton kernel's PTX is embedded in the engine, so the
+engine runs without Python (trtexec, C++). AOT plugins need TensorRT >= 10.9.
+JetPack 6 ships TensorRT 10.3-10.8, so there the graph keeps (or gets) the
+plugin-free "native" rewrite instead. The decision is a pure function of the
+TensorRT version string so it can be tested without TensorRT.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from vitdeploy.errors import VitdeployError
+
+AOT_PLUGINS_MIN = (10, 9)
+PLUGIN_CHOICES = ("auto", "on", "off")
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """'10.3.0.30' -> (10, 3, 0, 30); None or garbage -> None."""
+    if not text:
+        return None
+    m = re.match(r"^\s*(\d+(?:\.\d+)*)", str(text))
+    return tuple(int(p) for p in m.group(1).split(".")) if m else None
+
+
+def supports_aot_plugins(version: str | None) -> bool:
+    v = parse_version(version)
+    return v is not None and v[:2] >= AOT_PLUGINS_MIN
+
+
+@functools.lru_cache(maxsize=1)
+def tensorrt_version() -> str | None:
+    """The importable TensorRT's version, or None where `import tensorrt` fails."""
+    try:
+        import tensorrt
+    except Exception:  # absent, or a broken install (missing libnvinfer): both mean "no TensorRT"
+        return None
+    return getattr(tensorrt, "__version__", None) or "unknown"
+
+
+def tensorrt_import_error() -> str | None:
+    """Why `import tensorrt` fails here (one line), or None when it works."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        return f"{type(e).__name__}: {first}"
+    return None
+
+
+@dataclass(frozen=True)
+class PluginDecision:
+    mode: str  # "plugin" | "native"
+    reason: str
+
+
+def select_plugin_mode(requested: str, trt_version: str | None, target: str = "gpu") -> PluginDecision:
+    """`--plugins auto|on|off` + the TensorRT that will build the engine -> rewrite mode.
+
+    `trt_version` None means no TensorRT here: the ONNX is prepared for the target,
+    assumed to have TensorRT >= 10.9 on a GPU and JetPack 6 (10.3) on a Jetson.
+    """
+    if requested not in PLUGIN_CHOICES:
+        raise VitdeployError(f"--plugins must be one of {', '.join(PLUGIN_CHOICES)}, got '{requested}'")
+    need = ".".join(map(str, AOT_PLUGINS_MIN))
+    if requested == "off":
+        return PluginDecision("native", "--plugins off: plugin-free rewrite")
+    if trt_version is None:
+        if requested == "on":
+            return PluginDecision("plugin", f"--plugins on: the target needs TensorRT >= {need}")
+        if target == "jetson":
+            return PluginDecision(
+                "native", f"no TensorRT here and target jetson: plugin-free rewrite, which JetPack 6 (TensorRT < {need}) can build"
+            )
+        return PluginDecision("plugin", f"no TensorRT here: AOT plugins, so the target needs TensorRT >= {need} (--plugins off for older)")
+    if supports_aot_plugins(trt_version):
+        return PluginDecision("plugin", f"TensorRT {trt_version} supports ahead-of-time plugins")
+    if requested == "on":
+        raise VitdeployError(
+            f"--plugins on needs TensorRT >= {need} for ahead-of-time plugins; this machine has TensorRT {trt_version}",
+            "use --plugins auto or off: the plugin-free rewrite builds on this TensorRT",
+        )
+    return PluginDecision(
+        "native", f"TensorRT {trt_version} predates ahead-of-time plugins (>= {need}): using the plugin-free rewrite"
+    )

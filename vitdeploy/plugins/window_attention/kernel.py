@@ -1,0 +1,274 @@
+"""Triton kernel for `WindowAttention`: shifted-window attention without moving the activation.
+
+One program handles one (batch, window, group of heads). It gathers its window's
+q/k/v rows straight from the original-order qkv tensor: roll and partition are
+folded into the row index ((padded row + shift) mod H), padded tokens read
+`pad_qkv`, the shift mask comes from region ids computed in registers, and the
+result is scattered back to the original token order. QK^T and PV use tl.dot
+with FP32 accumulation; FP32 inputs use IEEE dots (no TF32) to match the reference.
+
+On the CPU the kernel runs under Triton's interpreter, which must be switched on
+(TRITON_INTERPRET=1) before triton is first imported: triton.language's own
+reductions are jitted at import, so the mode cannot be chosen per call.
+
+Argument order follows TensorRT's AOT convention: tensor inputs (qkv, bias, pad_qkv),
+then the extra scalar (`batch`), then the output, then compile-time constants.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import triton
+import triton.language as tl
+
+KERNEL_NAME = "window_attention_kernel"
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def window_attention_kernel(
+    qkv_ptr, bias_ptr, pad_ptr,
+    batch,
+    out_ptr,
+    H: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SHIFT: tl.constexpr,
+    HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SCALE: tl.constexpr,
+    HEADS_PER_PROG: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_PAD: tl.constexpr, IEEE_DOT: tl.constexpr,
+):
+    C: tl.constexpr = HEADS * HEAD_DIM
+    N: tl.constexpr = WS * WS
+    NWH: tl.constexpr = (H + WS - 1) // WS
+    NWW: tl.constexpr = (W + WS - 1) // WS
+    HP: tl.constexpr = NWH * WS
+    WP: tl.constexpr = NWW * WS
+    GROUPS: tl.constexpr = HEADS // HEADS_PER_PROG
+
+    pid = tl.program_id(0)
+    group = pid % GROUPS
+    rest = pid // GROUPS
+    win = rest % (NWH * NWW)
+    b = rest // (NWH * NWW)
+
+    # Token i of this window sits at (hs, wsx) on the shifted, padded map ...
+    i = tl.arange(0, BLOCK_N)
+    valid = (i < N) & (b < batch)
+    hs = (win // NWW) * WS + i // WS
+    wsx = (win % NWW) * WS + i % WS
+    inside = valid & (hs < H) & (wsx < W)
+    # ... which is token ((hs + shift) % H, (wsx + shift) % W) of the original map.
+    tok = ((hs + SHIFT) % H) * W + (wsx + SHIFT) % W
+    row = b.to(tl.int64) * (H * W) + tok
+
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < HEAD_DIM
+    ld_mask = inside[:, None] & dmask[None, :]
+    qkv_rows = qkv_ptr + row[:, None] * (3 * C) + d[None, :]
+    out_rows = out_ptr + row[:, None] * C + d[None, :]
+
+    # Additive term shared by all heads: shift mask from region ids (timm's three
+    # slices per axis of the padded map, -100 across regions) and -inf on padded columns.
+    extra = tl.where(valid[None, :], 0.0, float("-inf"))
+    if SHIFT > 0:
+        rid = ((hs >= HP - WS).to(tl.int32) + (hs >= HP - SHIFT).to(tl.int32)) * 3 \
+            + (wsx >= WP - WS).to(tl.int32) + (wsx >= WP - SHIFT).to(tl.int32)
+        extra += tl.where(rid[:, None] == rid[None, :], 0.0, -100.0)
+    bias_mask = (i[:, None] < N) & (i[None, :] < N)
+    bias_off = i[:, None] * N + i[None, :]
+
+    for hh in tl.static_range(HEADS_PER_PROG):
+        h = group * HEADS_PER_PROG + hh
+        col = h * HEAD_DIM
+        q = tl.load(qkv_rows + col, mask=ld_mask, other=0.0)
+        k = tl.load(qkv_rows + (C + col), mask=ld_mask, other=0.0)
+        v = tl.load(qkv_rows + (2 * C + col), mask=ld_mask, other=0.0)
+        if HAS_PAD:
+            pq = tl.load(pad_ptr + col + d, mask=dmask, other=0.0).to(q.dtype)
+            pk = tl.load(pad_ptr + (C + col) + d, mask=dmask, other=0.0).to(q.dtype)
+            pv = tl.load(pad_ptr + (2 * C + col) + d, mask=dmask, other=0.0).to(q.dtype)
+            q = tl.where(inside[:, None], q, pq[None, :])
+            k = tl.where(inside[:, None], k, pk[None, :])
+            v = tl.where(inside[:, None], v, pv[None, :])
+        if IEEE_DOT:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        bias = tl.load(bias_ptr + h * (N * N) + bias_off, mask=bias_mask, other=0.0).to(tl.float32)
+        # softmax in base 2: exp2((x - max) * log2 e) == exp(x - max)
+        s = (s * SCALE + bias + extra) * 1.4426950408889634
+        m = tl.max(s, 1)
+        p = tl.math.exp2(s - m[:, None])
+        denom = tl.sum(p, 1)
+        if IEEE_DOT:
+            o = tl.dot(p, v, input_precision="ieee")
+        else:
+            o = tl.dot(p.to(v.dtype), v)
+        o = o / denom[:, None]
+        tl.store(out_rows + col, o.to(out_ptr.dtype.element_ty), mask=ld_mask)
+
+
+def interpreter_active() -> bool:
+    """True when Triton was imported with TRITON_INTERPRET=1 (kernels then run on the CPU)."""
+    return bool(triton.knobs.runtime.interpret)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Everything that fixes one compiled variant of the kernel plus its grid."""
+
+    height: int
+    width: int
+    window_size: int
+    shift_size: int
+    num_heads: int
+    head_dim: int
+    scale: float
+    heads_per_program: int
+    num_warps: int
+    has_pad: bool
+
+    @property
+    def num_windows(self) -> int:
+        return math.ceil(self.height / self.window_size) * math.ceil(self.width / self.window_size)
+
+    @property
+    def programs_per_image(self) -> int:
+        return self.num_windows * (self.num_heads // self.heads_per_program)
+
+    def constexprs(self, fp32: bool) -> dict:
+        n = self.window_size**2
+        return {
+            "H": self.height, "W": self.width, "WS": self.window_size, "SHIFT": self.shift_size,
+            "HEADS": self.num_heads, "HEAD_DIM": self.head_dim, "SCALE": float(self.scale),
+            "HEADS_PER_PROG": self.heads_per_program,
+            "BLOCK_N": max(16, triton.next_power_of_2(n)),
+            "BLOCK_D": max(16, triton.next_power_of_2(self.head_dim)),
+            "HAS_PAD": self.has_pad, "IEEE_DOT": fp32,
+        }
+
+
+def default_heads_per_program(num_heads: int, window_size: int) -> int:
+    """Heads per program: 1 keeps the most parallelism; wide windows (N > 64) always use 1."""
+    return 1
+
+
+def default_num_warps(window_size: int) -> int:
+    n = max(16, triton.next_power_of_2(window_size**2))
+    return 4 if n <= 64 else 8
+
+
+def make_config(*, window_size: int, shift_size: int, num_heads: int, height: int, width: int, scale: float,
+                channels: int, heads_per_program: int | None = None, num_warps: int | None = None) -> LaunchConfig:
+    if channels % num_heads:
+        raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+    if not 0 <= shift_size < window_size:
+        raise ValueError(f"shift_size {shift_size} must be in [0, window_size={window_size})")
+    hpp = heads_per_program or default_heads_per_program(num_heads, window_size)
+    if num_heads % hpp:
+        raise ValueError(f"heads_per_program {hpp} must divide num_heads {num_heads}")
+    padded = height % window_size != 0 or width % window_size != 0
+    return LaunchConfig(height, width, window_size, shift_size, num_heads, channels // num_heads, float(scale),
+                        hpp, num_warps or default_num_warps(window_size), padded)
+
+
+def window_attention_triton(qkv, bias, pad_qkv=None, *, window_size: int, shift_size: int, num_heads: int,
+                            height: int, width: int, scale: float, heads_per_program: int | None = None,
+                            num_warps: int | None = None, out=None):
+    """Run the kernel on torch tensors: CUDA tensors are compiled, CPU tensors go through Triton's interpreter."""
+    import torch
+
+    if qkv.dtype not in (torch.float16, torch.float32):
+        raise TypeError(f"WindowAttention kernel supports float16/float32, got {qkv.dtype}")
+    B, L, C3 = qkv.shape
+    if L != height * width or C3 % 3:
+        raise ValueError(f"qkv shape {tuple(qkv.shape)} does not fit height={height} width={width}")
+    cfg = make_config(window_size=window_size, shift_size=shift_size, num_heads=num_heads, height=height,
+                      width=width, scale=scale, channels=C3 // 3, heads_per_program=heads_per_program,
+                      num_warps=num_warps)
+    n = window_size**2
+    if tuple(bias.shape) != (num_heads, n, n):
+        raise ValueError(f"bias shape {tuple(bias.shape)} != {(num_heads, n, n)}")
+    qkv = qkv.contiguous()
+    bias = bias.to(device=qkv.device).contiguous()
+    if pad_qkv is None:
+        pad_qkv = torch.zeros(C3, device=qkv.device, dtype=qkv.dtype)
+    pad_qkv = pad_qkv.to(device=qkv.device).reshape(C3).contiguous()
+    if out is None:
+        out = torch.empty(B, L, C3 // 3, device=qkv.device, dtype=qkv.dtype)
+    if not qkv.is_cuda and not interpreter_active():
+        raise RuntimeError("CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before importing triton")
+    grid = (B * cfg.programs_per_image,)
+    window_attention_kernel[grid](qkv, bias, pad_qkv, B, out, **cfg.constexprs(qkv.dtype == torch.float32),
+             num_warps=cfg.num_warps, num_stages=1)
+    return out
+
+
+def signature(dtype: str, bias_dtype: str | None = None, pad_dtype: str | None = None) -> dict:
+    """Triton signature for AOT compilation; `dtype` is "fp16" or "fp32"."""
+    return {
+        "qkv_ptr": f"*{dtype}", "bias_ptr": f"*{bias_dtype or dtype}", "pad_ptr": f"*{pad_dtype or dtype}",
+        "batch": "i32", "out_ptr": f"*{dtype}",
+    }
+
+
+def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
+    """(kernel_name, ptx, metadata) for sm_`arch`, compiled on the CPU (no GPU needed)."""
+    from vitdeploy.plugins.base import triton_ptx
+
+    if interpreter_active():
+        raise RuntimeError("AOT compilation needs the compiler: unset TRITON_INTERPRET")
+    if dtype not in ("fp16", "fp32"):
+        raise ValueError(f"dtype must be fp16 or fp32, got {dtype!r}")
+    consts = cfg.constexprs(dtype == "fp32")
+    sig = signature(dtype)
+    sig.update({k: "constexpr" for k in consts})
+    return triton_ptx(window_attention_kernel, sig, consts, arch, num_warps=cfg.num_warps, num_stages=1)
+
+
+# --- PTX for TensorRT -------------------------------------------------------------------------------
+# Triton appends hidden pointer parameters (global scratch, profile scratch) after the user's
+# arguments. TensorRT's AOT launcher passes exactly: tensor inputs, extra scalars, outputs. Our
+# kernel needs no scratch (metadata sizes are 0), so the unused trailing parameters are removed
+# from the entry declaration to make the PTX signature match what TensorRT passes.
+
+NUM_KERNEL_ARGS = 5  # qkv, bias, pad_qkv, batch, out
+
+
+def _entry_span(ptx: str, name: str) -> tuple[int, int]:
+    start = ptx.index(f".entry {name}(")
+    open_ = ptx.index("(", start)
+    return open_ + 1, ptx.index(")", open_)
+
+
+def entry_params(ptx: str, name: str) -> list[str]:
+    """PTX types of the entry's parameters, e.g. ['.u64', '.u32']."""
+    a, b = _entry_span(ptx, name)
+    return [p.split()[1] for p in ptx[a:b].split(",") if p.strip()]
+
+
+def strip_unused_scratch_params(ptx: str, name: str, keep: int = NUM_KERNEL_ARGS) -> str:
+    """Drop entry parameters after the first `keep` if the body never reads them."""
+    a, b = _entry_span(ptx, name)
+    params = [p.strip() for p in ptx[a:b].split(",") if p.strip()]
+    if len(params) <= keep:
+        return ptx
+    body = ptx[b:]
+    for p in params[keep:]:
+        pname = p.split()[-1]
+        if pname in body:
+            raise ValueError(f"kernel {name} reads hidden parameter {pname}; cannot drop it")
+    kept = ",\n".join("\t" + p for p in params[:keep])
+    return ptx[:a] + "\n" + kept + "\n" + ptx[b:]
+
+
+def ptxas_path() -> str | None:
+    """Triton's bundled ptxas (lets CPU-only tests assemble PTX), or None."""
+    import os
+
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        p = get_ptxas(90).path
+    except Exception:
+        return None
+    return p if p and os.path.isfile(p) else None

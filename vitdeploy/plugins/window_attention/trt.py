@@ -1,0 +1,117 @@
+"""TensorRT face of `WindowAttention`: a `tensorrt.plugin` registration with an ahead-of-time Triton kernel.
+
+`register()` declares `vitdeploy::WindowAttention` (output = qkv with its last dim / 3), the
+type combinations it supports (all FP32 or all FP16) with one tactic per heads-per-program
+variant, and an `aot_impl` that hands TensorRT the PTX of the same Triton kernel the CPU tests
+run, its launch grid, and the one extra scalar (batch). With AOT the PTX lives in the engine,
+so the engine runs without Python. TensorRT is imported only inside these functions.
+"""
+# No `from __future__ import annotations` here: tensorrt.plugin inspects real annotation objects.
+import os
+
+from vitdeploy.plugins.window_attention import kernel
+from vitdeploy.plugins.window_attention.spec import SPEC
+
+_REGISTERED = False
+
+
+def target_arch() -> int:
+    """SM version to compile for: $VITDEPLOY_PTX_ARCH (e.g. 87) or the current CUDA device."""
+    env = os.environ.get("VITDEPLOY_PTX_ARCH")
+    if env:
+        return int(env.removeprefix("sm_"))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device to compile WindowAttention for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
+    major, minor = torch.cuda.get_device_capability()
+    return major * 10 + minor
+
+
+def tactics_for(num_heads: int) -> list[int]:
+    """Tactic t = heads per program (1, 2 or 3 where they divide num_heads); TensorRT times each."""
+    return [t for t in (1, 2, 3) if num_heads % t == 0]
+
+
+def register() -> None:
+    """Register the plugin with `tensorrt.plugin` (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from typing import List, Tuple, Union
+
+    import tensorrt as trt
+    import tensorrt.plugin as trtp
+
+    @trtp.register(SPEC.plugin_id)
+    def _desc(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc, window_size: int,
+              shift_size: int, num_heads: int, height: int, width: int, scale: float) -> trtp.TensorDesc:
+        out = qkv.like()
+        out.shape_expr[2] = qkv.shape_expr[2] // 3
+        return out
+
+    @trtp.autotune(SPEC.plugin_id)
+    def _autotune(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc, num_heads: int,
+                  outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
+        return [trtp.AutoTuneCombination("FP32|FP16, FP32|FP16, FP32|FP16, FP32|FP16", "LINEAR", tactics_for(num_heads))]
+
+    @trtp.aot_impl(SPEC.plugin_id)
+    def _aot(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc, window_size: int,
+             shift_size: int, num_heads: int, height: int, width: int, scale: float,
+             outputs: Tuple[trtp.TensorDesc], tactic: int
+             ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
+        channels3 = pad_qkv.shape_expr[0]
+        if not channels3.is_constant:
+            raise ValueError("WindowAttention: pad_qkv must have a build-time constant length (3*C)")
+        cfg = kernel.make_config(window_size=window_size, shift_size=shift_size, num_heads=num_heads,
+                                 height=height, width=width, scale=scale, channels=channels3.constant_value // 3,
+                                 heads_per_program=tactic if tactic in tactics_for(num_heads) else 1)
+        dtype = "fp16" if qkv.dtype == trt.float16 else "fp32"
+        name, ptx, meta = kernel.compile_ptx(target_arch(), dtype, cfg)
+        ptx = kernel.strip_unused_scratch_params(ptx, name)
+
+        batch = qkv.shape_expr[0]
+        launch = trtp.KernelLaunchParams()
+        launch.grid_x = batch * cfg.programs_per_image
+        launch.block_x = meta.num_warps * 32
+        launch.shared_mem = meta.shared
+        extra = trtp.SymIntExprs(1)
+        extra[0] = trtp.SymInt32(batch)
+        return name, ptx, launch, extra
+
+    _REGISTERED = True
+
+
+def run_one_node(qkv, bias, pad_qkv, **attrs):
+    """Build and run a one-node TensorRT network (FP32 inputs) with the plugin; returns a CUDA tensor.
+
+    Used by the `trt`-marked test to compare the engine with the reference.
+    """
+    import tensorrt as trt
+    import tensorrt.plugin as trtp
+    import torch
+
+    register()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    inputs = {"qkv": qkv, "bias": bias, "pad_qkv": pad_qkv}
+    itensors = [network.add_input(n, trt.float32, tuple(t.shape)) for n, t in inputs.items()]
+    layer = network.add_plugin(trtp.op.vitdeploy.WindowAttention(*itensors, **SPEC.read_attrs(attrs)), aot=True)
+    network.mark_output(layer.get_output(0))
+    config = builder.create_builder_config()
+    blob = builder.build_serialized_network(network, config)
+    if blob is None:
+        raise RuntimeError("TensorRT could not build the WindowAttention test network")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+    context = engine.create_execution_context()
+    dev = {n: t.float().contiguous().cuda() for n, t in inputs.items()}
+    out = torch.empty(qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3, device="cuda")
+    for n, t in dev.items():
+        context.set_tensor_address(n, t.data_ptr())
+    context.set_tensor_address(layer.get_output(0).name, out.data_ptr())
+    stream = torch.cuda.current_stream()
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise RuntimeError("TensorRT execution failed")
+    stream.synchronize()
+    return out
