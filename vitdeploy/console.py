@@ -7,8 +7,18 @@ from typing import Iterator
 
 from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+def _width() -> int | None:
+    """Pipes and CI logs get 140 columns instead of rich's 80, so tables are not truncated."""
+    import os
+    import sys
+
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return None
+    return 140
+
+
+console = Console(highlight=False, soft_wrap=True, width=_width())
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_width())
 
 
 class Stage:
