@@ -26,10 +26,10 @@ from vitdeploy.plugins.window_attention.spec import SPEC
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _block(dim: int, heads: int, res: int, window: int, shift: int, seed: int) -> SwinTransformerBlock:
+def _block(dim: int, heads: int, res: int, window: int, shift: int, seed: int, **kw) -> SwinTransformerBlock:
     """timm block with random weights large enough that bias, mask and padding all move the output."""
     torch.manual_seed(seed)
-    blk = SwinTransformerBlock(dim, (res, res), num_heads=heads, window_size=window, shift_size=shift).eval()
+    blk = SwinTransformerBlock(dim, (res, res), num_heads=heads, window_size=window, shift_size=shift, **kw).eval()
     with torch.no_grad():
         for p in blk.parameters():
             p.normal_(0, 0.5)
@@ -60,6 +60,15 @@ def test_reference_matches_timm_block(res, window, shift):
     # the effective window/shift are timm's clamped ones (map no larger than the window: no shift)
     if res <= window:
         assert attrs["window_size"] == res and attrs["shift_size"] == 0
+
+
+@pytest.mark.parametrize("dynamic_mask", [False, True])
+def test_reference_matches_timm_always_partition(dynamic_mask):
+    """always_partition keeps window 7 / shift 3 on a 5x5 map: roll, then pad to one 7x7 window."""
+    blk = _block(32, 2, 5, 7, 3, seed=3, always_partition=True, dynamic_mask=dynamic_mask)
+    want, got, attrs = _reference_through_block(blk, torch.randn(2, 5, 5, 32))
+    assert (attrs["window_size"], attrs["shift_size"]) == (7, 3)
+    assert (got - want).abs().max().item() < 1e-5
 
 
 def test_padding_tokens_carry_the_qkv_bias():
@@ -131,6 +140,9 @@ KERNEL_CASES = [
     (14, 7, 3, "float16", 1, 32, 2, 1),
     (12, 7, 3, "float16", 2, 32, 2, 2),
     (10, 4, 2, "float32", 1, 48, 3, 3),  # N = 16, head_dim 16, padded, shifted
+    (24, 12, 6, "float32", 1, 32, 2, 1),  # N = 144: four key blocks, online softmax
+    (16, 9, 4, "float16", 1, 32, 2, 1),  # N = 81, padded: a partly valid second key block
+    (5, 7, 3, "float32", 2, 32, 2, 1),  # timm always_partition: map smaller than the window, rolled + padded
 ]
 
 _CHILD = textwrap.dedent(
@@ -206,8 +218,9 @@ def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype):
     assert meta.num_warps == cfg.num_warps
     if dtype == "fp16":  # tensor-core dots, not a scalar fallback
         assert "mma" in ptx
+    assert "ld.global.v4" in ptx  # 128-bit qkv row loads: the aligned-pointer hint reached the compiler
     # the entry TensorRT launches takes exactly: qkv, bias, pad_qkv, batch, out
-    entry = kernel.entry_params(kernel.strip_unused_scratch_params(ptx, name), name)
+    entry = kernel.entry_params(kernel.strip_unused_scratch_params(ptx, name, keep=kernel.NUM_KERNEL_ARGS), name)
     assert entry == [".u64", ".u64", ".u64", ".u32", ".u64"]
 
 
@@ -222,7 +235,7 @@ def test_stripped_ptx_still_assembles():
         pytest.skip("Triton ships no ptxas here")
     cfg = kernel.make_config(window_size=7, shift_size=3, num_heads=6, height=12, width=12, scale=32**-0.5, channels=192)
     name, ptx, _ = kernel.compile_ptx(87, "fp16", cfg)
-    stripped = kernel.strip_unused_scratch_params(ptx, name)
+    stripped = kernel.strip_unused_scratch_params(ptx, name, keep=kernel.NUM_KERNEL_ARGS)
     proc = subprocess.run([ptxas, "-arch=sm_87", "-o", os.devnull, "-"], input=stripped, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -232,7 +245,7 @@ def test_stripped_ptx_still_assembles():
 
 @pytest.mark.trt
 def test_tensorrt_plugin_matches_reference():
-    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT needs a CUDA GPU")
     from vitdeploy.plugins.window_attention import trt as wa_trt
@@ -247,3 +260,47 @@ def test_tensorrt_plugin_matches_reference():
     out = wa_trt.run_one_node(qkv, bias, pad, **attrs)
     want = window_attention(qkv, bias, pad, **attrs)
     assert (out.cpu() - want).abs().max().item() < 1e-4
+
+
+# --- benchmark script (CPU smoke run; timings there mean nothing and are not asserted) ---------------
+
+
+def test_benchmark_dry_run_checks_correctness_and_writes_json(tmp_path):
+    out = tmp_path / "wa.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/kernels/window_attention.py"), "--dry-run", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["dry_run"] is True and data["environment"]["git"]["commit"]
+    assert {"torch", "triton", "device", "date_utc"} <= set(data["environment"])
+    rows = data["results"]
+    assert {(r["stage"], r["batch"]) for r in rows} == {("tiny-a", 1), ("tiny-a", 2), ("tiny-b", 1), ("tiny-b", 2)}
+    for r in rows:
+        assert r["correct"], r
+        assert {"eager", "sdpa_subgraph", "sdpa_windows", r["triton_best"]} <= set(r["times_us"])
+        assert all(e <= r["tolerance"] for e in r["max_abs_err"].values())
+
+
+# --- on a CUDA GPU (skipped elsewhere) ---------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("res,C,heads,window,shift,hpp", [
+    (56, 96, 3, 7, 3, 1), (28, 192, 6, 7, 0, 2), (14, 384, 12, 7, 3, 3), (7, 768, 24, 7, 0, 1),
+    (12, 64, 2, 7, 3, 1), (24, 128, 4, 12, 6, 1),
+])
+def test_triton_kernel_on_gpu_matches_reference(dtype, tol, res, C, heads, window, shift, hpp):
+    if window > 8 and dtype == torch.float32:
+        pytest.skip("FP32 IEEE dots on 256-row tiles take minutes to compile; FP32 window 12 is covered on the interpreter")
+    from vitdeploy.plugins.window_attention.kernel import window_attention_triton
+
+    g = torch.Generator().manual_seed(res + shift)
+    B = 3
+    qkv = torch.randn(B, res * res, 3 * C, generator=g).to(dtype)
+    bias = torch.randn(heads, window**2, window**2, generator=g).to(dtype)
+    pad = torch.randn(3 * C, generator=g).to(dtype)
+    attrs = dict(window_size=window, shift_size=shift, num_heads=heads, height=res, width=res, scale=(C // heads) ** -0.5)
+    out = window_attention_triton(qkv.cuda(), bias.cuda(), pad.cuda(), heads_per_program=hpp, **attrs)
+    want = window_attention(qkv.float(), bias.float(), pad.float(), **attrs)
+    assert (out.float().cpu() - want).abs().max().item() < tol * max(1.0, want.abs().max().item())

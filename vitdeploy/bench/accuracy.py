@@ -1,7 +1,9 @@
 """`bench --accuracy-data`: attach `vitdeploy accuracy`'s figures to a bench run.
 
 The figures come from `vitdeploy.calibration.accuracy.compare_models` (imported
-only when asked for). One headline number per run, in percent, is what
+only when asked for): the artifact's final ONNX graph against its plain export,
+both in ONNX Runtime. One headline number per run, in percent (labelled top-1
+accuracy when the data has labels, else top-1 agreement with the export), is what
 `compare` gates and `report` plots; the full figures are kept beside it.
 """
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 from vitdeploy.errors import VitdeployError
 
 # Checked in order; the first numeric one found (at any nesting depth) is the headline.
-HEADLINE_KEYS = ("top1_agreement", "top1", "top1_accuracy", "accuracy", "agreement", "map", "mAP")
+HEADLINE_KEYS = ("candidate_top1", "top1_agreement")
 
 
-def _flatten(d, prefix="") -> dict:
+def _flatten(d, prefix: str = "") -> dict:
     out = {}
     for k, v in (d.items() if isinstance(d, dict) else []):
         key = f"{prefix}{k}"
@@ -24,13 +26,18 @@ def _flatten(d, prefix="") -> dict:
 
 
 def headline(figures: dict) -> dict | None:
-    """{"name", "value"} with the value in percent (fractions in [0, 1] are scaled by 100)."""
+    """{"name", "value", "unit"}: the first of HEADLINE_KEYS present (compare_models reports percent)."""
     flat = _flatten(figures)
     for want in HEADLINE_KEYS:
-        for key, value in flat.items():
-            if key.split(".")[-1] == want:
-                pct = value * 100.0 if 0.0 <= value <= 1.0 and "pct" not in key and "percent" not in key else value
-                return {"name": key, "value": pct, "unit": "%"}
+        if want in flat:
+            return {"name": want, "value": flat[want], "unit": "%"}
+    return None
+
+
+def headline_name(run: dict) -> str | None:
+    acc = run.get("accuracy")
+    if isinstance(acc, dict) and isinstance(acc.get("headline"), dict):
+        return acc["headline"].get("name")
     return None
 
 
@@ -51,9 +58,24 @@ def load_compare_models():
     return compare_models
 
 
-def accuracy_record(figures, data_dir: str) -> dict:
-    if hasattr(figures, "to_dict"):
-        figures = figures.to_dict()
-    if not isinstance(figures, dict):
-        figures = {"value": figures}
-    return {"data": str(data_dir), "figures": figures, "headline": headline(figures)}
+def check_possible(artifact) -> None:
+    load_compare_models()
+    if artifact is None or artifact.onnx is None:
+        raise VitdeployError("--accuracy-data needs an artifact with an ONNX graph (accuracy runs in ONNX Runtime)",
+                             "bench an export/build directory, or run 'vitdeploy accuracy' separately")
+
+
+def measure(artifact, data_path: str) -> dict:
+    """Accuracy record for a resolved artifact (`vitdeploy.bench.artifact.Artifact`)."""
+    check_possible(artifact)
+    compare_models = load_compare_models()
+    from vitdeploy.calibration.accuracy import input_shape
+    from vitdeploy.calibration.data import load_data, preprocessing_for
+
+    cand = artifact.onnx
+    ref = artifact.reference or cand
+    prep = preprocessing_for(ref) or artifact.manifest.get("preprocessing")
+    data = load_data(data_path, prep, input_shape(ref), show_progress=False)
+    figures = compare_models(str(ref), str(cand), data)
+    return {"data": str(data_path), "reference": str(ref), "candidate": str(cand), "runtime": "onnxruntime",
+            "figures": figures, "headline": headline(figures)}

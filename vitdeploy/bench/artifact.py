@@ -14,6 +14,7 @@ ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 class Artifact:
     onnx: Path | None = None
     engine: Path | None = None
+    reference: Path | None = None  # the plain export, what accuracy is measured against
     model: str = "?"
     precision: str | None = None
     manifest: dict = field(default_factory=dict)
@@ -39,16 +40,14 @@ def _files(manifest: dict, base: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def _pick_onnx(files: list[tuple[str, Path]]) -> Path | None:
-    """The final graph: an entry named final/fp16/int8/rewritten wins over the plain export, else the last listed."""
-    onnx = [(k, p) for k, p in files if p.suffix == ".onnx" and p.is_file()]
-    if not onnx:
-        return None
-    for word in ("final", "int8", "fp16", "rewritten"):
-        for k, p in onnx:
-            if word in k.lower() or word in p.name.lower():
-                return p
-    return onnx[-1][1]
+def _pick_onnx(files: dict[str, Path]) -> Path | None:
+    """The final graph. `build` names it "onnx" (beside "onnx_exported"); `rewrite` adds "rewritten"
+    to an export's manifest; a plain export has only "onnx". Otherwise the last ONNX listed."""
+    existing = {k: p for k, p in files.items() if p.suffix == ".onnx" and p.is_file()}
+    for key in (("onnx",) if "onnx_exported" in existing else ("rewritten", "onnx")):
+        if key in existing:
+            return existing[key]
+    return list(existing.values())[-1] if existing else None
 
 
 def _manifest_precision(manifest: dict) -> str | None:
@@ -56,8 +55,10 @@ def _manifest_precision(manifest: dict) -> str | None:
         v = manifest.get(key)
         if isinstance(v, str):
             return v.lower()
-        if isinstance(v, dict) and isinstance(v.get("precision"), str):
-            return v["precision"].lower()
+        if isinstance(v, dict):
+            for k in ("applied", "precision"):
+                if isinstance(v.get(k), str):
+                    return v[k].lower()
     return None
 
 
@@ -87,7 +88,12 @@ def resolve(path: str) -> Artifact:
         manifest = load_manifest(p)
         files = _files(manifest, p)
         engine = next((f for _, f in files if f.suffix in ENGINE_SUFFIXES and f.is_file()), None)
+        if engine is None and (files_engine := dict(files).get("engine")) is not None and files_engine.is_file():
+            engine = files_engine
+        files = dict(files)
+        plain = files.get("onnx_exported") or files.get("onnx")
         art = Artifact(onnx=_pick_onnx(files), engine=engine, manifest=manifest,
+                       reference=plain if plain is not None and plain.is_file() else None,
                        model=(manifest.get("model") or {}).get("alias", p.name),
                        precision=_manifest_precision(manifest))
         if art.onnx is None and art.engine is None:

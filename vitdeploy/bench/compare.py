@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vitdeploy.bench.accuracy import headline_value
+from vitdeploy.bench.accuracy import headline_name, headline_value
 from vitdeploy.bench.environment import device_name
 from vitdeploy.bench.schema import run_key
+from vitdeploy.bench.stats import CV_WARN
 from vitdeploy.errors import VitdeployError
 
 
@@ -79,12 +80,12 @@ def parse_percent(text: str) -> float:
 def _index(doc: dict) -> dict[tuple, dict]:
     out: dict[tuple, dict] = {}
     for run in doc["runs"]:
-        entry = out.setdefault(run_key(run), {"results": {}, "accuracy": None})
+        entry = out.setdefault(run_key(run), {"results": {}, "accuracy": None, "metric": None})
         for r in run["results"]:
             entry["results"][r["batch"]] = r  # a later run of the same config wins
         acc = headline_value(run)
         if acc is not None:
-            entry["accuracy"] = acc
+            entry["accuracy"], entry["metric"] = acc, headline_name(run)
     return out
 
 
@@ -130,11 +131,23 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
         missing = sorted(set(b["results"]) ^ set(c["results"]))
         if missing:
             cmp.notes.append(f"{' '.join(k)}: batch {', '.join(map(str, missing))} measured on one side only")
+        acc_b, acc_c = b["accuracy"], c["accuracy"]
+        if acc_b is not None and acc_c is not None and b["metric"] != c["metric"]:
+            cmp.notes.append(f"{' '.join(k)}: accuracy is {b['metric']} in {names[0]} but {c['metric']} in {names[1]}, not gated")
+            acc_b = acc_c = None
         for batch in batches:
-            row = Row(k, batch, b["results"][batch], c["results"][batch], b["accuracy"], c["accuracy"])
+            row = Row(k, batch, b["results"][batch], c["results"][batch], acc_b, acc_c)
             d = row.delta("median")
             if d > max_latency_regression:
                 row.regressions.append(f"median {d:+.1%} > +{max_latency_regression:.1%}")
+                cvs = (row.base["latency_ms"]["cv"], row.cand["latency_ms"]["cv"])
+                if max(cvs) > CV_WARN:
+                    cmp.notes.append(f"{' '.join(k)} batch {batch}: CV {cvs[0]:.1%} / {cvs[1]:.1%}, noisy: "
+                                     "confirm with locked clocks and a longer --duration-s")
+            graphs = ((row.base.get("cuda_graph") or {}).get("used"), (row.cand.get("cuda_graph") or {}).get("used"))
+            if graphs[0] != graphs[1]:
+                cmp.notes.append(f"{' '.join(k)} batch {batch}: CUDA graph replay {'on' if graphs[0] else 'off'} in "
+                                 f"{names[0]} but {'on' if graphs[1] else 'off'} in {names[1]}")
             ad = row.accuracy_delta
             if ad is not None and -ad > max_accuracy_drop:
                 row.regressions.append(f"accuracy {ad:+.2f} pts < -{max_accuracy_drop:g}")

@@ -45,17 +45,24 @@ def _read(path: str | Path) -> str | None:
         return None
 
 
-def parse_nvidia_smi(csv_line: str) -> dict:
+_SMI_MINIMAL = ("name", "driver_version", "clocks.sm", "clocks.max.sm", "power.limit")
+
+
+def parse_nvidia_smi(csv_line: str, fields=_SMI_FIELDS) -> dict:
     """One `nvidia-smi --query-gpu=... --format=csv,noheader` line -> {field: value}, '[N/A]' dropped."""
     values = [v.strip() for v in csv_line.split(",")]
-    return {k: v for k, v in zip(_SMI_FIELDS, values) if v and "N/A" not in v and "Not Supported" not in v}
+    return {k: v for k, v in zip(fields, values) if v and "N/A" not in v and "Not Supported" not in v}
 
 
 def nvidia_smi(index: int = 0) -> dict | None:
-    out = _run(["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(_SMI_FIELDS)}", "--format=csv,noheader"])
-    if not out:
+    # Older drivers reject the whole query when one field is unknown: fall back to fields every driver has.
+    for fields in (_SMI_FIELDS, _SMI_MINIMAL):
+        out = _run(["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"])
+        if out:
+            break
+    else:
         return None
-    info = parse_nvidia_smi(out.splitlines()[0])
+    info = parse_nvidia_smi(out.splitlines()[0], fields)
     locked = _run(["nvidia-smi", f"--id={index}", "--query-gpu=clocks_event_reasons.active", "--format=csv,noheader"])
     if locked:
         info["clocks_event_reasons"] = locked.splitlines()[0].strip()

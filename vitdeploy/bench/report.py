@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitdeploy.bench.accuracy import headline_value
+from vitdeploy.bench.accuracy import headline_name, headline_value
 from vitdeploy.bench.environment import device_name
 
 
@@ -137,16 +137,20 @@ def plot_throughput(model: str, items: list[Entry], path: Path) -> bool:
     return True
 
 
-def accuracy_points(items: list[Entry]) -> list[tuple[str, float, float, int]]:
-    """(label, median latency at the smallest measured batch, headline accuracy %, that batch)."""
+def accuracy_points(items: list[Entry]) -> list[tuple[str, float, float, int, str]]:
+    """(label, median latency at the smallest measured batch, headline accuracy %, that batch, metric name)."""
     pts = []
     for e in items:
         acc = headline_value(e.run)
         if acc is None or not e.run["results"]:
             continue
         first = min(e.run["results"], key=lambda r: r["batch"])
-        pts.append((f"{e.run['model']} {e.label}", first["latency_ms"]["median"], acc, first["batch"]))
+        pts.append((f"{e.run['model']} {e.label}", first["latency_ms"]["median"], acc, first["batch"],
+                    headline_name(e.run) or "accuracy"))
     return pts
+
+
+METRIC_LABELS = {"candidate_top1": "top-1 accuracy", "top1_agreement": "top-1 agreement with the export"}
 
 
 def plot_accuracy_latency(items: list[Entry], path: Path) -> bool:
@@ -155,11 +159,14 @@ def plot_accuracy_latency(items: list[Entry], path: Path) -> bool:
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for label, lat, acc, batch in pts:
+    metrics = {METRIC_LABELS.get(p[4], p[4]) for p in pts}
+    for label, lat, acc, batch, metric in pts:
+        metric = METRIC_LABELS.get(metric, metric)
         ax.scatter([lat], [acc], s=40)
-        ax.annotate(f"{label} (b{batch})", (lat, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        extra = f", {metric}" if len(metrics) > 1 else ""
+        ax.annotate(f"{label} (b{batch}{extra})", (lat, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("median latency (ms, smallest measured batch)")
-    ax.set_ylabel("headline accuracy (%)")
+    ax.set_ylabel(f"{metrics.pop() if len(metrics) == 1 else 'accuracy'} (%)")
     ax.set_title("accuracy vs latency")
     ax.grid(alpha=0.3)
     ax.margins(x=0.25, y=0.2)

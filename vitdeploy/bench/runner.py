@@ -12,6 +12,7 @@ from typing import Callable
 from vitdeploy.bench import stats
 from vitdeploy.bench.backends.base import Backend, Sample
 from vitdeploy.bench.schema import SAMPLES_CAP
+from vitdeploy.errors import VitdeployError
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ def measure(step: Callable[[], Sample], settings: Settings,
             on_progress: Callable[[float], None] | None = None) -> tuple[list[float], list[float]]:
     """Warm up for `warmup_ms` (at least one call), then time iterations until both the
     duration and the minimum iteration count are reached. Returns (latencies, enqueue times) in ms."""
+    step()  # the first call may compile or autotune: the warm-up time starts after it
     warm_end = time.perf_counter() + settings.warmup_ms / 1e3
-    step()
     while time.perf_counter() < warm_end:
         step()
     latencies: list[float] = []
@@ -50,9 +51,10 @@ def measure(step: Callable[[], Sample], settings: Settings,
             return latencies, enqueues
 
 
-def batch_record(batch: int, latencies: list[float], enqueues: list[float], cuda_graph: dict) -> dict:
+def batch_record(batch: int, latencies: list[float], enqueues: list[float], cuda_graph: dict,
+                 device: str = "cuda") -> dict:
     lat = stats.summarize(latencies)
-    warnings = [w for w in [stats.cv_warning(lat)] if w]
+    warnings = [w for w in [stats.cv_warning(lat, device)] if w]
     enq = None
     if enqueues:
         e = stats.summarize(enqueues)
@@ -116,15 +118,18 @@ def run_batches(backend: Backend, batches: list[int], mode: str, settings: Setti
             except MemoryError:
                 run["skipped"].append({"batch": batch, "reason": "out of host memory"})
                 continue
-            except RuntimeError as e:
-                # CUDA OOM and runtime failures at one batch size should not lose the others.
-                run["skipped"].append({"batch": batch, "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+            except VitdeployError:
+                raise
+            except Exception as e:
+                # CUDA OOM or a runtime rejecting one batch size must not lose the others; the reason is recorded.
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                run["skipped"].append({"batch": batch, "reason": f"{type(e).__name__}: {first}"})
                 continue
             finally:
                 if prepared is not None:
                     prepared.close()
                 bar.remove_task(task)
-            record = batch_record(batch, lat, enq, prepared.cuda_graph)
+            record = batch_record(batch, lat, enq, prepared.cuda_graph, backend.device)
             run["results"].append(record)
             if on_batch:
                 on_batch(record)

@@ -54,13 +54,12 @@ def throughput(batch: int, median_ms: float) -> float:
     return batch * 1000.0 / median_ms if median_ms > 0 else float("inf")
 
 
-def cv_warning(stats: LatencyStats) -> str | None:
-    if stats.cv > CV_WARN:
-        return (
-            f"latency CV {stats.cv:.1%} is above {CV_WARN:.1%}: results are noisy; lock clocks "
-            "(nvidia-smi -lgc / jetson_clocks), close other work, or raise --duration-s"
-        )
-    return None
+def cv_warning(stats: LatencyStats, device: str = "cuda") -> str | None:
+    if stats.cv <= CV_WARN:
+        return None
+    fix = ("lock GPU clocks (nvidia-smi -lgc, or jetson_clocks on Jetson)" if device == "cuda"
+           else "set the CPU governor to performance")
+    return f"latency CV {stats.cv:.1%} is above {CV_WARN:.1%}: results are noisy; {fix}, stop other work, or raise --duration-s"
 
 
 def downsample(samples, cap: int) -> list[float]:

@@ -26,16 +26,14 @@ def run_model(model, data: CalibrationData, batch: int = 32, description: str = 
     if isinstance(static, int) and static > 0:
         batch = static  # a static-batch graph runs in batches of exactly its size
     outs = []
-    bar, total, _ = progress(len(data), description)
-    with bar:
-        task = bar.add_task(description, total=total, visible=show_progress)
+    with progress(len(data), description, show_progress) as advance:
         for i in range(0, len(data), batch):
             x = data.images[i : i + batch]
             n = len(x)
             if n < batch and isinstance(static, int) and static > 0:
                 x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
             outs.append(np.asarray(sess.run(None, {name: x})[0], dtype=np.float32)[:n])
-            bar.advance(task, n)
+            advance(n)
     return np.concatenate(outs)
 
 

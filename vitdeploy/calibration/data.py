@@ -7,8 +7,8 @@ every precision variant see bit-identical inputs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -53,8 +53,12 @@ class CalibrationData:
         return CalibrationData(self.images[:n], labels, self.source, self.skipped, self.files[:n])
 
 
-def progress(total: int, description: str):
-    """A rich progress bar that shows images/s (on stderr, so JSON on stdout stays clean)."""
+@contextlib.contextmanager
+def progress(total: int, description: str, show: bool = True):
+    """Yield `advance(n)`; shows a rich progress bar with images/s on stderr (stdout stays clean for JSON)."""
+    if not show:
+        yield lambda n=1: None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
@@ -65,16 +69,11 @@ def progress(total: int, description: str):
             speed = task.finished_speed or task.speed
             return Text(f"{speed:.1f} images/s" if speed else "– images/s", style="dim")
 
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        ImagesPerSecond(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-    return bar, total, description
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond(),
+                   TimeElapsedColumn(), console=err_console, transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
 
 
 def _expected_shape(input_shape) -> tuple | None:
@@ -193,9 +192,7 @@ def load_folder(folder: str | os.PathLike, preprocessing: dict | None, input_sha
     if num_images:
         files = files[: max(num_images * 2, num_images + 16)]  # room for skipped files
     images, used, skipped = [], [], 0
-    bar, total, desc = progress(min(len(files), num_images or len(files)), "reading images")
-    with bar:
-        task = bar.add_task(desc, total=total, visible=show_progress)
+    with progress(min(len(files), num_images or len(files)), "reading images", show_progress) as advance:
         for f in files:
             if num_images and len(images) >= num_images:
                 break
@@ -207,7 +204,7 @@ def load_folder(folder: str | os.PathLike, preprocessing: dict | None, input_sha
                 continue
             images.append(transform(img).numpy())
             used.append(str(f))
-            bar.advance(task)
+            advance(1)
     if not images:
         raise VitdeployError(f"none of the {skipped} image files under {folder} could be read", "check the files are valid JPEG/PNG")
     arr = np.stack(images).astype(np.float32)
@@ -267,13 +264,3 @@ def preprocessing_for(onnx_path: str | os.PathLike) -> dict | None:
         return load_manifest(m).get("preprocessing")
     except VitdeployError:
         return None
-
-
-class Timer:
-    """images/s for a loop the caller drives (used for the success lines)."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def rate(self, n: int) -> float:
-        return n / max(time.perf_counter() - self.start, 1e-9)

@@ -59,7 +59,7 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _declare_plugin_outputs(model: onnx.ModelProto, dtype: int) -> None:
+def declare_plugin_outputs(model: onnx.ModelProto, dtype: int) -> None:
     known = {vi.name for vi in list(model.graph.value_info) + list(model.graph.output)}
     for node in model.graph.node:
         if is_plugin(node):
@@ -123,7 +123,7 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
         raise VitdeployError("the model already has FP16 inputs", "convert the FP32 model instead")
     blocked = set(fp32_ops) - PLUGIN_OPS
     m = onnx.ModelProto.FromString(model.SerializeToString())
-    _declare_plugin_outputs(m, TensorProto.FLOAT)
+    declare_plugin_outputs(m, TensorProto.FLOAT)
     try:
         out = convert_float_to_float16(
             m,
@@ -133,9 +133,39 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
         )
     except Exception as e:
         raise VitdeployError(f"FP16 conversion failed: {str(e).splitlines()[0][:200]}", "check the model with onnx.checker") from None
+    toposort(out)
     _check_plugins_fp16(out)
     _check_consistent(out)
     return out, precision_summary(out)
+
+
+def toposort(model: onnx.ModelProto) -> None:
+    """Sort nodes so every input is produced before it is read (stable; in place).
+
+    The converter appends its Casts at the end of the node list; ONNX Runtime does
+    not mind, but the ONNX checker and TensorRT's parser require topological order.
+    """
+    g = model.graph
+    nodes = list(g.node)
+    available = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
+    producers = {o: idx for idx, n in enumerate(nodes) for o in n.output}
+    order, done, pending = [], set(), list(range(len(nodes)))
+    while pending:
+        progressed, rest = False, []
+        for idx in pending:
+            ins = [i for i in nodes[idx].input if i not in available]
+            if all(producers.get(i) in done or i not in producers for i in ins):
+                order.append(idx)
+                done.add(idx)
+                available.update(nodes[idx].output)
+                progressed = True
+            else:
+                rest.append(idx)
+        if not progressed:
+            raise VitdeployError("the graph has a cycle after FP16 conversion", "report the model")
+        pending = rest
+    del g.node[:]
+    g.node.extend(nodes[i] for i in order)
 
 
 def _check_plugins_fp16(model: onnx.ModelProto) -> None:

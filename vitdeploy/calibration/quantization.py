@@ -15,6 +15,7 @@ use enough histogram bins, and so the measured ranges become a cache we own.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import fnmatch
 import io
@@ -27,7 +28,7 @@ import onnx
 
 from vitdeploy.calibration.cache import check_cache, make_cache, ort_method, to_tensors_data
 from vitdeploy.calibration.data import CalibrationData, model_input, progress
-from vitdeploy.calibration.precision import _declare_plugin_outputs, convert_fp16
+from vitdeploy.calibration.precision import declare_plugin_outputs, convert_fp16
 from vitdeploy.errors import VitdeployError
 
 QUANT_OPS = ("MatMul", "Gemm", "Conv")
@@ -52,8 +53,8 @@ def node_scope(node: onnx.NodeProto) -> str:
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
             try:
-                scopes = [s for s in eval(p.value, {"__builtins__": {}}) if s]  # a Python list literal
-            except Exception:
+                scopes = [s for s in ast.literal_eval(p.value) if s]  # a Python list literal
+            except (ValueError, SyntaxError, TypeError):
                 return ""
             mods = scopes[:-1] or scopes
             return mods[-1].removeprefix("inner.") if mods else ""
@@ -90,16 +91,15 @@ def select_exclusions(model: onnx.ModelProto, exclude=(), quantize_first_last=Fa
 class _Reader:
     """ORT CalibrationDataReader over CalibrationData, advancing a progress bar."""
 
-    def __init__(self, data: CalibrationData, input_name: str, batch: int, bar=None, task=None):
+    def __init__(self, data: CalibrationData, input_name: str, batch: int, advance):
         self._it = data.batches(batch)
-        self.input_name, self.bar, self.task = input_name, bar, task
+        self.input_name, self.advance = input_name, advance
 
     def get_next(self):
         x = next(self._it, None)
         if x is None:
             return None
-        if self.bar is not None:
-            self.bar.advance(self.task, len(x))
+        self.advance(len(x))
         return {self.input_name: x}
 
 
@@ -124,8 +124,15 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
     if len(calib) == 0:
         raise VitdeployError("no calibration images", "pass a folder or array file with images")
     m = onnx.ModelProto.FromString(model.SerializeToString())
-    _declare_plugin_outputs(m, onnx.TensorProto.FLOAT)
-    in_name, _ = model_input(m)
+    declare_plugin_outputs(m, onnx.TensorProto.FLOAT)
+    in_name, shape = model_input(m)
+    if shape and isinstance(shape[0], int) and shape[0] > 0:  # static batch: whole batches only
+        batch = shape[0]
+        if len(calib) < batch:
+            reps = -(-batch // len(calib))
+            calib = CalibrationData(np.concatenate([calib.images] * reps)[:batch], None, calib.source)
+        else:
+            calib = calib.take(len(calib) - len(calib) % batch)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-calib-") as tmp:
         src, aug = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "augmented.onnx")
         onnx.save(m, src)
@@ -133,13 +140,26 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
         cal.augment_graph()
         onnx.save(cal.model, aug)
         cal.infer_session = session(aug)  # runs plugin nodes through their ORT faces
-        bar, total, _ = progress(len(calib), f"calibrating ({method})")
-        with bar:
-            task = bar.add_task(f"calibrating ({method})", total=total, visible=show_progress)
+        with progress(len(calib), f"calibrating ({method})", show_progress) as advance:
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram details
-                cal.collect_data(_Reader(calib, in_name, batch, bar, task))
-                ranges = cal.compute_data()
+                cal.collect_data(_Reader(calib, in_name, batch, advance))
+        with contextlib.redirect_stdout(io.StringIO()):
+            ranges = cal.compute_data()
     return ranges
+
+
+@contextlib.contextmanager
+def _quiet_ort_logging():
+    """ORT's quantizer logs advice on the root logger ("consider pre-processing"); keep CLI output to our lines."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def model_sha256(model_path: str | os.PathLike) -> str:
@@ -150,7 +170,7 @@ def model_sha256(model_path: str | os.PathLike) -> str:
 
 def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entropy", exclude=(),
                   quantize_first_last: bool = False, cache: dict | None = None, batch: int = 8,
-                  show_progress: bool = True) -> tuple[onnx.ModelProto, dict, dict]:
+                  show_progress: bool = True, entropy_bins: int = ENTROPY_BINS) -> tuple[onnx.ModelProto, dict, dict]:
     """(Q/DQ + FP16 ONNX, calibration cache, summary) for the FP32 ONNX at `model_path`.
 
     With `cache` (from an earlier run on the same file) calibration is skipped; a cache
@@ -169,29 +189,30 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
     elif calib is None:
         raise VitdeployError("INT8 needs calibration data or a calibration cache", "pass --data DIR or a cache")
     else:
-        ranges = calibrate(model, calib, method, batch=batch, show_progress=show_progress)
-        settings = {"entropy_bins": ENTROPY_BINS} if method == "entropy" else (
+        ranges = calibrate(model, calib, method, batch=batch, show_progress=show_progress, entropy_bins=entropy_bins)
+        settings = {"entropy_bins": entropy_bins} if method == "entropy" else (
             {"percentile": PERCENTILE} if method == "percentile" else {})
         cache = make_cache(ranges, sha, method, len(calib), settings)
     why = select_exclusions(model, exclude, quantize_first_last)
     declared = onnx.ModelProto.FromString(model.SerializeToString())
-    _declare_plugin_outputs(declared, onnx.TensorProto.FLOAT)
+    declare_plugin_outputs(declared, onnx.TensorProto.FLOAT)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-qdq-") as tmp:
         ort_cache, out = os.path.join(tmp, "ranges.json"), os.path.join(tmp, "qdq.onnx")
         save_tensors_data(to_tensors_data(cache), ort_cache)
         try:
-            quantize_static(
-                declared, out, None,
-                calibration_cache_path=ort_cache,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(QUANT_OPS),
-                per_channel=True,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=ort_method(method),
-                nodes_to_exclude=sorted(why),
-                extra_options=dict(QDQ_EXTRA_OPTIONS),
-            )
+            with _quiet_ort_logging():
+                quantize_static(
+                    declared, out, None,
+                    calibration_cache_path=ort_cache,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(QUANT_OPS),
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=ort_method(method),
+                    nodes_to_exclude=sorted(why),
+                    extra_options=dict(QDQ_EXTRA_OPTIONS),
+                )
         except VitdeployError:
             raise
         except Exception as e:

@@ -1,6 +1,8 @@
 """`vitdeploy bench`: latency and throughput of an artifact or a registry model."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from vitdeploy.errors import VitdeployError
@@ -18,15 +20,27 @@ def parse_batches(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def _trt_importable() -> bool:
-    import importlib.util
+def parse_backends(text: str | None) -> list[str | None]:
+    if text is None:
+        return [None]
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in BACKEND_NAMES]
+    if bad or not names:
+        raise VitdeployError(f"unknown backend '{bad[0] if bad else text}'", f"choose from {', '.join(BACKEND_NAMES)}")
+    return list(dict.fromkeys(names))
 
-    return importlib.util.find_spec("tensorrt") is not None
+
+def _trt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:  # absent, or a stub package that raises at import
+        return False
+    return True
 
 
 def make_backend(artifact: str | None, alias: str | None, backend: str | None, device: str | None,
                  precision: str | None, img_size: int | None, cuda_graph: bool):
-    """Pick and build the backend the flags describe; every impossible combination is a one-line error."""
+    """(backend, resolved artifact or None) for the flags; every impossible combination is a one-line error."""
     from vitdeploy.bench.backends import backend_class
 
     if artifact and alias:
@@ -49,42 +63,40 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
                 raise VitdeployError(f"the {backend} backend builds a registry model, and {artifact} names none",
                                      "use --model ALIAS")
             alias = art.model
+            # Same model, same input size and (on the GPU) same precision as the artifact, so runs line up.
+            size = (art.manifest.get("preprocessing") or {}).get("input_size")
+            if img_size is None and size:
+                img_size = int(size[1]) if size[1] == size[2] else None
+            if precision is None and device == "cuda" and art.precision in ("fp16", "bf16"):
+                precision = art.precision
         return backend_class(backend)(alias, device=device or "cpu", precision=precision or "fp32",
-                                      img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph)
+                                      img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph), art
     if art is None:
         raise VitdeployError(f"the {backend} backend runs an artifact, not a registry model",
                              f"export first: vitdeploy export --model {alias} -o out/{alias}, then bench out/{alias}")
-    if precision is not None:
-        raise VitdeployError("--precision applies to the PyTorch backends only", "an artifact's precision is fixed when it is built")
+    if precision is not None and art.precision and precision != art.precision:
+        raise VitdeployError(f"{artifact} is {art.precision}; --precision {precision} applies to the PyTorch backends only",
+                             "an artifact's precision is fixed when it is built")
     if img_size is not None:
-        raise VitdeployError("--img-size applies to the PyTorch backends only", "an artifact's input size is fixed when it is exported")
+        raise VitdeployError("--img-size applies to --model only", "an artifact's input size is fixed when it is exported")
     path = art.path_for(backend)
     if backend == "trt":
         if device == "cpu":
             raise VitdeployError("the trt backend runs on the GPU only", "drop --device cpu or use --backend ort")
-        return backend_class("trt")(path, model=art.model, precision=art.precision or "unknown", cuda_graph=cuda_graph)
+        return backend_class("trt")(path, model=art.model, precision=art.precision or "unknown", cuda_graph=cuda_graph), art
     from vitdeploy.bench.artifact import onnx_precision
 
     prec = art.precision if art.precision and path == art.onnx and art.manifest.get("files") else onnx_precision(path)
-    return backend_class("ort")(path, model=art.model, precision=prec, device=device or "cpu")
-
-
-def attach_accuracy(run: dict, backend, data_dir: str) -> None:
-    from vitdeploy.bench.accuracy import accuracy_record, load_compare_models
-
-    compare_models = load_compare_models()
-    figures = compare_models(backend.artifact or backend.model, data_dir)
-    run["accuracy"] = accuracy_record(figures, data_dir)
+    return backend_class("ort")(path, model=art.model, precision=prec, device=device or "cpu"), art
 
 
 def print_run(run: dict, env: dict) -> None:
     from rich import box
     from rich.table import Table
 
-    from vitdeploy.bench.stats import CV_WARN
-
     from vitdeploy.bench.environment import device_name
     from vitdeploy.bench.schema import run_label
+    from vitdeploy.bench.stats import CV_WARN
     from vitdeploy.console import console
 
     t = Table(title=f"{run_label(run)} on {device_name(env, run['device'])}", title_justify="left",
@@ -137,7 +149,8 @@ def _ms(v: float) -> str:
 @click.command("bench")
 @click.argument("artifact", required=False, type=click.Path())
 @click.option("--model", "alias", help="Registry alias to build in PyTorch (torch / torch-compile backends).")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), help="Default: trt for engines, ort for ONNX, torch for --model.")
+@click.option("--backend", metavar="NAME[,NAME]", help="trt, ort, torch, torch-compile; several (comma-separated) run one after "
+              "another into one result. Default: trt for engines, ort for ONNX, torch for --model.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda for trt, else cpu.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="PyTorch backends only (default fp32).")
 @click.option("--img-size", type=int, help="Square input size for --model (default: the model's).")
@@ -149,7 +162,8 @@ def _ms(v: float) -> str:
               help="compute: device-resident buffers; end-to-end: adds pinned host<->device copies (CUDA).")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="Replay a CUDA graph when capture succeeds.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the versioned JSON result here.")
-@click.option("--accuracy-data", type=click.Path(exists=True, file_okay=False), help="Add 'vitdeploy accuracy' figures on this data.")
+@click.option("--accuracy-data", type=click.Path(exists=True),
+              help="Images folder or .npy/.npz: add 'vitdeploy accuracy' figures (final ONNX vs plain export, in ORT).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(artifact, alias, backend, device, precision, img_size, batch_text, warmup_ms, duration_s, min_iters, mode,
             cuda_graph, json_path, accuracy_data, quiet):
@@ -162,27 +176,52 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
     \b
     Examples:
       vitdeploy bench build/swin_t --backend trt --batch 1,8,64 --json swin_t.json
-      vitdeploy bench --model vit_t --backend torch --device cuda --precision fp16
+      vitdeploy bench --model vit_t --backend torch,torch-compile --device cuda --precision fp16
       vitdeploy bench out/vit_t/model.onnx --duration-s 1
     """
     from vitdeploy.bench import environment, schema
     from vitdeploy.bench.runner import Settings, run_batches
-    from vitdeploy.console import console
+    from vitdeploy.console import console, stage
 
     batches = parse_batches(batch_text)
-    be = make_backend(artifact, alias, backend, device, precision, img_size, cuda_graph)
-    env = environment.collect(be.device)
+    names = parse_backends(backend)
     settings = Settings(warmup_ms=float(warmup_ms), duration_s=float(duration_s), min_iters=int(min_iters))
-    run = run_batches(be, batches, mode, settings, progress=not quiet)
-    if accuracy_data and not run["interrupted"]:
-        attach_accuracy(run, be, accuracy_data)
-    print_run(run, env)
-    doc = schema.new_document(env, [run])
+    env: dict | None = None
+    runs: list[dict] = []
+    acc_record = None
+    for name in names:
+        be, art = make_backend(artifact, alias, name, device, precision, img_size, cuda_graph)
+        if accuracy_data and acc_record is None:  # fail before minutes of timing, not after
+            from vitdeploy.bench.accuracy import check_possible
+
+            check_possible(art)
+        if env is None:
+            env = environment.collect(be.device)
+        elif be.device == "cuda" and "gpu" not in env:
+            env["gpu"] = environment.collect("cuda")["gpu"]
+        run = run_batches(be, batches, mode, settings, progress=not quiet)
+        del be  # free the model/engine before the next backend loads its own
+        runs.append(run)
+        if run["interrupted"]:
+            print_run(run, env)
+            break
+        if accuracy_data:
+            if acc_record is None:
+                from vitdeploy.bench import accuracy
+
+                with stage("accuracy") as st:
+                    acc_record = accuracy.measure(art, accuracy_data)
+                    head = acc_record["headline"]
+                    st.detail = f"{head['name']} {head['value']:.2f}%" if head else "no headline figure"
+            run["accuracy"] = acc_record
+        print_run(run, env)
+    doc = schema.new_document(env, runs)
     if json_path:
         schema.write(json_path, doc)
         console.print(f"[green]✔[/] wrote {json_path}")
-    if run["interrupted"]:
+    if any(r["interrupted"] for r in runs):
         console.print("[yellow]interrupted:[/] kept the batch sizes measured before Ctrl-C")
-        raise click.exceptions.Exit(130)
-    if not run["results"]:
-        raise VitdeployError("no batch size could be measured", run["skipped"][0]["reason"] if run["skipped"] else None)
+        sys.exit(130)
+    if not any(r["results"] for r in runs):
+        skipped = [s["reason"] for r in runs for s in r["skipped"]]
+        raise VitdeployError("no batch size could be measured", skipped[0] if skipped else None)

@@ -1,6 +1,7 @@
 """`vitdeploy build`: the whole pipeline, model (or ONNX) to TensorRT engine."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -82,4 +83,4 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
             f"[yellow]engine step skipped:[/] {res.skipped_reason}; on the target run: {res.target_commands[0]}"
             + (f"  (or: {res.target_commands[1]})" if len(res.target_commands) > 1 else "")
         )
-        ctx.exit(EXIT_ENGINE_SKIPPED)
+        sys.exit(EXIT_ENGINE_SKIPPED)  # SystemExit passes through Click and vitdeploy.cli.main unchanged

@@ -1,6 +1,8 @@
 """`vitdeploy compare`: gate latency and accuracy regressions between two bench results (for CI)."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 
@@ -41,5 +43,5 @@ def command(baseline, candidate, max_latency_regression, max_accuracy_drop, mark
     n_bad = sum(1 for r in cmp.rows if r.regressions)
     if n_bad:
         console.print(f"[bold red]✘ {n_bad} regression{'s' if n_bad != 1 else ''}[/] beyond the limits")
-        raise click.exceptions.Exit(EXIT_REGRESSION)
+        sys.exit(EXIT_REGRESSION)  # SystemExit: the same code through main(), CliRunner and the console script
     console.print(f"[green]✔[/] no regression ({len(cmp.rows)} comparisons)")

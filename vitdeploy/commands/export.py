@@ -10,7 +10,9 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--model", "alias", required=True, help="Model alias (see 'vitdeploy models').")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @model_source_options
-def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter):
+@click.option("--reduced", is_flag=True, hidden=True,
+              help="Test-sized Deformable DETR (2+2 layers, d_model 64, ResNet-18): same structure, seconds to export.")
+def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter, reduced):
     """Export a model to DIR/model.onnx and DIR/manifest.json, verified against PyTorch.
 
     Runs the ONNX with ONNX Runtime and PyTorch on the same inputs and fails
@@ -32,4 +34,5 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
         checkpoint=checkpoint,
         pretrained=pretrained,
         exporter=exporter,
+        small=reduced,
     )

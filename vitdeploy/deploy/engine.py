@@ -35,7 +35,7 @@ class EngineSettings:
     profiles: list[dict] = field(default_factory=list)  # [{input: {"min": shape, "opt": shape, "max": shape}}]
     workspace_gb: float | None = None
     timing_cache: Path | None = None
-    hardware_compat: str = "none"
+    hardware_compatibility: str = "none"
     version_compatible: bool = False
     dla_core: int | None = None
     plugin_mode: str = "plugin"
@@ -160,8 +160,8 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
         memory_pool_limits=pools or None,
         version_compatible=settings.version_compatible or None,
     )
-    if settings.hardware_compat != "none":
-        kwargs["hardware_compatibility_level"] = getattr(trt.HardwareCompatibilityLevel, HW_COMPAT[settings.hardware_compat])
+    if settings.hardware_compatibility != "none":
+        kwargs["hardware_compatibility_level"] = getattr(trt.HardwareCompatibilityLevel, HW_COMPAT[settings.hardware_compatibility])
     if settings.dla_core is not None:
         kwargs.update(use_dla=True, allow_gpu_fallback=True)  # layers DLA cannot run stay on the GPU
     base_config = CreateConfig(**kwargs)
@@ -203,8 +203,8 @@ def trtexec_command(onnx_path: Path, plan_path: Path, settings: EngineSettings) 
         args.append(f"--memPoolSize=workspace:{int(settings.workspace_gb * 1024)}M")
     if settings.timing_cache:
         args.append(f"--timingCacheFile={settings.timing_cache}")
-    if settings.hardware_compat != "none":
-        args.append(f"--hardwareCompatibilityLevel={TRTEXEC_HW[settings.hardware_compat]}")
+    if settings.hardware_compatibility != "none":
+        args.append(f"--hardwareCompatibilityLevel={TRTEXEC_HW[settings.hardware_compatibility]}")
     if settings.version_compatible:
         args.append("--versionCompatible")
     if settings.dla_core is not None:
@@ -222,8 +222,8 @@ def vitdeploy_command(onnx_path: Path, out_dir: Path, settings: EngineSettings) 
         args += ["--target", "jetson"]
     elif settings.workspace_gb:
         args += ["--workspace", f"{settings.workspace_gb:g}"]
-    if settings.hardware_compat != "none":
-        args += ["--hardware-compat", settings.hardware_compat]
+    if settings.hardware_compatibility != "none":
+        args += ["--hardware-compat", settings.hardware_compatibility]
     if settings.version_compatible:
         args.append("--version-compatible")
     if settings.dla_core is not None:

@@ -145,6 +145,12 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
         raise VitdeployError("--int8 needs calibration images", "add --calib-data DIR (a folder of images or a .npz)")
     if opts.calib_data and not opts.int8:
         raise VitdeployError("--calib-data is only used with --int8", "add --int8 or drop --calib-data")
+    if opts.alias:
+        from vitdeploy.models import check_input_size, get_info
+
+        info = get_info(opts.alias)  # unknown alias: one line, before anything is written
+        if opts.img_size:
+            check_input_size(info, opts.img_size)
     if opts.workspace_gb is not None and opts.workspace_gb <= 0:
         raise VitdeployError(f"--workspace must be positive, got {opts.workspace_gb:g}", "e.g. --workspace 4")
     env = gpu_env.probe()
@@ -169,8 +175,21 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
                                  "add --target jetson or drop --dla-core")
         if opts.dla_core < 0:
             raise VitdeployError(f"--dla-core must be 0 or 1, got {opts.dla_core}", "e.g. --dla-core 0")
-        if not (opts.fp16 or opts.int8):
+        if opts.alias and not (opts.fp16 or opts.int8):  # a given ONNX carries its own precision
             raise VitdeployError("DLA runs only FP16/INT8 layers", "add --fp16 or --int8")
+        from vitdeploy.deploy.trt_env import supports_dla, tensorrt_version
+
+        trt_here = tensorrt_version()
+        if trt_here is not None and not supports_dla(trt_here):
+            raise VitdeployError(f"TensorRT {trt_here} cannot build for DLA (10.7 was the last 10.x with DLA; "
+                                 "11.4.1 brought it back on JetPack 7.2.2+)", "drop --dla-core")
+        if "thor" in ((env.get("jetson") or {}).get("module") or "").lower():
+            raise VitdeployError("Jetson Thor has no DLA", "drop --dla-core")
+        # DLA runs convolutions, pooling and elementwise layers; attention (activation x activation
+        # MatMul, Softmax, LayerNorm) stays on the GPU, so DLA pays off for conv stems/backbones.
+        record["dla"] = {"core": opts.dla_core, "gpu_fallback": True}
+        console.print(f"  DLA core {opts.dla_core} with GPU fallback: convolution layers run on DLA, "
+                      "attention layers stay on the GPU")
     if opts.hardware_compat != "none" and opts.dla_core is not None:
         raise VitdeployError("--hardware-compat cannot be combined with --dla-core", "drop one")
     return opts, record
@@ -260,7 +279,10 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
             fields = load_manifest(src.parent / MANIFEST_NAME)
         except VitdeployError:
             fields = {}
+        inherited_files = {k: v for k, v in (fields.get("files") or {}).items() if k not in ("engine", "onnx")}
         fields = {k: v for k, v in fields.items() if k not in ("engine", "steps", "files", "created", "build")}
+        if inherited_files and dest == src:  # paths are relative to this directory
+            fields["inherited_files"] = inherited_files
     fields.setdefault("export", {}).update(io_signature(dest))
     fields["source_onnx"] = {"path": str(src), "sha256": sha256_file(dest)}
     st.detail = f"{dest.name} (given with --onnx{', manifest inherited' if 'model' in fields else ''})"
@@ -307,8 +329,6 @@ def onnx_attr(a):
 def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, cache: StepCache) -> tuple[Path, dict | None]:
     import onnx
 
-    from vitdeploy.deploy.rewrite.base import run_passes
-
     have, missing = _available_passes(passes)
     with stage("rewrite") as st:
         for n in missing:
@@ -323,7 +343,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                model, report = run_passes(onnx.load(str(src)), have, mode)
+                model, report = _run_passes(onnx.load(str(src)), have, mode)
             for w in caught:
                 if ": left " in str(w.message):
                     console.print(f"  [yellow]{w.message}[/]")
@@ -356,6 +376,33 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         return (dest if report.get("output") else src), report
 
 
+def _run_passes(model, names: list[str], mode: str):
+    """run_passes, except that a pass without `mode` runs in the one it has: msda only emits
+    TensorRT's stock deformable-attention plugin, which every TensorRT (JetPack 6 included) ships."""
+    from vitdeploy.deploy.rewrite import load_pass
+    from vitdeploy.deploy.rewrite.base import run_passes
+
+    groups: list[tuple[str, list[str]]] = []
+    for n in names:
+        m = mode if mode in load_pass(n).modes else load_pass(n).modes[0]
+        if groups and groups[-1][0] == m:
+            groups[-1][1].append(n)
+        else:
+            groups.append((m, [n]))
+    if len(groups) == 1:
+        return run_passes(model, groups[0][1], groups[0][0])
+    original, reports = model, []
+    for m, group in groups:
+        model, rep = run_passes(model, group, m, check_whole=False)
+        reports.extend(rep["passes"])
+    from vitdeploy.deploy.rewrite.base import static_feeds, whole_graph_parity
+
+    result = {"mode": mode, "passes": reports, "nodes_before": len(original.graph.node), "nodes_after": len(model.graph.node)}
+    if any(r["replaced"] for r in reports):
+        result["whole_graph"] = whole_graph_parity(original, model, static_feeds(original))
+    return model, result
+
+
 def _calib_fingerprint(path: Path) -> dict:
     p = Path(path)
     if p.is_file():
@@ -382,8 +429,11 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
     """FP16 (explicit casts) and/or INT8 (Q/DQ + calibration cache), from vitdeploy.calibration."""
     import onnx
 
-    wanted = "int8+fp16" if (opts.int8 and opts.fp16) else "int8" if opts.int8 else "fp16" if opts.fp16 else None
+    wanted = "int8+fp16" if opts.int8 else "fp16" if opts.fp16 else None  # INT8 graphs keep the rest in FP16
     with stage("precision") as st:
+        if _has_reduced_precision(src):
+            st.skip(f"{src.name} already has FP16/INT8 tensors: kept as given")
+            return src, None, None
         if wanted is None:
             st.skip("FP32 (add --fp16 or --int8)")
             return src, None, None
@@ -392,9 +442,6 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
         if missing:
             st.skip(f"{wanted} requested but {', '.join(missing)} is not part of this install: the graph stays FP32")
             return src, {"requested": wanted, "applied": "fp32", "missing": missing}, None
-        if _has_reduced_precision(src):
-            st.skip(f"{src.name} already has FP16/INT8 tensors: kept as given")
-            return src, None, None
         inputs = {"onnx": sha256_file(src), "precision": wanted}
         if opts.int8:
             inputs.update(calib=_calib_fingerprint(opts.calib_data), method=opts.calib_method, images=opts.calib_images)
@@ -407,25 +454,26 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
             started = time.perf_counter()
             outputs: dict[str, Path] = {"onnx": dest}
             summary: dict = {"requested": wanted, "applied": wanted}
-            model = None
             if opts.int8:
                 from vitdeploy.calibration.data import load_data
                 from vitdeploy.calibration.quantization import quantize_int8
 
                 calib = load_data(opts.calib_data, fields.get("preprocessing"), num_images=opts.calib_images)
-                model, calib_cache, qsummary = quantize_int8(src, calib, opts.calib_method, None)
+                from vitdeploy.calibration.data import model_input
+
+                _, shape = model_input(onnx.load(str(src), load_external_data=False))
+                static = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+                model, calib_cache, qsummary = quantize_int8(src, calib, opts.calib_method, batch=static or 8)
                 summary["int8"] = qsummary
                 if calib_cache:
-                    data = calib_cache if isinstance(calib_cache, bytes) else str(calib_cache).encode() \
-                        if not isinstance(calib_cache, (dict, list)) else json.dumps(calib_cache, indent=1).encode()
-                    tmp = _tmp_path(opts.out_dir, cache_file.name)
-                    tmp.write_bytes(data)
-                    _publish(tmp, cache_file)
+                    from vitdeploy.calibration.cache import save_cache
+
+                    save_cache(cache_file, calib_cache)
                     outputs["calibration_cache"] = cache_file
-            if opts.fp16:
+            else:  # quantize_int8 already keeps everything that is not INT8 in FP16
                 from vitdeploy.calibration.precision import convert_fp16
 
-                model, summary["fp16"] = convert_fp16(model if model is not None else onnx.load(str(src)), keep_io_fp32=True)
+                model, summary["fp16"] = convert_fp16(onnx.load(str(src)), keep_io_fp32=True)
             tmp = _tmp_path(opts.out_dir, dest.name)
             try:
                 onnx.save(model, str(tmp))
@@ -443,80 +491,56 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
 
 
 def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOptions, cache: StepCache) -> dict | None:
-    """The final graph against the exported FP32 graph on the same inputs (ONNX Runtime, CPU)."""
+    """The final graph against the exported FP32 graph on the same inputs (ONNX Runtime, CPU),
+    through `vitdeploy.calibration.accuracy.compare_models`: the calibration images when
+    given, else seeded random images (agreement, not accuracy: no labels)."""
     with stage("accuracy") as st:
         if candidate == reference:
             st.skip("final graph is the exported graph")
             return None
-        key = cache.key("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate)})
+        if importlib.util.find_spec("vitdeploy.calibration.accuracy") is None:
+            st.skip("vitdeploy.calibration.accuracy is not part of this install")
+            return None
+        source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images} if opts.calib_data \
+            else {"random": ACCURACY_IMAGES}
+        key = cache.key("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate),
+                                     "data": source})
         rec = cache.lookup("accuracy", key)
         if rec is None:
             started = time.perf_counter()
-            result = compare_graphs(reference, candidate)
+            result = compare_graphs(reference, candidate, fields, opts)
             rec = cache.store("accuracy", key, {}, result, time.perf_counter() - started)
             cached = ""
         else:
             cached = " cached"
         res = rec["result"]
-        parts = [f"{o['name']} cos {o['cosine']:.5f} max-abs {o['max_abs']:.2e}" for o in res["outputs"]]
-        if "top1_agreement" in res:
-            parts.append(f"top-1 agreement {res['top1_agreement']:.0%}")
-        st.detail = ", ".join(parts) + f" vs exported FP32 ({res['images']} inputs){cached}"
+        st.detail = (f"top-1 agreement {res['top1_agreement']:.1f}%, cosine min {res['cosine_min']:.5f}, "
+                     f"max-abs {res['max_abs_error']:.2e} vs exported FP32 ({res['images']} {res['data']}){cached}")
         res["step_key"] = key
         return res
 
 
-def compare_graphs(reference: Path, candidate: Path, images: int = 8, seed: int = 1234) -> dict:
-    """Outputs of two graphs on the same seeded inputs: max-abs, cosine, top-1 agreement.
+ACCURACY_IMAGES = 8
 
-    Uses `vitdeploy.calibration.accuracy.compare_models` when installed (it knows about
-    labelled data and detection metrics); this is the self-contained fallback.
-    """
-    try:
-        from vitdeploy.calibration.accuracy import compare_models  # noqa: F401
-    except ImportError:
-        compare_models = None
-    if compare_models is not None:
-        try:
-            return _normalise_accuracy(compare_models(reference, candidate))
-        except TypeError:
-            pass  # a different signature than expected: measure it here instead
-    import numpy as np
 
-    from vitdeploy.deploy.parity import Tolerance, compare
-    from vitdeploy.deploy.rewrite.base import static_feeds
-    from vitdeploy.onnxrt import session
+def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOptions) -> dict:
+    from vitdeploy.calibration.accuracy import compare_models
+    from vitdeploy.calibration.data import CalibrationData, load_data, model_input
+    from vitdeploy.deploy.inputs import random_images
 
     import onnx
 
-    ref_model = onnx.load(str(reference))
-    batch = 2
-    ref, cand = session(ref_model), session(candidate)
-    names = [o.name for o in ref.get_outputs()]
-    refs: list[list] = [[] for _ in names]
-    gots: list[list] = [[] for _ in names]
-    for i in range(images // batch):
-        feeds = static_feeds(ref_model, batch=batch, seed=seed + i)
-        for j, (r, g) in enumerate(zip(ref.run(None, feeds), cand.run(None, feeds))):
-            refs[j].append(r)
-            gots[j].append(g)
-    outs = []
-    result: dict = {"images": images, "method": "seeded random inputs, ONNX Runtime CPU"}
-    for n, r, g in zip(names, refs, gots):
-        r, g = np.concatenate(r).astype(np.float32), np.concatenate(g).astype(np.float32)
-        p = compare(n, r, g, Tolerance(atol=float("inf"), rtol=0, min_cosine=0)).to_dict()
-        outs.append({k: p[k] for k in ("name", "max_abs", "mean_abs", "cosine")})
-        if n == "logits" and r.ndim == 2:
-            result["top1_agreement"] = float((r.argmax(-1) == g.argmax(-1)).mean())
-    result["outputs"] = outs
+    if opts.calib_data:
+        data = load_data(opts.calib_data, fields.get("preprocessing"), num_images=opts.calib_images, show_progress=False)
+        what = "calibration images"
+    else:
+        _, shape = model_input(onnx.load(str(reference), load_external_data=False))
+        size = tuple(int(d) for d in shape[-2:])
+        data = CalibrationData(random_images(ACCURACY_IMAGES, size, seed=1234), source="random")
+        what = "seeded random images"
+    result = compare_models(reference, candidate, data)
+    result["data"] = what
     return result
-
-
-def _normalise_accuracy(res) -> dict:
-    res = dict(res) if not isinstance(res, dict) else res
-    res.setdefault("outputs", [])
-    res.setdefault("images", res.get("num_images", 0))
-    return res
 
 
 # ----------------------------------------------------------------------------- engine
@@ -529,7 +553,7 @@ def engine_settings(opts: BuildOptions, final_onnx: Path, fields: dict, plugin_m
         profiles=profiles_for(final_onnx, batch),
         workspace_gb=opts.workspace_gb,
         timing_cache=opts.timing_cache,
-        hardware_compat=opts.hardware_compat,
+        hardware_compatibility=opts.hardware_compat,
         version_compatible=opts.version_compatible,
         dla_core=opts.dla_core,
         plugin_mode=plugin_mode,
@@ -585,19 +609,32 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
 # ----------------------------------------------------------------------------- the whole build
 
 def run_build(opts: BuildOptions) -> BuildResult:
-    from vitdeploy.deploy import gpu_env
-    from vitdeploy.deploy.engine import target_commands
-    from vitdeploy.deploy.trt_env import select_plugin_mode, supports_aot_plugins, tensorrt_import_error, tensorrt_version
-    from vitdeploy.models import get_info
+    """Run every step into opts.out_dir and write manifest.json; a failure before any step
+    finished leaves no directory behind."""
+    from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_import_error, tensorrt_version
 
     started = time.time()
     opts, target = resolve(opts)
     trt_version = tensorrt_version()
     trt_error = tensorrt_import_error() if trt_version is None else None
     decision = select_plugin_mode(opts.plugins, trt_version, target["target"])
-    opts.out_dir, _ = ensure_writable_dir(opts.out_dir)
-    cache = StepCache(opts.out_dir)
+    opts.out_dir, created = ensure_writable_dir(opts.out_dir)
+    try:
+        return _run_steps(opts, target, trt_version, trt_error, decision, started)
+    except BaseException:
+        cache_dir = opts.out_dir / CACHE_DIR
+        if created and not (cache_dir.is_dir() and any(cache_dir.iterdir())):
+            shutil.rmtree(opts.out_dir, ignore_errors=True)  # nothing worth keeping: leave no trace
+        raise
 
+
+def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decision, started: float) -> BuildResult:
+    from vitdeploy.deploy import gpu_env
+    from vitdeploy.deploy.engine import target_commands
+    from vitdeploy.deploy.trt_env import supports_aot_plugins
+    from vitdeploy.models import get_info
+
+    cache = StepCache(opts.out_dir)
     exported, fields = step_export(opts, cache)
     steps = dict(fields.pop("steps", {}))
 
@@ -611,9 +648,9 @@ def run_build(opts: BuildOptions) -> BuildResult:
         from vitdeploy.deploy.rewrite import PASSES
 
         passes = list(PASSES)  # unknown graph: every pass looks, structure decides
-    if passes:
-        console.print(f"  plugins: {decision.mode} ({decision.reason})")
     rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache)
+    if rewrite_report and (decision.mode == "native" or any(p["kind"] == "vitdeploy AOT" for p in rewrite_report["plugins"])):
+        console.print(f"  plugins: {decision.mode} ({decision.reason})")
     final, precision, calib_cache = step_precision(rewritten, fields, opts, cache)
     accuracy = step_accuracy(exported, final, fields, opts, cache)
 
@@ -631,26 +668,31 @@ def run_build(opts: BuildOptions) -> BuildResult:
     for name, section in (("rewrite", rewrite_report), ("precision", precision), ("accuracy", accuracy), ("engine", engine_record)):
         if section and section.get("step_key"):
             steps[name] = section.pop("step_key")
+    inherited_rewrite = fields.get("rewrite")
+    inherited_files = fields.pop("inherited_files", {})
     manifest = new_manifest()
     manifest.update(fields)
-    files = {"onnx": _file_entry(opts.out_dir, final), "onnx_exported": _file_entry(opts.out_dir, exported)}
+    files = {"onnx_exported": _file_entry(opts.out_dir, exported), **inherited_files,
+             "onnx": _file_entry(opts.out_dir, final)}
     if calib_cache:
         files["calibration_cache"] = _file_entry(opts.out_dir, calib_cache)
     if plan:
         files["engine"] = _file_entry(opts.out_dir, plan)
     manifest["files"] = files
-    if rewrite_report is not None:
-        manifest["rewrite"] = rewrite_report
+    if rewrite_report is not None and (any(p["replaced"] for p in rewrite_report["passes"]) or not inherited_rewrite):
+        manifest["rewrite"] = rewrite_report  # else: a given, already rewritten ONNX keeps its record
     manifest["plugins"] = plugins
     manifest["precision"] = precision or manifest.get("precision") or {"applied": "fp32"}
     if accuracy is not None:
         manifest["accuracy"] = accuracy
     env = gpu_env.probe()
+    machine = {"tensorrt": trt_version, "cuda": env.get("cuda_runtime") or env.get("cuda_driver_api"),
+               "driver": env.get("driver"), "gpu": (env.get("gpus") or [None])[0], "jetson": env.get("jetson")}
     engine_record.setdefault("tensorrt", trt_version)
-    engine_record.setdefault("cuda", env.get("cuda_runtime") or env.get("cuda_driver_api"))
-    engine_record.setdefault("driver", env.get("driver"))
-    if env.get("gpus"):
-        engine_record.setdefault("gpu", env["gpus"][0])
+    if engine_record.get("built"):  # the engine is tied to the machine that built it
+        for k in ("cuda", "driver", "gpu", "jetson"):
+            if machine[k] is not None:
+                engine_record.setdefault(k, machine[k])
     engine_record["plugin_mode"] = {"mode": decision.mode, "reason": decision.reason, "requested": opts.plugins}
     manifest["engine"] = engine_record
     manifest["target"] = target
@@ -660,6 +702,7 @@ def run_build(opts: BuildOptions) -> BuildResult:
         "seconds": round(time.time() - started, 2),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items() if k != "batch"},
         "versions": _versions(),
+        "machine": machine,
     }
     atomic_write_json(opts.out_dir / MANIFEST_NAME, manifest)
     skipped = engine_record.get("skipped")

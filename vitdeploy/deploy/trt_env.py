@@ -87,3 +87,11 @@ def select_plugin_mode(requested: str, trt_version: str | None, target: str = "g
     return PluginDecision(
         "native", f"TensorRT {trt_version} predates ahead-of-time plugins (>= {need}): using the plugin-free rewrite"
     )
+
+
+def supports_dla(version: str | None) -> bool:
+    """DLA builds: TensorRT <= 10.7 (JetPack 5/6), none in 10.8-11.4.0, back in 11.4.1 (JetPack 7.2.2+, Orin)."""
+    v = parse_version(version)
+    if v is None:
+        return False
+    return v[:2] <= (10, 7) or v[:3] >= (11, 4, 1)

@@ -125,16 +125,69 @@ def ort_registered() -> dict[str, PluginSpec]:
     return dict(_ORT_REGISTERED)
 
 
-def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], arch: int, num_warps: int = 4, num_stages: int = 2):
+def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], arch: int, num_warps: int = 4, num_stages: int = 2,
+               aligned: tuple[str, ...] = ()):
     """Compile a @triton.jit kernel ahead of time to PTX for sm_`arch`, without a GPU.
 
     Returns (kernel_name, ptx_text, metadata). Used by the `aot_impl` TensorRT faces and the
-    AOT tests (sm_87 Jetson Orin, sm_90 Hopper).
+    AOT tests (sm_87 Jetson Orin, sm_90 Hopper). `aligned` names pointer arguments the caller
+    guarantees 16-byte aligned (TensorRT's plugin I/O buffers are): the JIT infers that from the
+    actual pointers, AOT must be told, else every load/store is scalar.
     """
     import triton
     from triton.backends.compiler import GPUTarget
 
-    src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs))
+    names = list(signature)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in aligned}
+    src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs), attrs=attrs or None)
     target = GPUTarget("cuda", arch, 32)
     compiled = triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages})
     return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
+
+
+# --- PTX helpers for the TensorRT AOT faces ------------------------------------------------------
+
+
+def _entry_span(ptx: str, name: str) -> tuple[int, int]:
+    start = ptx.index(f".entry {name}(")
+    open_ = ptx.index("(", start)
+    return open_ + 1, ptx.index(")", open_)
+
+
+def entry_params(ptx: str, name: str) -> list[str]:
+    """PTX types of the entry's parameters, e.g. ['.u64', '.u32']."""
+    a, b = _entry_span(ptx, name)
+    return [p.split()[1] for p in ptx[a:b].split(",") if p.strip()]
+
+
+def strip_unused_scratch_params(ptx: str, name: str, keep: int) -> str:
+    """Drop entry parameters after the first `keep` (the kernel's own arguments) if the body never reads them.
+
+    Triton appends hidden pointers (global scratch, profile scratch) to every kernel; TensorRT's
+    AOT launcher passes exactly: tensor inputs, extra scalars, outputs. A kernel that needs no
+    scratch never reads them, so removing them makes the entry match what TensorRT passes.
+    """
+    a, b = _entry_span(ptx, name)
+    params = [p.strip() for p in ptx[a:b].split(",") if p.strip()]
+    if len(params) <= keep:
+        return ptx
+    body = ptx[b:]
+    for p in params[keep:]:
+        pname = p.split()[-1]
+        if pname in body:
+            raise ValueError(f"kernel {name} reads hidden parameter {pname}; cannot drop it")
+    kept = ",\n".join("\t" + p for p in params[:keep])
+    return ptx[:a] + "\n" + kept + "\n" + ptx[b:]
+
+
+def ptxas_path() -> str | None:
+    """Triton's bundled ptxas (lets CPU-only tests assemble PTX), or None."""
+    import os
+
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        p = get_ptxas(90).path
+    except Exception:
+        return None
+    return p if p and os.path.isfile(p) else None

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 
-from vitdeploy.bench.backends.base import Backend, Prepared, Sample  # noqa: F401
+from vitdeploy.bench.backends.base import Backend, Prepared, Sample
+
+__all__ = ["BACKENDS", "Backend", "Prepared", "Sample", "backend_class"]
 
 BACKENDS: dict[str, str] = {
     "ort": "vitdeploy.bench.backends.ort:OrtBackend",

@@ -28,7 +28,75 @@ def capture_cuda_graph(fn, warmup: int = 3):
     return graph, out
 
 
-class TorchBackend(Backend):
+def prepare_module(module, batch: int, mode: str, *, size: tuple[int, int], dtype, device: str,
+                   cuda_graph: bool = True) -> Prepared:
+    """Time `module` on random images: perf_counter on the CPU, CUDA events (+ graph replay) on CUDA."""
+    import torch
+
+    from vitdeploy.deploy.inputs import random_images
+
+    host = torch.from_numpy(random_images(batch, size)).to(dtype)
+
+    if device == "cpu":
+        def run():
+            with torch.inference_mode():
+                return module(host)
+
+        return Prepared(host_step(run))
+
+    if mode == "end-to-end":
+        host = host.pin_memory()
+    x = host.to("cuda")
+    forward = torch.inference_mode()(lambda: module(x))
+    graph_info: dict = {"used": False}
+    compute = forward
+    if cuda_graph:
+        try:
+            graph, out = capture_cuda_graph(forward)
+            compute = lambda: (graph.replay(), out)[1]  # noqa: E731
+            graph_info = {"used": True}
+        except Exception as e:  # capture fails for data-dependent shapes, host syncs, ...
+            graph_info = {"used": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+            torch.cuda.synchronize()
+    if mode == "end-to-end":
+        # Pinned host buffers on both sides, as a deployed pipeline would have.
+        with torch.inference_mode():
+            outs = _tensors(compute())
+        host_outs = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outs]
+
+        def run():
+            x.copy_(host, non_blocking=True)
+            for dst, src in zip(host_outs, _tensors(compute())):
+                dst.copy_(src, non_blocking=True)
+    else:
+        run = compute
+    return Prepared(torch_cuda_step(run), cuda_graph=graph_info)
+
+
+class ModuleBackend(Backend):
+    """Any eval-mode torch module fed [N, 3, H, W] images (e.g. a model with vitdeploy kernels swapped in)."""
+
+    def __init__(self, module, *, name: str, model: str, size: tuple[int, int], precision: str = "fp32",
+                 device: str = "cpu", cuda_graph: bool = True):
+        import torch
+
+        self.module, self.name, self.model, self.size = module, name, model, tuple(size)
+        self.precision, self.device = precision, device
+        self.dtype = getattr(torch, _DTYPES[precision])
+        self.clock = "cuda_events" if device == "cuda" else "perf_counter"
+        self.use_graph = cuda_graph and device == "cuda"
+
+    def describe(self) -> dict:
+        return {"clock": self.clock, "cuda_graph_requested": self.use_graph}
+
+    def prepare(self, batch: int, mode: str) -> Prepared:
+        return prepare_module(self.module, batch, mode, size=self.size, dtype=self.dtype, device=self.device,
+                              cuda_graph=self.use_graph)
+
+
+class TorchBackend(ModuleBackend):
+    """A registry model built in PyTorch (random weights), eager."""
+
     name = "torch"
 
     def __init__(self, alias: str, *, device: str = "cpu", precision: str = "fp32", img_size=None,
@@ -43,70 +111,24 @@ class TorchBackend(Backend):
             raise VitdeployError("--device cuda was asked for but PyTorch sees no CUDA GPU", "use --device cpu")
         if device == "cpu" and precision == "fp16":
             raise VitdeployError("FP16 on the CPU is not a meaningful PyTorch benchmark", "use --precision bf16 or fp32 on the CPU")
-        self.info = get_info(alias)
-        self.model = alias
-        self.device = device
-        self.precision = precision
-        self.clock = "cuda_events" if device == "cuda" else "perf_counter"
-        self.size = img_size or self.info.input_size
-        self.use_graph = cuda_graph and device == "cuda"
-        self.dtype = getattr(torch, _DTYPES[precision])
+        info = get_info(alias)
+        size = img_size or info.input_size
         torch.manual_seed(0)
-        module = build_model(self.info, img_size=self.size, small=small, device=device).to(self.dtype)
-        self.module = self._wrap(module)
+        module = build_model(info, img_size=size, small=small, device=device).to(getattr(torch, _DTYPES[precision]))
+        super().__init__(self._wrap(module), name=self.name, model=alias, size=size, precision=precision,
+                         device=device, cuda_graph=cuda_graph)
 
     def _wrap(self, module):
         return module
 
-    def describe(self) -> dict:
-        return {"clock": self.clock, "cuda_graph_requested": self.use_graph}
-
-    def prepare(self, batch: int, mode: str) -> Prepared:
-        import torch
-
-        from vitdeploy.deploy.inputs import random_images
-
-        host = torch.from_numpy(random_images(batch, self.size)).to(self.dtype)
-        module = self.module
-
-        if self.device == "cpu":
-            def run():
-                with torch.inference_mode():
-                    return module(host)
-
-            return Prepared(host_step(run))
-
-        if mode == "end-to-end":
-            host = host.pin_memory()
-        x = host.to("cuda")
-        forward = torch.inference_mode()(lambda: module(x))
-        graph_info: dict = {"used": False}
-        compute = forward
-        if self.use_graph:
-            try:
-                graph, out = capture_cuda_graph(forward)
-                compute = lambda: (graph.replay(), out)[1]  # noqa: E731
-                graph_info = {"used": True}
-            except Exception as e:  # capture fails for data-dependent shapes, host syncs, ...
-                graph_info = {"used": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-                torch.cuda.synchronize()
-        if mode == "end-to-end":
-            # Pinned host buffers on both sides, as a deployed pipeline would have.
-            with torch.inference_mode():
-                outs = _tensors(compute())
-            host_outs = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outs]
-
-            def run():
-                x.copy_(host, non_blocking=True)
-                for dst, src in zip(host_outs, _tensors(compute())):
-                    dst.copy_(src, non_blocking=True)
-        else:
-            run = compute
-        return Prepared(torch_cuda_step(run), cuda_graph=graph_info)
-
 
 class TorchCompileBackend(TorchBackend):
+    """`torch.compile` in its default mode; compilation happens in the first (untimed) call per batch shape."""
+
     name = "torch-compile"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "compile_mode": "default"}
 
     def _wrap(self, module):
         import torch

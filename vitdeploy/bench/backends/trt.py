@@ -39,18 +39,20 @@ def check(result):
     return values[0] if len(values) == 1 else (values or None)
 
 
-def register_plugins() -> list[str]:
-    """Register vitdeploy's TensorRT plugins so engines that use them deserialize."""
+def register_plugins() -> dict[str, str]:
+    """Register vitdeploy's TensorRT plugins so engines that use them deserialize; op -> "ok" or why not."""
     from vitdeploy.plugins import TRT_FACES
 
-    done = []
+    status = {}
     for op, mod in TRT_FACES.items():
         try:
             importlib.import_module(mod).register()
-            done.append(op)
-        except ModuleNotFoundError:
-            continue
-    return done
+            status[op] = "ok"
+        except ModuleNotFoundError as e:
+            status[op] = f"not available ({e.name})"
+        except Exception as e:  # e.g. a TensorRT without tensorrt.plugin (< 10.9): engines without it still load
+            status[op] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    return status
 
 
 class TrtBackend(Backend):
@@ -61,7 +63,7 @@ class TrtBackend(Backend):
     def __init__(self, engine_path: Path, *, model: str, precision: str, cuda_graph: bool = True):
         try:
             import tensorrt as trt
-        except ImportError:
+        except Exception:  # absent, or a stub package that raises at import
             raise VitdeployError("TensorRT is not installed here, so the trt backend cannot run",
                                  "install TensorRT's Python package, or use --backend ort / torch") from None
         self.trt = trt
@@ -69,10 +71,18 @@ class TrtBackend(Backend):
         self.model, self.precision = model, precision
         self.artifact = str(engine_path)
         self.use_graph = cuda_graph
+        # The manifest beside a plan says which TensorRT/GPU built it: refuse a mismatch in one line
+        # (the same checks `vitdeploy.Engine` makes) instead of a deserialization failure.
+        from vitdeploy.deploy.runtime import check_plan, find_plan
+
+        plan, manifest = find_plan(engine_path)
+        self.warnings = check_plan(plan, manifest) if manifest is not None else []
         logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(logger, "")
         self.plugins = register_plugins()
         self.runtime = trt.Runtime(logger)
+        if ((manifest or {}).get("engine") or {}).get("version_compatible"):
+            self.runtime.engine_host_code_allowed = True
         self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
             raise VitdeployError(f"TensorRT could not load {Path(engine_path).name}",
@@ -88,7 +98,7 @@ class TrtBackend(Backend):
 
     def describe(self) -> dict:
         return {"clock": self.clock, "cuda_graph_requested": self.use_graph, "tensorrt": self.trt.__version__,
-                "plugins_registered": self.plugins}
+                "plugins": self.plugins, "manifest_warnings": self.warnings}
 
     def unsupported_batch(self, batch: int) -> str | None:
         if self.input_shape[0] != -1:

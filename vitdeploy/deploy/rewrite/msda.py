@@ -13,10 +13,14 @@ TorchScript exporter, and emits
       -> MultiscaleDeformableAttnPlugin_TRT (v2)  (or vitdeploy's MultiscaleDeformableAttention)
       -> Reshape [0, 0, -1]  = [N, Lq, M*D], what output_proj consumes.
 
+In "native" mode (graphs for TensorRT without Python-plugin support) the node is the
+stock plugin's version 1, which those TensorRT versions ship; `msda_impl` is ignored there.
+
 The value projection, the padding-mask `masked_fill`, the softmax and the
 reference-point arithmetic stay in the graph. Spatial shapes and level starts
-are constants when the export made them constants (always, for a fixed input
-resolution), and are computed from the graph's own shape tensors otherwise.
+become INT32 constants where the export has them as constants (dynamo, fixed
+resolution) and are computed from the graph's own shape tensors where it does
+not (TorchScript with dynamic axes, dynamic resolution).
 GridSample with anything other than bilinear / zeros padding / align_corners=0
 is not rewritten: the plugin's sampling would differ.
 """
@@ -223,14 +227,15 @@ class MsdaPass(RewritePass):
     name = "msda"
     description = ("Deformable DETR multi-scale deformable attention -> TensorRT's MultiscaleDeformableAttnPlugin_TRT "
                    "(or vitdeploy's Triton MultiscaleDeformableAttention with impl=vitdeploy)")
-    modes = ("plugin",)
+    # plugin: stock v2 (or vitdeploy's Triton plugin with msda_impl=vitdeploy); native: stock v1, which
+    # TensorRT versions without Python-plugin support (JetPack 6's 10.3) still ship.
+    modes = ("plugin", "native")
 
-    @property
-    def spec(self):
-        return spec_for(self.options.get("msda_impl") or self.options.get("impl") or "stock")
+    def spec(self, mode: str = "plugin"):
+        return spec_for(self.options.get("msda_impl") or self.options.get("impl") or "stock", mode)
 
     def extra_opsets(self, mode: str) -> dict[str, int]:
-        return {self.spec.domain: 1}
+        return {self.spec(mode).domain: 1}
 
     def find(self, graph: gs.Graph) -> tuple[list[Candidate], list[str]]:
         notes: list[str] = []
@@ -286,7 +291,7 @@ class MsdaPass(RewritePass):
                                  "locations": locations, "weights": weights})
 
     def emit(self, graph: gs.Graph, cand: Candidate, mode: str) -> Emission:
-        spec = self.spec
+        spec = self.spec(mode)
         p = cand.params
         tag = cand.name.replace(" ", "_")
         nodes: list[gs.Node] = []

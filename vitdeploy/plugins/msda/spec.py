@@ -81,6 +81,19 @@ STOCK_SPEC = StockPluginSpec(
     doc="TensorRT's MultiscaleDeformableAttnPlugin_TRT v2 (IPluginV3), FP32/FP16, INT32 shapes.",
 )
 
+# Version 1 (IPluginV2DynamicExt): same IO, no attributes; deprecated since TensorRT 10.11 but the one
+# older TensorRT has (e.g. JetPack 6's 10.3). The pass emits it in "native" mode, where the graph
+# must not depend on TensorRT's Python-plugin support.
+STOCK_V1_SPEC = StockPluginSpec(
+    name=STOCK_NAME,
+    inputs=_INPUTS,
+    outputs=_OUTPUTS,
+    attrs={},
+    version="1",
+    namespace="",
+    doc="TensorRT's MultiscaleDeformableAttnPlugin_TRT v1 (IPluginV2DynamicExt), for TensorRT before 10.11.",
+)
+
 VITDEPLOY_SPEC = PluginSpec(
     name="MultiscaleDeformableAttention",
     inputs=_INPUTS,
@@ -93,11 +106,14 @@ VITDEPLOY_SPEC = PluginSpec(
 SPECS = {"stock": STOCK_SPEC, "vitdeploy": VITDEPLOY_SPEC}
 
 
-def spec_for(impl: str) -> PluginSpec:
-    """The node type `--msda-impl stock|vitdeploy` selects."""
+def spec_for(impl: str, mode: str = "plugin") -> PluginSpec:
+    """The node type `--msda-impl stock|vitdeploy` selects in a rewrite mode.
+
+    "plugin" mode: the stock v2 plugin or vitdeploy's. "native" mode (no vitdeploy/Python
+    plugins, e.g. TensorRT 10.3): the stock v1 plugin, which every TensorRT 8.6-10.x ships.
+    """
     from vitdeploy.errors import VitdeployError
 
-    try:
-        return SPECS[impl]
-    except KeyError:
-        raise VitdeployError(f"unknown --msda-impl '{impl}'", "choose stock or vitdeploy") from None
+    if impl not in SPECS:
+        raise VitdeployError(f"unknown --msda-impl '{impl}'", "choose stock or vitdeploy")
+    return STOCK_V1_SPEC if mode == "native" else SPECS[impl]

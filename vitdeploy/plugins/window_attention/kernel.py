@@ -22,8 +22,16 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
+# generic PTX helpers, re-exported: other plugins and tests import them from here
+from vitdeploy.plugins.base import entry_params, ptxas_path, strip_unused_scratch_params
+
 KERNEL_NAME = "window_attention_kernel"
-LOG2E = 1.4426950408889634
+
+__all__ = [
+    "KERNEL_NAME", "NUM_KERNEL_ARGS", "LaunchConfig", "compile_ptx", "entry_params", "interpreter_active",
+    "make_config", "ptx_for_tensorrt", "ptxas_path", "signature", "strip_unused_scratch_params",
+    "window_attention_kernel", "window_attention_triton",
+]
 
 
 @triton.jit
@@ -33,7 +41,7 @@ def window_attention_kernel(
     out_ptr,
     H: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SHIFT: tl.constexpr,
     HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SCALE: tl.constexpr,
-    HEADS_PER_PROG: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEADS_PER_PROG: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_PAD: tl.constexpr, IEEE_DOT: tl.constexpr,
 ):
     C: tl.constexpr = HEADS * HEAD_DIM
@@ -43,68 +51,83 @@ def window_attention_kernel(
     HP: tl.constexpr = NWH * WS
     WP: tl.constexpr = NWW * WS
     GROUPS: tl.constexpr = HEADS // HEADS_PER_PROG
+    NUM_KV: tl.constexpr = BLOCK_N // BLOCK_KV  # key blocks (1 for windows up to 8x8)
 
     pid = tl.program_id(0)
     group = pid % GROUPS
     rest = pid // GROUPS
     win = rest % (NWH * NWW)
     b = rest // (NWH * NWW)
-
-    # Token i of this window sits at (hs, wsx) on the shifted, padded map ...
-    i = tl.arange(0, BLOCK_N)
-    valid = (i < N) & (b < batch)
-    hs = (win // NWW) * WS + i // WS
-    wsx = (win % NWW) * WS + i % WS
-    inside = valid & (hs < H) & (wsx < W)
-    # ... which is token ((hs + shift) % H, (wsx + shift) % W) of the original map.
-    tok = ((hs + SHIFT) % H) * W + (wsx + SHIFT) % W
-    row = b.to(tl.int64) * (H * W) + tok
+    win_h0 = (win // NWW) * WS
+    win_w0 = (win % NWW) * WS
+    in_batch = b < batch
 
     d = tl.arange(0, BLOCK_D)
     dmask = d < HEAD_DIM
-    ld_mask = inside[:, None] & dmask[None, :]
-    qkv_rows = qkv_ptr + row[:, None] * (3 * C) + d[None, :]
-    out_rows = out_ptr + row[:, None] * C + d[None, :]
 
-    # Additive term shared by all heads: shift mask from region ids (timm's three
-    # slices per axis of the padded map, -100 across regions) and -inf on padded columns.
-    extra = tl.where(valid[None, :], 0.0, float("-inf"))
-    if SHIFT > 0:
-        rid = ((hs >= HP - WS).to(tl.int32) + (hs >= HP - SHIFT).to(tl.int32)) * 3 \
-            + (wsx >= WP - WS).to(tl.int32) + (wsx >= WP - SHIFT).to(tl.int32)
-        extra += tl.where(rid[:, None] == rid[None, :], 0.0, -100.0)
-    bias_mask = (i[:, None] < N) & (i[None, :] < N)
-    bias_off = i[:, None] * N + i[None, :]
+    # Query token i of this window sits at (hs, wsx) on the shifted, padded map, which is
+    # token ((hs + shift) % H, (wsx + shift) % W) of the original map (outside H x W: padding).
+    i = tl.arange(0, BLOCK_N)
+    hs_i = win_h0 + i // WS
+    ws_i = win_w0 + i % WS
+    in_i = (i < N) & in_batch & (hs_i < H) & (ws_i < W)
+    row_i = b.to(tl.int64) * (H * W) + ((hs_i + SHIFT) % H) * W + (ws_i + SHIFT) % W
+    q_mask = in_i[:, None] & dmask[None, :]
+    q_rows = qkv_ptr + row_i[:, None] * (3 * C) + d[None, :]
+    out_rows = out_ptr + row_i[:, None] * C + d[None, :]
+    # timm's shift mask: region id from the three slices per axis of the padded map
+    rid_i = ((hs_i >= HP - WS).to(tl.int32) + (hs_i >= HP - SHIFT).to(tl.int32)) * 3 \
+        + (ws_i >= WP - WS).to(tl.int32) + (ws_i >= WP - SHIFT).to(tl.int32)
 
     for hh in tl.static_range(HEADS_PER_PROG):
         h = group * HEADS_PER_PROG + hh
         col = h * HEAD_DIM
-        q = tl.load(qkv_rows + col, mask=ld_mask, other=0.0)
-        k = tl.load(qkv_rows + (C + col), mask=ld_mask, other=0.0)
-        v = tl.load(qkv_rows + (2 * C + col), mask=ld_mask, other=0.0)
+        q = tl.load(q_rows + col, mask=q_mask, other=0.0)
         if HAS_PAD:
             pq = tl.load(pad_ptr + col + d, mask=dmask, other=0.0).to(q.dtype)
-            pk = tl.load(pad_ptr + (C + col) + d, mask=dmask, other=0.0).to(q.dtype)
-            pv = tl.load(pad_ptr + (2 * C + col) + d, mask=dmask, other=0.0).to(q.dtype)
-            q = tl.where(inside[:, None], q, pq[None, :])
-            k = tl.where(inside[:, None], k, pk[None, :])
-            v = tl.where(inside[:, None], v, pv[None, :])
-        if IEEE_DOT:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        bias = tl.load(bias_ptr + h * (N * N) + bias_off, mask=bias_mask, other=0.0).to(tl.float32)
-        # softmax in base 2: exp2((x - max) * log2 e) == exp(x - max)
-        s = (s * SCALE + bias + extra) * 1.4426950408889634
-        m = tl.max(s, 1)
-        p = tl.math.exp2(s - m[:, None])
-        denom = tl.sum(p, 1)
-        if IEEE_DOT:
-            o = tl.dot(p, v, input_precision="ieee")
-        else:
-            o = tl.dot(p.to(v.dtype), v)
-        o = o / denom[:, None]
-        tl.store(out_rows + col, o.to(out_ptr.dtype.element_ty), mask=ld_mask)
+            q = tl.where(in_i[:, None], q, pq[None, :])
+        # online softmax over key blocks, in base 2: exp2((x - max) * log2 e) == exp(x - max)
+        m = tl.full([BLOCK_N], float("-inf"), tl.float32)
+        denom = tl.zeros([BLOCK_N], tl.float32)
+        acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        for kv in tl.static_range(NUM_KV):
+            j = kv * BLOCK_KV + tl.arange(0, BLOCK_KV)
+            hs_j = win_h0 + j // WS
+            ws_j = win_w0 + j % WS
+            in_j = (j < N) & in_batch & (hs_j < H) & (ws_j < W)
+            row_j = b.to(tl.int64) * (H * W) + ((hs_j + SHIFT) % H) * W + (ws_j + SHIFT) % W
+            kv_mask = in_j[:, None] & dmask[None, :]
+            kv_rows = qkv_ptr + row_j[:, None] * (3 * C) + d[None, :]
+            k = tl.load(kv_rows + (C + col), mask=kv_mask, other=0.0)
+            v = tl.load(kv_rows + (2 * C + col), mask=kv_mask, other=0.0)
+            if HAS_PAD:
+                pk = tl.load(pad_ptr + (C + col) + d, mask=dmask, other=0.0).to(k.dtype)
+                pv = tl.load(pad_ptr + (2 * C + col) + d, mask=dmask, other=0.0).to(v.dtype)
+                k = tl.where(in_j[:, None], k, pk[None, :])
+                v = tl.where(in_j[:, None], v, pv[None, :])
+            if IEEE_DOT:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                s = tl.dot(q, tl.trans(k))
+            pair = (i[:, None] < N) & (j[None, :] < N)
+            bias = tl.load(bias_ptr + h * (N * N) + i[:, None] * N + j[None, :], mask=pair, other=0.0)
+            s = s * SCALE + bias.to(tl.float32)
+            if SHIFT > 0:
+                rid_j = ((hs_j >= HP - WS).to(tl.int32) + (hs_j >= HP - SHIFT).to(tl.int32)) * 3 \
+                    + (ws_j >= WP - WS).to(tl.int32) + (ws_j >= WP - SHIFT).to(tl.int32)
+                s = tl.where(rid_i[:, None] == rid_j[None, :], s, s - 100.0)
+            s = tl.where((j < N)[None, :], s * 1.4426950408889634, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, 1))
+            alpha = tl.math.exp2(m - m_new)
+            p = tl.math.exp2(s - m_new[:, None])
+            denom = denom * alpha + tl.sum(p, 1)
+            if IEEE_DOT:
+                acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
+        o = acc / denom[:, None]
+        tl.store(out_rows + col, o.to(out_ptr.dtype.element_ty), mask=q_mask)
 
 
 def interpreter_active() -> bool:
@@ -136,19 +159,24 @@ class LaunchConfig:
         return self.num_windows * (self.num_heads // self.heads_per_program)
 
     def constexprs(self, fp32: bool) -> dict:
-        n = self.window_size**2
+        block_n = max(16, triton.next_power_of_2(self.window_size**2))
         return {
             "H": self.height, "W": self.width, "WS": self.window_size, "SHIFT": self.shift_size,
             "HEADS": self.num_heads, "HEAD_DIM": self.head_dim, "SCALE": float(self.scale),
             "HEADS_PER_PROG": self.heads_per_program,
-            "BLOCK_N": max(16, triton.next_power_of_2(n)),
+            "BLOCK_N": block_n,
+            "BLOCK_KV": min(block_n, 64),
             "BLOCK_D": max(16, triton.next_power_of_2(self.head_dim)),
             "HAS_PAD": self.has_pad, "IEEE_DOT": fp32,
         }
 
 
 def default_heads_per_program(num_heads: int, window_size: int) -> int:
-    """Heads per program: 1 keeps the most parallelism; wide windows (N > 64) always use 1."""
+    """Heads per program. 1 keeps the most parallelism; 2-3 share index math and load longer rows.
+
+    Stays 1 until GPU measurements (benchmarks/kernels/window_attention.py times every variant;
+    TensorRT times them as tactics) show another choice is better.
+    """
     return 1
 
 
@@ -222,53 +250,20 @@ def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
     consts = cfg.constexprs(dtype == "fp32")
     sig = signature(dtype)
     sig.update({k: "constexpr" for k in consts})
-    return triton_ptx(window_attention_kernel, sig, consts, arch, num_warps=cfg.num_warps, num_stages=1)
+    # TensorRT hands plugins 16-byte (in practice 256-byte) aligned buffers; telling the
+    # compiler lets it use 128-bit loads/stores for the qkv rows (the JIT infers this itself).
+    return triton_ptx(window_attention_kernel, sig, consts, arch, num_warps=cfg.num_warps, num_stages=1,
+                      aligned=("qkv_ptr", "bias_ptr", "pad_ptr", "out_ptr"))
 
 
 # --- PTX for TensorRT -------------------------------------------------------------------------------
-# Triton appends hidden pointer parameters (global scratch, profile scratch) after the user's
-# arguments. TensorRT's AOT launcher passes exactly: tensor inputs, extra scalars, outputs. Our
-# kernel needs no scratch (metadata sizes are 0), so the unused trailing parameters are removed
-# from the entry declaration to make the PTX signature match what TensorRT passes.
+# Triton appends hidden scratch pointers to every kernel; TensorRT's AOT launcher passes exactly
+# tensor inputs, extra scalars, outputs (see plugins.base.strip_unused_scratch_params).
 
 NUM_KERNEL_ARGS = 5  # qkv, bias, pad_qkv, batch, out
 
 
-def _entry_span(ptx: str, name: str) -> tuple[int, int]:
-    start = ptx.index(f".entry {name}(")
-    open_ = ptx.index("(", start)
-    return open_ + 1, ptx.index(")", open_)
-
-
-def entry_params(ptx: str, name: str) -> list[str]:
-    """PTX types of the entry's parameters, e.g. ['.u64', '.u32']."""
-    a, b = _entry_span(ptx, name)
-    return [p.split()[1] for p in ptx[a:b].split(",") if p.strip()]
-
-
-def strip_unused_scratch_params(ptx: str, name: str, keep: int = NUM_KERNEL_ARGS) -> str:
-    """Drop entry parameters after the first `keep` if the body never reads them."""
-    a, b = _entry_span(ptx, name)
-    params = [p.strip() for p in ptx[a:b].split(",") if p.strip()]
-    if len(params) <= keep:
-        return ptx
-    body = ptx[b:]
-    for p in params[keep:]:
-        pname = p.split()[-1]
-        if pname in body:
-            raise ValueError(f"kernel {name} reads hidden parameter {pname}; cannot drop it")
-    kept = ",\n".join("\t" + p for p in params[:keep])
-    return ptx[:a] + "\n" + kept + "\n" + ptx[b:]
-
-
-def ptxas_path() -> str | None:
-    """Triton's bundled ptxas (lets CPU-only tests assemble PTX), or None."""
-    import os
-
-    try:
-        from triton.backends.nvidia.compiler import get_ptxas
-
-        p = get_ptxas(90).path
-    except Exception:
-        return None
-    return p if p and os.path.isfile(p) else None
+def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
+    """(name, PTX, metadata) whose entry takes exactly the 5 arguments TensorRT passes."""
+    name, ptx, meta = compile_ptx(arch, dtype, cfg)
+    return name, strip_unused_scratch_params(ptx, name, keep=NUM_KERNEL_ARGS), meta

@@ -67,8 +67,7 @@ def register() -> None:
                                  height=height, width=width, scale=scale, channels=channels3.constant_value // 3,
                                  heads_per_program=tactic if tactic in tactics_for(num_heads) else 1)
         dtype = "fp16" if qkv.dtype == trt.float16 else "fp32"
-        name, ptx, meta = kernel.compile_ptx(target_arch(), dtype, cfg)
-        ptx = kernel.strip_unused_scratch_params(ptx, name)
+        name, ptx, meta = kernel.ptx_for_tensorrt(target_arch(), dtype, cfg)
 
         batch = qkv.shape_expr[0]
         launch = trtp.KernelLaunchParams()

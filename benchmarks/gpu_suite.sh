@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
+# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e; default all)
+# Results (JSON) go to RESULTS_DIR; commit them under benchmarks/results/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results}; shift || true
+suites=${*:-tests kernels e2e}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw --format=csv || true
+$py -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+status=0
+for s in $suites; do
+  case $s in
+    tests)
+      $py -m pytest -q -p no:cacheprovider -m gpu tests --junitxml="$out/gpu_tests.xml" 2>&1 | tail -25 || status=1 ;;
+    kernels)
+      for k in window_attention gpsa msda; do
+        [ -f benchmarks/kernels/$k.py ] || { echo "skip kernel bench $k: not present"; continue; }
+        echo "== kernel benchmark: $k"
+        $py benchmarks/kernels/$k.py --out "$out/kernel_$k.json" || status=1
+      done ;;
+    e2e)
+      [ -f benchmarks/e2e/swin_t_torch.py ] && { echo "== e2e swin_t"; $py benchmarks/e2e/swin_t_torch.py --out "$out/e2e_swin_t.json" || status=1; } ;;
+  esac
+done
+exit $status

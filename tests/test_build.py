@@ -1,0 +1,262 @@
+"""Issue 5: `vitdeploy build` up to the engine on a machine without TensorRT.
+
+vit_t (cheap, TorchScript exporter) carries the step-cache and manifest tests;
+swin_t runs once the way `make run` runs it (dynamo export, swin rewrite, FP16).
+"""
+import json
+import re
+from pathlib import Path
+
+import onnx
+import pytest
+
+from vitdeploy.deploy.artifacts import sha256_file
+from vitdeploy.errors import EXIT_ENGINE_SKIPPED, EXIT_USAGE
+
+VIT = ["build", "--model", "vit_t", "--exporter", "torchscript", "--dynamic-batch", "1:2:4"]
+
+
+def manifest(d: Path) -> dict:
+    return json.loads((d / "manifest.json").read_text())
+
+
+def stage_line(output: str, name: str) -> str:
+    return next(line for line in output.splitlines() if re.match(rf"^[✔–] {name}\b", line))
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    """Three runs into one directory: FP32 (exit 4), then --fp16 --no-engine twice."""
+    from click.testing import CliRunner
+
+    from tests.conftest import _Entry
+    from vitdeploy.cli import main
+
+    out = tmp_path_factory.mktemp("vit_build")
+    runs = []
+    for extra in ([], ["--fp16", "--no-engine"], ["--fp16", "--no-engine"]):
+        res = CliRunner().invoke(_Entry(main), [*VIT, *extra, "-o", str(out)], catch_exceptions=False)
+        runs.append((res.exit_code, res.output, manifest(out)))
+    return out, runs
+
+
+def test_without_tensorrt_exit_4_and_one_line_saying_what_to_run(vit):
+    out, runs = vit
+    code, text, m = runs[0]
+    assert code == EXIT_ENGINE_SKIPPED
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("engine step skipped: TensorRT is not installed here")
+    assert f"vitdeploy build --onnx {out / 'model.onnx'} -o {out} --dynamic-batch 1:2:4" in last
+    assert (f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'} "
+            "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224") in last
+    for step in ("export", "rewrite", "precision", "accuracy", "engine"):
+        assert re.search(rf"^[✔–] {step}", text, re.M), step
+    assert re.search(r"^✔ export .* \d+\.\d s$", text, re.M)  # each step reports its wall time
+    assert not (out / "model.plan").exists()
+
+
+def test_manifest_contents(vit):
+    out, runs = vit
+    m = runs[0][2]
+    assert m["schema"] == 1 and m["model"]["alias"] == "vit_t"
+    assert m["preprocessing"]["input_size"] == [3, 224, 224]
+    assert m["files"]["onnx"]["path"] == "model.onnx"
+    assert m["files"]["onnx"]["sha256"] == sha256_file(out / "model.onnx")
+    assert "engine" not in m["files"]
+    eng = m["engine"]
+    assert eng["built"] is False and "TensorRT is not installed" in eng["skipped"]
+    assert eng["tensorrt"] is None
+    assert eng["profiles"] == [{"input": {"min": [1, 3, 224, 224], "opt": [2, 3, 224, 224], "max": [4, 3, 224, 224]}}]
+    assert eng["hardware_compatibility"] == "none" and eng["version_compatible"] is False
+    assert eng["plugin_mode"]["requested"] == "auto"
+    assert m["target"]["target"] == "gpu"
+    assert m["precision"] == {"applied": "fp32"}
+    assert m["plugins"] == []
+    assert set(m["steps"]) == {"export"} and len(m["steps"]["export"]) == 64
+    assert m["build"]["versions"]["onnxruntime"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["build"]["created"])
+    assert m["export"]["parity"]["passed"] and m["export"]["exporter"] == "torchscript"
+
+
+def test_changed_option_redoes_only_what_depends_on_it(vit):
+    out, runs = vit
+    code, text, m = runs[1]
+    assert code == 0  # --no-engine
+    assert "cached" in stage_line(text, "export")
+    assert "cached" not in stage_line(text, "precision")
+    assert "cached" not in stage_line(text, "accuracy")
+    assert "skipped: --no-engine" in stage_line(text, "engine")
+    assert m["steps"]["export"] == runs[0][2]["steps"]["export"]
+    assert m["files"]["onnx"]["path"] == "model.fp16.onnx"
+    assert m["files"]["onnx_exported"]["path"] == "model.onnx"
+    assert m["precision"]["applied"] == "fp16" and m["precision"]["fp16"]["io"] == {"input": "float32", "logits": "float32"}
+    fp16 = onnx.load(str(out / "model.fp16.onnx"))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer)
+    acc = m["accuracy"]
+    assert acc["images"] == 8 and acc["top1_agreement"] >= 75.0 and acc["cosine_min"] > 0.999
+
+
+def test_rerun_is_all_cached(vit):
+    out, runs = vit
+    code, text, m = runs[2]
+    assert code == 0
+    for step in ("export", "precision", "accuracy"):
+        assert "cached" in stage_line(text, step), step
+    assert m["steps"] == runs[1][2]["steps"]
+    assert m["accuracy"] == runs[1][2]["accuracy"]
+
+
+def test_damaged_cached_output_is_rebuilt(vit, cli_run):
+    out, _ = vit
+    f = out / "model.fp16.onnx"
+    good = f.read_bytes()
+    f.write_bytes(good[: len(good) // 2])
+    res = cli_run(*VIT, "--fp16", "--no-engine", "-o", str(out))
+    assert res.exit_code == 0
+    assert "cached" in stage_line(res.output, "export")
+    assert "cached" not in stage_line(res.output, "precision")
+    assert f.read_bytes() == good  # deterministic conversion: same bytes again
+
+
+def test_build_from_the_onnx_on_the_target(vit, cli_run):
+    """What the skip line tells users to run: start from the final ONNX, keep the manifest's history."""
+    out, _ = vit
+    res = cli_run("build", "--onnx", str(out / "model.fp16.onnx"), "-o", str(out), "--no-engine")
+    assert res.exit_code == 0, res.output
+    assert "already has FP16/INT8 tensors" in stage_line(res.output, "precision")
+    m = manifest(out)
+    assert m["model"]["alias"] == "vit_t" and m["preprocessing"]["input_size"] == [3, 224, 224]
+    assert m["files"]["onnx"]["path"] == "model.fp16.onnx"
+    assert m["files"]["onnx_exported"]["path"] == "model.onnx"  # the history of the first build is kept
+    assert m["precision"]["applied"] == "fp16" and "accuracy" in m
+    assert m["engine"]["profiles"][0]["input"]["max"] == [4, 3, 224, 224]  # batch range from the manifest
+    assert m["source_onnx"]["sha256"] == sha256_file(out / "model.fp16.onnx")
+
+
+def test_int8_records_qdq_summary_and_calibration_cache(vit, cli_run, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    out, _ = vit
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(getattr(data, name)()).save(calib / f"{name}.png")
+    res = cli_run(*VIT, "--int8", "--calib-data", str(calib), "--calib-method", "minmax", "--no-engine", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "cached" in stage_line(res.output, "export")
+    assert "int8+fp16 -> model.int8.onnx" in stage_line(res.output, "precision")
+    m = manifest(out)
+    q = m["precision"]["int8"]
+    assert m["precision"]["applied"] == "int8+fp16" and q["method"] == "minmax" and q["calibration_images"] == 2
+    graph = onnx.load(str(out / "model.int8.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert q["quantize_linear"] == ops.count("QuantizeLinear") > 0
+    assert m["files"]["calibration_cache"]["sha256"] == sha256_file(out / "calibration.cache")
+    assert m["accuracy"]["data"] == "calibration images" and m["accuracy"]["images"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "vit_t", "--onnx", "x.onnx"], "exactly one of --model and --onnx"),
+    ([], "exactly one of --model and --onnx"),
+    (["--model", "vit_t", "--int8"], "--int8 needs calibration images"),
+    (["--model", "vit_t", "--calib-data", "imgs"], "--calib-data is only used with --int8"),
+    (["--model", "vit_t", "--fp16", "--dla-core", "0", "--target", "gpu"], "--dla-core needs a Jetson target"),
+    (["--model", "vit_t", "--target", "jetson", "--hardware-compat", "ampere_plus"], "not supported on Jetson"),
+    (["--model", "vit_t", "--workspace", "0"], "--workspace must be positive"),
+    (["--onnx", "x.onnx", "--img-size", "224"], "--img-size only apply with --model"),
+    (["--model", "vit_t", "--batch", "2", "--dynamic-batch", "1:2:4"], "cannot be used together"),
+    (["--model", "nope"], "unknown model 'nope'"),
+])
+def test_impossible_flag_combinations(cli_run, tmp_path, args, message):
+    out = tmp_path / "out"
+    res = cli_run("build", *args, "-o", str(out))
+    assert res.exit_code == EXIT_USAGE
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()  # nothing written
+
+
+def test_jetson_target_defaults(monkeypatch, tmp_path):
+    from vitdeploy.deploy import gpu_env, pipeline
+
+    orin = {"gpus": [{"name": "Orin", "compute_capability": "8.7"}],
+            "jetson": {"module": "NVIDIA Jetson AGX Orin Developer Kit", "l4t": "36.4.0", "jetpack": "6.2", "power_mode": "MAXN (0)"}}
+    monkeypatch.setattr(gpu_env, "probe", lambda: orin)
+    opts, target = pipeline.resolve(pipeline.BuildOptions(out_dir=tmp_path, alias="vit_t", dla_core=0))
+    assert target["target"] == "jetson" and target["jetson"]["power_mode"] == "MAXN (0)"
+    assert opts.fp16 is True and opts.workspace_gb == pipeline.JETSON_WORKSPACE_GB and opts.dla_core == 0
+
+
+def test_engine_commands_for_the_target():
+    from vitdeploy.deploy.engine import EngineSettings, target_commands
+
+    s = EngineSettings(profiles=[], workspace_gb=1.0, dla_core=0, target="jetson", timing_cache=Path("/c/t.cache"))
+    vd, te = target_commands(Path("b/m.onnx"), Path("b/model.plan"), s, plugins=[])
+    assert vd == "vitdeploy build --onnx b/m.onnx -o b --target jetson --dla-core 0"
+    assert te == ("trtexec --onnx=b/m.onnx --stronglyTyped --saveEngine=b/model.plan --memPoolSize=workspace:1024M "
+                  "--timingCacheFile=/c/t.cache --useDLACore=0 --allowGPUFallback")
+    with_plugin = target_commands(Path("m.onnx"), Path("model.plan"), s, plugins=[{"kind": "vitdeploy AOT"}])
+    assert len(with_plugin) == 1  # trtexec cannot register Python plugins at build time
+
+
+def test_step_cache_keys(tmp_path):
+    from vitdeploy.deploy.pipeline import StepCache
+
+    c = StepCache(tmp_path)
+    k = c.key("precision", {"onnx": "a" * 64, "precision": "fp16"})
+    assert k == c.key("precision", {"precision": "fp16", "onnx": "a" * 64})  # order-independent
+    assert k != c.key("precision", {"onnx": "b" * 64, "precision": "fp16"})
+    assert k != c.key("accuracy", {"onnx": "a" * 64, "precision": "fp16"})
+    f = tmp_path / "x.onnx"
+    f.write_bytes(b"abc")
+    c.store("precision", k, {"onnx": f}, {"applied": "fp16"}, 0.1)
+    assert c.lookup("precision", k)["result"] == {"applied": "fp16"}
+    assert c.lookup("precision", "0" * 64) is None
+    f.write_bytes(b"abd")  # same size, other bytes
+    assert c.lookup("precision", k) is None
+
+
+def test_dynamic_batch_needs_a_dynamic_graph(tmp_path):
+    from vitdeploy.deploy.engine import profiles_for
+    from vitdeploy.deploy.export import BatchSpec
+    from vitdeploy.errors import VitdeployError
+
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    g = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    p = tmp_path / "s.onnx"
+    onnx.save(onnx.helper.make_model(g), str(p))
+    assert profiles_for(p, BatchSpec()) == []
+    with pytest.raises(VitdeployError, match="needs a graph with a symbolic batch"):
+        profiles_for(p, BatchSpec(1, 4, 8))
+
+
+@pytest.mark.slow
+def test_swin_t_like_make_run(tmp_path, cli_run):
+    """`make run`'s command: dynamo export, swin rewrite to plugin nodes, FP16, accuracy; exit 4 here."""
+    out = tmp_path / "swin_t"
+    res = cli_run("build", "--model", "swin_t", "--fp16", "-o", str(out))
+    assert res.exit_code == EXIT_ENGINE_SKIPPED, res.output
+    m = manifest(out)
+    assert m["export"]["exporter"] == "dynamo"
+    if "rewrite" in m:  # the swin pass is installed: every window attention became a plugin node
+        assert sum(p["replaced"] for p in m["rewrite"]["passes"]) == 12
+        wa = next(p for p in m["plugins"] if p["op"] == "WindowAttention")
+        assert wa["count"] == 12 and wa["namespace"] == "vitdeploy" and wa["kind"] == "vitdeploy AOT"
+        assert m["engine"]["plugin_mode"]["mode"] == "plugin"
+        last = res.output.strip().splitlines()[-1]
+        assert "trtexec" not in last  # Python AOT plugins: only vitdeploy can build this graph
+    assert m["files"]["onnx"]["path"] == "model.fp16.onnx"
+    assert m["accuracy"]["top1_agreement"] >= 75.0
+    assert f"vitdeploy build --onnx {out / 'model.fp16.onnx'} -o {out}" in res.output.strip().splitlines()[-1]
+
+
+def test_dla_on_jetson_thor_is_refused(monkeypatch, tmp_path):
+    from vitdeploy.deploy import gpu_env, pipeline
+    from vitdeploy.errors import VitdeployError
+
+    thor = {"gpus": [{"name": "NVIDIA Thor", "compute_capability": "11.0"}], "jetson": {"module": "NVIDIA Jetson AGX Thor Developer Kit"}}
+    monkeypatch.setattr(gpu_env, "probe", lambda: thor)
+    with pytest.raises(VitdeployError, match="Jetson Thor has no DLA"):
+        pipeline.resolve(pipeline.BuildOptions(out_dir=tmp_path, alias="vit_t", dla_core=0))

@@ -1,0 +1,42 @@
+"""Issue 5: `vitdeploy doctor` shows the machine and what build will do here."""
+import json
+
+from vitdeploy.errors import EXIT_OK
+
+
+def test_doctor_screen(cli_run):
+    res = cli_run("doctor")
+    assert res.exit_code == EXIT_OK
+    for row in ("Python", "torch", "CUDA", "driver", "GPUs", "TensorRT", "Triton", "onnxruntime", "Jetson", "build here"):
+        assert row in res.output, row
+    assert "CPUExecutionProvider" in res.output
+
+
+def test_doctor_json_matches_this_machine(cli_run):
+    import onnxruntime
+
+    from vitdeploy.deploy.trt_env import tensorrt_version
+
+    info = json.loads(cli_run("doctor", "--json").output)
+    assert info["onnxruntime"]["version"] == onnxruntime.__version__
+    assert info["tensorrt"]["version"] == tensorrt_version()
+    if tensorrt_version() is None:
+        assert info["tensorrt"]["aot_plugins"] is False and info["tensorrt"]["error"]
+        assert any("no TensorRT" in line and "exit 4" in line and "--no-engine" in line for line in info["build_will"])
+
+
+def test_doctor_on_a_jetpack6_jetson(monkeypatch):
+    """What doctor says on a Jetson Orin with TensorRT 10.3 (JetPack 6): native rewrite, no --plugins on."""
+    from vitdeploy.commands import doctor
+    from vitdeploy.deploy import gpu_env, trt_env
+
+    orin = {"gpus": [{"name": "Orin (nvgpu)", "compute_capability": "8.7"}],
+            "jetson": {"module": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.0", "jetpack": "6.2", "power_mode": "15W (0)"}}
+    monkeypatch.setattr(gpu_env, "probe", lambda: orin)
+    monkeypatch.setattr(trt_env, "tensorrt_version", lambda: "10.3.0.30")
+    info = doctor.collect()
+    plan = "\n".join(info["build_will"])
+    assert "TensorRT 10.3.0.30" in plan and "Orin (nvgpu)" in plan and "compute capability 8.7" in plan
+    assert "--plugins auto -> native" in plan
+    assert "--plugins on is refused" in plan
+    assert "Jetson" in plan and "--dla-core" in plan

@@ -1,0 +1,189 @@
+"""FP16 conversion: which nodes are FP16, what stays FP32, I/O types, plugin nodes, and that it runs."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from vitdeploy.calibration.precision import convert_fp16, node_precision, tensor_types
+from vitdeploy.deploy.export import BatchSpec, export_onnx
+from vitdeploy.onnxrt import session
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    """A 1-block timm ViT: patch Conv, attention MatMuls, Softmax, LayerNorm, GELU, residual Adds, head."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=32, depth=1, num_heads=2).eval()
+    path = tmp_path_factory.mktemp("fp16") / "tiny_vit.onnx"
+    export_onnx(model, torch.randn(2, 3, 16, 16), path, batch=BatchSpec.parse("1:2:8"))
+    return path
+
+
+def _x(n=3, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, 16, 16)).astype(np.float32)
+
+
+def test_fp16_graph_types(tiny_vit):
+    model = onnx.load(str(tiny_vit))
+    fp16, summary = convert_fp16(model)
+    prec = node_precision(fp16)
+    by_op: dict[str, set] = {}
+    for i, n in enumerate(fp16.graph.node):
+        by_op.setdefault(n.op_type, set()).add(prec[n.name or f"{n.op_type}_{i}"])
+    # The compute-heavy ops are FP16 ...
+    for op in ("MatMul", "Conv", "Erf", "Add", "Mul"):
+        assert by_op[op] == {"fp16"}, (op, by_op[op])
+    # ... and the overflow-prone ones stay FP32, with casts around them.
+    assert by_op["LayerNormalization"] == {"fp32"}
+    assert by_op["Softmax"] == {"fp32"}
+    assert summary["fp32_ops"] == {"LayerNormalization": 3, "Softmax": 1}
+    assert summary["casts"] >= 2 * (3 + 1)
+    # LayerNorm scale/bias initializers stay FP32; MatMul weights became FP16.
+    types = tensor_types(fp16)
+    ln = next(n for n in fp16.graph.node if n.op_type == "LayerNormalization")
+    assert types[ln.input[1]] == TensorProto.FLOAT
+    mm = next(n for n in fp16.graph.node if n.op_type == "MatMul" and n.input[1] in types and
+              any(i.name == n.input[1] for i in fp16.graph.initializer))
+    assert types[mm.input[1]] == TensorProto.FLOAT16
+    # I/O FP32 by default.
+    assert summary["io"] == {"input": "float32", "logits": "float32"}
+    onnx.checker.check_model(fp16)
+
+
+def test_fp16_runs_in_ort_and_matches(tiny_vit):
+    fp16, _ = convert_fp16(onnx.load(str(tiny_vit)))
+    x = _x()
+    ref = session(str(tiny_vit)).run(None, {"input": x})[0]
+    got = session(fp16).run(None, {"input": x})[0]
+    assert got.dtype == np.float32
+    assert np.abs(ref - got).max() < 2e-2 * max(1.0, np.abs(ref).max())
+    cos = (ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)
+    assert cos > 0.9999
+
+
+def test_fp16_io_can_be_fp16(tiny_vit):
+    fp16, summary = convert_fp16(onnx.load(str(tiny_vit)), keep_io_fp32=False)
+    assert summary["io"] == {"input": "float16", "logits": "float16"}
+    got = session(fp16).run(None, {"input": _x().astype(np.float16)})[0]
+    assert got.dtype == np.float16 and np.isfinite(got).all()
+
+
+def test_fp16_refuses_an_fp16_model(tiny_vit):
+    from vitdeploy.errors import VitdeployError
+
+    fp16, _ = convert_fp16(onnx.load(str(tiny_vit)), keep_io_fp32=False)
+    with pytest.raises(VitdeployError, match="already has FP16 inputs"):
+        convert_fp16(fp16)
+
+
+def _plugin_graph():
+    """LayerNorm -> WindowAttention plugin -> LayerNorm -> MatMul: the converter cannot type the plugin alone."""
+    rng = np.random.default_rng(0)
+    c = 8
+    inits = [
+        helper.make_tensor("g", TensorProto.FLOAT, [c], np.ones(c, np.float32)),
+        helper.make_tensor("b", TensorProto.FLOAT, [c], np.zeros(c, np.float32)),
+        helper.make_tensor("qkv_w", TensorProto.FLOAT, [c, 3 * c], rng.standard_normal((c, 3 * c)).astype(np.float32).ravel()),
+        helper.make_tensor("w", TensorProto.FLOAT, [c, 4], rng.standard_normal((c, 4)).astype(np.float32).ravel()),
+    ]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "g", "b"], ["ln1"], axis=-1, name="ln1"),
+        helper.make_node("WindowAttention", ["ln1", "qkv_w"], ["attn"], domain="vitdeploy", name="wa",
+                         plugin_namespace="vitdeploy", plugin_version="1"),
+        helper.make_node("LayerNormalization", ["attn", "g", "b"], ["ln2"], axis=-1, name="ln2"),
+        helper.make_node("MatMul", ["ln2", "w"], ["y"], name="head"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16, c])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("vitdeploy", 1)])
+
+
+def test_plugin_nodes_become_fp16():
+    fp16, summary = convert_fp16(_plugin_graph())
+    types = tensor_types(fp16)
+    wa = next(n for n in fp16.graph.node if n.op_type == "WindowAttention")
+    assert wa.domain == "vitdeploy"
+    assert all(types[i] == TensorProto.FLOAT16 for i in wa.input), [types.get(i) for i in wa.input]
+    assert types[wa.output[0]] == TensorProto.FLOAT16
+    assert summary["plugins_fp16"] == 1
+    # The FP32 LayerNorm after the plugin reads it through a Cast to FP32 (the converter alone would not insert it).
+    ln2 = next(n for n in fp16.graph.node if n.name == "ln2")
+    producer = {o: n for n in fp16.graph.node for o in n.output}
+    cast = producer[ln2.input[0]]
+    assert cast.op_type == "Cast" and cast.input[0] == "attn"
+    assert types[ln2.input[0]] == TensorProto.FLOAT
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """Run the real entry point (one-line errors, exit codes) in-process."""
+    from vitdeploy.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_convert(tiny_vit, tmp_path, capsys):
+    out = tmp_path / "fp16.onnx"
+    code, stdout, err = run_cli(["convert", str(tiny_vit), "-o", str(out), "--fp16"], capsys)
+    assert code == 0, err
+    assert "LayerNormalization×3" in stdout and "runs in ONNX Runtime" in stdout
+    m = onnx.load(str(out))
+    assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert any(i.data_type == TensorProto.FLOAT16 for i in m.graph.initializer)
+
+    code, _, err = run_cli(["convert", str(tiny_vit), "-o", str(tmp_path / "no.onnx")], capsys)
+    assert code == 2 and err.strip() == "error: nothing to convert (pass --fp16)"
+    assert not (tmp_path / "no.onnx").exists()
+    code, _, err = run_cli(["convert", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx"), "--fp16"], capsys)
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rewritten_swin_fp16_and_int8_run_with_fp16_plugins(tmp_path):
+    """A real WindowAttention graph (swin rewrite pass): plugins FP16 in both FP16 and INT8 graphs, running in ORT."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    from vitdeploy.calibration.data import CalibrationData
+    from vitdeploy.calibration.quantization import quantize_int8
+    from vitdeploy.deploy.rewrite import load_pass
+    from vitdeploy.deploy.rewrite.base import run_pass
+
+    torch.manual_seed(0)
+    m = SwinTransformer(img_size=16, patch_size=2, window_size=4, num_classes=5, embed_dim=16, depths=(2,),
+                        num_heads=(2,)).eval()
+    fp32_path = tmp_path / "swin.onnx"
+    export_onnx(m, torch.randn(2, 3, 16, 16), fp32_path, batch=BatchSpec.parse("1:2:8"))
+    rewritten, report = run_pass(onnx.load(str(fp32_path)), load_pass("swin"), "plugin")
+    assert report.replaced == 2
+    plugin_path = tmp_path / "swin.plugins.onnx"
+    onnx.save(rewritten, str(plugin_path))
+    x = _x(4, seed=3)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+
+    fp16, summary = convert_fp16(rewritten)
+    assert summary["plugins_fp16"] == 2 and summary["fp16_ops"]["WindowAttention"] == 2
+    got = session(fp16).run(None, {"input": x})[0]
+    assert np.abs(got - ref).max() < 1e-2 * max(1.0, np.abs(ref).max())
+
+    calib = CalibrationData(np.random.default_rng(4).standard_normal((16, 3, 16, 16)).astype(np.float32))
+    qdq, _, s = quantize_int8(plugin_path, calib, "minmax", show_progress=False)
+    assert s["precision"]["plugins_fp16"] == 2
+    types = tensor_types(qdq)
+    wa = [n for n in qdq.graph.node if n.op_type == "WindowAttention"]
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    for n in wa:  # the plugin reads FP16 activations, not Q/DQ
+        assert types[n.input[0]] == TensorProto.FLOAT16
+        assert producer[n.input[0]].op_type != "DequantizeLinear"
+    got8 = session(qdq).run(None, {"input": x})[0]
+    cos = (ref * got8).sum() / np.linalg.norm(ref) / np.linalg.norm(got8)
+    assert cos > 0.99

@@ -1,0 +1,75 @@
+"""`vitdeploy report`: PNGs that are real images with content, and a Markdown page embedding them."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from vitdeploy.bench import schema
+from vitdeploy.bench.runner import Settings, batch_record
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(backend, medians, batches=(1, 8, 32), accuracy=None, seed=0):
+    rng = np.random.default_rng(seed)
+    results = [batch_record(b, list(m * (1 + 0.02 * rng.standard_normal(200))), [], {"used": True})
+               for b, m in zip(batches, medians)]
+    return {"model": "vit_t", "artifact": None, "backend": backend, "device": "cpu", "precision": "fp32",
+            "mode": "compute", "settings": Settings(0, 0.1, 5).to_dict(), "timing": {"clock": "perf_counter"},
+            "results": results, "skipped": [{"batch": 64, "reason": "out of memory"}],
+            "accuracy": None if accuracy is None else {"headline": {"name": "top1", "value": accuracy}},
+            "interrupted": False}
+
+
+@pytest.fixture
+def results(tmp_path):
+    a = tmp_path / "trt.json"
+    b = tmp_path / "ort.json"
+    schema.write(a, schema.new_document({}, [make_run("trt", (1.0, 4.0, 14.0), accuracy=81.2)]))
+    schema.write(b, schema.new_document({}, [make_run("ort", (3.0, 20.0, 75.0), accuracy=81.4, seed=1),
+                                            make_run("torch", (5.0, 30.0, 110.0), seed=2)]))
+    return str(a), str(b)
+
+
+def _image(path):
+    import matplotlib.image as mpimg
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000
+    return mpimg.imread(str(path))
+
+
+def test_report_writes_pngs_and_markdown(cli_run, tmp_path, results):
+    out = tmp_path / "report"
+    res = cli_run("report", *results, "-o", str(out))
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["README.md", "accuracy_latency.png", "latency_vit_t.png", "throughput_vit_t.png"]
+    for png in out.glob("*.png"):
+        img = _image(png)
+        assert img.shape[0] > 300 and img.shape[1] > 500
+        assert img[..., :3].std() > 0.05  # drawn on, not a blank canvas
+    md = (out / "README.md").read_text()
+    assert set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)) == {n for n in names if n.endswith(".png")}
+    assert md.count("| vit_t |") == 3 * 3 + 3  # 3 batches per run + one skipped row each
+    assert "skipped: out of memory" in md and "81.40" in md
+
+
+def test_report_without_accuracy_says_so(cli_run, tmp_path):
+    p = tmp_path / "r.json"
+    schema.write(p, schema.new_document({}, [make_run("ort", (3.0, 20.0, 75.0))]))
+    out = tmp_path / "rep"
+    assert cli_run("report", str(p), "-o", str(out)).exit_code == 0
+    assert not (out / "accuracy_latency.png").exists()
+    assert "No run carries accuracy figures" in (out / "README.md").read_text()
+
+
+def test_report_rejects_bad_input_and_leaves_nothing(cli_run, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "something/else"}')
+    out = tmp_path / "rep"
+    res = cli_run("report", str(bad), "-o", str(out))
+    assert res.exit_code == 2 and "not a vitdeploy bench result" in res.output
+    assert not out.exists()

@@ -1,0 +1,299 @@
+"""The `swin` rewrite pass on real exports: every block found and replaced, numbers unchanged.
+
+Reduced timm Swins (same code paths as swin_t: shifted and unshifted blocks, padding, window 12)
+keep exports cheap; one full swin_t check at the end. Both exporters, static and dynamic batch.
+"""
+import warnings
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+import torch
+from onnx import numpy_helper
+
+from vitdeploy.deploy.export import BatchSpec, export_onnx
+from vitdeploy.deploy.rewrite.base import run_pass, run_passes
+from vitdeploy.deploy.rewrite.swin import SwinWindowAttentionPass, shift_mask, window_order
+from vitdeploy.onnxrt import session
+
+DEPTHS = (1, 1, 2, 1)  # stage 3 has the shifted block; stage 4 (7x7, window 7) is clamped to no shift
+
+
+def reduced_swin(window=7, img=224, depths=DEPTHS, heads=(1, 2, 4, 8), seed=0):
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model("swin_tiny_patch4_window7_224", depths=depths, embed_dim=32, num_heads=heads,
+                             window_size=window, img_size=img, num_classes=10).eval()
+
+
+def export(model, img, path, exporter, batch=None):
+    export_onnx(model, torch.randn(1, 3, img, img), path, exporter=exporter, batch=batch or BatchSpec())
+    return onnx.load(str(path))
+
+
+def torch_out(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def ort_out(m, x):
+    sess = session(m)
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def window_movement(m):
+    """(roll pairs, partition/reverse transposes) left in a graph: what the rewrite must remove."""
+    g = gs.import_onnx(m)
+    rolls = []
+    for n in g.nodes:
+        if n.op == "Concat" and len(n.inputs) == 2 and all(i.inputs and i.inputs[0].op == "Slice" for i in n.inputs):
+            if n.inputs[0].inputs[0].inputs[0] is n.inputs[1].inputs[0].inputs[0]:
+                rolls.append(n)
+    parts = [n for n in g.nodes if n.op == "Transpose" and list(n.attrs.get("perm", [])) == [0, 1, 3, 2, 4, 5]]
+    return rolls, parts
+
+
+def ops(m):
+    return [n.op_type for n in m.graph.node]
+
+
+def rewrite(m, mode):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no candidate may be refused here
+        out, rep = run_passes(m, ["swin"], mode)
+    return out, rep["passes"][0], rep
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def dynamo_static(tmp_path_factory):
+    model = reduced_swin()
+    return model, export(model, 224, tmp_path_factory.mktemp("sw") / "d.onnx", "dynamo")
+
+
+@pytest.fixture(scope="module")
+def ts_dynamic_padded(tmp_path_factory):
+    """256x256 input: every stage pads (64->70, 32->35, 16->21, 8->14); dynamic batch."""
+    model = reduced_swin(img=256)
+    return model, export(model, 256, tmp_path_factory.mktemp("sw") / "t.onnx", "torchscript", BatchSpec(1, 2, 4))
+
+
+# ----------------------------------------------------------------------------- the layout maths
+
+def test_window_order_and_mask_agree_with_timm_and_the_plugin_reference():
+    from timm.models.swin_transformer import window_partition
+
+    from vitdeploy.plugins.window_attention.reference import shift_mask as ref_mask
+
+    for h, w, ws, s in [(14, 14, 7, 3), (8, 8, 4, 2), (24, 24, 12, 6)]:
+        ids = torch.arange(h * w).view(1, h, w, 1)
+        rolled = torch.roll(ids, (-s, -s), dims=(1, 2))
+        want = window_partition(rolled, (ws, ws)).reshape(-1).numpy()
+        assert np.array_equal(window_order(h, w, ws, s), want)
+        assert np.array_equal(shift_mask(h, w, ws, s), ref_mask(h, w, ws, s).numpy())
+    order = window_order(10, 10, 7, 3)  # padded: 14x14 slots, 4 windows, zero tokens marked -1
+    assert order.size == 4 * 49 and (order == -1).sum() == 196 - 100
+    assert sorted(order[order >= 0].tolist()) == list(range(100))
+
+
+# ----------------------------------------------------------------------------- reduced models
+
+@pytest.mark.parametrize("mode", ["plugin", "native"])
+def test_dynamo_static_every_block_replaced_and_matches_pytorch(dynamo_static, mode):
+    model, m = dynamo_static
+    rolls, parts = window_movement(m)
+    assert len(rolls) == 4 and len(parts) == 2 * sum(DEPTHS)  # (roll + roll back) x 2 axes; partition + reverse
+    out, rep, whole = rewrite(m, mode)
+    assert (rep["found"], rep["replaced"]) == (sum(DEPTHS), sum(DEPTHS))
+    assert [c["name"] for c in rep["candidates"]] == ["stage 1 block 1", "stage 2 block 1", "stage 3 block 1",
+                                                      "stage 3 block 2", "stage 4 block 1"]
+    assert whole["whole_graph"]["passed"] and rep["nodes_after"] < rep["nodes_before"]
+    assert window_movement(out) == ([], [])
+    x = np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    assert np.abs(ort_out(out, x) - torch_out(model, x)).max() < 1e-4
+    if mode == "plugin":
+        nodes = [n for n in out.graph.node if n.op_type == "WindowAttention"]
+        assert len(nodes) == sum(DEPTHS) and "Softmax" not in ops(out)
+        attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+        assert [(a["height"], a["window_size"], a["shift_size"], a["num_heads"]) for a in attrs] == [
+            (56, 7, 0, 1), (28, 7, 0, 2), (14, 7, 0, 4), (14, 7, 3, 4), (7, 7, 0, 8)]
+        assert attrs[0]["plugin_namespace"] == b"vitdeploy" and abs(attrs[0]["scale"] - 32 ** -0.5) < 1e-7
+        assert any(o.domain == "vitdeploy" for o in out.opset_import)
+    else:
+        assert "WindowAttention" not in ops(out) and ops(out).count("Softmax") == sum(DEPTHS)
+        assert ops(out).count("Gather") == 2 * sum(DEPTHS) and "Shape" not in ops(out)
+        # the shifted block's mask and relative-position bias are ONE constant [nW, heads, N, N]
+        g = gs.import_onnx(out)
+        biases = [t.values.shape for n in g.nodes if n.op == "Add" for t in n.inputs
+                  if isinstance(t, gs.Constant) and t.values.ndim >= 3]
+        assert (4, 4, 49, 49) in biases and (1, 49, 49) in biases
+
+
+@pytest.mark.parametrize("mode", ["plugin", "native"])
+def test_torchscript_dynamic_batch_with_padding(ts_dynamic_padded, mode):
+    model, m = ts_dynamic_padded
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # really dynamic
+    out, rep, whole = rewrite(m, mode)
+    assert rep["replaced"] == rep["found"] == sum(DEPTHS) and whole["whole_graph"]["passed"]
+    assert window_movement(out) == ([], [])
+    x = np.random.default_rng(4).standard_normal((3, 3, 256, 256)).astype(np.float32)  # batch 3, not the traced 1
+    assert np.abs(ort_out(out, x) - torch_out(model, x)).max() < 1e-4
+
+
+def test_window_12_at_384(tmp_path):
+    """swin_b_384's structure (window 12, shift 6) on a reduced-width model."""
+    model = reduced_swin(window=12, img=384)
+    m = export(model, 384, tmp_path / "w12.onnx", "torchscript")
+    cands, _ = SwinWindowAttentionPass().find(gs.import_onnx(onnx.shape_inference.infer_shapes(m)))
+    lay = [c.params["layout"] for c in cands]
+    assert [(l.height, l.window, l.shift) for l in lay] == [(96, 12, 0), (48, 12, 0), (24, 12, 0), (24, 12, 6), (12, 12, 0)]
+    out, rep, _ = rewrite(m, "native")  # plugin mode on padded/unpadded maps: the tests above
+    assert rep["replaced"] == sum(DEPTHS)
+    x = np.random.default_rng(5).standard_normal((1, 3, 384, 384)).astype(np.float32)
+    assert np.abs(ort_out(out, x) - torch_out(model, x)).max() < 1e-4
+
+
+# ----------------------------------------------------------------------------- refusals
+
+def test_corrupted_shift_mask_is_refused_by_name_and_left_untouched(dynamo_static):
+    model, m = dynamo_static
+    bad = onnx.ModelProto.FromString(m.SerializeToString())
+    edited = 0
+    for init in bad.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.shape == (4, 49, 49) and (a == -100).any():  # the shifted block's region-id mask
+            a = a.copy()
+            a[1, 0, :] = 0.0  # window 1, query 0 now sees across regions
+            init.CopyFrom(numpy_helper.from_array(a, init.name))
+            edited += 1
+    assert edited == 1
+    for mode in ("plugin", "native"):
+        with pytest.warns(UserWarning, match="swin: left stage 3 block 2 untouched"):
+            out, rep = run_pass(bad, SwinWindowAttentionPass(), mode)
+        assert (rep.found, rep.replaced) == (5, 4)
+        assert any("stage 3 block 2" in n and "mask differs" in n for n in rep.notes)
+        rolls, parts = window_movement(out)
+        assert len(rolls) == 4 and len(parts) == 2  # the refused block keeps its roll/partition chain
+        x = np.random.default_rng(6).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        np.testing.assert_allclose(ort_out(out, x), ort_out(bad, x), atol=1e-5)
+
+
+def test_graph_without_swin_attention_passes_through_unchanged(tmp_path):
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", depth=2, num_classes=10).eval()
+    m = export(vit, 224, tmp_path / "vit.onnx", "torchscript")
+    out, rep = run_pass(m, SwinWindowAttentionPass(), "plugin")
+    assert out is m and rep.found == 0 and rep.notes == []
+
+
+# ----------------------------------------------------------------------------- other implementations
+
+class OfficialStyleBlock(torch.nn.Module):
+    """A Swin v1 block written like Microsoft's reference code ([B, L, C] tokens, qkv[0]/[1]/[2]
+    indexing, mask added through a 5-D view): different modules and ONNX, same computation."""
+
+    def __init__(self, dim=32, res=14, window=7, shift=3, heads=2):
+        super().__init__()
+        self.res, self.ws, self.shift, self.heads = res, window, shift, heads
+        self.norm1 = torch.nn.LayerNorm(dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.table = torch.nn.Parameter(torch.randn((2 * window - 1) ** 2, heads) * 0.5)
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1])
+        self.register_buffer("mask", torch.from_numpy(shift_mask(res, res, window, shift)) if shift else None)
+
+    def forward(self, x):  # x: [B, L, C]
+        b, l, c = x.shape
+        h = w = self.res
+        ws, nh = self.ws, self.heads
+        shortcut = x
+        x = self.norm1(x).view(b, h, w, c)
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+        bw, n, _ = x.shape
+        qkv = self.qkv(x).reshape(bw, n, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * (c // nh) ** -0.5) @ k.transpose(-2, -1)
+        attn = attn + self.table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        if self.mask is not None:
+            nw = self.mask.shape[0]
+            attn = attn.view(bw // nw, nw, nh, n, n) + self.mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, nh, n, n)
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(bw, n, c)
+        x = self.proj(x)
+        x = x.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        return shortcut + x.reshape(b, h * w, c)
+
+
+def test_hand_written_official_style_block_is_matched(tmp_path):
+    torch.manual_seed(1)
+    block = torch.nn.Sequential(OfficialStyleBlock(shift=0), OfficialStyleBlock(shift=3)).eval()
+    x = torch.randn(2, 196, 32)
+    path = tmp_path / "block.onnx"
+    export_onnx(block, x, path, exporter="torchscript", batch=BatchSpec(2, 2, 2))
+    m = onnx.load(str(path))
+    for mode in ("plugin", "native"):
+        out, rep, _ = rewrite(m, mode)
+        assert rep["replaced"] == 2, rep
+        got = ort_out(out, x.numpy())
+        assert np.abs(got - block(x).detach().numpy()).max() < 1e-4
+
+
+def test_torchvision_swin_is_matched_and_its_pad_then_roll_variant_is_not(tmp_path):
+    """torchvision pads *before* rolling: identical to timm without padding (matched), a different
+    token order with padding in shifted blocks (reported, not rewritten)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(2)
+    tv = SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
+                         window_size=[7, 7], stochastic_depth_prob=0.0, num_classes=10).eval()
+    m = export(tv, 224, tmp_path / "tv.onnx", "torchscript")
+    out, rep, _ = rewrite(m, "plugin")
+    assert rep["replaced"] == 5
+    x = np.random.default_rng(7).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    assert np.abs(ort_out(out, x) - torch_out(tv, x)).max() < 1e-4
+
+    m = export(tv, 256, tmp_path / "tv256.onnx", "torchscript")  # 16x16 map padded to 21 in the shifted block
+    out, rep = run_pass(m, SwinWindowAttentionPass(), "plugin")
+    assert rep.found == rep.replaced == 4
+    assert len(rep.notes) == 1 and "not timm's roll -> pad -> window partition" in rep.notes[0]
+
+
+# ----------------------------------------------------------------------------- full-size structure
+
+@pytest.mark.slow
+def test_swin_t_all_12_blocks_replaced_and_matches_pytorch(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("swin_tiny_patch4_window7_224").eval()
+    m = export(model, 224, tmp_path / "swin_t.onnx", "torchscript")
+    x = np.random.default_rng(8).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    ref = torch_out(model, x)
+    out, rep, whole = rewrite(m, "plugin")  # native mode: the reduced-model tests above
+    assert rep["found"] == rep["replaced"] == 12 and whole["whole_graph"]["passed"]
+    assert window_movement(out) == ([], [])
+    assert np.abs(ort_out(out, x) - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_swin_s_and_swin_b_block_structure(tmp_path):
+    """swin_s / swin_b depths (2, 2, 18, 2) and swin_b's heads (4, 8, 16, 32), at reduced width."""
+    model = reduced_swin(depths=(2, 2, 18, 2), heads=(4, 8, 16, 32))
+    m = export(model, 224, tmp_path / "deep.onnx", "torchscript")
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(m))
+    cands, notes = SwinWindowAttentionPass().find(graph)  # structure and measured parameters only
+    assert notes == [] and len(cands) == 24
+    assert [c.name for c in cands][-3:] == ["stage 3 block 18", "stage 4 block 1", "stage 4 block 2"]
+    lay = [c.params["layout"] for c in cands]
+    assert [(l.height, l.heads, l.shift) for l in lay[4:6]] == [(14, 16, 0), (14, 16, 3)]
+    assert sum(l.shift > 0 for l in lay) == 1 + 1 + 9  # every second block, except stage 4 (7x7 map)

@@ -1,0 +1,90 @@
+"""The `calibrate` command's flow: (export) -> load data -> calibrate -> check -> publish."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitdeploy.console import console, next_steps, stage
+from vitdeploy.errors import VitdeployError
+
+INT8_NAME = "model.int8.onnx"
+CACHE_NAME = "calibration_cache.json"
+REPORT_NAME = "calibration.json"
+CHECK_IMAGES = 64
+
+
+def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None, data_path, method="entropy",
+                  num_images=256, batch=8, exclude=(), quantize_first_last=False, cache_path=None, out_dir) -> dict:
+    import onnx
+
+    from vitdeploy.calibration.accuracy import compare_models
+    from vitdeploy.calibration.cache import load_cache, save_cache
+    from vitdeploy.calibration.data import load_data, model_input, preprocessing_for
+    from vitdeploy.calibration.quantization import quantize_int8
+    from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, load_manifest, staging
+
+    out = Path(out_dir)
+    if alias:
+        from vitdeploy.deploy.export import BatchSpec
+        from vitdeploy.deploy.export_flow import run_export
+
+        size = (img_size, img_size) if img_size else None
+        run_export(alias, str(out), img_size=size, batch=BatchSpec.parse(f"1:{batch}:{max(batch, 32)}"),
+                   checkpoint=checkpoint)
+        onnx_path = out / "model.onnx"
+        preprocessing = load_manifest(out).get("preprocessing")
+    else:
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise VitdeployError(f"ONNX file {onnx_path} does not exist", "check the --onnx path")
+        preprocessing = preprocessing_for(onnx_path)
+    cache = load_cache(cache_path) if cache_path else None
+    try:
+        in_shape = model_input(onnx.load(str(onnx_path), load_external_data=False))[1]
+    except Exception as e:
+        raise VitdeployError(f"{onnx_path.name} is not a readable ONNX model ({type(e).__name__})", "re-export it") from None
+    static_batch = in_shape[0] if isinstance(in_shape[0], int) and in_shape[0] > 0 else None
+    if static_batch and batch != static_batch:
+        console.print(f"  [dim]the graph has a static batch of {static_batch}: calibrating in batches of {static_batch}[/]")
+        batch = static_batch
+    data = None
+    if cache is None:
+        with stage("data") as st:
+            data = load_data(data_path, preprocessing, in_shape, num_images)
+            st.detail = f"{len(data)} images from {data_path}" + (f", {data.skipped} unreadable skipped" if data.skipped else "")
+            if preprocessing is None and Path(data_path).is_dir():
+                st.detail += " (no manifest: ImageNet mean/std assumed)"
+    with stage("calibrate") as st:
+        qdq, cache, summary = quantize_int8(onnx_path, data, method, exclude=exclude,
+                                            quantize_first_last=quantize_first_last, cache=cache, batch=batch)
+        source = f", ranges from {len(data)} images" if data is not None else " (ranges from cache)"
+        st.detail = (f"{method}: {len(summary['int8_nodes'])} MatMul/Gemm/Conv INT8, {len(summary['fp16_nodes'])} FP16, "
+                     f"{summary['quantize_linear']} Q / {summary['dequantize_linear']} DQ{source}")
+    report = {"source_onnx": str(onnx_path), "data": str(data_path), **summary}
+    if data is not None:
+        with stage("check") as st:
+            check = data.take(CHECK_IMAGES)
+            agreement = compare_models(str(onnx_path), qdq, check, batch=batch)
+            report["check_vs_fp32"] = {"data": "calibration images (not held out)", **agreement}
+            st.detail = (f"INT8 vs FP32 on {agreement['images']} calibration images: top-1 agreement "
+                         f"{agreement['top1_agreement']:.1f}%, cosine {agreement['cosine_mean']:.4f}")
+    with staging(out) as tmp:
+        (tmp / INT8_NAME).write_bytes(qdq.SerializeToString())
+        save_cache(tmp / CACHE_NAME, cache)
+        atomic_write_json(tmp / REPORT_NAME, report)
+        manifest_path = out / MANIFEST_NAME
+        if manifest_path.is_file() and Path(onnx_path).resolve().parent == out.resolve():
+            from vitdeploy.deploy.artifacts import sha256_file
+
+            manifest = load_manifest(manifest_path)
+            manifest.setdefault("files", {})["onnx_int8"] = {"path": INT8_NAME, "sha256": sha256_file(tmp / INT8_NAME)}
+            manifest.setdefault("precision", {})["int8"] = {
+                "method": method, "calibration_cache": CACHE_NAME, "excluded": summary["excluded"],
+                "int8_nodes": len(summary["int8_nodes"]), "check_vs_fp32": report.get("check_vs_fp32"),
+            }
+            atomic_write_json(tmp / MANIFEST_NAME, manifest)
+    console.print(f"[green]✔[/] wrote {out / INT8_NAME}, {out / CACHE_NAME} and {out / REPORT_NAME}")
+    next_steps([
+        f"vitdeploy accuracy {onnx_path} {out / INT8_NAME} --data {data_path}",
+        f"trtexec --onnx={out / INT8_NAME} --stronglyTyped --saveEngine={out / 'model.int8.plan'}",
+    ])
+    return report

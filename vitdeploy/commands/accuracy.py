@@ -1,0 +1,67 @@
+"""`vitdeploy accuracy`: what a precision change costs, measured on real inputs."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("accuracy")
+@click.argument("reference", metavar="REFERENCE.onnx", type=click.Path(dir_okay=False))
+@click.argument("candidate", metavar="CANDIDATE.onnx", type=click.Path(dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="Folder of images (nested allowed) or a .npy/.npz of preprocessed NCHW arrays (.npz may hold 'labels').")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
+              help="Class ids, one per image (.npy, .json list or text); adds top-1/top-5 accuracy.")
+@click.option("--num-images", type=int, help="Use only the first N images.")
+@click.option("--batch", type=int, default=32, show_default=True, help="Batch size (a static-batch graph uses its own).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
+def command(reference, candidate, data_path, labels_path, num_images, batch, json_path):
+    """Compare CANDIDATE's predictions with REFERENCE's on the same images.
+
+    Prints top-1 agreement, logit cosine similarity and max error; with labels
+    also top-1/top-5 accuracy of both and the drop in points. Both graphs run
+    in ONNX Runtime on the CPU.
+
+    \b
+    Example:
+      vitdeploy accuracy out/vit_s/model.onnx out/vit_s/model.int8.onnx --data val.npz --json acc.json
+    """
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from vitdeploy.calibration.accuracy import compare_models, input_shape
+    from vitdeploy.calibration.data import load_data, load_labels, preprocessing_for
+    from vitdeploy.console import console, stage
+    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.errors import VitdeployError
+
+    for p in (reference, candidate):
+        if not Path(p).is_file():
+            raise VitdeployError(f"ONNX file {p} does not exist", "check the path")
+    if batch <= 0 or (num_images is not None and num_images <= 0):
+        raise VitdeployError("--batch and --num-images must be positive", "e.g. --batch 32")
+    with stage("data") as st:
+        data = load_data(data_path, preprocessing_for(reference), input_shape(reference), num_images)
+        labels = load_labels(labels_path)[: len(data)] if labels_path else data.labels
+        if labels is not None and len(labels) != len(data):
+            raise VitdeployError(f"{len(labels)} labels for {len(data)} images", "pass one label per image")
+        st.detail = f"{len(data)} images" + (" with labels" if labels is not None else "") + (
+            f", {data.skipped} unreadable skipped" if data.skipped else "")
+    with stage("accuracy") as st:
+        res = compare_models(reference, candidate, data, labels, batch=batch, show_progress=True)
+        st.detail = f"top-1 agreement {res['top1_agreement']:.2f}%"
+    table = Table(title=f"{Path(candidate).name} vs {Path(reference).name} ({res['images']} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("top-1 agreement", f"{res['top1_agreement']:.2f} %")
+    if labels is not None:
+        for k in (1, 5):
+            table.add_row(f"top-{k} reference", f"{res[f'reference_top{k}']:.2f} %")
+            table.add_row(f"top-{k} candidate", f"{res[f'candidate_top{k}']:.2f} %")
+            table.add_row(f"top-{k} drop", f"{res[f'top{k}_drop']:+.2f} points")
+    table.add_row("logit cosine (mean / min)", f"{res['cosine_mean']:.6f} / {res['cosine_min']:.6f}")
+    table.add_row("max abs error", f"{res['max_abs_error']:.4g}")
+    console.print(table)
+    if json_path:
+        atomic_write_json(json_path, {"reference": str(reference), "candidate": str(candidate), "data": str(data_path), **res})
+        console.print(f"[green]✔[/] wrote {json_path}")

@@ -1,0 +1,159 @@
+"""`vitdeploy infer`: one image through an engine or any vitdeploy ONNX."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def resolve_artifact(path: Path) -> tuple[str, Path, dict | None, str | None]:
+    """ARTIFACT -> (kind "engine"|"onnx", file, manifest or None, note).
+
+    A build directory runs its engine where TensorRT is importable, else its final ONNX.
+    """
+    from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
+    from vitdeploy.deploy.trt_env import tensorrt_version
+    from vitdeploy.errors import VitdeployError
+
+    if path.is_dir():
+        manifest = load_manifest(path)
+        files = manifest.get("files", {})
+        if files.get("engine") and tensorrt_version() is not None:
+            return "engine", path / files["engine"]["path"], manifest, None
+        onnx_rel = (files.get("onnx") or {}).get("path")
+        if not onnx_rel:
+            raise VitdeployError(f"{path} has neither an engine nor an ONNX graph", "point at a directory written by vitdeploy")
+        note = "TensorRT is not installed here: running the ONNX graph with ONNX Runtime" if files.get("engine") else None
+        return "onnx", path / onnx_rel, manifest, note
+    if not path.is_file():
+        raise VitdeployError(f"{path} does not exist", "pass an engine (.plan), an ONNX file or a build directory")
+    sibling = path.parent / MANIFEST_NAME
+    manifest = load_manifest(sibling) if sibling.is_file() else None
+    if path.suffix == ".onnx":
+        return "onnx", path, manifest, None
+    return "engine", path, manifest, None
+
+
+def class_names(manifest: dict | None, num_classes: int) -> list[str] | None:
+    """ImageNet-1k names for timm classifiers with 1000 classes (from timm's bundled metadata)."""
+    model = (manifest or {}).get("model") or {}
+    if num_classes != 1000 or model.get("source") != "timm":
+        return None
+    try:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(1000)]
+    except Exception:  # metadata missing from the timm install: indices only
+        return None
+
+
+def _input_size_from_onnx(path: Path) -> tuple[int, int] | None:
+    import onnx
+
+    from vitdeploy.calibration.data import model_input
+
+    _, shape = model_input(onnx.load(str(path), load_external_data=False))
+    h, w = shape[-2:]
+    return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
+
+
+def run(kind: str, file: Path, x):
+    """Outputs as {name: array} from an engine (TensorRT) or an ONNX graph (ONNX Runtime)."""
+    import numpy as np
+
+    if kind == "engine":
+        from vitdeploy.deploy.runtime import Engine
+
+        with Engine(file) as engine:
+            return engine(x)
+    from vitdeploy.onnxrt import session
+
+    sess = session(file)
+    inp = sess.get_inputs()[0]
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    batch = inp.shape[0]
+    feed = x.astype(dtype)
+    if isinstance(batch, int) and batch > 1:  # a static batch > 1: pad with copies, keep the first
+        feed = np.repeat(feed, batch, axis=0)
+    outs = sess.run(None, {inp.name: feed})
+    return {o.name: np.asarray(v)[:1] for o, v in zip(sess.get_outputs(), outs)}
+
+
+def topk(logits, k: int, names: list[str] | None) -> list[dict]:
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")[:k]
+    return [{"rank": r + 1, "class": int(i), "name": names[i] if names else None, "probability": float(p[i])}
+            for r, i in enumerate(order)]
+
+
+@click.command("infer")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--image", required=True, type=click.Path(path_type=Path), help="Image file (JPEG/PNG).")
+@click.option("--topk", "k", type=int, default=5, show_default=True, help="How many classes (or boxes) to show.")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Detection score threshold (Deformable DETR).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def command(artifact, image, k, threshold, as_json):
+    """Classify an image (or detect objects, for Deformable DETR) with ARTIFACT.
+
+    ARTIFACT is an engine (model.plan, run with TensorRT), any ONNX vitdeploy
+    wrote (run with ONNX Runtime, plugin nodes included), or a build directory.
+    Preprocessing comes from the manifest next to it.
+
+    \b
+    Examples:
+      vitdeploy infer build/swin_t/model.plan --image cat.jpg
+      vitdeploy infer build/vit_t/model.onnx --image cat.jpg --topk 3
+    """
+    from rich.table import Table
+
+    from vitdeploy.console import console
+    from vitdeploy.deploy.preprocess import load_image
+    from vitdeploy.errors import VitdeployError
+
+    if k < 1:
+        raise VitdeployError(f"--topk must be at least 1, got {k}", "e.g. --topk 5")
+    kind, file, manifest, note = resolve_artifact(artifact)
+    pp = (manifest or {}).get("preprocessing")
+    size = None
+    if pp is None:
+        size = _input_size_from_onnx(file) if kind == "onnx" else None
+        note = (note + "; " if note else "") + "no manifest: ImageNet preprocessing assumed"
+    if ((manifest or {}).get("model") or {}).get("weights") == "random":
+        note = (note + "; " if note else "") + "the model has random weights: its predictions mean nothing"
+    x, (width, height) = load_image(image, pp or {}, size)
+    outputs = run(kind, file, x)
+    result: dict = {"artifact": str(file), "runtime": "TensorRT" if kind == "engine" else "ONNX Runtime", "image": str(image)}
+    if "pred_boxes" in outputs:
+        try:
+            from vitdeploy.deploy.detection import postprocess_detr
+        except ImportError:
+            raise VitdeployError("detection post-processing is not part of this install",
+                                 "vitdeploy.deploy.detection comes with the Deformable DETR support") from None
+        dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k)[0]
+        result["detections"] = [{"label": d.label, "score": d.score, "box": list(d.box)} for d in dets]
+    else:
+        logits = next(iter(outputs.values()))
+        result["topk"] = topk(logits[0], k, class_names(manifest, int(logits.shape[-1])))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    if note:
+        console.print(f"[yellow]{note}[/]")
+    console.print(f"{result['runtime']}: {file}")
+    if "detections" in result:
+        table = Table("score", "class", "box (x0, y0, x1, y1)")
+        for d in result["detections"]:
+            table.add_row(f"{d['score']:.3f}", str(d["label"]), ", ".join(f"{v:.1f}" for v in d["box"]))
+        if not result["detections"]:
+            console.print(f"no detection scores above --threshold {threshold}")
+    else:
+        table = Table("rank", "class", "name", "probability")
+        for row in result["topk"]:
+            table.add_row(str(row["rank"]), str(row["class"]), row["name"] or "", f"{row['probability']:.4f}")
+    console.print(table)

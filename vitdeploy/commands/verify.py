@@ -1,0 +1,95 @@
+"""`vitdeploy verify`: do two ONNX graphs compute the same outputs?"""
+from __future__ import annotations
+
+import click
+
+
+def load_inputs(path: str, names: list[str]) -> dict:
+    """Arrays for the graph inputs `names` from an NPZ file (one array per input, by name)."""
+    import numpy as np
+
+    from vitdeploy.errors import VitdeployError
+
+    try:
+        data = dict(np.load(path))
+    except FileNotFoundError:
+        raise VitdeployError(f"inputs file {path} does not exist", "check the --inputs path") from None
+    except Exception as e:
+        raise VitdeployError(f"{path} is not a readable NPZ file ({type(e).__name__})", "save it with numpy.savez") from None
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise VitdeployError(f"{path} has no array named '{missing[0]}'", f"the graph inputs are: {', '.join(names)}")
+    return {n: data[n] for n in names}
+
+
+def compare_graphs(a: str, b: str, *, atol: float, rtol: float, min_cosine: float, inputs_npz: str | None = None,
+                   batch: int = 2, seed: int = 0) -> dict:
+    """Both graphs on the same inputs through `vitdeploy.onnxrt.session`; per-output parity."""
+    from vitdeploy.deploy.parity import Tolerance, compare
+    from vitdeploy.deploy.rewrite.base import static_feeds
+    from vitdeploy.deploy.rewrite_flow import load_model
+    from vitdeploy.errors import VitdeployError
+    from vitdeploy.onnxrt import session
+    from pathlib import Path
+
+    if batch < 1:
+        raise VitdeployError(f"--batch must be at least 1, got {batch}", "use --batch 1")
+    ma, mb = load_model(Path(a)), load_model(Path(b))
+    sa, sb = session(ma), session(mb)
+    names_a = [i.name for i in sa.get_inputs()]
+    names_b = [i.name for i in sb.get_inputs()]
+    if sorted(names_a) != sorted(names_b):
+        raise VitdeployError(f"the graphs have different inputs: {names_a} vs {names_b}", "compare two versions of one model")
+    outs_a = [o.name for o in sa.get_outputs()]
+    outs_b = [o.name for o in sb.get_outputs()]
+    if outs_a != outs_b:
+        raise VitdeployError(f"the graphs have different outputs: {outs_a} vs {outs_b}", "compare two versions of one model")
+    feeds = load_inputs(inputs_npz, names_a) if inputs_npz else static_feeds(ma, batch=batch, seed=seed)
+    try:
+        ra, rb = sa.run(None, feeds), sb.run(None, feeds)
+    except Exception as e:
+        raise VitdeployError(f"ONNX Runtime failed on the inputs: {str(e).splitlines()[0][:200]}", "check --inputs shapes and dtypes") from None
+    tol = Tolerance(atol=atol, rtol=rtol, min_cosine=min_cosine)
+    per = [compare(n, x, y, tol).to_dict() for n, x, y in zip(outs_a, ra, rb)]
+    return {"a": a, "b": b, "passed": all(p["passed"] for p in per), "outputs": per, "tolerance": tol.to_dict(),
+            "inputs": {k: list(v.shape) for k, v in feeds.items()}, "source": inputs_npz or f"random (seed {seed})"}
+
+
+@click.command("verify")
+@click.argument("a", metavar="A.onnx", type=click.Path(dir_okay=False))
+@click.argument("b", metavar="B.onnx", type=click.Path(dir_okay=False))
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance on max |A-B|.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance (times max |A|).")
+@click.option("--min-cosine", type=float, default=0.9999, show_default=True, help="Lowest cosine similarity accepted.")
+@click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), help="NPZ with one array per graph input (default: seeded random).")
+@click.option("--batch", type=int, default=2, show_default=True, help="Batch size for random inputs of a dynamic-batch graph.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def command(a, b, atol, rtol, min_cosine, inputs_npz, batch, seed, as_json):
+    """Run A and B through ONNX Runtime (plugin nodes on their CPU reference) on the same inputs
+    and compare every output: max-abs error and cosine similarity. Exits 3 when any output
+    differs beyond tolerance, 0 when all match.
+
+    \b
+    Examples:
+      vitdeploy verify out/swin_t/model.onnx out/swin_t/model.rewritten.onnx
+      vitdeploy verify a.onnx b.onnx --atol 1e-3 --inputs batch.npz
+    """
+    import json
+
+    from vitdeploy.console import console
+    from vitdeploy.errors import VerificationError
+
+    result = compare_graphs(a, b, atol=atol, rtol=rtol, min_cosine=min_cosine, inputs_npz=inputs_npz, batch=batch, seed=seed)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for o in result["outputs"]:
+            mark = "[green]✔[/]" if o["passed"] else "[red]✘[/]"
+            console.print(f"{mark} {o['name']:<16} max-abs {o['max_abs']:.3g}  cosine {o['cosine']:.8f}")
+    if not result["passed"]:
+        bad = next(o for o in result["outputs"] if not o["passed"])
+        raise VerificationError(f"{a} and {b} differ: {bad['name']} max-abs {bad['max_abs']:.3g}, cosine {bad['cosine']:.6f}",
+                                f"tolerance atol {atol}, rtol {rtol}, min cosine {min_cosine}")
+    if not as_json:
+        console.print(f"[green]✔[/] [bold]verify[/]     {len(result['outputs'])} output(s) match within atol {atol}, rtol {rtol}")

@@ -1,0 +1,602 @@
+"""`swin`: Swin v1 (shifted-)window attention -> one `WindowAttention` node, or plain folded ONNX.
+
+What is matched, by structure, whatever exporter (dynamo, TorchScript) or implementation wrote it:
+
+    x ──layout──▶ MatMul(·, Wqkv)[+b] ──layout/scale──▶ q, k, v
+    logits = MatMul(q, kᵀ) [·s] (+ additive terms that depend on no activation)
+    MatMul(Softmax(logits), v) ──layout──▶ MatMul(·, Wproj)[+b] ──layout──▶ y
+
+"layout" = ops that only move data (Reshape/Transpose/Slice/Concat/Pad/Gather/...): the
+roll, pad, window partition, reverse, crop and roll back. Their shape arithmetic (TorchScript's
+Shape/Gather/Concat chains) belongs to the candidate too. The block's parameters are then
+*measured*, not read off node attributes, so every way of writing the same computation matches:
+
+- the token layout: x filled with its own (token, channel) codes is pushed through the candidate
+  with ONNX Runtime; the codes arriving at the qkv MatMul give the exact gather. It must equal
+  timm's roll -> zero-pad -> partition order for some (H, W, window, shift), else it is no Swin;
+- the additive logit terms: the q·kᵀ product is forced to zero, what reaches the Softmax is
+  relative-position bias + shift mask [nW, heads, N, N]. The mask part must be timm's region-id
+  mask for that shift (checked; a differing mask is reported and the candidate fails verification);
+- the scale: qkv forced to ones gives logits = scale·head_dim + bias.
+
+The qkv and proj Linears are per token, so they commute with the data movement: the plugin gets
+qkv in original token order ([B, H*W, 3C], see `vitdeploy.plugins.window_attention.spec`) and
+its output goes straight into the proj MatMul; proj stays a plain MatMul for TensorRT.
+
+Modes:
+- plugin: Reshape -> MatMul(Wqkv)+b -> WindowAttention -> MatMul(Wproj)+b -> Reshape.
+- native (TensorRT 10.3 / JetPack 6, no plugins): one constant Gather for roll+pad+partition,
+  4-D MatMul/Softmax attention with ONE constant additive bias (relative-position bias + mask),
+  one constant Gather for reverse+crop+roll back. No Shape ops: every Reshape is constant.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass, capture, static_feeds
+
+# Ops that only move or select data (the roll/pad/partition/reverse/crop of a Swin block).
+LAYOUT_OPS = {"Reshape", "Transpose", "Slice", "Concat", "Pad", "Squeeze", "Unsqueeze", "Gather",
+              "Identity", "Split", "Flatten"}
+# Between the qkv Linear and q/k/v: layout plus a scalar scale on q (and on k for SDPA exports).
+QKV_OPS = LAYOUT_OPS | {"Mul", "Div"}
+# Between q·kᵀ and the Softmax: additive terms, view changes and a scale.
+LOGIT_OPS = {"Add", "Reshape", "Identity", "Mul", "Div", "Squeeze", "Unsqueeze"}
+SHAPE_OPS = {"Shape", "Size"}
+MASK_VALUE = -100.0  # timm's (and torchvision's) value for cross-region pairs
+
+
+# ----------------------------------------------------------------------------- graph helpers
+
+def _producer(t: gs.Tensor) -> gs.Node | None:
+    return t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
+
+
+def const_value(t: gs.Tensor) -> np.ndarray | None:
+    """The value of a tensor that is an initializer or a Constant node's output, else None."""
+    if isinstance(t, gs.Constant):
+        return np.asarray(t.values)
+    p = _producer(t)
+    if p is not None and p.op == "Constant" and isinstance(p.attrs.get("value"), gs.Constant):
+        return np.asarray(p.attrs["value"].values)
+    if p is not None and p.op == "Identity":
+        return const_value(p.inputs[0])
+    return None
+
+
+def activation_dependence(graph: gs.Graph) -> set[int]:
+    """ids of tensors whose *values* depend on a graph input (shape-only dependence does not count).
+
+    Shape/Size cut the dependence: TorchScript's shape arithmetic and timm's runtime-built masks
+    and bias gathers then count as constants of the block. ONNX stores nodes topologically.
+    """
+    dep = {id(t) for t in graph.inputs}
+    for n in graph.nodes:
+        if n.op not in SHAPE_OPS and any(id(i) in dep for i in n.inputs):
+            dep.update(id(o) for o in n.outputs)
+    return dep
+
+
+@dataclass
+class Core:
+    """The structural match around one Softmax, before anything is measured."""
+
+    x: gs.Variable
+    y: gs.Variable
+    w_in: gs.Variable  # data input of the qkv MatMul (windows)
+    qkv: gs.Variable  # qkv Linear output
+    qk: gs.Variable  # q·kᵀ
+    logits: gs.Variable  # Softmax input
+    w_qkv: np.ndarray
+    b_qkv: np.ndarray | None
+    w_proj: np.ndarray
+    b_proj: np.ndarray | None
+    w_qkv_t: gs.Tensor
+    b_qkv_t: gs.Tensor | None
+    w_proj_t: gs.Tensor
+    b_proj_t: gs.Tensor | None
+    moves_data: bool  # any layout op around the attention (plain global attention has none)
+
+
+class _Walker:
+    def __init__(self, graph: gs.Graph):
+        self.graph = graph
+        self.dep = activation_dependence(graph)
+        self.outputs = {id(t) for t in graph.outputs}
+
+    def is_dep(self, t: gs.Tensor) -> bool:
+        return id(t) in self.dep
+
+    def data_inputs(self, n: gs.Node) -> list[gs.Tensor]:
+        return [i for i in n.inputs if self.is_dep(i)]
+
+    def data_consumers(self, t: gs.Tensor) -> list[gs.Node]:
+        return [n for n in t.outputs if n.op not in SHAPE_OPS]
+
+    def up(self, starts: list[gs.Tensor], ops: set[str]) -> tuple[list[gs.Tensor], list[gs.Node]]:
+        """Follow data inputs upstream through `ops`; returns the frontier tensors and the nodes passed."""
+        frontier: dict[int, gs.Tensor] = {}
+        seen: dict[int, gs.Node] = {}
+        stack = list(starts)
+        while stack:
+            t = stack.pop()
+            p = _producer(t)
+            ins = self.data_inputs(p) if p is not None else []
+            if p is None or p.op not in ops or not ins or (p.op in ("Mul", "Div") and len(ins) != 1):
+                frontier[id(t)] = t
+                continue
+            if id(p) not in seen:
+                seen[id(p)] = p
+                stack.extend(ins)
+        return list(frontier.values()), list(seen.values())
+
+    def down(self, start: gs.Tensor) -> tuple[list[gs.Tensor], list[gs.Node]]:
+        """Follow consumers downstream through layout ops; the frontier is where compute resumes."""
+        frontier: dict[int, gs.Tensor] = {}
+        seen: dict[int, gs.Node] = {}
+        stack = [start]
+        while stack:
+            t = stack.pop()
+            cons = self.data_consumers(t)
+            if id(t) in self.outputs or any(n.op not in LAYOUT_OPS for n in cons) or not cons:
+                frontier[id(t)] = t
+            for n in cons:
+                if n.op in LAYOUT_OPS and id(n) not in seen:
+                    seen[id(n)] = n
+                    stack.extend(o for o in n.outputs if self.data_consumers(o) or id(o) in self.outputs)
+        return list(frontier.values()), list(seen.values())
+
+    def linear(self, t: gs.Tensor):
+        """t = MatMul(a, W) [+ b] with constant W, b -> (a, W, b, W tensor, b tensor) or None."""
+        p = _producer(t)
+        b = b_t = None
+        if p is not None and p.op == "Add" and len(self.data_inputs(p)) == 1:
+            other = next(i for i in p.inputs if not self.is_dep(i))
+            b = const_value(other)
+            if b is None:
+                return None
+            b_t = other
+            t = self.data_inputs(p)[0]
+            p = _producer(t)
+        if p is None or p.op != "MatMul" or len(self.data_inputs(p)) != 1 or not self.is_dep(p.inputs[0]):
+            return None
+        w = const_value(p.inputs[1])
+        if w is None or w.ndim != 2 or (b is not None and b.shape[-1:] != (w.shape[1],)) or (b is not None and b.size != w.shape[1]):
+            return None
+        return p.inputs[0], w, (None if b is None else b.reshape(-1)), p.inputs[1], b_t
+
+    def match(self, softmax: gs.Node) -> Core | None:
+        """The structural Swin/window-attention match around one Softmax (None: not attention)."""
+        if int(softmax.attrs.get("axis", -1)) not in (-1, 3):
+            return None
+        probs = softmax.outputs[0]
+        users = self.data_consumers(probs)
+        if len(users) != 1 or users[0].op != "MatMul" or users[0].inputs[0] is not probs:
+            return None
+        av = users[0]
+        # logits chain up to q·kᵀ
+        t = softmax.inputs[0]
+        while True:
+            p = _producer(t)
+            if p is None:
+                return None
+            ins = self.data_inputs(p)
+            if p.op == "MatMul" and len(ins) == 2:
+                qk_node = p
+                break
+            if p.op not in LOGIT_OPS or len(ins) != 1:
+                return None
+            t = ins[0]
+        frontier, _ = self.up([qk_node.inputs[0], qk_node.inputs[1], av.inputs[1]], QKV_OPS)
+        if len(frontier) != 1:
+            return None
+        qkv = frontier[0]
+        lin = self.linear(qkv)
+        if lin is None:
+            return None
+        w_in, w_qkv, b_qkv, w_qkv_t, b_qkv_t = lin
+        if w_qkv.shape[1] % 3:
+            return None
+        xs, pre = self.up([w_in], LAYOUT_OPS)
+        if len(xs) != 1:
+            return None
+        x = xs[0]
+        # av -> heads merged -> proj
+        t = av.outputs[0]
+        while True:
+            cons = self.data_consumers(t)
+            if len(cons) != 1:
+                return None
+            n = cons[0]
+            if n.op == "MatMul" and n.inputs[0] is t:
+                break
+            if n.op not in LAYOUT_OPS or len(n.outputs) != 1:
+                return None
+            t = n.outputs[0]
+        out = n.outputs[0]
+        cons = self.data_consumers(out)
+        if len(cons) == 1 and cons[0].op == "Add" and len(self.data_inputs(cons[0])) == 1:
+            out = cons[0].outputs[0]
+        proj = self.linear(out)
+        if proj is None:
+            return None
+        _, w_proj, b_proj, w_proj_t, b_proj_t = proj
+        ys, post = self.down(out)
+        if len(ys) != 1:
+            return None
+        return Core(x, ys[0], w_in, qkv, qk_node.outputs[0], softmax.inputs[0], w_qkv, b_qkv, w_proj, b_proj,
+                    w_qkv_t, b_qkv_t, w_proj_t, b_proj_t, moves_data=bool(pre or post))
+
+    def subgraph(self, x: gs.Tensor, y: gs.Tensor) -> tuple[list[gs.Node], list[gs.Variable]]:
+        """Nodes computing y from x (with their shape arithmetic and constant-only branches) and
+        any extra activations they read (only through Shape ops, in practice)."""
+        order = {id(n): i for i, n in enumerate(self.graph.nodes)}
+        anc: dict[int, gs.Node] = {}
+        stack = [y]
+        while stack:  # ancestors of y, not crossing x
+            t = stack.pop()
+            if t is x:
+                continue
+            p = _producer(t)
+            if p is None or id(p) in anc:
+                continue
+            anc[id(p)] = p
+            stack.extend(p.inputs)
+        desc: set[int] = set()
+        stack = [x]
+        while stack:  # descendants of x among those ancestors
+            t = stack.pop()
+            for n in t.outputs:
+                if id(n) in anc and id(n) not in desc:
+                    desc.add(id(n))
+                    stack.extend(n.outputs)
+        keep = {i: anc[i] for i in desc}
+        extras: dict[int, gs.Variable] = {}
+        stack = [n for n in keep.values()]
+        while stack:  # shape arithmetic and constant-only branches feeding the between-set
+            n = stack.pop()
+            for t in n.inputs:
+                if isinstance(t, gs.Constant) or t is x or not t.name:
+                    continue
+                p = _producer(t)
+                if p is None or id(p) in keep:
+                    if p is None:
+                        extras[id(t)] = t
+                    continue
+                if self.is_dep(t) and n.op not in SHAPE_OPS:
+                    extras[id(t)] = t
+                    continue
+                if n.op in SHAPE_OPS and self.is_dep(t):
+                    extras[id(t)] = t  # read only for its shape
+                    continue
+                keep[id(p)] = p
+                stack.append(p)
+        nodes = sorted(keep.values(), key=lambda n: order.get(id(n), 0))
+        return nodes, list(extras.values())
+
+
+# ----------------------------------------------------------------------------- measurement
+
+def window_order(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """Token index (row-major, original map) at each window slot after timm's roll -> pad ->
+    partition; -1 marks zero padding. Length = nW * window**2."""
+    ids = np.arange(height * width).reshape(height, width)
+    if shift:
+        ids = np.roll(ids, (-shift, -shift), axis=(0, 1))
+    hp, wp = math.ceil(height / window) * window, math.ceil(width / window) * window
+    padded = np.full((hp, wp), -1, dtype=np.int64)
+    padded[:height, :width] = ids
+    return padded.reshape(hp // window, window, wp // window, window).transpose(0, 2, 1, 3).reshape(-1)
+
+
+def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """timm's SW-MSA mask [nW, N, N]: 0 within a region of the padded, shifted map, -100 across.
+
+    Same region ids as `vitdeploy.plugins.window_attention.reference.shift_mask` (a test checks it),
+    in numpy so the native mode does not need torch.
+    """
+    hp, wp = math.ceil(height / window) * window, math.ceil(width / window) * window
+
+    def regions(size):
+        idx = np.arange(size)
+        return (idx >= size - window).astype(np.int64) + (idx >= size - shift)
+
+    ids = regions(hp)[:, None] * 3 + regions(wp)[None, :]
+    win = ids.reshape(hp // window, window, wp // window, window).transpose(0, 2, 1, 3).reshape(-1, window * window)
+    return np.where(win[:, None, :] != win[:, :, None], MASK_VALUE, 0.0).astype(np.float32)
+
+
+def _probe(nodes: list[gs.Node], feeds: dict[str, np.ndarray], variants: list[tuple[dict[str, float], list[str]]],
+           opset: int) -> list[list[np.ndarray]]:
+    """Run copies of `nodes` in ONE ONNX Runtime session (one copy per variant).
+
+    A variant is (overrides, fetch): `overrides` maps a tensor name to a constant c; in that copy the
+    tensor is replaced by tensor*0 + c (same shape, whatever it is). Returns the fetched values.
+    """
+    from vitdeploy.onnxrt import session
+
+    g = gs.Graph(opset=opset)
+    shared: dict[str, gs.Tensor] = {}
+    for k, v in feeds.items():
+        shared[k] = gs.Variable(k, dtype=v.dtype, shape=list(v.shape))
+    fetched: list[list[gs.Variable]] = []
+    for i, (overrides, fetch) in enumerate(variants):
+        local: dict[str, gs.Tensor] = {}
+
+        def clone(t: gs.Tensor, i=i, local=local) -> gs.Tensor:
+            if isinstance(t, gs.Constant):
+                return shared.setdefault(t.name, gs.Constant(t.name, t.values))
+            if t.name in shared or not t.name:
+                return shared.get(t.name) or gs.Variable.empty()
+            if t.name not in local:
+                local[t.name] = gs.Variable(f"{t.name}__p{i}", dtype=t.dtype)
+            return local[t.name]
+
+        for n in nodes:
+            outs = []
+            for o in n.outputs:
+                if o.name in overrides:
+                    raw = gs.Variable(f"{o.name}__p{i}_raw")
+                    zero = gs.Variable(f"{o.name}__p{i}_zero")
+                    g.nodes.append(gs.Node("Mul", inputs=[raw, gs.Constant(f"{o.name}__p{i}_0", np.zeros((), np.float32))], outputs=[zero]))
+                    g.nodes.append(gs.Node("Add", inputs=[zero, gs.Constant(f"{o.name}__p{i}_c", np.asarray(overrides[o.name], np.float32))],
+                                           outputs=[clone(o)]))
+                    outs.append(raw)
+                else:
+                    outs.append(clone(o))
+            g.nodes.append(gs.Node(n.op, f"{n.name}__p{i}", dict(n.attrs), [clone(t) for t in n.inputs], outs, domain=n.domain))
+        fetched.append([clone(gs.Variable(name)) for name in fetch])
+    g.inputs = list(v for k, v in shared.items() if k in feeds)
+    g.outputs = [t for ts in fetched for t in ts]
+    for o in g.outputs:
+        o.dtype = o.dtype or np.float32
+    g.cleanup()
+    model = gs.export_onnx(g, do_type_check=False)
+    del model.opset_import[:]
+    model.opset_import.append(onnx.helper.make_opsetid("", opset))
+    model.ir_version = min(model.ir_version, 10)
+    sess = session(model)
+    names = [t.name for t in g.outputs]
+    got = dict(zip(names, sess.run(names, {k: feeds[k] for k in (i.name for i in sess.get_inputs())})))
+    return [[got[t.name] for t in ts] for ts in fetched]
+
+
+def _decode_tokens(windows: np.ndarray, channels: int, tokens: int) -> np.ndarray | None:
+    """Rows of a probed tensor -> global token index (-1: zero padding); None if channels moved."""
+    rows = windows.reshape(-1, channels).astype(np.float64)
+    code = rows[:, :1] - 1
+    pad = np.all(rows == 0, axis=1)
+    ok = pad | (np.all(rows - rows[:, :1] == np.arange(channels), axis=1) & (code[:, 0] % channels == 0))
+    if not ok.all():
+        return None
+    tok = np.where(pad, -1, code[:, 0] // channels).astype(np.int64)
+    return tok
+
+
+@dataclass
+class Layout:
+    height: int
+    width: int
+    window: int
+    shift: int
+    heads: int
+    scale: float
+    rel_bias: np.ndarray  # [heads, N, N]
+    mask_diff: int  # entries where the measured mask differs from timm's region-id mask
+
+
+# ----------------------------------------------------------------------------- the pass
+
+class SwinWindowAttentionPass(RewritePass):
+    name = "swin"
+    description = "Swin (shifted-)window attention -> WindowAttention plugin, or plain ONNX with folded bias (native)"
+    modes = ("plugin", "native")
+
+    def extra_opsets(self, mode):
+        return {"vitdeploy": 1} if mode == "plugin" else {}
+
+    # -- find
+    def find(self, graph):
+        walker = _Walker(graph)
+        cores = [c for c in (walker.match(n) for n in list(graph.nodes) if n.op == "Softmax") if c is not None]
+        cores = [c for c in cores if c.moves_data]  # plain global attention (ViT) is not ours
+        if not cores:
+            return [], []
+        notes: list[str] = []
+        model = gs.export_onnx(graph, do_type_check=False)
+        subgraphs = [walker.subgraph(c.x, c.y) for c in cores]
+        names = sorted({t.name for c, (_, extras) in zip(cores, subgraphs) for t in [c.x, c.y, *extras]})
+        try:
+            values = capture(model, names, static_feeds(model, batch=1))
+        except Exception as e:  # shapes cannot be measured: report, rewrite nothing
+            return [], [f"swin: could not run the graph to measure block shapes: {str(e).splitlines()[0][:160]}"]
+        cands: list[Candidate] = []
+        stage, block, last_hw = 0, 0, None
+        for core, (nodes, extras) in zip(cores, subgraphs):
+            where = core.logits.name
+            try:
+                layout, why = self._measure(core, nodes, extras, values, graph.opset)
+            except Exception as e:  # a probe that cannot run means the structure is not what we think
+                layout, why = None, f"probe failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            if layout is None:
+                notes.append(f"window attention at '{where}' not rewritten: {why}")
+                continue
+            hw = (layout.height, layout.width)
+            if hw != last_hw:
+                stage, block, last_hw = stage + 1, 0, hw
+            block += 1
+            name = f"stage {stage} block {block}"
+            if layout.mask_diff:
+                notes.append(f"{name}: its additive mask differs from the region-id shift mask in "
+                             f"{layout.mask_diff} entries (kept only if the outputs still match)")
+            params = dict(core=core, layout=layout, x_shape=values[core.x.name].shape, y_shape=values[core.y.name].shape)
+            cands.append(Candidate(name, nodes, [core.x, *extras], [core.y], params))
+        return cands, notes
+
+    def _measure(self, core: Core, nodes, extras, values, opset) -> tuple[Layout | None, str | None]:
+        x_val = values[core.x.name]
+        if x_val.dtype != np.float32:
+            return None, f"the block computes in {x_val.dtype}; run the rewrite before precision conversion"
+        channels = core.w_qkv.shape[0]
+        if x_val.shape[-1] != channels or core.w_qkv.shape[1] != 3 * channels:
+            return None, "x and the qkv Linear do not have matching channels"
+        batch, tokens = x_val.shape[0], int(np.prod(x_val.shape[1:-1]))
+        if batch * tokens * channels >= 2 ** 24:
+            return None, "too large to probe exactly in FP32"
+        code = (1 + np.arange(batch * tokens * channels, dtype=np.float64)).astype(np.float32).reshape(x_val.shape)
+        feeds = {core.x.name: code, **{e.name: values[e.name] for e in extras}}
+        (w_in, logits), (a,), (ones,) = _probe(nodes, feeds, [
+            ({}, [core.w_in.name, core.logits.name]),
+            ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
+            ({core.qkv.name: 1.0}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
+        ], opset)
+        if logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
+            return None, f"logits have shape {list(logits.shape)}, not [windows, heads, N, N]"
+        n, heads = logits.shape[-1], logits.shape[1]
+        window = math.isqrt(n)
+        if window * window != n:
+            return None, f"{n} tokens per window is not a square window"
+        if channels % heads:
+            return None, f"{channels} channels do not split into {heads} heads"
+        tok = _decode_tokens(w_in, channels, tokens)
+        if tok is None:
+            return None, "the data movement before the qkv Linear mixes channels"
+        per = tok.size // batch
+        if tok.size % batch or per % n:
+            return None, "window count does not divide the batch"
+        first = tok[:per]
+        for b in range(1, batch):
+            shifted = np.where(tok[b * per:(b + 1) * per] >= 0, tok[b * per:(b + 1) * per] - b * tokens, -1)
+            if not np.array_equal(shifted, first):
+                return None, "windows of different images are interleaved"
+        if x_val.ndim == 4:
+            shapes = [tuple(x_val.shape[1:3])]
+        else:
+            shapes = [(h, tokens // h) for h in range(1, tokens + 1) if tokens % h == 0]
+        match = None
+        for h, w in shapes:
+            if math.ceil(h / window) * math.ceil(w / window) * n != per:
+                continue
+            for s in range(window):
+                if s and (h <= window or w <= window):
+                    break
+                if np.array_equal(window_order(h, w, window, s), first):
+                    match = (h, w, s)
+                    break
+            if match:
+                break
+        if match is None:
+            return None, "the token order is not timm's roll -> pad -> window partition"
+        h, w, s = match
+        nw = per // n
+        head_dim = channels // heads
+        diff = (ones - a).astype(np.float64)
+        scale = float(diff.ravel()[0]) / head_dim
+        if not np.allclose(diff, diff.ravel()[0], rtol=1e-5, atol=1e-5):
+            return None, "the logits are not scale * q·kᵀ + constant"
+        a = a.reshape(-1, nw, heads, n, n)[0].astype(np.float32)  # first image: [nW, heads, N, N]
+        rel = a[0]
+        measured = a - rel[None]
+        want = shift_mask(h, w, window, s)[:, None] if s else np.zeros((nw, 1, n, n), np.float32)
+        mask_diff = int(np.sum(~np.isclose(measured, want, atol=1e-3)))
+        return Layout(h, w, window, s, heads, scale, rel, mask_diff), None
+
+    # -- emit
+    def emit(self, graph, cand, mode):
+        core: Core = cand.params["core"]
+        lay: Layout = cand.params["layout"]
+        x_shape, y_shape = cand.params["x_shape"], cand.params["y_shape"]
+        c = core.w_qkv.shape[0]
+        tokens = lay.height * lay.width
+        e = _Emitter(cand.outputs[0].name + "__swin")
+        t = core.x
+        if len(x_shape) != 3 or x_shape[1] != tokens:
+            t = e.reshape(t, [0, tokens, c])
+        if mode == "plugin":
+            from vitdeploy.plugins.window_attention.spec import SPEC
+
+            qkv = e.linear(t, core.w_qkv_t, core.b_qkv_t)
+            pad = core.b_qkv if core.b_qkv is not None else np.zeros(3 * c, np.float32)
+            attrs = SPEC.node_attrs(window_size=lay.window, shift_size=lay.shift, num_heads=lay.heads,
+                                    height=lay.height, width=lay.width, scale=lay.scale)
+            t = e.op(SPEC.name, [qkv, e.const(lay.rel_bias), e.const(pad)], attrs, domain=SPEC.domain)
+        else:
+            t = _native_attention(e, t, core, lay)
+        t = e.linear(t, core.w_proj_t, core.b_proj_t)
+        if len(y_shape) != 3 or y_shape[1] != tokens:
+            t = e.reshape(t, [0, *y_shape[1:]])
+        return Emission(e.nodes, [t])
+
+
+class _Emitter:
+    """Appends uniquely named nodes/constants for one replacement."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.nodes: list[gs.Node] = []
+        self.count = 0
+
+    def _name(self, what: str) -> str:
+        self.count += 1
+        return f"{self.tag}_{what}{self.count}"
+
+    def const(self, value, dtype=None) -> gs.Constant:
+        value = np.asarray(value)
+        if dtype is not None or value.dtype == np.float64:
+            value = value.astype(dtype or np.float32)
+        return gs.Constant(self._name("c"), np.ascontiguousarray(value))
+
+    def op(self, op: str, inputs, attrs=None, n_out: int = 1, domain=None):
+        outs = [gs.Variable(self._name(op.lower())) for _ in range(n_out)]
+        self.nodes.append(gs.Node(op, self._name(op), dict(attrs or {}), list(inputs), outs, domain=domain))
+        return outs[0] if n_out == 1 else outs
+
+    def reshape(self, t, shape):
+        return self.op("Reshape", [t, self.const(np.asarray(shape, np.int64))])
+
+    def linear(self, t, w: gs.Tensor, b: gs.Tensor | None):
+        """MatMul (+Add) reusing the original weights (initializer or folded Constant value)."""
+        t = self.op("MatMul", [t, w if isinstance(w, gs.Constant) else self.const(const_value(w))])
+        if b is not None:
+            t = self.op("Add", [t, b if isinstance(b, gs.Constant) else self.const(const_value(b))])
+        return t
+
+
+def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
+    """Plain ONNX for [B, H*W, C] tokens -> attention output [B, H*W, C] before proj: a constant
+    Gather (roll+pad+partition), 4-D attention with ONE folded additive bias, a constant Gather
+    back (reverse+crop+roll back)."""
+    c = core.w_qkv.shape[0]
+    tokens = lay.height * lay.width
+    n, heads = lay.window ** 2, lay.heads
+    hd = c // heads
+    order = window_order(lay.height, lay.width, lay.window, lay.shift)
+    nw = order.size // n
+    if (order < 0).any():  # a zero token before the qkv Linear, exactly as timm pads
+        t = e.op("Pad", [t, e.const(np.asarray([0, 0, 0, 0, 1, 0], np.int64))], {"mode": "constant"})
+        order = np.where(order < 0, tokens, order)
+    t = e.op("Gather", [t, e.const(order.astype(np.int64))], {"axis": 1})  # [B, nW*N, C]
+    qkv = e.reshape(e.linear(t, core.w_qkv_t, core.b_qkv_t), [-1, n, 3 * c])  # [B*nW, N, 3C]
+    q, k, v = e.op("Split", [qkv, e.const(np.asarray([c, c, c], np.int64))], {"axis": 2}, n_out=3)
+    q = e.op("Transpose", [e.reshape(q, [-1, n, heads, hd])], {"perm": [0, 2, 1, 3]})
+    k = e.op("Transpose", [e.reshape(k, [-1, n, heads, hd])], {"perm": [0, 2, 3, 1]})
+    v = e.op("Transpose", [e.reshape(v, [-1, n, heads, hd])], {"perm": [0, 2, 1, 3]})
+    q = e.op("Mul", [q, e.const(np.asarray(lay.scale, np.float32))])
+    logits = e.op("MatMul", [q, k])  # [B*nW, heads, N, N]
+    if lay.shift:
+        bias = lay.rel_bias[None] + shift_mask(lay.height, lay.width, lay.window, lay.shift)[:, None]
+        logits = e.reshape(logits, [-1, nw, heads, n, n])
+        logits = e.reshape(e.op("Add", [logits, e.const(bias, np.float32)]), [-1, heads, n, n])
+    else:
+        logits = e.op("Add", [logits, e.const(lay.rel_bias, np.float32)])
+    out = e.op("MatMul", [e.op("Softmax", [logits], {"axis": -1}), v])  # [B*nW, heads, N, hd]
+    out = e.reshape(e.op("Transpose", [out], {"perm": [0, 2, 1, 3]}), [-1, nw * n, c])  # [B, nW*N, C]
+    inverse = np.empty(tokens, np.int64)
+    real = order < tokens
+    inverse[order[real]] = np.nonzero(real)[0]
+    return e.op("Gather", [out, e.const(inverse)], {"axis": 1})  # [B, H*W, C]

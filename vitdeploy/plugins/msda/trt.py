@@ -1,0 +1,141 @@
+"""TensorRT face of vitdeploy's `MultiscaleDeformableAttention`: `tensorrt.plugin` registration + AOT Triton kernel.
+
+Only the vitdeploy variant needs registering: `MultiscaleDeformableAttnPlugin_TRT` ships in
+libnvinfer_plugin and TensorRT's ONNX parser finds it by name/version once the stock plugins
+are initialised (`trt.init_libnvinfer_plugins(logger, "")`).
+
+`register()` declares `vitdeploy::MultiscaleDeformableAttention` with the stock plugin's IO
+(output [N, Lq, M, D] in value's type; spatial shapes and level starts INT32; the float IO all
+FP32 or all FP16) and an `aot_impl` that returns the PTX of the kernel the CPU tests run, its
+grid (query blocks x batch*heads) and the extra scalars S, Lq, M. With AOT the PTX lives in the
+engine, so the engine runs without Python. TensorRT is imported only inside these functions.
+"""
+# No `from __future__ import annotations` here: tensorrt.plugin inspects real annotation objects.
+import os
+
+from vitdeploy.plugins.msda import kernel
+from vitdeploy.plugins.msda.spec import VITDEPLOY_SPEC as SPEC
+
+_REGISTERED = False
+BLOCK_Q_TACTICS = (16, 32, 64)  # tactic = queries per program; TensorRT times each
+
+
+def target_arch() -> int:
+    """SM version to compile for: $VITDEPLOY_PTX_ARCH (e.g. 87) or the current CUDA device."""
+    env = os.environ.get("VITDEPLOY_PTX_ARCH")
+    if env:
+        return int(env.removeprefix("sm_"))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device to compile MultiscaleDeformableAttention for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
+    major, minor = torch.cuda.get_device_capability()
+    return major * 10 + minor
+
+
+def _static(expr, what: str) -> int:
+    if not expr.is_constant:
+        raise ValueError(f"MultiscaleDeformableAttention: {what} must be known when the engine is built")
+    return expr.constant_value
+
+
+def register() -> None:
+    """Register the plugin with `tensorrt.plugin` (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from typing import List, Tuple, Union
+
+    import tensorrt as trt
+    import tensorrt.plugin as trtp
+
+    @trtp.register(SPEC.plugin_id)
+    def _desc(value: trtp.TensorDesc, spatial_shapes: trtp.TensorDesc, level_start_index: trtp.TensorDesc,
+              sampling_locations: trtp.TensorDesc, attention_weights: trtp.TensorDesc) -> trtp.TensorDesc:
+        out = value.like()
+        out.shape_expr[1] = sampling_locations.shape_expr[1]  # [N, Lq, M, D]
+        return out
+
+    @trtp.autotune(SPEC.plugin_id)
+    def _autotune(value: trtp.TensorDesc, spatial_shapes: trtp.TensorDesc, level_start_index: trtp.TensorDesc,
+                  sampling_locations: trtp.TensorDesc, attention_weights: trtp.TensorDesc,
+                  outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
+        return [trtp.AutoTuneCombination("FP32|FP16, INT32, INT32, FP32|FP16, FP32|FP16, FP32|FP16", "LINEAR",
+                                         list(BLOCK_Q_TACTICS))]
+
+    @trtp.aot_impl(SPEC.plugin_id)
+    def _aot(value: trtp.TensorDesc, spatial_shapes: trtp.TensorDesc, level_start_index: trtp.TensorDesc,
+             sampling_locations: trtp.TensorDesc, attention_weights: trtp.TensorDesc,
+             outputs: Tuple[trtp.TensorDesc], tactic: int
+             ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
+        loc = sampling_locations.shape_expr
+        cfg = kernel.LaunchConfig(
+            num_levels=_static(loc[3], "the number of levels"),
+            num_points=_static(loc[4], "the number of points"),
+            head_dim=_static(value.shape_expr[3], "the head dimension"),
+            block_q=tactic if tactic in BLOCK_Q_TACTICS else 32,
+        )
+        dtype = "fp16" if value.dtype == trt.float16 else "fp32"
+        name, ptx, meta = kernel.ptx_for_tensorrt(target_arch(), dtype, cfg)
+        batch, spatial, heads = value.shape_expr[0], value.shape_expr[1], value.shape_expr[2]
+        queries = loc[1]
+        launch = trtp.KernelLaunchParams()
+        launch.grid_x, launch.grid_y = cfg.grid(batch, queries, heads)
+        launch.block_x = meta.num_warps * 32
+        launch.shared_mem = meta.shared
+        extra = trtp.SymIntExprs(3)
+        extra[0] = trtp.SymInt32(spatial)
+        extra[1] = trtp.SymInt32(queries)
+        extra[2] = trtp.SymInt32(heads)
+        return name, ptx, launch, extra
+
+    _REGISTERED = True
+
+
+def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *, stock: bool = False):
+    """Build and run a one-node TensorRT network with the plugin (FP32); returns a CUDA tensor [N, Lq, M, D].
+
+    `stock=True` runs TensorRT's own MultiscaleDeformableAttnPlugin_TRT v2 instead, so the
+    `trt`-marked tests check both node types against the reference.
+    """
+    import tensorrt as trt
+    import torch
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    feeds = {"value": value.float(), "spatial_shapes": spatial_shapes.int(), "level_start_index": level_start_index.int(),
+             "sampling_locations": sampling_locations.float(), "attention_weights": attention_weights.float()}
+    itensors = [network.add_input(n, trt.int32 if t.dtype == torch.int32 else trt.float32, tuple(t.shape))
+                for n, t in feeds.items()]
+    if stock:
+        from vitdeploy.plugins.msda.spec import STOCK_SPEC
+
+        trt.init_libnvinfer_plugins(logger, "")
+        creator = trt.get_plugin_registry().get_creator(STOCK_SPEC.name, STOCK_SPEC.version, "")
+        if creator is None:
+            raise RuntimeError(f"{STOCK_SPEC.name} version {STOCK_SPEC.version} is not in this TensorRT's plugin registry")
+        plugin = creator.create_plugin(STOCK_SPEC.name, trt.PluginFieldCollection([]), trt.TensorRTPhase.BUILD)
+        layer = network.add_plugin_v3(itensors, [], plugin)
+    else:
+        import tensorrt.plugin as trtp
+
+        register()
+        layer = network.add_plugin(trtp.op.vitdeploy.MultiscaleDeformableAttention(*itensors), aot=True)
+    network.mark_output(layer.get_output(0))
+    blob = builder.build_serialized_network(network, builder.create_builder_config())
+    if blob is None:
+        raise RuntimeError("TensorRT could not build the MultiscaleDeformableAttention test network")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+    context = engine.create_execution_context()
+    dev = {n: t.contiguous().cuda() for n, t in feeds.items()}
+    n, _, m, d = value.shape
+    out = torch.empty(n, sampling_locations.shape[1], m, d, device="cuda")
+    for name, t in dev.items():
+        context.set_tensor_address(name, t.data_ptr())
+    context.set_tensor_address(layer.get_output(0).name, out.data_ptr())
+    stream = torch.cuda.current_stream()
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise RuntimeError("TensorRT execution failed")
+    stream.synchronize()
+    return out
