@@ -64,6 +64,20 @@ def test_cli_accuracy(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["images"] == 10 and res["reference_top1"] == 100.0
     assert res["cosine_min"] > 0.999 and res["top1_agreement"] >= 90.0
+    # A folder of photos is streamed (decoded once for both graphs), unreadable files are counted.
+    from PIL import Image
+    from skimage import data as samples
+
+    photos = tmp_path / "photos" / "nested"
+    photos.mkdir(parents=True)
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(getattr(samples, name)()).save(photos / f"{name}.jpg")
+    (photos / "broken.png").write_bytes(b"nope")
+    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "photos"), "--batch", "2",
+                                 "--json", str(out)], capsys)
+    assert code == 0, err
+    assert "3 images" in stdout and "1 unreadable files skipped" in stdout
+    assert json.loads(out.read_text())["images"] == 3
     np.save(tmp_path / "labels.npy", y[:5])
     code, _, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "val.npz"),
                             "--labels", str(tmp_path / "labels.npy")], capsys)

@@ -27,17 +27,33 @@ def stage_line(output: str, name: str) -> str:
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory):
     """Three runs into one directory: FP32 (exit 4), then --fp16 --no-engine twice."""
-    from click.testing import CliRunner
-
-    from tests.conftest import _Entry
-    from vitdeploy.cli import main
-
     out = tmp_path_factory.mktemp("vit_build")
     runs = []
     for extra in ([], ["--fp16", "--no-engine"], ["--fp16", "--no-engine"]):
-        res = CliRunner().invoke(_Entry(main), [*VIT, *extra, "-o", str(out)], catch_exceptions=False)
+        res = _invoke([*VIT, *extra, "-o", str(out)])
         runs.append((res.exit_code, res.output, manifest(out)))
     return out, runs
+
+
+def _invoke(args):
+    """The real entry point (error mapping and exit codes included) under Click's runner."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from vitdeploy.cli import main
+
+    class Entry:
+        name = "vitdeploy"
+
+        def main(self, args=None, **_):
+            try:
+                main(args)
+            except SystemExit as e:
+                sys.exit(e.code)
+            sys.exit(0)
+
+    return CliRunner().invoke(Entry(), args, catch_exceptions=False)
 
 
 def test_without_tensorrt_exit_4_and_one_line_saying_what_to_run(vit):

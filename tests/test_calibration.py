@@ -254,3 +254,14 @@ def test_static_batch_graph_calibrates_in_whole_batches(tiny, tmp_path):
     assert cache["num_images"] == 10
     res = compare_models(str(static), qdq, calib.take(10))  # 10 images on a batch-4 graph: padded, trimmed
     assert res["images"] == 10 and res["cosine_min"] > 0.99
+
+
+def test_wrong_shape_arrays_are_one_line_errors(tiny):
+    from vitdeploy.calibration.accuracy import compare_models
+
+    path, _ = tiny
+    nhwc = CalibrationData(np.zeros((4, 16, 16, 3), np.float32), source="nhwc.npy")
+    with pytest.raises(VitdeployError, match="nhwc.npy has images of shape 16x16x3, the model expects 3x16x16"):
+        quantize_int8(path, nhwc, "minmax", **FAST)
+    with pytest.raises(VitdeployError, match="the model expects 3x16x16"):
+        compare_models(str(path), str(path), nhwc)

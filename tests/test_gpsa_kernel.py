@@ -40,14 +40,14 @@ AOT = textwrap.dedent("""
     assert isinstance(K.gpsa_fwd_kernel, triton.runtime.JITFunction)
     ptxas = ptxas_path()
     res = []
-    for arch, dt in json.loads(sys.argv[1]):
-        name, ptx, md = K.ptx_for_tensorrt(arch, dt, 4, 48, 48 ** -0.5)
+    for arch, dt, tactic in json.loads(sys.argv[1]):
+        name, ptx, md = K.ptx_for_tensorrt(arch, dt, 4, 48, 48 ** -0.5, tactic)
         asm = None
         if ptxas:
             target = ptx.split(".target", 1)[1].split()[0].strip(",")  # sm_87, or sm_90a on Hopper
             proc = subprocess.run([ptxas, f"-arch={target}", "-o", os.devnull, "-"], input=ptx, capture_output=True, text=True)
             asm = proc.returncode == 0 or proc.stderr[-500:]
-        res.append({"arch": arch, "dtype": dt, "name": name, "ptx": ptx, "entry": entry_params(ptx, name),
+        res.append({"arch": arch, "dtype": dt, "tactic": tactic, "warps": K.config(dt, tactic)[2], "name": name, "ptx": ptx, "entry": entry_params(ptx, name),
                     "shared": md.shared, "num_warps": md.num_warps, "assembles": asm})
     print(json.dumps(res))
 """)
@@ -68,6 +68,11 @@ def test_kernel_matches_reference_under_interpreter():
         [1, 196, 1, 48, "float16", None, None],  # ConViT's N=196 in 64-wide tiles (masked to 256), head_dim 48
         [1, 100, 1, 48, "float32", None, None],  # N=100 (160x160 input), FP32 tiles
     ]
+    # every TensorRT tactic's tiles on N=196 (tactic 1 is the default case above)
+    from vitdeploy.plugins.gated_positional_attention.kernel import CONFIGS
+
+    cases += [[1, 196, 1, 48, "float16", bm, bn] for bm, bn, _, _ in CONFIGS["fp16"][1:]]
+    cases += [[1, 100, 1, 48, "float32", bm, bn] for bm, bn, _, _ in CONFIGS["fp32"][1:]]
     res = _run(INTERPRET, cases, interpret=True)
     for case, r in zip(cases, res):
         b, n, h, d, dt = case[:5]
@@ -76,15 +81,22 @@ def test_kernel_matches_reference_under_interpreter():
 
 
 def test_aot_ptx_for_jetson_orin_and_hopper():
-    res = _run(AOT, [[87, "fp16"], [90, "fp16"], [90, "fp32"]], interpret=False)
+    from vitdeploy.plugins.gated_positional_attention.kernel import CONFIGS
+
+    # sm_90: every TensorRT tactic of both types; sm_87 (Jetson Orin): the default FP16 and FP32 tiles
+    cases = [[90, dt, t] for dt in ("fp16", "fp32") for t in range(1, len(CONFIGS[dt]) + 1)]
+    cases += [[87, "fp16", 1], [87, "fp32", 1]]
+    res = _run(AOT, cases, interpret=False)
+    assert len(res) == len(cases)
     for r in res:
         ptx = r["ptx"]
         assert r["name"] == "gpsa_fwd_kernel"
         assert f".target sm_{r['arch']}" in ptx and ".entry gpsa_fwd_kernel" in ptx
         # the entry TensorRT launches takes exactly: qk, v, pos, gate, N, out (Triton's scratch params dropped)
         assert r["entry"] == [".u64", ".u64", ".u64", ".u64", ".u32", ".u64"]
-        assert r["num_warps"] == 4
-        assert r["shared"] <= 48 * 1024  # launchable without a dynamic shared-memory opt-in
+        assert r["num_warps"] == r["warps"]
+        assert r["shared"] <= 48 * 1024, r  # launchable without a dynamic shared-memory opt-in
+        assert "ld.global.v4" in ptx  # 128-bit loads: the aligned-pointer hint reached the compiler
         if r["dtype"] == "fp16":
             assert "mma.sync" in ptx or "wgmma" in ptx  # tensor-core dots
         assert r["assembles"] in (None, True), r["assembles"]  # None: Triton ships no ptxas here
@@ -98,9 +110,12 @@ def test_kernel_on_cuda_matches_reference(dtype_name, tol, batch, tokens, heads)
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("TRITON_INTERPRET=1 is set in this process")
-    from vitdeploy.plugins.gated_positional_attention.kernel import gated_positional_attention_triton
+    import triton
+
+    from vitdeploy.plugins.gated_positional_attention.kernel import gated_positional_attention_triton, gpsa_fwd_kernel
+
+    if not isinstance(gpsa_fwd_kernel, triton.runtime.JITFunction):
+        pytest.skip("the kernel was imported under TRITON_INTERPRET=1 in this process")
     from vitdeploy.plugins.gated_positional_attention.reference import gated_positional_attention
 
     dt = getattr(torch, dtype_name)

@@ -6,9 +6,10 @@ import pytest
 
 
 def _tensorrt():
+    import importlib
+
     try:
-        import tensorrt  # noqa: F401
-        import tensorrt.plugin  # noqa: F401
+        importlib.import_module("tensorrt.plugin")
     except Exception as e:  # ImportError, or a TensorRT without tensorrt.plugin (< 10.9)
         pytest.skip(f"TensorRT with tensorrt.plugin is not available here ({type(e).__name__}: {e})")
 
@@ -55,3 +56,48 @@ def test_engine_matches_reference(tmp_path):
     ref = gated_positional_attention(*(torch.from_numpy(a.astype(np.float32)) for a in (qk, v, pos.astype(np.float16), gate.astype(np.float16))),
                                      num_heads=heads, scale=(c // heads) ** -0.5).numpy()
     assert np.abs(np.asarray(got, dtype=np.float32) - ref).max() < 5e-3
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 5])
+def test_network_api_aot_plugin_fp32(batch):
+    """The plugin added through the network API with aot=True (no ONNX parser), FP32 I/O."""
+    _tensorrt()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import tensorrt as trt
+    import tensorrt.plugin as trtp
+
+    from vitdeploy.plugins.gated_positional_attention import trt as face
+    from vitdeploy.plugins.gated_positional_attention.reference import gated_positional_attention
+
+    face.register()
+    n, c, heads = 100, 192, 4
+    g = torch.Generator().manual_seed(batch)
+    feeds = {
+        "qk": torch.randn(batch, n, 2 * c, generator=g),
+        "v": torch.randn(batch, n, c, generator=g),
+        "pos": torch.softmax(torch.randn(heads, n, n, generator=g), -1),
+        "gate": torch.rand(heads, generator=g),
+    }
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    tensors = [network.add_input(k, trt.float32, tuple(t.shape)) for k, t in feeds.items()]
+    layer = network.add_plugin(trtp.op.vitdeploy.GatedPositionalAttention(*tensors, num_heads=heads, scale=48 ** -0.5), aot=True)
+    network.mark_output(layer.get_output(0))
+    blob = builder.build_serialized_network(network, builder.create_builder_config())
+    assert blob is not None, "TensorRT could not build the one-node network"
+    context = trt.Runtime(logger).deserialize_cuda_engine(blob).create_execution_context()
+    dev = {k: t.cuda().contiguous() for k, t in feeds.items()}
+    out = torch.empty(batch, n, c, device="cuda")
+    for k, t in dev.items():
+        context.set_tensor_address(k, t.data_ptr())
+    context.set_tensor_address(layer.get_output(0).name, out.data_ptr())
+    stream = torch.cuda.current_stream()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    ref = gated_positional_attention(*feeds.values(), num_heads=heads, scale=48 ** -0.5)
+    assert (out.cpu() - ref).abs().max().item() < 1e-4

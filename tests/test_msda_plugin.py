@@ -100,9 +100,13 @@ def test_reference_pixel_convention_hits_pixel_centres():
     assert out.flatten().tolist() == [1 * w + 2, 0.0, 0.0]
 
 
-def test_grid_sample_variant_equals_reference():
-    case = make_case(SHAPES, seed=3)
+@pytest.mark.parametrize("spread", [(-0.3, 1.3), (-50.0, 50.0)], ids=["edges", "far-outside"])
+def test_grid_sample_variant_equals_reference(spread):
+    """The ORT face runs this formulation (faster on the CPU); it must agree with the explicit gathers."""
+    case = make_case(SHAPES, seed=3, spread=spread)
     assert torch.allclose(msda_grid_sample(*case), msda(*case), atol=1e-5)
+    with pytest.raises(ValueError, match="inconsistent"):
+        msda_grid_sample(case[0][:, :, :2], *case[1:])
 
 
 def test_reference_rejects_inconsistent_shapes():
@@ -220,7 +224,7 @@ def ptx_sm90_fp16():
 @pytest.mark.parametrize("arch,dtype", [(87, "fp32"), (90, "fp16")])
 def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
     from vitdeploy.plugins.msda import kernel
-    from vitdeploy.plugins.window_attention.kernel import entry_params
+    from vitdeploy.plugins.base import entry_params
 
     if (arch, dtype) == (90, "fp16"):
         name, ptx, meta = ptx_sm90_fp16  # Deformable DETR R50's L=4, P=4, D=32
@@ -235,7 +239,7 @@ def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
 
 
 def test_stripped_ptx_assembles_with_ptxas(ptx_sm90_fp16):
-    from vitdeploy.plugins.window_attention.kernel import ptxas_path
+    from vitdeploy.plugins.base import ptxas_path
 
     ptxas = ptxas_path()
     if ptxas is None:
@@ -246,6 +250,14 @@ def test_stripped_ptx_assembles_with_ptxas(ptx_sm90_fp16):
 
 
 # ----------------------------------------------------------------------------- TensorRT / GPU
+
+def test_tensorrt_face_imports_without_tensorrt():
+    """TensorRT is imported only inside register()/run_one_node(), so the module loads anywhere."""
+    import importlib
+
+    mod = importlib.import_module("vitdeploy.plugins.msda.trt")
+    assert callable(mod.register) and mod.SPEC.plugin_id == "vitdeploy::MultiscaleDeformableAttention"
+
 
 @pytest.mark.trt
 @pytest.mark.gpu

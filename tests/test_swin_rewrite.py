@@ -130,6 +130,11 @@ def test_dynamo_static_every_block_replaced_and_matches_pytorch(dynamo_static, m
         biases = [t.values.shape for n in g.nodes if n.op == "Add" for t in n.inputs
                   if isinstance(t, gs.Constant) and t.values.ndim >= 3]
         assert (4, 4, 49, 49) in biases and (1, 49, 49) in biases
+        # plain attention over constant gathers is still Swin: a native graph converts to plugin nodes
+        again, rep2, _ = rewrite(out, "plugin")
+        assert rep2["replaced"] == sum(DEPTHS) and ops(again).count("WindowAttention") == sum(DEPTHS)
+        onnx.checker.check_model(again)
+        assert np.abs(ort_out(again, x) - torch_out(model, x)).max() < 1e-4
 
 
 @pytest.mark.parametrize("mode", ["plugin", "native"])
@@ -147,11 +152,12 @@ def test_window_12_at_384(tmp_path):
     """swin_b_384's structure (window 12, shift 6) on a reduced-width model."""
     model = reduced_swin(window=12, img=384)
     m = export(model, 384, tmp_path / "w12.onnx", "torchscript")
-    cands, _ = SwinWindowAttentionPass().find(gs.import_onnx(onnx.shape_inference.infer_shapes(m)))
-    lay = [c.params["layout"] for c in cands]
-    assert [(l.height, l.window, l.shift) for l in lay] == [(96, 12, 0), (48, 12, 0), (24, 12, 0), (24, 12, 6), (12, 12, 0)]
     out, rep, _ = rewrite(m, "native")  # plugin mode on padded/unpadded maps: the tests above
     assert rep["replaced"] == sum(DEPTHS)
+    g = gs.import_onnx(out)
+    consts = [t.values.shape for n in g.nodes if n.op in ("Add", "Gather") for t in n.inputs if isinstance(t, gs.Constant)]
+    assert (4, 4, 144, 144) in consts  # the shifted 24x24 block: 2x2 windows of 12x12, one folded bias
+    assert (96 * 96,) in consts and (12 * 12,) in consts  # token gathers of stage 1 and stage 4
     x = np.random.default_rng(5).standard_normal((1, 3, 384, 384)).astype(np.float32)
     assert np.abs(ort_out(out, x) - torch_out(model, x)).max() < 1e-4
 
@@ -170,15 +176,15 @@ def test_corrupted_shift_mask_is_refused_by_name_and_left_untouched(dynamo_stati
             init.CopyFrom(numpy_helper.from_array(a, init.name))
             edited += 1
     assert edited == 1
-    for mode in ("plugin", "native"):
-        with pytest.warns(UserWarning, match="swin: left stage 3 block 2 untouched"):
-            out, rep = run_pass(bad, SwinWindowAttentionPass(), mode)
-        assert (rep.found, rep.replaced) == (5, 4)
-        assert any("stage 3 block 2" in n and "mask differs" in n for n in rep.notes)
-        rolls, parts = window_movement(out)
-        assert len(rolls) == 4 and len(parts) == 2  # the refused block keeps its roll/partition chain
-        x = np.random.default_rng(6).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        np.testing.assert_allclose(ort_out(out, x), ort_out(bad, x), atol=1e-5)
+    with pytest.warns(UserWarning, match="swin: left stage 3 block 2 untouched"):
+        out, rep = run_pass(bad, SwinWindowAttentionPass(), "plugin")  # the mask check is mode-independent
+    assert (rep.found, rep.replaced) == (5, 4)
+    assert any("stage 3 block 2" in n and "mask differs" in n for n in rep.notes)
+    assert [c.name for c in rep.candidates if not c.replaced] == ["stage 3 block 2"]
+    rolls, parts = window_movement(out)
+    assert len(rolls) == 4 and len(parts) == 2  # the refused block keeps its roll/partition chain
+    x = np.random.default_rng(6).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_allclose(ort_out(out, x), ort_out(bad, x), atol=1e-5)
 
 
 def test_graph_without_swin_attention_passes_through_unchanged(tmp_path):
@@ -257,7 +263,7 @@ def test_torchvision_swin_is_matched_and_its_pad_then_roll_variant_is_not(tmp_pa
     tv = SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
                          window_size=[7, 7], stochastic_depth_prob=0.0, num_classes=10).eval()
     m = export(tv, 224, tmp_path / "tv.onnx", "torchscript")
-    out, rep, _ = rewrite(m, "plugin")
+    out, rep, _ = rewrite(m, "native")
     assert rep["replaced"] == 5
     x = np.random.default_rng(7).standard_normal((1, 3, 224, 224)).astype(np.float32)
     assert np.abs(ort_out(out, x) - torch_out(tv, x)).max() < 1e-4
@@ -297,3 +303,36 @@ def test_swin_s_and_swin_b_block_structure(tmp_path):
     lay = [c.params["layout"] for c in cands]
     assert [(l.height, l.heads, l.shift) for l in lay[4:6]] == [(14, 16, 0), (14, 16, 3)]
     assert sum(l.shift > 0 for l in lay) == 1 + 1 + 9  # every second block, except stage 4 (7x7 map)
+
+
+def test_hugging_face_swin_with_separate_q_k_v_linears_is_matched(tmp_path):
+    """transformers' Swin: query/key/value Linears (concatenated into one qkv weight), the scale as a
+    Div after q·kᵀ, the mask built at run time."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    torch.manual_seed(3)
+    cfg = SwinConfig(image_size=224, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7, num_labels=10)
+    hf = SwinForImageClassification(cfg).eval()
+    path = tmp_path / "hf.onnx"
+    export_onnx(hf, torch.randn(1, 3, 224, 224), path, exporter="torchscript")
+    out, rep, _ = rewrite(onnx.load(str(path)), "plugin")
+    assert rep["replaced"] == 5
+    assert window_movement(out) == ([], [])
+    x = np.random.default_rng(9).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(x)).logits.numpy()
+    assert np.abs(ort_out(out, x) - ref).max() < 1e-4
+
+
+def test_onnx_attention_op_with_a_mask_is_reported_not_rewritten():
+    """opset 23 `Attention` (dynamo + SDPA) hides q·kᵀ and the Softmax: say so instead of skipping silently."""
+    from onnx import TensorProto, helper
+
+    q = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 2, 49, 16]) for n in "qkv"]
+    mask = helper.make_tensor("mask", TensorProto.FLOAT, [2, 49, 49], np.zeros(2 * 49 * 49, np.float32))
+    node = helper.make_node("Attention", ["q", "k", "v", "mask"], ["o"], name="sdpa")
+    g = helper.make_graph([node], "g", q, [helper.make_tensor_value_info("o", TensorProto.FLOAT, [4, 2, 49, 16])], [mask])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)])
+    out, rep = run_pass(m, SwinWindowAttentionPass(), "plugin")
+    assert out is m and rep.found == 0
+    assert rep.notes == ["ONNX Attention op 'sdpa' (opset 23) with an additive mask is not matched; export with opset <= 22"]

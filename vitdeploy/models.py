@@ -60,7 +60,7 @@ REGISTRY: dict[str, ModelInfo] = {
             "transformers",
             "SenseTime/deformable-detr",
             (800, 1333),
-            32,
+            1,  # any size: the backbone's strided convs round, and the pixel mask covers padding
             ("msda",),
             outputs=("logits", "pred_boxes"),
             notes="DeformableDetrForObjectDetection, timm ResNet-50 backbone",
@@ -96,6 +96,11 @@ def get_info(alias: str) -> ModelInfo:
 def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
     h, w = size
     m = info.size_multiple
+    if info.family == "deformable_detr" and min(h, w) < 64:
+        raise VitdeployError(
+            f"image size {h}x{w} is too small for {info.alias}: its fourth feature level needs at least 64 pixels a side",
+            "try --img-size 512",
+        )
     if h <= 0 or w <= 0 or h % m or w % m:
         why = {
             "swin": "Swin's patch embedding and three patch-merging stages halve the map",

@@ -23,8 +23,13 @@ def _plugin_nodes(model):
     found = []
     for node in model.graph.node:
         mod = load_ort_face(node.op_type)
-        if mod is not None and getattr(mod, "SPEC", None) is not None and mod.SPEC.matches(node.op_type, node.domain):
-            found.append((node, mod.SPEC))
+        if mod is None:
+            continue
+        # A face module serves one spec (SPEC) or several node types sharing one reference (SPECS).
+        specs = getattr(mod, "SPECS", None) or (mod.SPEC,)
+        spec = next((s for s in specs if s.matches(node.op_type, node.domain)), None)
+        if spec is not None:
+            found.append((node, spec))
     return found
 
 

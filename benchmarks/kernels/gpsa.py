@@ -38,14 +38,14 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from vitdeploy.plugins.gated_positional_attention.kernel import TILES, gated_positional_attention_triton  # noqa: E402
+from vitdeploy.plugins.gated_positional_attention.kernel import CONFIGS, TILES, gated_positional_attention_triton  # noqa: E402
 from vitdeploy.plugins.gated_positional_attention.reference import gated_positional_attention  # noqa: E402
 
 # ConViT at 224: (name, heads, head_dim); N = 196 tokens.
 CONVIT = [("convit_t", 4, 48), ("convit_s", 9, 48), ("convit_b", 16, 48)]
-DRY = [("tiny", 2, 16)]
-VARIANTS = [(64, 64, 4), (32, 64, 4), (128, 64, 8), (64, 32, 4), (16, 64, 2)]
-DRY_VARIANTS = [(16, 16, 4)]
+DRY = [("tiny", 2, 48)]  # head_dim 48: the split (32 + 16) path ConViT uses
+VARIANTS = CONFIGS["fp16"] + [(64, 32, 4, 2)]  # the TensorRT tactics, plus one more tile shape
+DRY_VARIANTS = [(16, 16, 4, 2)]
 
 
 class Case:
@@ -98,10 +98,10 @@ def sdpa_pv(c: Case):
     return out.transpose(1, 2).reshape(c.B, c.N, c.C)
 
 
-def triton_fn(bm, bn, nw):
+def triton_fn(bm, bn, nw, ns):
     def run(c: Case):
         return gated_positional_attention_triton(c.qk, c.v, c.pos, c.gate, num_heads=c.heads, scale=c.scale,
-                                                 block_m=bm, block_n=bn, num_warps=nw)
+                                                 block_m=bm, block_n=bn, num_warps=nw, num_stages=ns)
     return run
 
 
@@ -166,12 +166,12 @@ def bench(model, heads, hd, B, N, device, dry, args) -> dict:
     ref = gated_positional_attention(c.qk.float(), c.v.float(), c.pos.float(), c.gate.float(), num_heads=heads, scale=c.scale)
     impls = {"eager_timm": eager_timm, "eager_folded": eager_folded, "sdpa_pv": sdpa_pv}
     variants = DRY_VARIANTS if dry else VARIANTS
-    for bm, bn, nw in variants:
-        impls[f"triton_m{bm}_n{bn}_w{nw}"] = triton_fn(bm, bn, nw)
-    bm, bn, nw, _ = TILES["fp16"]
-    default = f"triton_m{bm}_n{bn}_w{nw}"  # what the TensorRT plugin launches
+    for bm, bn, nw, ns in variants:
+        impls[f"triton_m{bm}_n{bn}_w{nw}_s{ns}"] = triton_fn(bm, bn, nw, ns)
+    bm, bn, nw, ns = TILES["fp16"]
+    default = f"triton_m{bm}_n{bn}_w{nw}_s{ns}"  # TensorRT tactic 1
     if not dry:
-        impls.setdefault(default, triton_fn(bm, bn, nw))
+        impls.setdefault(default, triton_fn(bm, bn, nw, ns))
     row = {"model": model, "batch": B, "tokens": N, "heads": heads, "head_dim": hd, "dtype": str(dtype).removeprefix("torch."),
            "max_abs_err": {}, "times": {}, "times_cuda_graph": {}}
     tol = 2e-2 if dtype == torch.float16 else 1e-4
@@ -179,7 +179,9 @@ def bench(model, heads, hd, B, N, device, dry, args) -> dict:
         for name, fn in impls.items():
             err = (fn(c).float() - ref).abs().max().item()
             row["max_abs_err"][name] = err
-            if err > tol:
+            # Only our kernel is gated: PyTorch's FP16 baselines carry their own rounding error,
+            # which is recorded (max_abs_err) rather than treated as a bug.
+            if err > tol and name.startswith("triton"):
                 raise SystemExit(f"{model} B={B} {name}: max-abs error {err:.3g} > {tol} vs the FP32 reference; not timing")
         if dry:
             return row

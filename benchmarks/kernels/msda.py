@@ -131,7 +131,10 @@ def bench_case(name, shapes, batch, queries, dtype, device, dry, args) -> dict:
 
     def check(label, got):
         err = (got.float().reshape(want.shape) - want).abs().max().item()
-        if not err <= tol:
+        # Only our kernel is gated: grid_sample in FP16 computes sampling coordinates in FP16
+        # (about half a pixel of resolution on a 1333-wide map), an error of PyTorch's path
+        # that is recorded in max_abs_err, not a reason to refuse timing it.
+        if not err <= tol and label != "grid_sample":
             raise SystemExit(f"{name} {label}: max-abs error {err:.3g} > {tol} vs the FP32 reference; not timing a wrong kernel")
         return err
 

@@ -6,35 +6,61 @@ accuracy of both and the drop in points. Both graphs run in ONNX Runtime
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx
 
-from vitdeploy.calibration.data import CalibrationData, model_input, progress
+from vitdeploy.calibration.data import check_shape, model_input, progress
 from vitdeploy.errors import VitdeployError
 
 
-def run_model(model, data: CalibrationData, batch: int = 32, description: str = "running", show_progress: bool = False,
+class _Runner:
+    """One ONNX Runtime session that accepts any batch size, even on a static-batch graph."""
+
+    def __init__(self, model, threads: int | None = None):
+        from vitdeploy.onnxrt import session
+
+        self.sess = session(model, threads=threads)
+        inp = self.sess.get_inputs()[0]
+        self.name, self.shape = inp.name, inp.shape
+        self.static = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        check_shape(x, "the images", self.shape)
+        if self.static is None:
+            return np.asarray(self.sess.run(None, {self.name: x})[0], dtype=np.float32)
+        outs = []
+        for i in range(0, len(x), self.static):  # whole static batches; the last one padded, then trimmed
+            chunk = x[i : i + self.static]
+            n = len(chunk)
+            if n < self.static:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.static - n, axis=0)])
+            outs.append(np.asarray(self.sess.run(None, {self.name: chunk})[0], dtype=np.float32)[:n])
+        return np.concatenate(outs)
+
+
+def run_models(models: list, data, batch: int = 32, description: str = "running", show_progress: bool = False,
+               threads: int | None = None) -> list[np.ndarray]:
+    """First output of each model (path or ModelProto) on all of `data`, in one pass over the data.
+
+    `data` is anything with `batches(n)` and `len()`: in-memory `CalibrationData` or a
+    streamed `ImageFolder` (decoded once, whatever the number of models).
+    """
+    runners = [_Runner(m, threads) for m in models]
+    outs: list[list[np.ndarray]] = [[] for _ in runners]
+    with progress(len(data), description, show_progress) as advance:
+        for x in data.batches(batch):
+            for r, o in zip(runners, outs):
+                o.append(r(x))
+            advance(len(x))
+    if not outs[0]:
+        raise VitdeployError("no images to run", "pass a folder or array file with images")
+    return [np.concatenate(o) for o in outs]
+
+
+def run_model(model, data, batch: int = 32, description: str = "running", show_progress: bool = False,
               threads: int | None = None) -> np.ndarray:
     """First output of `model` (path or ModelProto) on all of `data`, as FP32 (N, ...)."""
-    from vitdeploy.onnxrt import session
-
-    sess = session(model, threads=threads)
-    name = sess.get_inputs()[0].name
-    static = sess.get_inputs()[0].shape[0]
-    if isinstance(static, int) and static > 0:
-        batch = static  # a static-batch graph runs in batches of exactly its size
-    outs = []
-    with progress(len(data), description, show_progress) as advance:
-        for i in range(0, len(data), batch):
-            x = data.images[i : i + batch]
-            n = len(x)
-            if n < batch and isinstance(static, int) and static > 0:
-                x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
-            outs.append(np.asarray(sess.run(None, {name: x})[0], dtype=np.float32)[:n])
-            advance(n)
-    return np.concatenate(outs)
+    return run_models([model], data, batch, description, show_progress, threads)[0]
 
 
 def _topk(logits: np.ndarray, k: int) -> np.ndarray:
@@ -79,20 +105,16 @@ def compare_logits(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None 
     return out
 
 
-def compare_models(reference, candidate, data: CalibrationData, labels: np.ndarray | None = None, batch: int = 32,
+def compare_models(reference, candidate, data, labels: np.ndarray | None = None, batch: int = 32,
                    show_progress: bool = False) -> dict:
-    """Run both ONNX graphs (paths or ModelProtos) on `data` and compare their first outputs."""
+    """Run both ONNX graphs (paths or ModelProtos) on `data` and compare their first outputs.
+
+    `data`: `CalibrationData` or a streamed `ImageFolder`; `labels` default to `data.labels`.
+    """
     if labels is None:
-        labels = data.labels
-    ref = run_model(reference, data, batch, "reference", show_progress)
-    cand = run_model(candidate, data, batch, "candidate", show_progress)
+        labels = getattr(data, "labels", None)
+    ref, cand = run_models([reference, candidate], data, batch, "comparing", show_progress)
     return compare_logits(ref, cand, labels)
-
-
-def describe(model) -> str:
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    return f"<{model.graph.name or 'model'}>"
 
 
 def input_shape(model_path) -> list:

@@ -108,6 +108,11 @@ def _check_array(arr: np.ndarray, what: str, expected: tuple | None) -> np.ndarr
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def check_shape(images: np.ndarray, what: str, input_shape) -> None:
+    """Raise the one-line error when `images` do not fit the model input `input_shape` (N, C, H, W)."""
+    _check_array(images[:1], what, _expected_shape(input_shape))
+
+
 def _pick(npz, keys, path: Path, required: bool):
     for k in keys:
         if k in npz.files:
@@ -168,48 +173,89 @@ def make_transform(preprocessing: dict, input_size):
     )
 
 
-def load_folder(folder: str | os.PathLike, preprocessing: dict | None, input_shape=None, num_images: int | None = None,
-                show_progress: bool = True) -> CalibrationData:
-    """Every JPEG/PNG under `folder` (nested folders allowed), preprocessed; unreadable files are skipped."""
-    from PIL import Image, UnidentifiedImageError
+class ImageFolder:
+    """Every JPEG/PNG under a folder (nested folders allowed), decoded and preprocessed on demand.
 
-    folder = Path(folder)
-    files = image_files(folder)
-    if not files:
-        raise VitdeployError(
-            f"no images found under {folder}", f"put {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES[:3])} files there"
-        )
-    expected = _expected_shape(input_shape)
-    pp = dict(preprocessing or {})
-    if "input_size" not in pp:
-        if expected is None or None in expected:
+    Streaming matters for evaluation: an ImageNet validation folder does not fit in
+    memory as FP32 arrays. Unreadable files are skipped and counted in `skipped`.
+    """
+
+    labels = None
+
+    def __init__(self, folder: str | os.PathLike, preprocessing: dict | None, input_shape=None,
+                 num_images: int | None = None):
+        self.folder = Path(folder)
+        self.files = image_files(self.folder)
+        if not self.files:
             raise VitdeployError(
-                "the input size for these images is unknown",
-                "pass a model whose ONNX has a static C x H x W input or a manifest.json with 'preprocessing'",
+                f"no images found under {self.folder}",
+                f"put {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES[:3])} files there",
             )
-        pp["input_size"] = list(expected)
-    transform = make_transform(pp, pp["input_size"])
-    if num_images:
-        files = files[: max(num_images * 2, num_images + 16)]  # room for skipped files
-    images, used, skipped = [], [], 0
-    with progress(min(len(files), num_images or len(files)), "reading images", show_progress) as advance:
-        for f in files:
-            if num_images and len(images) >= num_images:
-                break
+        self.expected = _expected_shape(input_shape)
+        pp = dict(preprocessing or {})
+        if "input_size" not in pp:
+            if self.expected is None or None in self.expected:
+                raise VitdeployError(
+                    "the input size for these images is unknown",
+                    "pass a model whose ONNX has a static C x H x W input or a manifest.json with 'preprocessing'",
+                )
+            pp["input_size"] = list(self.expected)
+        self.transform = make_transform(pp, pp["input_size"])
+        self.num_images = num_images
+        self.skipped = 0
+        self.source = str(self.folder)
+
+    def __len__(self) -> int:
+        """Images this folder will give (an upper bound until unreadable files are found)."""
+        return min(len(self.files), self.num_images or len(self.files))
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        from PIL import Image, UnidentifiedImageError
+
+        self.skipped, n = 0, 0
+        for f in self.files:
+            if self.num_images and n >= self.num_images:
+                return
             try:
                 with Image.open(f) as im:
                     img = im.convert("RGB")
             except (UnidentifiedImageError, OSError, ValueError):
-                skipped += 1
+                self.skipped += 1
                 continue
-            images.append(transform(img).numpy())
-            used.append(str(f))
-            advance(1)
-    if not images:
-        raise VitdeployError(f"none of the {skipped} image files under {folder} could be read", "check the files are valid JPEG/PNG")
-    arr = np.stack(images).astype(np.float32)
-    _check_array(arr, f"images from {folder}", expected)
-    return CalibrationData(arr, None, str(folder), skipped, used)
+            n += 1
+            yield str(f), self.transform(img).numpy().astype(np.float32)
+        if n == 0:
+            raise VitdeployError(
+                f"none of the {self.skipped} image files under {self.folder} could be read",
+                "check the files are valid JPEG/PNG",
+            )
+
+    def batches(self, batch: int) -> Iterator[np.ndarray]:
+        chunk: list[np.ndarray] = []
+        for _, x in self:
+            chunk.append(x)
+            if len(chunk) == batch:
+                yield _check_array(np.stack(chunk), f"images from {self.folder}", self.expected)
+                chunk = []
+        if chunk:
+            yield _check_array(np.stack(chunk), f"images from {self.folder}", self.expected)
+
+    def load(self, show_progress: bool = True) -> CalibrationData:
+        """All images in memory (calibration sets are small)."""
+        images, used = [], []
+        with progress(len(self), "reading images", show_progress) as advance:
+            for f, x in self:
+                images.append(x)
+                used.append(f)
+                advance(1)
+        arr = _check_array(np.stack(images), f"images from {self.folder}", self.expected)
+        return CalibrationData(arr, None, str(self.folder), self.skipped, used)
+
+
+def load_folder(folder: str | os.PathLike, preprocessing: dict | None, input_shape=None, num_images: int | None = None,
+                show_progress: bool = True) -> CalibrationData:
+    """Every JPEG/PNG under `folder`, preprocessed, in memory; unreadable files are skipped (counted)."""
+    return ImageFolder(folder, preprocessing, input_shape, num_images).load(show_progress)
 
 
 def load_data(path: str | os.PathLike, preprocessing: dict | None = None, input_shape=None,

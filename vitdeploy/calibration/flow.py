@@ -29,7 +29,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
 
         size = (img_size, img_size) if img_size else None
         run_export(alias, str(out), img_size=size, batch=BatchSpec.parse(f"1:{batch}:{max(batch, 32)}"),
-                   checkpoint=checkpoint)
+                   checkpoint=checkpoint, show_next=False)
         onnx_path = out / "model.onnx"
         preprocessing = load_manifest(out).get("preprocessing")
     else:

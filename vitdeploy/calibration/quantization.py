@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from vitdeploy.calibration.cache import check_cache, make_cache, ort_method, to_tensors_data
-from vitdeploy.calibration.data import CalibrationData, model_input, progress
+from vitdeploy.calibration.data import CalibrationData, check_shape, model_input, progress
 from vitdeploy.calibration.precision import declare_plugin_outputs, convert_fp16
 from vitdeploy.errors import VitdeployError
 
@@ -126,6 +126,7 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
     m = onnx.ModelProto.FromString(model.SerializeToString())
     declare_plugin_outputs(m, onnx.TensorProto.FLOAT)
     in_name, shape = model_input(m)
+    check_shape(calib.images, calib.source or "the calibration data", shape)
     if shape and isinstance(shape[0], int) and shape[0] > 0:  # static batch: whole batches only
         batch = shape[0]
         if len(calib) < batch:

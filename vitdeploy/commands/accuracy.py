@@ -30,7 +30,7 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, jso
     from rich.table import Table
 
     from vitdeploy.calibration.accuracy import compare_models, input_shape
-    from vitdeploy.calibration.data import load_data, load_labels, preprocessing_for
+    from vitdeploy.calibration.data import ImageFolder, load_data, load_labels, preprocessing_for
     from vitdeploy.console import console, stage
     from vitdeploy.deploy.artifacts import atomic_write_json
     from vitdeploy.errors import VitdeployError
@@ -40,16 +40,21 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, jso
             raise VitdeployError(f"ONNX file {p} does not exist", "check the path")
     if batch <= 0 or (num_images is not None and num_images <= 0):
         raise VitdeployError("--batch and --num-images must be positive", "e.g. --batch 32")
-    with stage("data") as st:
+    if Path(data_path).is_dir():  # streamed: a validation folder need not fit in memory
+        data = ImageFolder(data_path, preprocessing_for(reference), input_shape(reference), num_images)
+    else:
         data = load_data(data_path, preprocessing_for(reference), input_shape(reference), num_images)
-        labels = load_labels(labels_path)[: len(data)] if labels_path else data.labels
-        if labels is not None and len(labels) != len(data):
-            raise VitdeployError(f"{len(labels)} labels for {len(data)} images", "pass one label per image")
-        st.detail = f"{len(data)} images" + (" with labels" if labels is not None else "") + (
-            f", {data.skipped} unreadable skipped" if data.skipped else "")
+    labels = data.labels
+    if labels_path:
+        labels = load_labels(labels_path)
+        labels = labels[:num_images] if num_images else labels
     with stage("accuracy") as st:
         res = compare_models(reference, candidate, data, labels, batch=batch, show_progress=True)
-        st.detail = f"top-1 agreement {res['top1_agreement']:.2f}%"
+        skipped = f", {data.skipped} unreadable files skipped" if getattr(data, "skipped", 0) else ""
+        st.detail = f"{res['images']} images" + (" with labels" if labels is not None else "") + skipped
+    if labels is not None and getattr(data, "skipped", 0):
+        raise VitdeployError(f"{data.skipped} image files could not be read, so the labels no longer line up",
+                             "remove the unreadable files or run without --labels")
     table = Table(title=f"{Path(candidate).name} vs {Path(reference).name} ({res['images']} images)")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -12,7 +12,7 @@ from vitdeploy.models import check_input_size, get_info
 
 
 def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | None = None, opset=18,
-               checkpoint=None, pretrained=False, exporter="auto", small=False) -> dict:
+               checkpoint=None, pretrained=False, exporter="auto", small=False, show_next: bool = True) -> dict:
     info = get_info(alias)
     if img_size:
         check_input_size(info, img_size)
@@ -37,9 +37,14 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
     out = Path(out_dir)
     console.print(f"[green]✔[/] wrote {out / 'model.onnx'} and {out / MANIFEST_NAME}")
+    if show_next:
+        _print_next(out)
+    return manifest
+
+
+def _print_next(out: Path) -> None:
     next_steps([
         f"vitdeploy rewrite {out / 'model.onnx'} -o {out / 'model.rewritten.onnx'}",
         f"vitdeploy build --onnx {out / 'model.onnx'} --fp16 -o {out}",
         f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'}",
     ])
-    return manifest

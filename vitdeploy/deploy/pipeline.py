@@ -308,7 +308,7 @@ def _plugin_nodes(model) -> list[dict]:
     for node in model.graph.node:
         if node.domain != "vitdeploy" and node.op_type not in ORT_FACES:
             continue
-        attrs = {a.name: onnx_attr(a) for a in node.attribute}
+        attrs = {a.name: _onnx_attr(a) for a in node.attribute}
         key = (node.op_type, node.domain)
         entry = seen.setdefault(key, {
             "op": node.op_type, "domain": node.domain or "ai.onnx",
@@ -319,7 +319,7 @@ def _plugin_nodes(model) -> list[dict]:
     return list(seen.values())
 
 
-def onnx_attr(a):
+def _onnx_attr(a):
     import onnx
 
     v = onnx.helper.get_attribute_value(a)

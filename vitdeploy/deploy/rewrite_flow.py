@@ -83,25 +83,25 @@ def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None,
     def work():
         with warnings.catch_warnings():  # refusals are in the report; do not print them twice
             warnings.simplefilter("ignore")
-            return run_passes(model, names, mode, options=options)
+            rewritten, report = run_passes(model, names, mode, options=options)
+        _check_whole(report)  # nothing is written when the end-to-end comparison fails
+        report.update(input=str(src), output=str(dst), selected=why, seconds=round(time.perf_counter() - started, 2))
+        atomic_write_bytes(dst, rewritten.SerializeToString())
+        if manifest is not None and dst.parent.resolve() == src.parent.resolve():
+            manifest["rewrite"] = {k: v for k, v in report.items() if k not in ("input", "output")}
+            manifest.setdefault("files", {})["rewritten"] = {"path": dst.name, "sha256": sha256_file(dst)}
+            atomic_write_json(src.parent / MANIFEST_NAME, manifest)
+        return report
 
     started = time.perf_counter()
     if as_json:
-        rewritten, report = work()
-        _check_whole(report)
+        report = work()
     else:
         with stage("rewrite") as st:
-            rewritten, report = work()
+            report = work()
             found = sum(p["found"] for p in report["passes"])
             replaced = sum(p["replaced"] for p in report["passes"])
             st.detail = f"{'+'.join(names) or 'no passes'} ({mode}): {replaced}/{found} subgraphs replaced -> {dst}"
-            _check_whole(report)
-    report.update(input=str(src), output=str(dst), selected=why, seconds=round(time.perf_counter() - started, 2))
-    atomic_write_bytes(dst, rewritten.SerializeToString())
-    if manifest is not None and dst.parent.resolve() == src.parent.resolve():
-        manifest["rewrite"] = {k: v for k, v in report.items() if k not in ("input", "output")}
-        manifest.setdefault("files", {})["rewritten"] = {"path": dst.name, "sha256": sha256_file(dst)}
-        atomic_write_json(src.parent / MANIFEST_NAME, manifest)
     if not as_json:
         print_report(report, console)
     return report

@@ -3,15 +3,18 @@
 What is matched (by structure, whatever exporter wrote it):
 
     MatMul(A, V) -> Transpose -> Reshape                       (heads merged, [B, N, C])
-    A = Add(Mul(c1, Softmax(content)), Mul(c2, Softmax(pos)))  [ / ReduceSum(A, -1) ]
+    A = Add(Mul(1 - g, Softmax(content)), GP)                  [ / ReduceSum(A, -1) ]
     content = MatMul(q, kᵀ) * scale  (or / 1/scale)
+    GP = Mul(g, Softmax(pos_proj(rel_indices)))  -- or a constant, when the exporter folded it
 
 where q and k are layout ops (Reshape/Transpose/Gather/Split/...) of one tensor (timm's qk
-Linear), V of another (the v Linear), and `pos`, `c1`, `c2` depend on no input at all
-except through Shape ops. That last condition is what makes the positional branch
-(relative indices built with ScatterElements/ScatterND and Pow, pos_proj, softmax) and the
-gate (sigmoid) constants: the pass evaluates them once with ONNX Runtime and folds them
-into the replacement, so none of that subgraph remains.
+Linear), V of another (the v Linear), and GP and 1 - g depend on no input at all except
+through Shape ops. That last condition is what makes the positional branch (relative
+indices built with ScatterElements/ScatterND and Pow, pos_proj, softmax) and the gate
+(sigmoid) constants: the pass evaluates them once with ONNX Runtime and folds them into the
+replacement, so none of that subgraph remains. The gate comes from the content weight
+(g = 1 - c), P = GP / g; every row of GP must sum to g, which is exactly the condition
+under which timm's renormalisation is a no-op.
 
 Modes:
 - plugin: GatedPositionalAttention(qk, v, P [heads, N, N], g [heads]).
@@ -28,6 +31,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass, capture, static_feeds
+from vitdeploy.errors import VitdeployError
 from vitdeploy.plugins.gated_positional_attention.spec import SPEC
 
 # Ops that only move or select data; q, k and V reach their Linear through these.
@@ -91,7 +95,7 @@ def _upstream(roots: list[gs.Tensor], boundary: set[str] = frozenset()) -> Upstr
     return Upstream(list(nodes.values()), external, list(data_src.values()))
 
 
-def _blend_term(t: gs.Tensor) -> tuple[gs.Tensor, gs.Node] | None:
+def _softmax_term(t: gs.Tensor) -> tuple[gs.Tensor, gs.Node] | None:
     """Mul(coef, Softmax(x)) in either operand order -> (coef, softmax node)."""
     mul = _producer(t)
     if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
@@ -133,9 +137,8 @@ class _Match:
     out: gs.Tensor
     qk: gs.Tensor
     v: gs.Tensor
-    pos: gs.Tensor
-    coef_content: gs.Tensor
-    coef_pos: gs.Tensor
+    positional: gs.Tensor  # g·P: Mul(g, softmax(pos_proj(...))), or already folded to a constant
+    coef_content: gs.Tensor  # 1 - g
     scale: gs.Tensor
     scale_divides: bool
 
@@ -150,19 +153,19 @@ class GpsaPass(RewritePass):
     def _match(self, add: gs.Node) -> tuple[_Match | None, str | None]:
         if len(add.inputs) != 2:
             return None, None
-        terms = [_blend_term(t) for t in add.inputs]
-        if None in terms:
+        # One addend is (1 - g)·softmax(q kᵀ·scale), which reads the input; the other, g·P, must not.
+        terms = [_softmax_term(t) for t in add.inputs]
+        content = [i for i, term in enumerate(terms) if term and _upstream([term[1].inputs[0]]).data_sources]
+        if len(content) != 1:
             return None, None
-        ups = [_upstream([sm.inputs[0]]) for _, sm in terms]
-        const_like = [not u.data_sources for u in ups]
-        if const_like.count(True) != 1:
-            return None, None  # two content softmaxes or two constant ones: not a GPSA blend
-        pi = const_like.index(True)
-        (coef_pos, pos_sm), (coef_content, content_sm) = terms[pi], terms[1 - pi]
+        ci = content[0]
+        coef_content, content_sm = terms[ci]
+        positional = add.inputs[1 - ci]
         where = f"blend {add.name or add.outputs[0].name}"
-        for c in (coef_pos, coef_content):
-            if _upstream([c]).data_sources:
-                return None, f"{where}: gate depends on the input, not folded"
+        if _upstream([positional]).data_sources:
+            return None, None  # two input-dependent attentions: not a GPSA blend
+        if _upstream([coef_content]).data_sources:
+            return None, f"{where}: gate depends on the input, not folded"
         scores = _scaled_scores(content_sm)
         if scores is None:
             return None, f"{where}: content attention is not softmax(MatMul(q, k^T) * scale)"
@@ -181,7 +184,7 @@ class GpsaPass(RewritePass):
             return None, f"{where}: heads are not merged by Transpose(0, 2, 1, 3) + Reshape"
         if v is qk:
             return None, f"{where}: q, k and v share one projection (not timm GPSA)"
-        m = _Match(where, rs.outputs[0], qk, v, pos_sm.outputs[0], coef_content, coef_pos, scale, divides)
+        m = _Match(where, rs.outputs[0], qk, v, positional, coef_content, scale, divides)
         return m, None
 
     def find(self, graph: gs.Graph):
@@ -197,7 +200,10 @@ class GpsaPass(RewritePass):
                 matches.append(m)
         if not matches:
             return [], notes
-        values = self._probe(graph, matches)
+        try:
+            values = self._probe(graph, matches)
+        except VitdeployError as e:  # e.g. a symbolic image size: P [heads, N, N] needs a fixed N
+            return [], [*notes, f"{len(matches)} GPSA blend(s) found but not folded: {e.message}"]
         order = {id(n): i for i, n in enumerate(graph.nodes)}
         cands = []
         for k, m in enumerate(matches):
@@ -221,7 +227,7 @@ class GpsaPass(RewritePass):
         model = gs.export_onnx(graph.copy(), do_type_check=False)
         names = set()
         for m in matches:
-            for t in (m.qk, m.v, m.pos, m.coef_content, m.coef_pos, m.scale):
+            for t in (m.qk, m.v, m.positional, m.coef_content, m.scale):
                 if not isinstance(t, gs.Constant):
                     names.add(t.name)
         return capture(model, sorted(names), static_feeds(model))
@@ -231,28 +237,31 @@ class GpsaPass(RewritePass):
         def val(t):
             return np.asarray(t.values if isinstance(t, gs.Constant) else values[t.name])
 
-        qk, v, pos = val(m.qk), val(m.v), val(m.pos)
+        qk, v, gp = val(m.qk), val(m.v), val(m.positional)
         if qk.ndim != 3 or v.ndim != 3 or qk.shape[-1] != 2 * v.shape[-1]:
             return {}, f"qk {qk.shape} / v {v.shape} are not [B, N, 2C] / [B, N, C]"
-        if pos.ndim == 4:
-            if not np.array_equal(pos, np.broadcast_to(pos[:1], pos.shape)):
+        if gp.ndim == 4:
+            if not np.array_equal(gp, np.broadcast_to(gp[:1], gp.shape)):
                 return {}, "positional attention differs across the batch"
-            pos = pos[0]
-        heads, n = pos.shape[0], qk.shape[1]
+            gp = gp[0]
+        heads, n = gp.shape[0], qk.shape[1]
         C = v.shape[-1]
-        if pos.shape != (heads, n, n) or C % heads:
-            return {}, f"positional attention {pos.shape} does not fit N={n}, C={C}"
-
-        def per_head(c):
-            flat = val(c).astype(np.float64).reshape(-1)
-            return np.full(heads, flat[0]) if flat.size == 1 else flat if flat.size == heads else None
-
-        g, one_minus_g = per_head(m.coef_pos), per_head(m.coef_content)
-        if g is None or one_minus_g is None:
+        if gp.shape != (heads, n, n) or C % heads:
+            return {}, f"positional attention {gp.shape} does not fit N={n}, C={C}"
+        c1 = val(m.coef_content).astype(np.float64).reshape(-1)
+        if c1.size not in (1, heads):
             return {}, "gate is not one value per head"
-        eps = float(np.finfo(val(m.coef_pos).dtype).eps) if np.issubdtype(val(m.coef_pos).dtype, np.floating) else 1e-7
-        if not np.allclose(one_minus_g, 1.0 - g, atol=4 * eps, rtol=0):  # 1 - sigmoid rounds by ~1 ulp
-            return {}, "blend weights are not (1 - g, g)"
+        g = np.broadcast_to(1.0 - c1, (heads,)).copy()
+        if np.any(g < -1e-6) or np.any(g > 1 + 1e-6):
+            return {}, "blend weights are not (1 - g, g) with g in [0, 1]"
+        g = np.clip(g, 0.0, 1.0)
+        gp = gp.astype(np.float64)
+        # timm's renormalisation may be dropped only if every blended row sums to one: (1 - g) + Σ g·P = 1
+        eps = float(np.finfo(qk.dtype).eps) if np.issubdtype(qk.dtype, np.floating) else 1e-7
+        if not np.allclose(gp.sum(-1), g[:, None], atol=8 * eps * n, rtol=0):
+            return {}, "blend weights are not (1 - g, g) with rows of P summing to one"
+        safe = np.where(g > 0, g, 1.0)[:, None, None]
+        pos = np.where(g[:, None, None] > 0, gp / safe, 1.0 / n)  # a head with g = 0 never reads P
         s = val(m.scale).astype(np.float64).reshape(-1)
         if s.size != 1:
             return {}, "attention scale is not a scalar"

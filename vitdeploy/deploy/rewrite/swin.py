@@ -2,7 +2,8 @@
 
 What is matched, by structure, whatever exporter (dynamo, TorchScript) or implementation wrote it:
 
-    x ──layout──▶ MatMul(·, Wqkv)[+b] ──layout/scale──▶ q, k, v
+    x ──layout──▶ MatMul(·, Wqkv)[+b] ──layout/scale──▶ q, k, v    (or three Linears q|k|v, as
+                                                                  Hugging Face writes it)
     logits = MatMul(q, kᵀ) [·s] (+ additive terms that depend on no activation)
     MatMul(Softmax(logits), v) ──layout──▶ MatMul(·, Wproj)[+b] ──layout──▶ y
 
@@ -69,6 +70,14 @@ def const_value(t: gs.Tensor) -> np.ndarray | None:
     return None
 
 
+def _value(t) -> np.ndarray:
+    return t if isinstance(t, np.ndarray) else const_value(t)
+
+
+def _shape(t) -> tuple[int, ...]:
+    return tuple(_value(t).shape)
+
+
 def activation_dependence(graph: gs.Graph) -> set[int]:
     """ids of tensors whose *values* depend on a graph input (shape-only dependence does not count).
 
@@ -88,19 +97,21 @@ class Core:
 
     x: gs.Variable
     y: gs.Variable
-    w_in: gs.Variable  # data input of the qkv MatMul (windows)
-    qkv: gs.Variable  # qkv Linear output
+    w_in: gs.Variable  # data input of the qkv projection (tokens in window order)
+    qkv: list[gs.Variable]  # qkv Linear output, or the q, k and v Linear outputs
     qk: gs.Variable  # q·kᵀ
     logits: gs.Variable  # Softmax input
-    w_qkv: np.ndarray
-    b_qkv: np.ndarray | None
-    w_proj: np.ndarray
-    b_proj: np.ndarray | None
-    w_qkv_t: gs.Tensor
-    b_qkv_t: gs.Tensor | None
-    w_proj_t: gs.Tensor
-    b_proj_t: gs.Tensor | None
+    w_qkv: gs.Tensor | np.ndarray  # [C, 3C]: the initializer, or q|k|v weights concatenated
+    b_qkv: gs.Tensor | np.ndarray | None
+    w_proj: gs.Tensor | np.ndarray
+    b_proj: gs.Tensor | np.ndarray | None
+    channels: int
     moves_data: bool  # any layout op around the attention (plain global attention has none)
+
+    @property
+    def qkv_bias(self) -> np.ndarray | None:
+        b = self.b_qkv
+        return None if b is None else (b if isinstance(b, np.ndarray) else const_value(b)).reshape(-1)
 
 
 class _Walker:
@@ -152,23 +163,48 @@ class _Walker:
         return list(frontier.values()), list(seen.values())
 
     def linear(self, t: gs.Tensor):
-        """t = MatMul(a, W) [+ b] with constant W, b -> (a, W, b, W tensor, b tensor) or None."""
+        """t = MatMul(a, W) [+ b] with constant W [C_in, C_out], b -> (a, W, b) (tensors) or None."""
         p = _producer(t)
-        b = b_t = None
+        b = None
         if p is not None and p.op == "Add" and len(self.data_inputs(p)) == 1:
-            other = next(i for i in p.inputs if not self.is_dep(i))
-            b = const_value(other)
-            if b is None:
-                return None
-            b_t = other
+            b = next(i for i in p.inputs if not self.is_dep(i))
             t = self.data_inputs(p)[0]
             p = _producer(t)
         if p is None or p.op != "MatMul" or len(self.data_inputs(p)) != 1 or not self.is_dep(p.inputs[0]):
             return None
         w = const_value(p.inputs[1])
-        if w is None or w.ndim != 2 or (b is not None and b.shape[-1:] != (w.shape[1],)) or (b is not None and b.size != w.shape[1]):
+        bv = None if b is None else const_value(b)
+        if w is None or w.ndim != 2 or (b is not None and (bv is None or bv.size != w.shape[1])):
             return None
-        return p.inputs[0], w, (None if b is None else b.reshape(-1)), p.inputs[1], b_t
+        return p.inputs[0], (p.inputs[1] if isinstance(p.inputs[1], gs.Constant) else w), (
+            b if b is None or isinstance(b, gs.Constant) else bv.reshape(-1))
+
+    def qkv_projection(self, q: gs.Tensor, k: gs.Tensor, v: gs.Tensor):
+        """One fused qkv Linear (timm, torchvision) or three Linears on the same tokens (Hugging Face).
+
+        Returns (projection outputs, w_in, W [C, 3C], b [3C] | None) or None.
+        """
+        fronts = [self.up([t], QKV_OPS)[0] for t in (q, k, v)]
+        if any(len(f) != 1 for f in fronts):
+            return None
+        q0, k0, v0 = (f[0] for f in fronts)
+        if q0 is k0 is v0:
+            lin = self.linear(q0)
+            if lin is None or _shape(lin[1])[1] % 3 or _shape(lin[1])[1] != 3 * _shape(lin[1])[0]:
+                return None
+            return [q0], lin[0], lin[1], lin[2]
+        if len({id(q0), id(k0), id(v0)}) != 3:
+            return None
+        lins = [self.linear(t) for t in (q0, k0, v0)]
+        if any(lin is None for lin in lins) or len({id(lin[0]) for lin in lins}) != 1:
+            return None
+        ws = [_value(lin[1]) for lin in lins]
+        if any(w.shape != (ws[0].shape[0], ws[0].shape[0]) for w in ws):
+            return None
+        w = np.concatenate(ws, axis=1)
+        bs = [None if lin[2] is None else _value(lin[2]).reshape(-1) for lin in lins]
+        b = None if all(x is None for x in bs) else np.concatenate([np.zeros(ws[0].shape[0], w.dtype) if x is None else x for x in bs])
+        return [q0, k0, v0], lins[0][0], w, b
 
     def match(self, softmax: gs.Node) -> Core | None:
         """The structural Swin/window-attention match around one Softmax (None: not attention)."""
@@ -192,16 +228,10 @@ class _Walker:
             if p.op not in LOGIT_OPS or len(ins) != 1:
                 return None
             t = ins[0]
-        frontier, _ = self.up([qk_node.inputs[0], qk_node.inputs[1], av.inputs[1]], QKV_OPS)
-        if len(frontier) != 1:
+        proj_in = self.qkv_projection(qk_node.inputs[0], qk_node.inputs[1], av.inputs[1])
+        if proj_in is None:
             return None
-        qkv = frontier[0]
-        lin = self.linear(qkv)
-        if lin is None:
-            return None
-        w_in, w_qkv, b_qkv, w_qkv_t, b_qkv_t = lin
-        if w_qkv.shape[1] % 3:
-            return None
+        qkv, w_in, w_qkv, b_qkv = proj_in
         xs, pre = self.up([w_in], LAYOUT_OPS)
         if len(xs) != 1:
             return None
@@ -225,12 +255,11 @@ class _Walker:
         proj = self.linear(out)
         if proj is None:
             return None
-        _, w_proj, b_proj, w_proj_t, b_proj_t = proj
         ys, post = self.down(out)
         if len(ys) != 1:
             return None
-        return Core(x, ys[0], w_in, qkv, qk_node.outputs[0], softmax.inputs[0], w_qkv, b_qkv, w_proj, b_proj,
-                    w_qkv_t, b_qkv_t, w_proj_t, b_proj_t, moves_data=bool(pre or post))
+        return Core(x, ys[0], w_in, qkv, qk_node.outputs[0], softmax.inputs[0], w_qkv, b_qkv, proj[1], proj[2],
+                    channels=_shape(w_qkv)[0], moves_data=bool(pre or post))
 
     def subgraph(self, x: gs.Tensor, y: gs.Tensor) -> tuple[list[gs.Node], list[gs.Variable]]:
         """Nodes computing y from x (with their shape arithmetic and constant-only branches) and
@@ -268,11 +297,8 @@ class _Walker:
                     if p is None:
                         extras[id(t)] = t
                     continue
-                if self.is_dep(t) and n.op not in SHAPE_OPS:
+                if self.is_dep(t):  # an activation from outside (TorchScript: read by a Shape op)
                     extras[id(t)] = t
-                    continue
-                if n.op in SHAPE_OPS and self.is_dep(t):
-                    extras[id(t)] = t  # read only for its shape
                     continue
                 keep[id(p)] = p
                 stack.append(p)
@@ -378,6 +404,17 @@ def _decode_tokens(windows: np.ndarray, channels: int, tokens: int) -> np.ndarra
     return tok
 
 
+def _window_grid(order: np.ndarray, grids: list[tuple[int, int]], window: int) -> tuple[int, int, int] | None:
+    """The (height, width, shift) whose timm window order is exactly `order`, if any."""
+    for h, w in grids:
+        if math.ceil(h / window) * math.ceil(w / window) * window * window != order.size:
+            continue
+        for s in range(window if h > window and w > window else 1):  # timm: no shift when the map fits a window
+            if np.array_equal(window_order(h, w, window, s), order):
+                return h, w, s
+    return None
+
+
 @dataclass
 class Layout:
     height: int
@@ -405,9 +442,10 @@ class SwinWindowAttentionPass(RewritePass):
         walker = _Walker(graph)
         cores = [c for c in (walker.match(n) for n in list(graph.nodes) if n.op == "Softmax") if c is not None]
         cores = [c for c in cores if c.moves_data]  # plain global attention (ViT) is not ours
+        notes = [f"ONNX Attention op '{n.name}' (opset 23) with an additive mask is not matched; export with opset <= 22"
+                 for n in graph.nodes if n.op == "Attention" and len(n.inputs) > 3 and n.inputs[3].name]
         if not cores:
-            return [], []
-        notes: list[str] = []
+            return [], notes
         model = gs.export_onnx(graph, do_type_check=False)
         subgraphs = [walker.subgraph(c.x, c.y) for c in cores]
         names = sorted({t.name for c, (_, extras) in zip(cores, subgraphs) for t in [c.x, c.y, *extras]})
@@ -442,8 +480,8 @@ class SwinWindowAttentionPass(RewritePass):
         x_val = values[core.x.name]
         if x_val.dtype != np.float32:
             return None, f"the block computes in {x_val.dtype}; run the rewrite before precision conversion"
-        channels = core.w_qkv.shape[0]
-        if x_val.shape[-1] != channels or core.w_qkv.shape[1] != 3 * channels:
+        channels = core.channels
+        if x_val.shape[-1] != channels:
             return None, "x and the qkv Linear do not have matching channels"
         batch, tokens = x_val.shape[0], int(np.prod(x_val.shape[1:-1]))
         if batch * tokens * channels >= 2 ** 24:
@@ -453,7 +491,7 @@ class SwinWindowAttentionPass(RewritePass):
         (w_in, logits), (a,), (ones,) = _probe(nodes, feeds, [
             ({}, [core.w_in.name, core.logits.name]),
             ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
-            ({core.qkv.name: 1.0}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
+            ({t.name: 1.0 for t in core.qkv}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
         ], opset)
         if logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
             return None, f"logits have shape {list(logits.shape)}, not [windows, heads, N, N]"
@@ -474,22 +512,8 @@ class SwinWindowAttentionPass(RewritePass):
             shifted = np.where(tok[b * per:(b + 1) * per] >= 0, tok[b * per:(b + 1) * per] - b * tokens, -1)
             if not np.array_equal(shifted, first):
                 return None, "windows of different images are interleaved"
-        if x_val.ndim == 4:
-            shapes = [tuple(x_val.shape[1:3])]
-        else:
-            shapes = [(h, tokens // h) for h in range(1, tokens + 1) if tokens % h == 0]
-        match = None
-        for h, w in shapes:
-            if math.ceil(h / window) * math.ceil(w / window) * n != per:
-                continue
-            for s in range(window):
-                if s and (h <= window or w <= window):
-                    break
-                if np.array_equal(window_order(h, w, window, s), first):
-                    match = (h, w, s)
-                    break
-            if match:
-                break
+        grids = [tuple(x_val.shape[1:3])] if x_val.ndim == 4 else [(h, tokens // h) for h in range(1, tokens + 1) if tokens % h == 0]
+        match = _window_grid(first, grids, window)
         if match is None:
             return None, "the token order is not timm's roll -> pad -> window partition"
         h, w, s = match
@@ -511,23 +535,23 @@ class SwinWindowAttentionPass(RewritePass):
         core: Core = cand.params["core"]
         lay: Layout = cand.params["layout"]
         x_shape, y_shape = cand.params["x_shape"], cand.params["y_shape"]
-        c = core.w_qkv.shape[0]
+        c = core.channels
         tokens = lay.height * lay.width
-        e = _Emitter(cand.outputs[0].name + "__swin")
+        e = _Emitter(cand.outputs[0].name + "__swin", set(graph.tensors()) | {n.name for n in graph.nodes})
         t = core.x
         if len(x_shape) != 3 or x_shape[1] != tokens:
             t = e.reshape(t, [0, tokens, c])
         if mode == "plugin":
             from vitdeploy.plugins.window_attention.spec import SPEC
 
-            qkv = e.linear(t, core.w_qkv_t, core.b_qkv_t)
-            pad = core.b_qkv if core.b_qkv is not None else np.zeros(3 * c, np.float32)
+            qkv = e.linear(t, core.w_qkv, core.b_qkv)
+            pad = core.qkv_bias if core.b_qkv is not None else np.zeros(3 * c, np.float32)
             attrs = SPEC.node_attrs(window_size=lay.window, shift_size=lay.shift, num_heads=lay.heads,
                                     height=lay.height, width=lay.width, scale=lay.scale)
             t = e.op(SPEC.name, [qkv, e.const(lay.rel_bias), e.const(pad)], attrs, domain=SPEC.domain)
         else:
             t = _native_attention(e, t, core, lay)
-        t = e.linear(t, core.w_proj_t, core.b_proj_t)
+        t = e.linear(t, core.w_proj, core.b_proj)
         if len(y_shape) != 3 or y_shape[1] != tokens:
             t = e.reshape(t, [0, *y_shape[1:]])
         return Emission(e.nodes, [t])
@@ -536,13 +560,16 @@ class SwinWindowAttentionPass(RewritePass):
 class _Emitter:
     """Appends uniquely named nodes/constants for one replacement."""
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, taken: set[str]):
         self.tag = tag
+        self.taken = taken  # names already in the graph (a graph rewritten before has our names)
         self.nodes: list[gs.Node] = []
         self.count = 0
 
     def _name(self, what: str) -> str:
         self.count += 1
+        while f"{self.tag}_{what}{self.count}" in self.taken:
+            self.count += 1
         return f"{self.tag}_{what}{self.count}"
 
     def const(self, value, dtype=None) -> gs.Constant:
@@ -559,11 +586,11 @@ class _Emitter:
     def reshape(self, t, shape):
         return self.op("Reshape", [t, self.const(np.asarray(shape, np.int64))])
 
-    def linear(self, t, w: gs.Tensor, b: gs.Tensor | None):
-        """MatMul (+Add) reusing the original weights (initializer or folded Constant value)."""
-        t = self.op("MatMul", [t, w if isinstance(w, gs.Constant) else self.const(const_value(w))])
+    def linear(self, t, w, b):
+        """MatMul (+Add): reuses an initializer as is, else makes a constant of the value."""
+        t = self.op("MatMul", [t, w if isinstance(w, gs.Constant) else self.const(_value(w))])
         if b is not None:
-            t = self.op("Add", [t, b if isinstance(b, gs.Constant) else self.const(const_value(b))])
+            t = self.op("Add", [t, b if isinstance(b, gs.Constant) else self.const(_value(b))])
         return t
 
 
@@ -571,7 +598,7 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
     """Plain ONNX for [B, H*W, C] tokens -> attention output [B, H*W, C] before proj: a constant
     Gather (roll+pad+partition), 4-D attention with ONE folded additive bias, a constant Gather
     back (reverse+crop+roll back)."""
-    c = core.w_qkv.shape[0]
+    c = core.channels
     tokens = lay.height * lay.width
     n, heads = lay.window ** 2, lay.heads
     hd = c // heads
@@ -581,7 +608,7 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
         t = e.op("Pad", [t, e.const(np.asarray([0, 0, 0, 0, 1, 0], np.int64))], {"mode": "constant"})
         order = np.where(order < 0, tokens, order)
     t = e.op("Gather", [t, e.const(order.astype(np.int64))], {"axis": 1})  # [B, nW*N, C]
-    qkv = e.reshape(e.linear(t, core.w_qkv_t, core.b_qkv_t), [-1, n, 3 * c])  # [B*nW, N, 3C]
+    qkv = e.reshape(e.linear(t, core.w_qkv, core.b_qkv), [-1, n, 3 * c])  # [B*nW, N, 3C]
     q, k, v = e.op("Split", [qkv, e.const(np.asarray([c, c, c], np.int64))], {"axis": 2}, n_out=3)
     q = e.op("Transpose", [e.reshape(q, [-1, n, heads, hd])], {"perm": [0, 2, 1, 3]})
     k = e.op("Transpose", [e.reshape(k, [-1, n, heads, hd])], {"perm": [0, 2, 3, 1]})

@@ -161,7 +161,7 @@ def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
 def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
     """PTX whose entry takes exactly the 9 arguments TensorRT's AOT launcher passes (Triton's unused
     trailing scratch pointers removed), with its name and metadata."""
-    from vitdeploy.plugins.window_attention.kernel import strip_unused_scratch_params
+    from vitdeploy.plugins.base import strip_unused_scratch_params
 
     name, ptx, meta = compile_ptx(arch, dtype, cfg)
     return name, strip_unused_scratch_params(ptx, name, keep=NUM_KERNEL_ARGS), meta

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-# generic PTX helpers, re-exported: other plugins and tests import them from here
-from vitdeploy.plugins.base import entry_params, ptxas_path, strip_unused_scratch_params
+from vitdeploy.plugins.base import strip_unused_scratch_params
 
 KERNEL_NAME = "window_attention_kernel"
 
 __all__ = [
-    "KERNEL_NAME", "NUM_KERNEL_ARGS", "LaunchConfig", "compile_ptx", "entry_params", "interpreter_active",
-    "make_config", "ptx_for_tensorrt", "ptxas_path", "signature", "strip_unused_scratch_params",
+    "KERNEL_NAME", "NUM_KERNEL_ARGS", "LaunchConfig", "compile_ptx", "interpreter_active",
+    "make_config", "ptx_for_tensorrt", "signature",
     "window_attention_kernel", "window_attention_triton",
 ]
 
