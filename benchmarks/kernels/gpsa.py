@@ -20,12 +20,9 @@ CPU smoke test (Triton interpreter, tiny shapes, no timing claims):
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from benchmarks.kernels.common import environment  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from vitdeploy.plugins.gated_positional_attention.kernel import CONFIGS, TILES, gated_positional_attention_triton  # noqa: E402
@@ -134,30 +132,6 @@ def time_cuda_graph(fn, warmup: int, reps: int) -> dict:
     with torch.cuda.graph(graph):
         fn()
     return time_cuda(graph.replay, warmup, reps)
-
-
-def git_commit() -> dict:
-    def run(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:
-            return ""
-    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
-
-
-def environment(device: str) -> dict:
-    import triton
-
-    env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-           "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git": git_commit(),
-           "host": platform.node()}
-    if device == "cuda":
-        p = torch.cuda.get_device_properties(0)
-        env.update(device=p.name, capability=f"sm_{p.major}{p.minor}", cuda=torch.version.cuda,
-                   sm_count=p.multi_processor_count)
-    else:
-        env.update(device="cpu (Triton interpreter; timings not meaningful)")
-    return env
 
 
 def bench(model, heads, hd, B, N, device, dry, args) -> dict:

@@ -17,15 +17,11 @@ CPU smoke test (Triton interpreter, tiny shapes, no timing claims):
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 if "--dry-run" in sys.argv:  # the interpreter must be on before triton is first imported
@@ -35,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from benchmarks.kernels.common import environment, time_cpu  # noqa: E402
 
 from vitdeploy.plugins.msda.kernel import msda_triton  # noqa: E402
 from vitdeploy.plugins.msda.reference import msda, msda_grid_sample  # noqa: E402
@@ -85,39 +82,6 @@ def time_cuda(fn, warmup: int, reps: int) -> dict:
         samples.append(a.elapsed_time(b) * 1000.0)
     samples.sort()
     return {"median_us": statistics.median(samples), "min_us": samples[0], "p90_us": samples[int(0.9 * (len(samples) - 1))], "reps": reps}
-
-
-def time_cpu(fn, reps: int = 1) -> dict:
-    """Dry-run stand-in (wall clock, interpreter): exercises the code path, means nothing."""
-    samples = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1e6)
-    return {"median_us": statistics.median(samples), "min_us": min(samples), "p90_us": max(samples), "reps": reps}
-
-
-def git_commit() -> dict:
-    def run(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:
-            return ""
-
-    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
-
-
-def environment(device) -> dict:
-    import triton
-
-    env = {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-           "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git": git_commit()}
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        env.update(device=torch.cuda.get_device_name(device), capability=f"sm_{p.major}{p.minor}", cuda=torch.version.cuda)
-    else:
-        env.update(device=f"cpu ({platform.processor() or platform.machine()}), Triton interpreter")
-    return env
 
 
 def bench_case(name, shapes, batch, queries, dtype, device, dry, args) -> dict:

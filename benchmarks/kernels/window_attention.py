@@ -20,12 +20,9 @@ CPU smoke test (Triton interpreter, tiny shapes, no timing claims):
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from benchmarks.kernels.common import environment  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from vitdeploy.plugins.window_attention import kernel as wa_kernel  # noqa: E402
@@ -164,30 +162,6 @@ def time_cpu(fn, reps: int = 2) -> dict:
 
 def max_err(got, want) -> float:
     return (got.float() - want).abs().max().item()
-
-
-def git_commit() -> dict:
-    def run(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:
-            return ""
-
-    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
-
-
-def environment(device) -> dict:
-    import triton
-
-    env = {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-           "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git": git_commit()}
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        env.update(device=torch.cuda.get_device_name(device), capability=f"sm_{p.major}{p.minor}",
-                   cuda=torch.version.cuda, sm_count=p.multi_processor_count)
-    else:
-        env.update(device=f"cpu ({platform.processor() or platform.machine()}), Triton interpreter")
-    return env
 
 
 def triton_variants(heads: int, dry: bool) -> list[dict]:

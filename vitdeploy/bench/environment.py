@@ -109,6 +109,10 @@ def cpu() -> dict:
 
 def git_commit(start: str | Path | None = None) -> dict | None:
     """The commit of the checkout vitdeploy runs from (or `start`), with a dirty flag."""
+    import os
+
+    if os.environ.get("VITDEPLOY_GIT_COMMIT"):  # copies of the tree without .git (remote GPU runs)
+        return {"commit": os.environ["VITDEPLOY_GIT_COMMIT"], "dirty": False, "source": "VITDEPLOY_GIT_COMMIT"}
     where = Path(start) if start else Path(__file__).resolve().parents[2]
     sha = _run(["git", "-C", str(where), "rev-parse", "HEAD"])
     if not sha:

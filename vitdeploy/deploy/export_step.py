@@ -5,7 +5,6 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx, io_signature
 from vitdeploy.deploy.inputs import random_images

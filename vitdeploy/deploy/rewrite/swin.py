@@ -99,14 +99,15 @@ class Core:
     y: gs.Variable
     w_in: gs.Variable  # data input of the qkv projection (tokens in window order)
     qkv: list[gs.Variable]  # qkv Linear output, or the q, k and v Linear outputs
-    qk: gs.Variable  # q·kᵀ
-    logits: gs.Variable  # Softmax input
+    qk: gs.Variable | None  # q·kᵀ (None for an ONNX Attention node)
+    logits: gs.Variable | None  # Softmax input
     w_qkv: gs.Tensor | np.ndarray  # [C, 3C]: the initializer, or q|k|v weights concatenated
     b_qkv: gs.Tensor | np.ndarray | None
     w_proj: gs.Tensor | np.ndarray
     b_proj: gs.Tensor | np.ndarray | None
     channels: int
     moves_data: bool  # any layout op around the attention (plain global attention has none)
+    attention: gs.Node | None = None  # opset-23 Attention node holding q·kᵀ, the Softmax and ·v
 
     @property
     def qkv_bias(self) -> np.ndarray | None:
@@ -236,8 +237,33 @@ class _Walker:
         if len(xs) != 1:
             return None
         x = xs[0]
-        # av -> heads merged -> proj
-        t = av.outputs[0]
+        return self.finish(x, pre, w_in, qkv, w_qkv, b_qkv, av.outputs[0], qk_node.outputs[0], softmax.inputs[0])
+
+    def match_attention(self, node: gs.Node) -> Core | None:
+        """The same block exported at opset 23 with SDPA: one ONNX `Attention` node, 4-D q/k/v,
+        additive float mask (relative-position bias + shift mask), no cache, not causal."""
+        a = node.attrs
+        if int(a.get("is_causal", 0)) or float(a.get("softcap", 0.0)) or int(a.get("qk_matmul_output_mode", 0)) \
+                or "q_num_heads" in a or len([t for t in node.inputs[4:] if t.name]) \
+                or any(o.outputs for o in node.outputs[1:]) or len(node.inputs) < 3:
+            return None
+        if len(node.inputs) > 3 and node.inputs[3].name and self.is_dep(node.inputs[3]):
+            return None  # a mask computed from activations is not Swin's
+        proj_in = self.qkv_projection(node.inputs[0], node.inputs[1], node.inputs[2])
+        if proj_in is None:
+            return None
+        qkv, w_in, w_qkv, b_qkv = proj_in
+        xs, pre = self.up([w_in], LAYOUT_OPS)
+        if len(xs) != 1:
+            return None
+        core = self.finish(xs[0], pre, w_in, qkv, w_qkv, b_qkv, node.outputs[0], None, None)
+        if core is not None:
+            core.attention = node
+        return core
+
+    def finish(self, x, pre, w_in, qkv, w_qkv, b_qkv, av_out, qk, logits) -> Core | None:
+        """From the attention output: heads merged (layout) -> proj Linear -> layout -> y."""
+        t = av_out
         while True:
             cons = self.data_consumers(t)
             if len(cons) != 1:
@@ -258,7 +284,7 @@ class _Walker:
         ys, post = self.down(out)
         if len(ys) != 1:
             return None
-        return Core(x, ys[0], w_in, qkv, qk_node.outputs[0], softmax.inputs[0], w_qkv, b_qkv, proj[1], proj[2],
+        return Core(x, ys[0], w_in, qkv, qk, logits, w_qkv, b_qkv, proj[1], proj[2],
                     channels=_shape(w_qkv)[0], moves_data=bool(pre or post))
 
     def subgraph(self, x: gs.Tensor, y: gs.Tensor) -> tuple[list[gs.Node], list[gs.Variable]]:
@@ -440,10 +466,10 @@ class SwinWindowAttentionPass(RewritePass):
     # -- find
     def find(self, graph):
         walker = _Walker(graph)
-        cores = [c for c in (walker.match(n) for n in list(graph.nodes) if n.op == "Softmax") if c is not None]
-        cores = [c for c in cores if c.moves_data]  # plain global attention (ViT) is not ours
-        notes = [f"ONNX Attention op '{n.name}' (opset 23) with an additive mask is not matched; export with opset <= 22"
-                 for n in graph.nodes if n.op == "Attention" and len(n.inputs) > 3 and n.inputs[3].name]
+        found = [walker.match(n) if n.op == "Softmax" else walker.match_attention(n)
+                 for n in list(graph.nodes) if n.op in ("Softmax", "Attention")]
+        cores = [c for c in found if c is not None and c.moves_data]  # plain global attention (ViT) is not ours
+        notes: list[str] = []
         if not cores:
             return [], notes
         model = gs.export_onnx(graph, do_type_check=False)
@@ -456,7 +482,7 @@ class SwinWindowAttentionPass(RewritePass):
         cands: list[Candidate] = []
         stage, block, last_hw = 0, 0, None
         for core, (nodes, extras) in zip(cores, subgraphs):
-            where = core.logits.name
+            where = core.attention.name if core.attention is not None else core.logits.name
             try:
                 layout, why = self._measure(core, nodes, extras, values, graph.opset)
             except Exception as e:  # a probe that cannot run means the structure is not what we think
@@ -488,19 +514,35 @@ class SwinWindowAttentionPass(RewritePass):
             return None, "too large to probe exactly in FP32"
         code = (1 + np.arange(batch * tokens * channels, dtype=np.float64)).astype(np.float32).reshape(x_val.shape)
         feeds = {core.x.name: code, **{e.name: values[e.name] for e in extras}}
-        (w_in, logits), (a,), (ones,) = _probe(nodes, feeds, [
-            ({}, [core.w_in.name, core.logits.name]),
-            ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
-            ({t.name: 1.0 for t in core.qkv}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
-        ], opset)
-        if logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
-            return None, f"logits have shape {list(logits.shape)}, not [windows, heads, N, N]"
-        n, heads = logits.shape[-1], logits.shape[1]
+        if core.attention is None:
+            (w_in, logits), (a,), (ones,) = _probe(nodes, feeds, [
+                ({}, [core.w_in.name, core.logits.name]),
+                ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
+                ({t.name: 1.0 for t in core.qkv}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
+            ], opset)
+            if logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
+                return None, f"logits have shape {list(logits.shape)}, not [windows, heads, N, N]"
+            n, heads = logits.shape[-1], logits.shape[1]
+            if channels % heads:
+                return None, f"{channels} channels do not split into {heads} heads"
+            diff = (ones - a).astype(np.float64)
+            scale = float(diff.ravel()[0]) / (channels // heads)
+            if not np.allclose(diff, diff.ravel()[0], rtol=1e-5, atol=1e-5):
+                return None, "the logits are not scale * q·kᵀ + constant"
+        else:
+            att = core.attention
+            mask = att.inputs[3] if len(att.inputs) > 3 and att.inputs[3].name else None
+            got = _probe(nodes, feeds, [({}, [core.w_in.name, att.inputs[0].name, att.inputs[1].name]
+                                          + ([mask.name] if mask is not None else []))], opset)[0]
+            w_in, q, k = got[:3]
+            if q.ndim != 4 or k.shape != q.shape or (mask is not None and got[3].dtype != np.float32):
+                return None, "Attention inputs are not 4-D q/k/v of equal heads with a float mask"
+            heads, n, hd = q.shape[1:]
+            scale = float(att.attrs.get("scale", hd ** -0.5))
+            a = np.broadcast_to(got[3] if mask is not None else np.float32(0), (q.shape[0], heads, n, n))
         window = math.isqrt(n)
         if window * window != n:
             return None, f"{n} tokens per window is not a square window"
-        if channels % heads:
-            return None, f"{channels} channels do not split into {heads} heads"
         tok = _decode_tokens(w_in, channels, tokens)
         if tok is None:
             return None, "the data movement before the qkv Linear mixes channels"
@@ -518,11 +560,6 @@ class SwinWindowAttentionPass(RewritePass):
             return None, "the token order is not timm's roll -> pad -> window partition"
         h, w, s = match
         nw = per // n
-        head_dim = channels // heads
-        diff = (ones - a).astype(np.float64)
-        scale = float(diff.ravel()[0]) / head_dim
-        if not np.allclose(diff, diff.ravel()[0], rtol=1e-5, atol=1e-5):
-            return None, "the logits are not scale * q·kᵀ + constant"
         a = a.reshape(-1, nw, heads, n, n)[0].astype(np.float32)  # first image: [nW, heads, N, N]
         rel = a[0]
         measured = a - rel[None]
