@@ -324,15 +324,21 @@ def test_hugging_face_swin_with_separate_q_k_v_linears_is_matched(tmp_path):
     assert np.abs(ort_out(out, x) - ref).max() < 1e-4
 
 
-def test_onnx_attention_op_with_a_mask_is_reported_not_rewritten():
-    """opset 23 `Attention` (dynamo + SDPA) hides q·kᵀ and the Softmax: say so instead of skipping silently."""
-    from onnx import TensorProto, helper
+def test_opset_23_attention_op_from_hugging_face_sdpa_is_matched(tmp_path):
+    """transformers' Swin runs SDPA; dynamo at opset 23 writes one ONNX `Attention` node per block
+    (q·kᵀ, scale, the bias+mask input, Softmax and ·v inside)."""
+    from transformers import SwinConfig, SwinForImageClassification
 
-    q = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 2, 49, 16]) for n in "qkv"]
-    mask = helper.make_tensor("mask", TensorProto.FLOAT, [2, 49, 49], np.zeros(2 * 49 * 49, np.float32))
-    node = helper.make_node("Attention", ["q", "k", "v", "mask"], ["o"], name="sdpa")
-    g = helper.make_graph([node], "g", q, [helper.make_tensor_value_info("o", TensorProto.FLOAT, [4, 2, 49, 16])], [mask])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)])
-    out, rep = run_pass(m, SwinWindowAttentionPass(), "plugin")
-    assert out is m and rep.found == 0
-    assert rep.notes == ["ONNX Attention op 'sdpa' (opset 23) with an additive mask is not matched; export with opset <= 22"]
+    torch.manual_seed(4)
+    cfg = SwinConfig(image_size=224, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7, num_labels=10)
+    hf = SwinForImageClassification(cfg).eval()
+    path = tmp_path / "hf23.onnx"
+    export_onnx(hf, torch.randn(1, 3, 224, 224), path, exporter="dynamo", opset=23)
+    m = onnx.load(str(path))
+    assert ops(m).count("Attention") == 5 and "Softmax" not in ops(m)
+    out, rep, _ = rewrite(m, "plugin")
+    assert rep["replaced"] == 5 and ops(out).count("WindowAttention") == 5 and "Attention" not in ops(out)
+    x = np.random.default_rng(10).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(x)).logits.numpy()
+    assert np.abs(ort_out(out, x) - ref).max() < 1e-4

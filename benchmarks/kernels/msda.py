@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="CPU + Triton interpreter, tiny shapes: checks the script, times nothing real")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--dtypes", default="fp16,fp32", help="comma-separated: fp16, fp32")
     args = ap.parse_args()
     if args.dry_run:
         device = torch.device("cpu")
@@ -138,8 +139,14 @@ def main() -> None:
             for b in (1, 4):
                 grid.append((f"encoder {h}x{w}", level_shapes(h, w), b, None))
                 grid.append((f"decoder {h}x{w}", level_shapes(h, w), b, DECODER_QUERIES))
-        dtypes = [torch.float16, torch.float32]
-    cases = []
+        dtypes = [{"fp16": torch.float16, "fp32": torch.float32}[d] for d in args.dtypes.split(",")]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": "msda", "dry_run": args.dry_run, "environment": environment(device),
+              "shapes": {"heads": HEADS, "head_dim": HEAD_DIM, "levels": LEVELS, "points": POINTS},
+              "timing": "CUDA events per call, median of --reps after --warmup" if not args.dry_run else "wall clock (interpreter)",
+              "cases": []}
+    cases = result["cases"]
     for name, shapes, b, q in grid:
         queries = q if q is not None else sum(hh * ww for hh, ww in shapes)
         for dt in dtypes:
@@ -148,13 +155,8 @@ def main() -> None:
             print(f"{name:22s} b={b} {c['dtype']:8s} grid_sample {c['impls']['grid_sample']['median_us']:9.1f} us  "
                   f"triton {c['impls']['triton']['default']['median_us']:9.1f} us (best {c['impls']['triton']['best']['median_us']:.1f})  "
                   f"x{c['speedup_vs_grid_sample']['best']:.2f}", flush=True)
-    result = {"benchmark": "msda", "dry_run": args.dry_run, "environment": environment(device),
-              "shapes": {"heads": HEADS, "head_dim": HEAD_DIM, "levels": LEVELS, "points": POINTS},
-              "timing": "CUDA events per call, median of --reps after --warmup" if not args.dry_run else "wall clock (interpreter)",
-              "cases": cases}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+            # written after every case, so a run cut short keeps what it measured
+            out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 
 

@@ -20,6 +20,9 @@ Shape/Gather/Concat chains) belongs to the candidate too. The block's parameters
   mask for that shift (checked; a differing mask is reported and the candidate fails verification);
 - the scale: qkv forced to ones gives logits = scale·head_dim + bias.
 
+An opset-23 `Attention` node (dynamo export of SDPA code, e.g. transformers' Swin) is the same
+core in one node: its q/k/v and float mask input are matched and read the same way.
+
 The qkv and proj Linears are per token, so they commute with the data movement: the plugin gets
 qkv in original token order ([B, H*W, 3C], see `vitdeploy.plugins.window_attention.spec`) and
 its output goes straight into the proj MatMul; proj stays a plain MatMul for TensorRT.
@@ -93,7 +96,7 @@ def activation_dependence(graph: gs.Graph) -> set[int]:
 
 @dataclass
 class Core:
-    """The structural match around one Softmax, before anything is measured."""
+    """The structural match around one Softmax (or opset-23 Attention node), before anything is measured."""
 
     x: gs.Variable
     y: gs.Variable
@@ -418,7 +421,7 @@ def _probe(nodes: list[gs.Node], feeds: dict[str, np.ndarray], variants: list[tu
     return [[got[t.name] for t in ts] for ts in fetched]
 
 
-def _decode_tokens(windows: np.ndarray, channels: int, tokens: int) -> np.ndarray | None:
+def _decode_tokens(windows: np.ndarray, channels: int) -> np.ndarray | None:
     """Rows of a probed tensor -> global token index (-1: zero padding); None if channels moved."""
     rows = windows.reshape(-1, channels).astype(np.float64)
     code = rows[:, :1] - 1
@@ -439,6 +442,42 @@ def _window_grid(order: np.ndarray, grids: list[tuple[int, int]], window: int) -
             if np.array_equal(window_order(h, w, window, s), order):
                 return h, w, s
     return None
+
+
+def _attention_terms(core: Core, nodes, feeds, opset):
+    """Probe the attention core: (windows at the qkv Linear, N, heads, scale, additive logit terms
+    [windows, heads, N, N]) or the reason it is not a scaled-dot-product attention with a bias."""
+    channels = core.channels
+    if core.attention is None:
+        (w_in, logits), (a,), (ones,) = _probe(nodes, feeds, [
+            ({}, [core.w_in.name, core.logits.name]),
+            ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
+            ({t.name: 1.0 for t in core.qkv}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
+        ], opset)
+        if logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
+            return f"logits have shape {list(logits.shape)}, not [windows, heads, N, N]"
+        n, heads = logits.shape[-1], logits.shape[1]
+        if channels % heads:
+            return f"{channels} channels do not split into {heads} heads"
+        diff = (ones - a).astype(np.float64)
+        scale = float(diff.ravel()[0]) / (channels // heads)
+        if not np.allclose(diff, diff.ravel()[0], rtol=1e-5, atol=1e-5):
+            return "the logits are not scale * q·kᵀ + constant"
+    else:
+        att = core.attention
+        mask = att.inputs[3] if len(att.inputs) > 3 and att.inputs[3].name else None
+        fetch_mask = mask is not None and not isinstance(mask, gs.Constant)
+        got = _probe(nodes, feeds, [({}, [core.w_in.name, att.inputs[0].name, att.inputs[1].name]
+                                      + ([mask.name] if fetch_mask else []))], opset)[0]
+        if mask is not None and not fetch_mask:
+            got.append(np.asarray(mask.values))
+        w_in, q, k = got[:3]
+        if q.ndim != 4 or k.shape != q.shape or (mask is not None and got[3].dtype != np.float32):
+            return "Attention inputs are not 4-D q/k/v of equal heads with a float mask"
+        heads, n, hd = q.shape[1:]
+        scale = float(att.attrs.get("scale", hd ** -0.5))
+        a = np.broadcast_to(got[3] if mask is not None else np.float32(0), (q.shape[0], heads, n, n))
+    return w_in, n, heads, scale, a
 
 
 @dataclass
@@ -514,36 +553,14 @@ class SwinWindowAttentionPass(RewritePass):
             return None, "too large to probe exactly in FP32"
         code = (1 + np.arange(batch * tokens * channels, dtype=np.float64)).astype(np.float32).reshape(x_val.shape)
         feeds = {core.x.name: code, **{e.name: values[e.name] for e in extras}}
-        if core.attention is None:
-            (w_in, logits), (a,), (ones,) = _probe(nodes, feeds, [
-                ({}, [core.w_in.name, core.logits.name]),
-                ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
-                ({t.name: 1.0 for t in core.qkv}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
-            ], opset)
-            if logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
-                return None, f"logits have shape {list(logits.shape)}, not [windows, heads, N, N]"
-            n, heads = logits.shape[-1], logits.shape[1]
-            if channels % heads:
-                return None, f"{channels} channels do not split into {heads} heads"
-            diff = (ones - a).astype(np.float64)
-            scale = float(diff.ravel()[0]) / (channels // heads)
-            if not np.allclose(diff, diff.ravel()[0], rtol=1e-5, atol=1e-5):
-                return None, "the logits are not scale * q·kᵀ + constant"
-        else:
-            att = core.attention
-            mask = att.inputs[3] if len(att.inputs) > 3 and att.inputs[3].name else None
-            got = _probe(nodes, feeds, [({}, [core.w_in.name, att.inputs[0].name, att.inputs[1].name]
-                                          + ([mask.name] if mask is not None else []))], opset)[0]
-            w_in, q, k = got[:3]
-            if q.ndim != 4 or k.shape != q.shape or (mask is not None and got[3].dtype != np.float32):
-                return None, "Attention inputs are not 4-D q/k/v of equal heads with a float mask"
-            heads, n, hd = q.shape[1:]
-            scale = float(att.attrs.get("scale", hd ** -0.5))
-            a = np.broadcast_to(got[3] if mask is not None else np.float32(0), (q.shape[0], heads, n, n))
+        terms = _attention_terms(core, nodes, feeds, opset)
+        if isinstance(terms, str):
+            return None, terms
+        w_in, n, heads, scale, a = terms
         window = math.isqrt(n)
         if window * window != n:
             return None, f"{n} tokens per window is not a square window"
-        tok = _decode_tokens(w_in, channels, tokens)
+        tok = _decode_tokens(w_in, channels)
         if tok is None:
             return None, "the data movement before the qkv Linear mixes channels"
         per = tok.size // batch
