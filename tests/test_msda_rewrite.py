@@ -270,3 +270,17 @@ def test_real_config_has_twelve_cores_with_48_grid_samples(tmp_path):
     cands, notes = MsdaPass().find(gs.import_onnx(onnx.shape_inference.infer_shapes(graph)))
     assert len(cands) == 12 and not notes
     assert all(c.params["levels"] == [(8, 8, 0), (4, 4, 64), (2, 2, 80), (1, 1, 84)] for c in cands)
+
+
+def test_cli_msda_impl_selects_the_plugin(dynamo_dynamic, tmp_path, cli_run):
+    """`vitdeploy rewrite --msda-impl vitdeploy` emits vitdeploy's Triton plugin instead of the stock one."""
+    path = tmp_path / "detr.onnx"
+    onnx.save(dynamo_dynamic, str(path))
+    for impl, op, domain in (("stock", "MultiscaleDeformableAttnPlugin_TRT", None), ("vitdeploy", "MultiscaleDeformableAttention", "vitdeploy")):
+        out = tmp_path / f"detr.{impl}.onnx"
+        r = cli_run("rewrite", str(path), "-o", str(out), "--passes", "msda", "--msda-impl", impl, "--json")
+        assert r.exit_code == 0, r.output
+        nodes = [n for n in onnx.load(str(out)).graph.node if n.op_type == op]
+        assert len(nodes) == 4
+        if domain:
+            assert {n.domain for n in nodes} == {domain}

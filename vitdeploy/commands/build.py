@@ -28,11 +28,13 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--hardware-compat", type=click.Choice(["none", "ampere_plus", "same_compute_capability"]),
               default="none", show_default=True, help="Let the engine run on other GPUs (slower).")
 @click.option("--version-compatible", is_flag=True, help="Let the engine run on later TensorRT of the same major.")
+@click.option("--msda-impl", type=click.Choice(["stock", "vitdeploy"]), default="stock", show_default=True,
+              help="Deformable DETR: TensorRT's stock deformable-attention plugin or vitdeploy's Triton one.")
 @click.option("--no-engine", is_flag=True, help="Stop after the ONNX steps (exit 0 even without TensorRT).")
 @model_source_options
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, plugins, target,
-            workspace_gb, dla_core, timing_cache, hardware_compat, version_compatible, no_engine, checkpoint,
+            workspace_gb, dla_core, timing_cache, hardware_compat, version_compatible, msda_impl, no_engine, checkpoint,
             pretrained, img_size, batch, dynamic_batch, opset, exporter):
     """Export, rewrite, set precision, check accuracy and build a TensorRT engine.
 
@@ -66,7 +68,7 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         plugins=plugins, target=target, batch=batch_spec, workspace_gb=workspace_gb, dla_core=dla_core,
         timing_cache=Path(timing_cache) if timing_cache else None, hardware_compat=hardware_compat,
         version_compatible=version_compatible, no_engine=no_engine, img_size=parse_img_size(img_size),
-        checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter,
+        checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter, msda_impl=msda_impl,
     )
     res = run_build(opts)
     out = res.out_dir

@@ -58,6 +58,7 @@ class BuildOptions:
     opset: int = 18
     exporter: str = "auto"
     small: bool = False  # reduced Deformable DETR (tests)
+    msda_impl: str = "stock"  # stock TensorRT plugin | vitdeploy's Triton plugin
 
 
 @dataclass
@@ -329,6 +330,8 @@ def _onnx_attr(a):
 def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, cache: StepCache) -> tuple[Path, dict | None]:
     import onnx
 
+    from vitdeploy.deploy.rewrite.base import run_passes
+
     have, missing = _available_passes(passes)
     with stage("rewrite") as st:
         for n in missing:
@@ -336,14 +339,15 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         if not have:
             st.skip("no rewrite passes apply" if not passes else f"pass module(s) missing: {', '.join(missing)}")
             return src, None
-        key = cache.key("rewrite", {"onnx": sha256_file(src), "passes": have, "mode": mode})
+        pass_options = {"msda_impl": opts.msda_impl}
+        key = cache.key("rewrite", {"onnx": sha256_file(src), "passes": have, "mode": mode, "options": pass_options})
         rec = cache.lookup("rewrite", key)
         dest = opts.out_dir / f"{src.name.removesuffix('.onnx')}.rewritten.onnx"
         if rec is None:
             started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                model, report = _run_passes(onnx.load(str(src)), have, mode)
+                model, report = run_passes(onnx.load(str(src)), have, mode, options=pass_options)
             for w in caught:
                 if ": left " in str(w.message):
                     console.print(f"  [yellow]{w.message}[/]")
@@ -374,33 +378,6 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         st.detail = f"{'+'.join(have)} ({mode}): {replaced}/{found} subgraphs replaced{cached}"
         report["step_key"] = key
         return (dest if report.get("output") else src), report
-
-
-def _run_passes(model, names: list[str], mode: str):
-    """run_passes, except that a pass without `mode` runs in the one it has: msda only emits
-    TensorRT's stock deformable-attention plugin, which every TensorRT (JetPack 6 included) ships."""
-    from vitdeploy.deploy.rewrite import load_pass
-    from vitdeploy.deploy.rewrite.base import run_passes
-
-    groups: list[tuple[str, list[str]]] = []
-    for n in names:
-        m = mode if mode in load_pass(n).modes else load_pass(n).modes[0]
-        if groups and groups[-1][0] == m:
-            groups[-1][1].append(n)
-        else:
-            groups.append((m, [n]))
-    if len(groups) == 1:
-        return run_passes(model, groups[0][1], groups[0][0])
-    original, reports = model, []
-    for m, group in groups:
-        model, rep = run_passes(model, group, m, check_whole=False)
-        reports.extend(rep["passes"])
-    from vitdeploy.deploy.rewrite.base import static_feeds, whole_graph_parity
-
-    result = {"mode": mode, "passes": reports, "nodes_before": len(original.graph.node), "nodes_after": len(model.graph.node)}
-    if any(r["replaced"] for r in reports):
-        result["whole_graph"] = whole_graph_parity(original, model, static_feeds(original))
-    return model, result
 
 
 def _calib_fingerprint(path: Path) -> dict:
