@@ -81,6 +81,7 @@ def test_manifest_records_what_a_user_needs(exported):
         assert m["versions"][k]
     assert m["vitdeploy"] and m["schema"] == 1
     assert not list(out.glob(".vitdeploy-stage-*")), "staging directory left behind"
+    assert (out / "manifest.json").stat().st_mode & 0o044 == 0o044, "artifacts must be readable by others (umask), not 0600"
 
 
 def test_dynamic_batch_runs_at_two_batch_sizes(tmp_path):

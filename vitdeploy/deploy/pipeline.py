@@ -24,9 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitdeploy.console import console, stage
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, ensure_writable_dir, new_manifest, sha256_file
+from vitdeploy.deploy.artifacts import (
+    MANIFEST_NAME,
+    atomic_save_onnx,
+    atomic_write_json,
+    ensure_writable_dir,
+    new_manifest,
+    publish,
+    sha256_file,
+)
 from vitdeploy.deploy.export import BatchSpec
-from vitdeploy.errors import VerificationError, VitdeployError
+from vitdeploy.errors import VitdeployError
 
 CACHE_DIR = ".vitdeploy/steps"
 PLAN_NAME = "model.plan"
@@ -118,14 +126,6 @@ class StepCache:
 
 def _file_entry(root: Path, p: Path) -> dict:
     return {"path": os.path.relpath(p, root), "sha256": sha256_file(p), "bytes": p.stat().st_size}
-
-
-def _publish(tmp: Path, dest: Path) -> Path:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are meant to be shared
-    os.replace(tmp, dest)
-    return dest
 
 
 def _tmp_path(out_dir: Path, name: str) -> Path:
@@ -244,7 +244,7 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
                 fields["export"]["parity"] = parity
                 if opts.checkpoint:
                     fields["model"]["checkpoint"] = {"path": str(Path(opts.checkpoint).resolve()), "sha256": inputs["checkpoint"]}
-                _publish(tmp, dest)
+                publish(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
             rec = cache.store("export", key, {"onnx": dest}, fields, time.perf_counter() - started)
@@ -273,7 +273,7 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
     if dest != src:
         tmp = _tmp_path(opts.out_dir, src.name)
         shutil.copyfile(src, tmp)
-        _publish(tmp, dest)
+        publish(tmp, dest)
     fields: dict = {}
     if (src.parent / MANIFEST_NAME).is_file():
         try:
@@ -331,6 +331,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
     import onnx
 
     from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite_flow import check_whole_graph
 
     have, missing = _available_passes(passes)
     with stage("rewrite") as st:
@@ -351,22 +352,11 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             for w in caught:
                 if ": left " in str(w.message):
                     console.print(f"  [yellow]{w.message}[/]")
-            whole = report.get("whole_graph")
-            if whole is not None and not whole["passed"]:
-                bad = next(o for o in whole["outputs"] if not o["passed"])
-                raise VerificationError(
-                    f"rewritten graph differs from the exported one: {bad['name']} max-abs {bad['max_abs']:.3g}",
-                    "rerun with --plugins off, or report the model",
-                )
+            check_whole_graph(report, "rerun with --plugins off, or report the model")
             replaced = sum(p["replaced"] for p in report["passes"])
             report["plugins"] = _plugin_nodes(model)
             if replaced:
-                tmp = _tmp_path(opts.out_dir, dest.name)
-                try:
-                    onnx.save(model, str(tmp))
-                    _publish(tmp, dest)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                atomic_save_onnx(model, dest)
             report["output"] = dest.name if replaced else None
             rec = cache.store("rewrite", key, {"onnx": dest} if replaced else {}, report, time.perf_counter() - started)
             cached = ""
@@ -451,12 +441,7 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
                 from vitdeploy.calibration.precision import convert_fp16
 
                 model, summary["fp16"] = convert_fp16(onnx.load(str(src)), keep_io_fp32=True)
-            tmp = _tmp_path(opts.out_dir, dest.name)
-            try:
-                onnx.save(model, str(tmp))
-                _publish(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_save_onnx(model, dest)
             rec = cache.store("precision", key, outputs, summary, time.perf_counter() - started)
             st.detail = f"{wanted} -> {dest.name}"
         else:
@@ -570,7 +555,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             tmp = _tmp_path(opts.out_dir, PLAN_NAME)
             try:
                 record = eng.build_engine(final_onnx, tmp, settings, plugins)
-                _publish(tmp, plan)
+                publish(tmp, plan)
             finally:
                 tmp.unlink(missing_ok=True)
             record["plan"] = _file_entry(opts.out_dir, plan)

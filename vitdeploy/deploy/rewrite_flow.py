@@ -84,7 +84,7 @@ def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None,
         with warnings.catch_warnings():  # refusals are in the report; do not print them twice
             warnings.simplefilter("ignore")
             rewritten, report = run_passes(model, names, mode, options=options)
-        _check_whole(report)  # nothing is written when the end-to-end comparison fails
+        check_whole_graph(report)  # nothing is written when the end-to-end comparison fails
         report.update(input=str(src), output=str(dst), selected=why, seconds=round(time.perf_counter() - started, 2))
         atomic_write_bytes(dst, rewritten.SerializeToString())
         if manifest is not None and dst.parent.resolve() == src.parent.resolve():
@@ -107,13 +107,14 @@ def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None,
     return report
 
 
-def _check_whole(report: dict) -> None:
+def check_whole_graph(report: dict, hint: str = "nothing was written; rerun with fewer --passes and report the model") -> None:
+    """Raise (exit 3) when the composed rewrites change the graph's outputs end to end."""
     whole = report.get("whole_graph")
     if whole is not None and not whole["passed"]:
         bad = next(o for o in whole["outputs"] if not o["passed"])
         raise VerificationError(
             f"the rewritten graph differs from the input: {bad['name']} max-abs {bad['max_abs']:.3g}, cosine {bad['cosine']:.6f}",
-            "nothing was written; rerun with fewer --passes and report the model",
+            hint,
         )
 
 

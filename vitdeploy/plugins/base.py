@@ -191,3 +191,21 @@ def ptxas_path() -> str | None:
     except Exception:
         return None
     return p if p and os.path.isfile(p) else None
+
+
+def target_arch(plugin: str) -> int:
+    """SM version the TensorRT faces compile PTX for: $VITDEPLOY_PTX_ARCH (e.g. 87), else the current GPU.
+
+    Building a Jetson Orin engine on a workstation (or in CI) sets VITDEPLOY_PTX_ARCH=87.
+    """
+    import os
+
+    env = os.environ.get("VITDEPLOY_PTX_ARCH")
+    if env:
+        return int(env.removeprefix("sm_"))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"no CUDA device to compile {plugin} for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
+    major, minor = torch.cuda.get_device_capability()
+    return major * 10 + minor

@@ -9,26 +9,16 @@ compiled into the PTX as constants; N travels as the one extra scalar argument.
 """
 # No `from __future__ import annotations`: tensorrt.plugin reads the annotations with
 # inspect.signature and compares them with real types (TensorDesc, int, float).
-import os
 from typing import List, Tuple
 
 from vitdeploy.plugins.gated_positional_attention.spec import SPEC
+from vitdeploy.plugins.base import target_arch as _target_arch
 
 _REGISTERED = False
 
 
 def target_arch() -> int:
-    """SM version to compile for: $VITDEPLOY_PTX_ARCH (e.g. 87), else the current CUDA device."""
-    env = os.environ.get("VITDEPLOY_PTX_ARCH")
-    if env:
-        return int(env.removeprefix("sm_"))
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device to compile GatedPositionalAttention for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
-
-    major, minor = torch.cuda.get_device_capability()
-    return major * 10 + minor
+    return _target_arch("GatedPositionalAttention")
 
 
 def register() -> None:

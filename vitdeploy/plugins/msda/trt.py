@@ -11,26 +11,17 @@ grid (query blocks x batch*heads) and the extra scalars S, Lq, M. With AOT the P
 engine, so the engine runs without Python. TensorRT is imported only inside these functions.
 """
 # No `from __future__ import annotations` here: tensorrt.plugin inspects real annotation objects.
-import os
 
 from vitdeploy.plugins.msda import kernel
 from vitdeploy.plugins.msda.spec import VITDEPLOY_SPEC as SPEC
+from vitdeploy.plugins.base import target_arch as _target_arch
 
 _REGISTERED = False
 BLOCK_Q_TACTICS = (16, 32, 64)  # tactic = queries per program; TensorRT times each
 
 
 def target_arch() -> int:
-    """SM version to compile for: $VITDEPLOY_PTX_ARCH (e.g. 87) or the current CUDA device."""
-    env = os.environ.get("VITDEPLOY_PTX_ARCH")
-    if env:
-        return int(env.removeprefix("sm_"))
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device to compile MultiscaleDeformableAttention for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
-    major, minor = torch.cuda.get_device_capability()
-    return major * 10 + minor
+    return _target_arch("MultiscaleDeformableAttention")
 
 
 def _static(expr, what: str) -> int:

@@ -7,25 +7,16 @@ run, its launch grid, and the one extra scalar (batch). With AOT the PTX lives i
 so the engine runs without Python. TensorRT is imported only inside these functions.
 """
 # No `from __future__ import annotations` here: tensorrt.plugin inspects real annotation objects.
-import os
 
 from vitdeploy.plugins.window_attention import kernel
 from vitdeploy.plugins.window_attention.spec import SPEC
+from vitdeploy.plugins.base import target_arch as _target_arch
 
 _REGISTERED = False
 
 
 def target_arch() -> int:
-    """SM version to compile for: $VITDEPLOY_PTX_ARCH (e.g. 87) or the current CUDA device."""
-    env = os.environ.get("VITDEPLOY_PTX_ARCH")
-    if env:
-        return int(env.removeprefix("sm_"))
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device to compile WindowAttention for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
-    major, minor = torch.cuda.get_device_capability()
-    return major * 10 + minor
+    return _target_arch("WindowAttention")
 
 
 def tactics_for(num_heads: int) -> list[int]:
