@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import os
 import warnings
 
 import numpy as np
@@ -128,11 +127,7 @@ def test_dynamo_dynamic_batch_n100(dynamo_dynamic_n100, mode):
         assert _torch_parity(model, out, b, 160) < 1e-4
 
 
-LARGE = pytest.mark.skipif(os.environ.get("VITDEPLOY_TEST_LARGE") != "1",
-                           reason="convit_b export takes ~1 min on 2 cores; set VITDEPLOY_TEST_LARGE=1 to run it")
-
-
-@pytest.mark.parametrize("alias,heads", [("convit_s", 9), pytest.param("convit_b", 16, marks=[pytest.mark.slow, LARGE])])
+@pytest.mark.parametrize("alias,heads", [("convit_s", 9), pytest.param("convit_b", 16, marks=pytest.mark.slow)])
 def test_convit_s_b_structure(alias, heads, tmp_path):
     """convit_s / convit_b widths at 64x64 (N=16): every GPSA layer replaced, the two MHSA layers untouched."""
     model = _convit(alias, 64)
