@@ -219,7 +219,7 @@ def test_models_lists_every_alias(cli_run):
 
 
 def test_every_command_has_help_with_an_example(cli_run):
-    from vitdeploy.cli import COMMANDS, LazyGroup, cli
+    from vitdeploy.cli import LazyGroup, cli
 
     names = LazyGroup.list_commands(cli, None)
     assert {"models", "export"} <= set(names)

@@ -1,6 +1,5 @@
 """The verify-then-replace framework, on a toy pass: good rewrites land, wrong ones are refused."""
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper
