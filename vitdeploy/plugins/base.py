@@ -209,3 +209,36 @@ def target_arch(plugin: str) -> int:
         raise RuntimeError(f"no CUDA device to compile {plugin} for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
     major, minor = torch.cuda.get_device_capability()
     return major * 10 + minor
+
+
+def run_plugin_network(feeds: dict, add_layer, out_shape, what: str):
+    """Build a one-plugin TensorRT network over `feeds` (name -> torch tensor), run it, return the output.
+
+    `add_layer(network, itensors)` adds the plugin layer. The `trt`-marked tests use this to
+    compare each plugin's TensorRT face with its reference; TensorRT is imported here, not above.
+    """
+    import tensorrt as trt
+    import torch
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    itensors = [network.add_input(n, trt.int32 if t.dtype == torch.int32 else trt.float32, tuple(t.shape))
+                for n, t in feeds.items()]
+    layer = add_layer(network, itensors)
+    network.mark_output(layer.get_output(0))
+    blob = builder.build_serialized_network(network, builder.create_builder_config())
+    if blob is None:
+        raise RuntimeError(f"TensorRT could not build the {what} test network")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+    context = engine.create_execution_context()
+    dev = {n: t.contiguous().cuda() for n, t in feeds.items()}
+    out = torch.empty(*out_shape, device="cuda")
+    for name, t in dev.items():
+        context.set_tensor_address(name, t.data_ptr())
+    context.set_tensor_address(layer.get_output(0).name, out.data_ptr())
+    stream = torch.cuda.current_stream()
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise RuntimeError("TensorRT execution failed")
+    stream.synchronize()
+    return out

@@ -90,43 +90,26 @@ def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, a
     `trt`-marked tests check both node types against the reference.
     """
     import tensorrt as trt
-    import torch
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    from vitdeploy.plugins.base import run_plugin_network
+
     feeds = {"value": value.float(), "spatial_shapes": spatial_shapes.int(), "level_start_index": level_start_index.int(),
              "sampling_locations": sampling_locations.float(), "attention_weights": attention_weights.float()}
-    itensors = [network.add_input(n, trt.int32 if t.dtype == torch.int32 else trt.float32, tuple(t.shape))
-                for n, t in feeds.items()]
-    if stock:
-        from vitdeploy.plugins.msda.spec import STOCK_SPEC
 
-        trt.init_libnvinfer_plugins(logger, "")
-        creator = trt.get_plugin_registry().get_creator(STOCK_SPEC.name, STOCK_SPEC.version, "")
-        if creator is None:
-            raise RuntimeError(f"{STOCK_SPEC.name} version {STOCK_SPEC.version} is not in this TensorRT's plugin registry")
-        plugin = creator.create_plugin(STOCK_SPEC.name, trt.PluginFieldCollection([]), trt.TensorRTPhase.BUILD)
-        layer = network.add_plugin_v3(itensors, [], plugin)
-    else:
+    def add_layer(network, itensors):
+        if stock:
+            from vitdeploy.plugins.msda.spec import STOCK_SPEC
+
+            trt.init_libnvinfer_plugins(trt.Logger(trt.Logger.WARNING), "")
+            creator = trt.get_plugin_registry().get_creator(STOCK_SPEC.name, STOCK_SPEC.version, "")
+            if creator is None:
+                raise RuntimeError(f"{STOCK_SPEC.name} version {STOCK_SPEC.version} is not in this TensorRT's plugin registry")
+            plugin = creator.create_plugin(STOCK_SPEC.name, trt.PluginFieldCollection([]), trt.TensorRTPhase.BUILD)
+            return network.add_plugin_v3(itensors, [], plugin)
         import tensorrt.plugin as trtp
 
         register()
-        layer = network.add_plugin(trtp.op.vitdeploy.MultiscaleDeformableAttention(*itensors), aot=True)
-    network.mark_output(layer.get_output(0))
-    blob = builder.build_serialized_network(network, builder.create_builder_config())
-    if blob is None:
-        raise RuntimeError("TensorRT could not build the MultiscaleDeformableAttention test network")
-    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
-    context = engine.create_execution_context()
-    dev = {n: t.contiguous().cuda() for n, t in feeds.items()}
+        return network.add_plugin(trtp.op.vitdeploy.MultiscaleDeformableAttention(*itensors), aot=True)
+
     n, _, m, d = value.shape
-    out = torch.empty(n, sampling_locations.shape[1], m, d, device="cuda")
-    for name, t in dev.items():
-        context.set_tensor_address(name, t.data_ptr())
-    context.set_tensor_address(layer.get_output(0).name, out.data_ptr())
-    stream = torch.cuda.current_stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise RuntimeError("TensorRT execution failed")
-    stream.synchronize()
-    return out
+    return run_plugin_network(feeds, add_layer, (n, sampling_locations.shape[1], m, d), "MultiscaleDeformableAttention")

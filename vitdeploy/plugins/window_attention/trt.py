@@ -77,31 +77,15 @@ def run_one_node(qkv, bias, pad_qkv, **attrs):
 
     Used by the `trt`-marked test to compare the engine with the reference.
     """
-    import tensorrt as trt
     import tensorrt.plugin as trtp
-    import torch
+
+    from vitdeploy.plugins.base import run_plugin_network
 
     register()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    inputs = {"qkv": qkv, "bias": bias, "pad_qkv": pad_qkv}
-    itensors = [network.add_input(n, trt.float32, tuple(t.shape)) for n, t in inputs.items()]
-    layer = network.add_plugin(trtp.op.vitdeploy.WindowAttention(*itensors, **SPEC.read_attrs(attrs)), aot=True)
-    network.mark_output(layer.get_output(0))
-    config = builder.create_builder_config()
-    blob = builder.build_serialized_network(network, config)
-    if blob is None:
-        raise RuntimeError("TensorRT could not build the WindowAttention test network")
-    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
-    context = engine.create_execution_context()
-    dev = {n: t.float().contiguous().cuda() for n, t in inputs.items()}
-    out = torch.empty(qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3, device="cuda")
-    for n, t in dev.items():
-        context.set_tensor_address(n, t.data_ptr())
-    context.set_tensor_address(layer.get_output(0).name, out.data_ptr())
-    stream = torch.cuda.current_stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise RuntimeError("TensorRT execution failed")
-    stream.synchronize()
-    return out
+    feeds = {"qkv": qkv.float(), "bias": bias.float(), "pad_qkv": pad_qkv.float()}
+    return run_plugin_network(
+        feeds,
+        lambda network, itensors: network.add_plugin(trtp.op.vitdeploy.WindowAttention(*itensors, **SPEC.read_attrs(attrs)), aot=True),
+        (qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3),
+        "WindowAttention",
+    )
