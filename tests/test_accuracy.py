@@ -56,7 +56,7 @@ def test_cli_accuracy(tmp_path, capsys):
     with torch.no_grad():
         y = model(torch.from_numpy(x)).argmax(1).numpy()  # labels = FP32 predictions: reference top-1 is 100 %
     np.savez(tmp_path / "val.npz", images=x, labels=y)
-    out = tmp_path / "acc.json"
+    out = tmp_path / "new_dir" / "acc.json"  # --json into a folder that does not exist yet
     code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "val.npz"), "--batch", "4",
                                  "--json", str(out)], capsys)
     assert code == 0, err
@@ -82,3 +82,15 @@ def test_cli_accuracy(tmp_path, capsys):
     code, _, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "val.npz"),
                             "--labels", str(tmp_path / "labels.npy")], capsys)
     assert code == 2 and "5 labels for 10 images" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x07garbage\xff\xfe" * 50], ids=["empty", "corrupt"])
+def test_cli_accuracy_unreadable_onnx_is_one_line(tmp_path, capsys, content):
+    from test_precision import run_cli
+
+    bad = tmp_path / "ref.onnx"
+    bad.write_bytes(content)
+    np.savez(tmp_path / "val.npz", images=np.zeros((2, 3, 16, 16), np.float32))
+    code, _, err = run_cli(["accuracy", str(bad), str(bad), "--data", str(tmp_path / "val.npz")], capsys)
+    assert code == 2, err
+    assert err.strip().startswith("error: ref.onnx is not a readable ONNX model") and "Traceback" not in err

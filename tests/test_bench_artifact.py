@@ -45,3 +45,19 @@ def test_files_and_errors(tmp_path):
     (tmp_path / "w.bin").write_bytes(b"x")
     with pytest.raises(VitdeployError, match="cannot tell what w.bin is"):
         resolve(str(tmp_path / "w.bin"))
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x07garbage\xff\xfe" * 50], ids=["empty", "corrupt"])
+def test_unreadable_onnx_is_bad_input(tmp_path, content):
+    from vitdeploy.bench.artifact import onnx_precision
+
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(content)
+    with pytest.raises(VitdeployError, match="m.onnx is not a readable ONNX model"):
+        onnx_precision(bad)
+
+
+def test_binary_manifest_is_bad_input(tmp_path):
+    (tmp_path / "manifest.json").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(VitdeployError, match="is not a JSON text file"):
+        resolve(str(tmp_path))

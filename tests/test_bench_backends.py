@@ -49,10 +49,12 @@ def test_ort_backend_on_artifact_dir(cli_run, vit_t_static, tmp_path):
     assert env["versions"]["onnxruntime"] and env["cpu"]["cores"] >= 1
 
 
-def test_ort_static_batch_only_other_batches_is_an_error(cli_run, vit_t_static):
-    res = cli_run("bench", str(vit_t_static / "model.onnx"), "--batch", "2", *FAST)
+def test_ort_static_batch_only_other_batches_is_an_error(cli_run, vit_t_static, tmp_path):
+    out = tmp_path / "b.json"
+    res = cli_run("bench", str(vit_t_static / "model.onnx"), "--batch", "2", "--json", str(out), *FAST)
     assert res.exit_code == 2
     assert "no batch size could be measured" in res.output and "static batch of 1" in res.output
+    assert not out.exists()  # a failed run leaves no result file for 'compare' to pick up
 
 
 def test_torch_backend_on_vit_t(cli_run, tmp_path):

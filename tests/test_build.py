@@ -172,11 +172,36 @@ def test_int8_records_qdq_summary_and_calibration_cache(vit, cli_run, tmp_path):
     assert m["accuracy"]["data"] == "calibration images" and m["accuracy"]["images"] == 2
 
 
+def test_int8_exclude_reaches_the_quantizer(vit, cli_run, tmp_path):
+    """`--int8-exclude` (issue 4's recipe) on build: the matching layers stay FP16, recorded in the manifest."""
+    import numpy as np
+
+    out, _ = vit
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, images=np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32))
+    # TorchScript names nodes by module path ("/inner/blocks/blocks.11/attn/qkv/MatMul"); dynamo records scopes
+    res = cli_run(*VIT, "--int8", "--calib-data", str(calib), "--calib-method", "minmax", "--int8-exclude", "*blocks.11/*",
+                  "--no-engine", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    q = manifest(out)["precision"]["int8"]
+    excluded = [k for k, why in q["excluded"].items() if why == "--int8-exclude *blocks.11/*"]
+    assert len(excluded) == 6  # qkv, q@k, attn@v, proj, fc1, fc2 of the last block
+    assert not any("blocks.11/" in n["name"] for n in q["int8_nodes"])
+    assert sum("blocks.10/" in n["name"] for n in q["int8_nodes"]) == 6
+    graph = onnx.load(str(out / "model.int8.onnx"))
+    dq_fed = {i for n in graph.graph.node if n.op_type == "DequantizeLinear" for i in n.output}
+    kept = [n for n in graph.graph.node if n.name in excluded]
+    assert len(kept) == 6 and not any(i in dq_fed for n in kept for i in n.input)  # no Q/DQ on their inputs
+
+
 @pytest.mark.parametrize("args,message", [
     (["--model", "vit_t", "--onnx", "x.onnx"], "exactly one of --model and --onnx"),
     ([], "exactly one of --model and --onnx"),
     (["--model", "vit_t", "--int8"], "--int8 needs calibration images"),
+    (["--model", "vit_t", "--int8", "--calib-data", "no_such_dir"], "calibration data no_such_dir does not exist"),
+    (["--model", "vit_t", "--int8", "--calib-data", ".", "--calib-images", "0"], "--calib-images must be at least 1"),
     (["--model", "vit_t", "--calib-data", "imgs"], "--calib-data is only used with --int8"),
+    (["--model", "vit_t", "--int8-exclude", "blocks.0.*"], "--int8-exclude and --quantize-first-last are only used"),
     (["--model", "vit_t", "--fp16", "--dla-core", "0", "--target", "gpu"], "--dla-core needs a Jetson target"),
     (["--model", "vit_t", "--target", "jetson", "--hardware-compat", "ampere_plus"], "not supported on Jetson"),
     (["--model", "vit_t", "--workspace", "0"], "--workspace must be positive"),
@@ -256,13 +281,13 @@ def test_swin_t_like_make_run(tmp_path, cli_run):
     assert res.exit_code == EXIT_ENGINE_SKIPPED, res.output
     m = manifest(out)
     assert m["export"]["exporter"] == "dynamo"
-    if "rewrite" in m:  # the swin pass is installed: every window attention became a plugin node
-        assert sum(p["replaced"] for p in m["rewrite"]["passes"]) == 12
-        wa = next(p for p in m["plugins"] if p["op"] == "WindowAttention")
-        assert wa["count"] == 12 and wa["namespace"] == "vitdeploy" and wa["kind"] == "vitdeploy AOT"
-        assert m["engine"]["plugin_mode"]["mode"] == "plugin"
-        last = res.output.strip().splitlines()[-1]
-        assert "trtexec" not in last  # Python AOT plugins: only vitdeploy can build this graph
+    # every window attention became a plugin node (no silent pass-through when the rewrite is missing)
+    assert sum(p["replaced"] for p in m["rewrite"]["passes"]) == 12
+    wa = next(p for p in m["plugins"] if p["op"] == "WindowAttention")
+    assert wa["count"] == 12 and wa["namespace"] == "vitdeploy" and wa["kind"] == "vitdeploy AOT"
+    assert m["engine"]["plugin_mode"]["mode"] == "plugin"
+    last = res.output.strip().splitlines()[-1]
+    assert "trtexec" not in last  # Python AOT plugins: only vitdeploy can build this graph
     assert m["files"]["onnx"]["path"] == "model.fp16.onnx"
     assert m["accuracy"]["top1_agreement"] >= 75.0
     assert f"vitdeploy build --onnx {out / 'model.fp16.onnx'} -o {out}" in res.output.strip().splitlines()[-1]
@@ -276,3 +301,14 @@ def test_dla_on_jetson_thor_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(gpu_env, "probe", lambda: thor)
     with pytest.raises(VitdeployError, match="Jetson Thor has no DLA"):
         pipeline.resolve(pipeline.BuildOptions(out_dir=tmp_path, alias="vit_t", dla_core=0))
+
+
+def test_empty_onnx_is_refused_before_anything_is_written(cli_run, tmp_path):
+    """Zero bytes parse as an empty ModelProto: it must not be copied in and built as if it were a graph."""
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    res = cli_run("build", "--onnx", str(empty), "-o", str(out), "--no-engine")
+    assert res.exit_code == EXIT_USAGE, res.output
+    assert "empty.onnx is not a readable ONNX model" in res.output
+    assert not out.exists()

@@ -137,6 +137,9 @@ def test_cache_round_trip_and_refusal(tiny, int8, tmp_path):
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
     with pytest.raises(VitdeployError, match="not a vitdeploy calibration cache"):
         load_cache(tmp_path / "bad.json")
+    (tmp_path / "binary.cache").write_bytes(b"\xff\xfe\x00binary")  # e.g. a TensorRT calibration cache
+    with pytest.raises(VitdeployError, match="binary.cache is not a JSON text file"):
+        load_cache(tmp_path / "binary.cache")
 
 
 def test_int8_exclude_patterns(tiny):
@@ -265,3 +268,27 @@ def test_wrong_shape_arrays_are_one_line_errors(tiny):
         quantize_int8(path, nhwc, "minmax", **FAST)
     with pytest.raises(VitdeployError, match="the model expects 3x16x16"):
         compare_models(str(path), str(path), nhwc)
+
+
+def test_cli_calibrate_next_trtexec_has_the_exports_batch_profile(tiny, int8, tmp_path, capsys):
+    """A dynamic-batch export: the suggested trtexec line carries its profile (else trtexec builds batch 1 only)."""
+    import shutil
+
+    from test_precision import run_cli
+
+    from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest
+
+    path, calib = tiny
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(path, src / "model.onnx")
+    manifest = new_manifest()
+    manifest["batch"] = {"min": 1, "opt": 4, "max": 16, "dynamic": True}
+    manifest["export"] = {"inputs": [{"name": "input", "shape": ["batch", 3, 16, 16], "dtype": "float32"}]}
+    atomic_write_json(src / "manifest.json", manifest)
+    save_cache(tmp_path / "cache.json", int8[1])  # ranges from the cache: no data is read
+    np.savez(tmp_path / "calib.npz", images=calib.images[:2])
+    code, stdout, err = run_cli(["calibrate", "--onnx", str(src / "model.onnx"), "--data", str(tmp_path / "calib.npz"),
+                                 "--cache", str(tmp_path / "cache.json"), "-o", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "--minShapes=input:1x3x16x16 --optShapes=input:4x3x16x16 --maxShapes=input:16x3x16x16" in stdout

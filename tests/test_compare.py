@@ -49,7 +49,7 @@ def test_no_regression_exits_0(cli_run, tmp_path, base):
 
 def test_latency_regression_exits_1_and_writes_markdown(cli_run, tmp_path, base):
     cand = write(tmp_path / "cand.json", make_run(medians=(2.2, 9.0), accuracy=80.0))
-    md = tmp_path / "pr.md"
+    md = tmp_path / "comments" / "pr.md"  # a folder that does not exist yet: created, not a traceback (exit 1)
     res = cli_run("compare", base, cand, "--max-latency-regression", "5%", "--markdown", str(md))
     assert res.exit_code == 1, res.output
     assert "REGRESSION" in res.output and "+10.0%" in res.output
@@ -60,6 +60,10 @@ def test_latency_regression_exits_1_and_writes_markdown(cli_run, tmp_path, base)
     assert "**+10.0%**" in rows[0] and "❌ median +10.0% > +5.0%" in rows[0]
     assert rows[1].endswith("| ✅ |")
     assert "noisy" not in text  # the synthetic samples have a CV of ~2%
+    # An unwritable --markdown is bad input (exit 2, one line), never a traceback whose exit 1 reads as a regression.
+    (tmp_path / "a_file").write_text("x")
+    res = cli_run("compare", base, cand, "--markdown", str(tmp_path / "a_file" / "pr.md"))
+    assert res.exit_code == 2 and "error: " in res.output and "a_file" in res.output
     # The same +10% passes under a looser limit; a plain number means percent too.
     assert cli_run("compare", base, cand, "--max-latency-regression", "12").exit_code == 0
 
@@ -99,6 +103,9 @@ def test_unusable_inputs_exit_2(cli_run, tmp_path, base):
     res = cli_run("compare", base, str(tmp_path / "missing.json"))
     assert res.exit_code == 2 and "does not exist" in res.output
     assert cli_run("compare", base, base, "--max-latency-regression", "lots").exit_code == 2
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0binary")  # a binary file passed by mistake
+    res = cli_run("compare", base, str(tmp_path / "photo.jpg"))
+    assert res.exit_code == 2 and "photo.jpg is not a JSON text file" in res.output
 
 
 def test_compare_api_deltas():

@@ -134,10 +134,13 @@ def _nothing_written(path: Path):
 
 
 def test_cli_export_prints_parity_and_next_steps(cli_run, tmp_path):
-    r = cli_run("export", "--model", "vit_t", "-o", str(tmp_path / "o"))
+    r = cli_run("export", "--model", "vit_t", "-o", str(tmp_path / "o"), "--dynamic-batch", "1:2:4")
     assert r.exit_code == 0, r.output
     assert "parity vs PyTorch" in r.output and "max-abs" in r.output and "cos" in r.output
+    # A dynamic-batch graph needs its profile on the trtexec line, or trtexec builds batch 1 only.
     assert "trtexec --onnx=" in r.output
+    assert "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224" in r.output
+    assert "vitdeploy rewrite" not in r.output  # ViT has no rewrite pass: nothing to suggest
     onnx.checker.check_model(str(tmp_path / "o" / "model.onnx"))
 
 
@@ -162,6 +165,12 @@ def test_unreadable_checkpoint(cli_run, tmp_path):
     r = cli_run("export", "--model", "vit_t", "--checkpoint", str(bad), "-o", str(tmp_path / "o"))
     assert r.exit_code == 2 and "cannot read checkpoint bad.pth" in r.output
     assert "Traceback" not in r.output
+    assert _nothing_written(tmp_path / "o")
+    # a pickle the weights-only unpickler refuses: torch's preamble (suggesting weights_only=False) gives way to the cause
+    bad.write_bytes(b"\x80\x02\x83\x01.")
+    r = cli_run("export", "--model", "vit_t", "--checkpoint", str(bad), "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "not a weights-only PyTorch file (Unsupported operand 131)" in r.output
+    assert "weights_only` set to `False`" not in r.output
     assert _nothing_written(tmp_path / "o")
 
 

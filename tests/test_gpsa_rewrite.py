@@ -162,6 +162,10 @@ def test_wrong_gate_is_refused_not_miscompiled(tmp_path):
     rep = report["passes"][0]
     assert (rep["found"], rep["replaced"]) == (1, 1)
     assert any("blend weights are not (1 - g, g)" in n for n in rep["notes"])
+    # left in place: the rewritten graph still computes the (corrupted) original, numbers included
+    assert any(n.op_type == "Add" and list(n.output) == list(sub.output) for n in out.graph.node)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(session(out).run(None, {"input": x})[0], session(m).run(None, {"input": x})[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("mode,exporter", [("plugin", "dynamo"), ("native", "torchscript")])

@@ -79,6 +79,12 @@ def test_infer_bad_inputs(cli_run, artifact, photo, tmp_path):
     assert res.exit_code == EXIT_USAGE and "does not exist" in res.output
     res = cli_run("infer", str(artifact / "model.onnx"), "--image", str(photo), "--topk", "0")
     assert res.exit_code == EXIT_USAGE and "--topk must be at least 1" in res.output
+    res = cli_run("infer", str(artifact / "model.onnx"), "--image", str(tmp_path))
+    assert res.exit_code == EXIT_USAGE and "is a directory" in res.output
+    plan = tmp_path / "garbage.plan"  # an engine without its manifest: say so, not "input size unknown"
+    plan.write_bytes(bytes(range(256)) * 4)
+    res = cli_run("infer", str(plan), "--image", str(photo))
+    assert res.exit_code == EXIT_USAGE and "no manifest.json next to" in res.output
 
 
 def test_infer_engine_without_tensorrt_names_the_problem(cli_run, artifact, photo, tmp_path):
@@ -130,3 +136,29 @@ def test_infer_detections_in_image_pixels(cli_run, photo, tmp_path):
     # photo is 451 wide, 300 high: query 1 = cx .25 cy .5 w .5 h 1 -> x 0..225.5, y 0..300
     assert dets[0]["box"] == pytest.approx([0.0, 0.0, 225.5, 300.0], abs=1e-3)
     assert dets[1]["box"] == pytest.approx([180.4, 90.0, 270.6, 210.0], abs=1e-3)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x07garbage\xff\xfe" * 50], ids=["empty", "corrupt"])
+def test_infer_unreadable_onnx_is_one_line(cli_run, photo, tmp_path, content):
+    """Zero bytes parse as an empty ModelProto, garbage does not parse: both are bad input, not a traceback."""
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(content)
+    res = cli_run("infer", str(bad), "--image", str(photo))
+    assert res.exit_code == EXIT_USAGE, res.output
+    assert "model.onnx is not a readable ONNX model" in res.output
+
+
+def test_infer_says_which_preprocessing_it_assumed(cli_run, artifact, photo, tmp_path):
+    """An ONNX imported with 'build --onnx' has a manifest but no preprocessing: say that, not 'no manifest'."""
+    from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest, sha256_file
+
+    (tmp_path / "model.onnx").write_bytes((artifact / "model.onnx").read_bytes())
+    manifest = new_manifest()
+    manifest["files"] = {"onnx": {"path": "model.onnx", "sha256": sha256_file(tmp_path / "model.onnx")}}
+    atomic_write_json(tmp_path / "manifest.json", manifest)
+    res = cli_run("infer", str(tmp_path), "--image", str(photo))
+    assert res.exit_code == 0, res.output
+    assert "the manifest records no preprocessing: ImageNet preprocessing assumed" in res.output
+    (tmp_path / "manifest.json").unlink()
+    res = cli_run("infer", str(tmp_path / "model.onnx"), "--image", str(photo))
+    assert res.exit_code == 0 and "no manifest: ImageNet preprocessing assumed" in res.output

@@ -272,6 +272,32 @@ def test_real_config_has_twelve_cores_with_48_grid_samples(tmp_path):
     assert all(c.params["levels"] == [(8, 8, 0), (4, 4, 64), (2, 2, 80), (1, 1, 84)] for c in cands)
 
 
+@pytest.mark.slow
+def test_real_config_all_twelve_cores_replaced_and_match_pytorch(tmp_path):
+    """Issue 8's bar on the default transformer (6 + 6 layers, d_model 256): every core replaced and
+    logits/boxes within 1e-4 of PyTorch. Dynamo export (its grids are FP32, so ORT can run them)."""
+    from transformers import DeformableDetrForObjectDetection
+
+    torch.manual_seed(0)
+    model = spread_sampling(DeformableDetrForObjectDetection(detr_config(small=False, backbone="resnet18")).eval())
+    path = tmp_path / "full_dynamo.onnx"
+    with torch.no_grad():
+        export_onnx(model, torch.randn(1, 3, 64, 64), path, output_names=INFO.outputs, exporter="dynamo")
+    graph = onnx.load(str(path))
+    assert ops(graph).count("GridSample") == 48
+    out, report = rewrite(graph)
+    rep = report["passes"][0]
+    assert rep["found"] == rep["replaced"] == 12 and report["whole_graph"]["passed"]
+    assert "GridSample" not in ops(out) and ops(out).count(STOCK_SPEC.name) == 12
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = model(x)
+    got = session(out).run(None, {"input": x.numpy()})
+    for name, w, g in zip(INFO.outputs, (want.logits, want.pred_boxes), got):
+        assert float(w.abs().max()) > 1e-2, name  # informative outputs
+        assert np.abs(g - w.numpy()).max() <= 1e-4, name
+
+
 def test_cli_msda_impl_selects_the_plugin(dynamo_dynamic, tmp_path, cli_run):
     """`vitdeploy rewrite --msda-impl vitdeploy` emits vitdeploy's Triton plugin instead of the stock one."""
     path = tmp_path / "detr.onnx"

@@ -146,6 +146,16 @@ def test_cli_convert(tiny_vit, tmp_path, capsys):
     assert not (tmp_path / "no.onnx").exists()
     code, _, err = run_cli(["convert", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx"), "--fp16"], capsys)
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert f"trtexec --onnx={out} --stronglyTyped" in stdout  # plugin-free: trtexec can build it
+
+
+def test_cli_convert_plugin_graph_suggests_vitdeploy_build(tmp_path, capsys):
+    """trtexec cannot load vitdeploy's Python plugins, so the Next block must not offer it for plugin graphs."""
+    src, out = tmp_path / "plugin.onnx", tmp_path / "plugin.fp16.onnx"
+    onnx.save(_plugin_graph(), str(src))
+    code, stdout, err = run_cli(["convert", str(src), "-o", str(out), "--fp16"], capsys)
+    assert code == 0, err
+    assert f"vitdeploy build --onnx {out} -o {tmp_path}" in stdout and "trtexec" not in stdout
 
 
 def test_rewritten_swin_fp16_and_int8_run_with_fp16_plugins(tmp_path):
@@ -187,3 +197,19 @@ def test_rewritten_swin_fp16_and_int8_run_with_fp16_plugins(tmp_path):
     got8 = session(qdq).run(None, {"input": x})[0]
     cos = (ref * got8).sum() / np.linalg.norm(ref) / np.linalg.norm(got8)
     assert cos > 0.99
+
+
+def test_cli_fp16_io_graph_through_convert_accuracy_and_verify(tiny_vit, tmp_path, capsys):
+    """`convert --no-keep-io-fp32` makes a graph with FP16 inputs; the commands that feed it must cast, not crash."""
+    out = tmp_path / "fp16io.onnx"
+    code, stdout, err = run_cli(["convert", str(tiny_vit), "-o", str(out), "--fp16", "--no-keep-io-fp32"], capsys)
+    assert code == 0, err
+    assert "runs in ONNX Runtime; vs FP32" in stdout
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    np.savez(tmp_path / "val.npz", images=_x(4))
+    code, stdout, err = run_cli(["accuracy", str(tiny_vit), str(out), "--data", str(tmp_path / "val.npz")], capsys)
+    assert code == 0, err
+    assert "top-1 agreement" in stdout
+    code, stdout, err = run_cli(["verify", str(tiny_vit), str(out), "--atol", "0.02", "--min-cosine", "0.999"], capsys)
+    assert code == 0, err
+    assert "match" in stdout

@@ -73,3 +73,15 @@ def test_report_rejects_bad_input_and_leaves_nothing(cli_run, tmp_path):
     res = cli_run("report", str(bad), "-o", str(out))
     assert res.exit_code == 2 and "not a vitdeploy bench result" in res.output
     assert not out.exists()
+
+
+def test_single_batch_latency_plot_is_not_clipped(cli_run, tmp_path):
+    """One batch size makes the narrowest figure: its title and legend must still fit inside the image."""
+    p = tmp_path / "one.json"
+    schema.write(p, schema.new_document({}, [make_run(b, (3.0,), batches=(1,), seed=i)
+                                             for i, b in enumerate(("ort", "torch", "trt", "torch-compile"))]))
+    out = tmp_path / "rep"
+    assert cli_run("report", str(p), "-o", str(out)).exit_code == 0
+    img = _image(out / "latency_vit_t.png")[..., :3]
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    assert border.min() > 0.9, "text touches the image border: the title or legend was cut off"

@@ -148,6 +148,19 @@ def test_torchscript_dynamic_batch_with_padding(ts_dynamic_padded, mode):
     assert np.abs(ort_out(out, x) - torch_out(model, x)).max() < 1e-4
 
 
+def test_dynamo_dynamic_batch(tmp_path):
+    """The fourth exporter x batch combination (dynamo's symbolic batch is a torch.export Dim)."""
+    model = reduced_swin()
+    m = export(model, 224, tmp_path / "dd.onnx", "dynamo", BatchSpec(1, 2, 4))
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    x = np.random.default_rng(11).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    for mode in ("plugin", "native"):
+        out, rep, whole = rewrite(m, mode)
+        assert rep["replaced"] == rep["found"] == sum(DEPTHS) and whole["whole_graph"]["passed"]
+        assert window_movement(out) == ([], [])
+        assert np.abs(ort_out(out, x) - torch_out(model, x)).max() < 1e-4
+
+
 def test_window_12_at_384(tmp_path):
     """swin_b_384's structure (window 12, shift 6) on a reduced-width model."""
     model = reduced_swin(window=12, img=384)

@@ -1,5 +1,6 @@
 """`vitdeploy rewrite` and `vitdeploy verify` through the real entry point (exit codes, files, JSON)."""
 import json
+import re
 
 import numpy as np
 import onnx
@@ -106,6 +107,7 @@ def test_verify_same_computation_passes_and_different_graphs_fail(cli_run, swin_
     r = cli_run("verify", str(swin_onnx), str(out), "--batch", "3")
     assert r.exit_code == 0, r.output
     assert "logits" in r.output and "match" in r.output
+    assert re.search(r"✔ verify .* match .*  \d+\.\d s$", r.output, re.M), r.output  # a stage line with its time
     r = cli_run("verify", str(swin_onnx), str(out), "--json")
     res = json.loads(r.output)
     assert res["passed"] and res["inputs"]["input"] == [2, 3, 224, 224] and res["outputs"][0]["max_abs"] < 1e-4
@@ -129,6 +131,17 @@ def test_verify_with_npz_inputs(cli_run, swin_onnx, tmp_path):
     np.savez(tmp_path / "wrong.npz", image=x)
     r = cli_run("verify", str(swin_onnx), str(swin_onnx), "--inputs", str(tmp_path / "wrong.npz"))
     assert r.exit_code == 2 and "has no array named 'input'" in r.output
+
+
+def test_verify_static_vs_dynamic_batch_says_which_shapes(cli_run, swin_onnx, tmp_path):
+    m = onnx.load(str(swin_onnx))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # the same graph, batch fixed to 1
+    static = tmp_path / "static.onnx"
+    onnx.save(m, str(static))
+    r = cli_run("verify", str(swin_onnx), str(static))  # random inputs default to batch 2
+    assert r.exit_code == 2 and "Expected: 1" in r.output
+    assert "input ?x3x224x224 vs input 1x3x224x224" in r.output and "--batch" in r.output
+    assert cli_run("verify", str(swin_onnx), str(static), "--batch", "1").exit_code == 0
 
 
 def test_help_shows_examples(cli_run):

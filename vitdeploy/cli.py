@@ -79,6 +79,10 @@ def main(argv=None):
     except VitdeployError as e:
         click.echo(f"error: {e.one_line()}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # an unwritable output, a full disk: one line and exit 2, never 1 (`compare`'s regression code)
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where} (check the path, its permissions and free space)", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -217,8 +217,12 @@ def _read_state_dict(path: Path) -> dict:
     except VitdeployError:
         raise
     except Exception as e:
+        msg = str(e)
+        if "WeightsUnpickler error:" in msg:  # torch's preamble suggests weights_only=False: give the cause instead
+            cause = next((s.strip() for s in msg.split("WeightsUnpickler error:", 1)[1].splitlines() if s.strip()), "")
+            msg = f"not a weights-only PyTorch file ({cause})"
         raise VitdeployError(
-            f"cannot read checkpoint {path.name}: {str(e).splitlines()[0][:160]}",
+            f"cannot read checkpoint {path.name}: {msg.splitlines()[0][:160]}",
             "pass a .safetensors or a weights-only .pth state dict",
         ) from None
     for key in ("state_dict", "model", "model_ema", "module"):

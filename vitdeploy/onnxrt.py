@@ -10,7 +10,6 @@ disk is never changed.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -84,17 +83,12 @@ def session(path_or_model, *, providers: list[str] | None = None, threads: int |
 
     `path_or_model` is a path or an `onnx.ModelProto`. Plugin nodes run on the CPU reference.
     """
-    import onnx
     import onnxruntime as ort
 
     if isinstance(path_or_model, (str, os.PathLike)):
-        p = Path(path_or_model)
-        if not p.is_file():
-            raise VitdeployError(f"ONNX file {p} does not exist", "check the path")
-        try:
-            model = onnx.load(str(p))
-        except Exception as e:
-            raise VitdeployError(f"{p.name} is not a readable ONNX model ({type(e).__name__})", "re-export it") from None
+        from vitdeploy.deploy.artifacts import load_onnx
+
+        model = load_onnx(path_or_model)
     else:
         model = path_or_model
     model, has_plugins = adapt_for_ort(model)

@@ -66,7 +66,9 @@ def onnx_precision(path: Path) -> str:
     """fp32 / fp16 / int8 read from the graph itself: Q/DQ nodes mean int8, FP16 weights mean fp16."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    from vitdeploy.deploy.artifacts import load_onnx
+
+    model = load_onnx(path, load_external_data=False)
     ops = {n.op_type for n in model.graph.node}
     if {"QuantizeLinear", "DequantizeLinear"} & ops:
         return "int8"

@@ -99,7 +99,7 @@ def plot_latency(model: str, items: list[Entry], path: Path) -> bool:
                ncol=min(len(items), 3), fontsize=8, frameon=False)
     fig.suptitle(f"{model}: latency distribution per batch (median line, extrema whiskers)")
     fig.tight_layout(rect=(0, 0.04 + 0.03 * ((len(items) - 1) // 3), 1, 0.95))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # suptitle and legend may overhang a narrow figure
     plt.close(fig)
     return True
 
@@ -132,7 +132,7 @@ def plot_throughput(model: str, items: list[Entry], path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # suptitle and legend may overhang a narrow figure
     plt.close(fig)
     return True
 
@@ -172,7 +172,7 @@ def plot_accuracy_latency(items: list[Entry], path: Path) -> bool:
     ax.margins(x=0.25, y=0.2)
     ax.set_xlim(left=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # suptitle and legend may overhang a narrow figure
     plt.close(fig)
     return True
 

@@ -129,6 +129,8 @@ def read(path: str | os.PathLike) -> dict:
         raise VitdeployError(f"bench result {p} does not exist", "check the path") from None
     except IsADirectoryError:
         raise VitdeployError(f"{p} is a directory, not a bench result", "pass the JSON file") from None
+    except UnicodeDecodeError:
+        raise VitdeployError(f"{p} is not a JSON text file", "pass a file written by 'vitdeploy bench --json'") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

@@ -7,7 +7,6 @@ accuracy of both and the drop in points. Both graphs run in ONNX Runtime
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from vitdeploy.calibration.data import check_shape, model_input, progress
 from vitdeploy.errors import VitdeployError
@@ -23,9 +22,11 @@ class _Runner:
         inp = self.sess.get_inputs()[0]
         self.name, self.shape = inp.name, inp.shape
         self.static = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        self.dtype = np.float16 if inp.type == "tensor(float16)" else np.float32  # `convert --no-keep-io-fp32` graphs
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         check_shape(x, "the images", self.shape)
+        x = x.astype(self.dtype, copy=False)
         if self.static is None:
             return np.asarray(self.sess.run(None, {self.name: x})[0], dtype=np.float32)
         outs = []
@@ -118,5 +119,6 @@ def compare_models(reference, candidate, data, labels: np.ndarray | None = None,
 
 
 def input_shape(model_path) -> list:
-    m = onnx.load(str(model_path), load_external_data=False)
-    return model_input(m)[1]
+    from vitdeploy.deploy.artifacts import load_onnx
+
+    return model_input(load_onnx(model_path, load_external_data=False))[1]

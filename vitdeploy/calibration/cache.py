@@ -88,6 +88,8 @@ def load_cache(path: str | os.PathLike) -> dict:
         raise VitdeployError(f"calibration cache {p} does not exist", "check the path or calibrate first") from None
     except json.JSONDecodeError as e:
         raise VitdeployError(f"calibration cache {p.name} is not valid JSON ({e.msg})", "delete it and calibrate again") from None
+    except UnicodeDecodeError:
+        raise VitdeployError(f"calibration cache {p.name} is not a JSON text file", "pass the calibration_cache.json 'vitdeploy calibrate' wrote") from None
     if not isinstance(cache, dict) or cache.get("format") != CACHE_FORMAT:
-        raise VitdeployError(f"{p.name} is not a vitdeploy calibration cache", "delete it and calibrate again")
+        raise VitdeployError(f"{p.name} is not a vitdeploy calibration cache", "pass the calibration_cache.json 'vitdeploy calibrate' wrote, or calibrate again without --cache")
     return cache

@@ -14,13 +14,11 @@ CHECK_IMAGES = 64
 
 def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None, data_path, method="entropy",
                   num_images=256, batch=8, exclude=(), quantize_first_last=False, cache_path=None, out_dir) -> dict:
-    import onnx
-
     from vitdeploy.calibration.accuracy import compare_models
     from vitdeploy.calibration.cache import load_cache, save_cache
     from vitdeploy.calibration.data import load_data, model_input, preprocessing_for
     from vitdeploy.calibration.quantization import quantize_int8
-    from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, load_manifest, staging
+    from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, load_manifest, load_onnx, staging
 
     out = Path(out_dir)
     if alias:
@@ -38,10 +36,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
             raise VitdeployError(f"ONNX file {onnx_path} does not exist", "check the --onnx path")
         preprocessing = preprocessing_for(onnx_path)
     cache = load_cache(cache_path) if cache_path else None
-    try:
-        in_shape = model_input(onnx.load(str(onnx_path), load_external_data=False))[1]
-    except Exception as e:
-        raise VitdeployError(f"{onnx_path.name} is not a readable ONNX model ({type(e).__name__})", "re-export it") from None
+    in_shape = model_input(load_onnx(onnx_path, load_external_data=False))[1]
     static_batch = in_shape[0] if isinstance(in_shape[0], int) and in_shape[0] > 0 else None
     if static_batch and batch != static_batch:
         console.print(f"  [dim]the graph has a static batch of {static_batch}: calibrating in batches of {static_batch}[/]")
@@ -83,8 +78,15 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
             }
             atomic_write_json(tmp / MANIFEST_NAME, manifest)
     console.print(f"[green]✔[/] wrote {out / INT8_NAME}, {out / CACHE_NAME} and {out / REPORT_NAME}")
+    from vitdeploy.deploy.export_flow import trtexec_shapes
+
+    source_manifest = Path(onnx_path).parent / MANIFEST_NAME  # the export's batch range, when there is one
+    try:
+        shapes = trtexec_shapes(load_manifest(source_manifest)) if source_manifest.is_file() else ""
+    except VitdeployError:  # an unreadable manifest only costs the shapes on a suggested command
+        shapes = ""
     next_steps([
         f"vitdeploy accuracy {onnx_path} {out / INT8_NAME} --data {data_path}",
-        f"trtexec --onnx={out / INT8_NAME} --stronglyTyped --saveEngine={out / 'model.int8.plan'}",
+        f"trtexec --onnx={out / INT8_NAME} --stronglyTyped --saveEngine={out / 'model.int8.plan'}{shapes}",
     ])
     return report

@@ -68,5 +68,6 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, jso
     table.add_row("max abs error", f"{res['max_abs_error']:.4g}")
     console.print(table)
     if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)  # as `bench --json` does
         atomic_write_json(json_path, {"reference": str(reference), "candidate": str(candidate), "data": str(data_path), **res})
         console.print(f"[green]✔[/] wrote {json_path}")

@@ -215,13 +215,14 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
                     st.detail = f"{head['name']} {head['value']:.2f}%" if head else "no headline figure"
             run["accuracy"] = acc_record
         print_run(run, env)
+    interrupted = any(r["interrupted"] for r in runs)
+    if not interrupted and not any(r["results"] for r in runs):  # an error, so no result file either
+        skipped = [s["reason"] for r in runs for s in r["skipped"]]
+        raise VitdeployError("no batch size could be measured", skipped[0] if skipped else None)
     doc = schema.new_document(env, runs)
     if json_path:
         schema.write(json_path, doc)
         console.print(f"[green]✔[/] wrote {json_path}")
-    if any(r["interrupted"] for r in runs):
+    if interrupted:
         console.print("[yellow]interrupted:[/] kept the batch sizes measured before Ctrl-C")
         sys.exit(130)
-    if not any(r["results"] for r in runs):
-        skipped = [s["reason"] for r in runs for s in r["skipped"]]
-        raise VitdeployError("no batch size could be measured", skipped[0] if skipped else None)

@@ -18,6 +18,9 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--calib-data", type=click.Path(exists=False), help="Calibration images (folder) or .npy/.npz.")
 @click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy", show_default=True)
 @click.option("--calib-images", type=int, help="Use at most N calibration images.")
+@click.option("--int8-exclude", multiple=True, metavar="PATTERN",
+              help="Keep matching MatMul/Gemm/Conv in FP16: node name or module path glob, e.g. 'blocks.0.*' (repeatable).")
+@click.option("--quantize-first-last", is_flag=True, help="Also quantize the first (patch embedding) and last (head) layers.")
 @click.option("--plugins", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="on: vitdeploy plugins (TensorRT >= 10.9); off: plugin-free rewrite; auto: by TensorRT version.")
 @click.option("--target", type=click.Choice(["auto", "gpu", "jetson"]), default="auto", show_default=True,
@@ -31,11 +34,14 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--msda-impl", type=click.Choice(["stock", "vitdeploy"]), default="stock", show_default=True,
               help="Deformable DETR: TensorRT's stock deformable-attention plugin or vitdeploy's Triton one.")
 @click.option("--no-engine", is_flag=True, help="Stop after the ONNX steps (exit 0 even without TensorRT).")
+@click.option("--reduced", is_flag=True, hidden=True,
+              help="Test-sized Deformable DETR (as in 'export --reduced'): same structure, seconds to build.")
 @model_source_options
 @click.pass_context
-def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, plugins, target,
-            workspace_gb, dla_core, timing_cache, hardware_compat, version_compatible, msda_impl, no_engine, checkpoint,
-            pretrained, img_size, batch, dynamic_batch, opset, exporter):
+def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,
+            quantize_first_last, plugins, target, workspace_gb, dla_core, timing_cache, hardware_compat,
+            version_compatible, msda_impl, no_engine, reduced, checkpoint, pretrained, img_size, batch, dynamic_batch,
+            opset, exporter):
     """Export, rewrite, set precision, check accuracy and build a TensorRT engine.
 
     Each step is cached in the build directory by a hash of its inputs: a rerun
@@ -54,7 +60,7 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
     from vitdeploy.errors import EXIT_ENGINE_SKIPPED, VitdeployError
 
     if onnx_path:
-        given = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "pretrained", "img_size", "opset", "exporter")
+        given = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "pretrained", "img_size", "opset", "exporter", "reduced")
                  if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise VitdeployError(f"{', '.join(given)} only apply with --model", "the ONNX given with --onnx is used as is")
@@ -65,10 +71,12 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
     opts = BuildOptions(
         out_dir=Path(out_dir), alias=alias, onnx=Path(onnx_path) if onnx_path else None, fp16=fp16, int8=int8,
         calib_data=Path(calib_data) if calib_data else None, calib_method=calib_method, calib_images=calib_images,
+        int8_exclude=tuple(int8_exclude), quantize_first_last=quantize_first_last,
         plugins=plugins, target=target, batch=batch_spec, workspace_gb=workspace_gb, dla_core=dla_core,
         timing_cache=Path(timing_cache) if timing_cache else None, hardware_compat=hardware_compat,
         version_compatible=version_compatible, no_engine=no_engine, img_size=parse_img_size(img_size),
         checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter, msda_impl=msda_impl,
+        small=reduced,
     )
     res = run_build(opts)
     out = res.out_dir

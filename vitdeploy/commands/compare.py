@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -38,6 +39,7 @@ def command(baseline, candidate, max_latency_regression, max_accuracy_drop, mark
     for note in cmp.notes:
         console.print(f"  [yellow]note:[/] {note}")
     if markdown_path:
+        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)  # as `bench --json` does
         atomic_write_bytes(markdown_path, to_markdown(cmp).encode())
         console.print(f"[green]✔[/] wrote {markdown_path}")
     n_bad = sum(1 for r in cmp.rows if r.regressions)

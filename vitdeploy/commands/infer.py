@@ -50,11 +50,10 @@ def class_names(manifest: dict | None, num_classes: int) -> list[str] | None:
 
 
 def _input_size_from_onnx(path: Path) -> tuple[int, int] | None:
-    import onnx
-
     from vitdeploy.calibration.data import model_input
+    from vitdeploy.deploy.artifacts import load_onnx
 
-    _, shape = model_input(onnx.load(str(path), load_external_data=False))
+    _, shape = model_input(load_onnx(path, load_external_data=False))
     h, w = shape[-2:]
     return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
@@ -119,11 +118,14 @@ def command(artifact, image, k, threshold, as_json):
     if k < 1:
         raise VitdeployError(f"--topk must be at least 1, got {k}", "e.g. --topk 5")
     kind, file, manifest, note = resolve_artifact(artifact)
+    if kind == "engine" and manifest is None:  # preprocessing and the engine check both need it
+        raise VitdeployError(f"no manifest.json next to {file}", "keep the manifest 'vitdeploy build' wrote beside the engine")
     pp = (manifest or {}).get("preprocessing")
     size = None
     if pp is None:
         size = _input_size_from_onnx(file) if kind == "onnx" else None
-        note = (note + "; " if note else "") + "no manifest: ImageNet preprocessing assumed"
+        why = "no manifest" if manifest is None else "the manifest records no preprocessing"
+        note = (note + "; " if note else "") + f"{why}: ImageNet preprocessing assumed"
     if ((manifest or {}).get("model") or {}).get("weights") == "random":
         note = (note + "; " if note else "") + "the model has random weights: its predictions mean nothing"
     x, (width, height) = load_image(image, pp or {}, size)

@@ -46,13 +46,27 @@ def compare_graphs(a: str, b: str, *, atol: float, rtol: float, min_cosine: floa
         raise VitdeployError(f"the graphs have different outputs: {outs_a} vs {outs_b}", "compare two versions of one model")
     feeds = load_inputs(inputs_npz, names_a) if inputs_npz else static_feeds(ma, batch=batch, seed=seed)
     try:
-        ra, rb = sa.run(None, feeds), sb.run(None, feeds)
+        ra, rb = sa.run(None, _as_input_types(sa, feeds)), sb.run(None, _as_input_types(sb, feeds))
     except Exception as e:
-        raise VitdeployError(f"ONNX Runtime failed on the inputs: {str(e).splitlines()[0][:200]}", "check --inputs shapes and dtypes") from None
+        hint = ("check --inputs shapes and dtypes" if inputs_npz else
+                f"A and B must take the same input shapes ({_shapes(sa)} vs {_shapes(sb)}); "
+                "for a static-batch graph pass its --batch")
+        raise VitdeployError(f"ONNX Runtime failed on the inputs: {' '.join(str(e).split())[:300]}", hint) from None
     tol = Tolerance(atol=atol, rtol=rtol, min_cosine=min_cosine)
     per = [compare(n, x, y, tol).to_dict() for n, x, y in zip(outs_a, ra, rb)]
     return {"a": a, "b": b, "passed": all(p["passed"] for p in per), "outputs": per, "tolerance": tol.to_dict(),
             "inputs": {k: list(v.shape) for k, v in feeds.items()}, "source": inputs_npz or f"random (seed {seed})"}
+
+
+def _as_input_types(sess, feeds: dict) -> dict:
+    """The same values in each graph's float type: an FP32 graph and an FP16-I/O copy take the same inputs."""
+    want = {i.name: i.type for i in sess.get_inputs()}
+    cast = {"tensor(float16)": "float16", "tensor(float)": "float32"}
+    return {k: v.astype(cast[want[k]]) if want.get(k) in cast and v.dtype.kind == "f" else v for k, v in feeds.items()}
+
+
+def _shapes(sess) -> str:
+    return ", ".join(f"{i.name} {'x'.join(str(d) if isinstance(d, int) else '?' for d in i.shape)}" for i in sess.get_inputs())
 
 
 @click.command("verify")
@@ -76,10 +90,12 @@ def command(a, b, atol, rtol, min_cosine, inputs_npz, batch, seed, as_json):
       vitdeploy verify a.onnx b.onnx --atol 1e-3 --inputs batch.npz
     """
     import json
+    import time
 
     from vitdeploy.console import console
     from vitdeploy.errors import VerificationError
 
+    started = time.perf_counter()
     result = compare_graphs(a, b, atol=atol, rtol=rtol, min_cosine=min_cosine, inputs_npz=inputs_npz, batch=batch, seed=seed)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -92,4 +108,5 @@ def command(a, b, atol, rtol, min_cosine, inputs_npz, batch, seed, as_json):
         raise VerificationError(f"{a} and {b} differ: {bad['name']} max-abs {bad['max_abs']:.3g}, cosine {bad['cosine']:.6f}",
                                 f"tolerance atol {atol}, rtol {rtol}, min cosine {min_cosine}")
     if not as_json:
-        console.print(f"[green]✔[/] [bold]verify[/]     {len(result['outputs'])} output(s) match within atol {atol}, rtol {rtol}")
+        console.print(f"[green]✔[/] [bold]verify[/]     {len(result['outputs'])} output(s) match within atol {atol}, rtol {rtol}"
+                      f"  [dim]{time.perf_counter() - started:.1f} s[/]")

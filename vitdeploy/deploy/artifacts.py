@@ -75,6 +75,25 @@ def atomic_save_onnx(model, path: str | os.PathLike) -> Path:
             os.unlink(tmp)
 
 
+def load_onnx(path: str | os.PathLike, *, hint: str = "re-export it", load_external_data: bool = True):
+    """onnx.load, but a missing, corrupt or empty file is a one-line VitdeployError.
+
+    Zero bytes parse as an empty ModelProto, so a graph without inputs or outputs counts as unreadable too.
+    """
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise VitdeployError(f"ONNX file {p} does not exist", "check the path")
+    try:
+        model = onnx.load(str(p), load_external_data=load_external_data)
+    except Exception as e:
+        raise VitdeployError(f"{p.name} is not a readable ONNX model ({type(e).__name__})", hint) from None
+    if not model.graph.input or not model.graph.output:
+        raise VitdeployError(f"{p.name} is not a readable ONNX model (no graph inputs/outputs)", hint)
+    return model
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
@@ -126,6 +145,8 @@ def load_manifest(path: str | os.PathLike) -> dict:
         raise VitdeployError(f"no manifest at {p}", "point at a directory written by vitdeploy") from None
     except json.JSONDecodeError as e:
         raise VitdeployError(f"manifest {p} is not valid JSON ({e.msg} at line {e.lineno})", "rebuild the artifact") from None
+    except UnicodeDecodeError:
+        raise VitdeployError(f"manifest {p} is not a JSON text file", "rebuild the artifact") from None
     if not isinstance(data, dict) or data.get("schema") is None:
         raise VitdeployError(f"{p} is not a vitdeploy manifest", "rebuild the artifact")
     return data

@@ -16,6 +16,7 @@ from pathlib import Path
 from vitdeploy.errors import VitdeployError
 
 DEFAULT_OPSET = 18
+TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript exporter writes no newer opset
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _export_torchscript(model, example, path: Path, opset: int, in_names, out_na
             (example,),
             str(path),
             dynamo=False,
-            opset_version=min(opset, 20),
+            opset_version=opset,
             input_names=in_names,
             output_names=out_names,
             dynamic_axes=dynamic_axes,
@@ -159,6 +160,9 @@ def export_onnx(
 
     if not 17 <= opset <= 23:
         raise VitdeployError(f"--opset {opset} is not supported", "use an opset from 17 to 23 (LayerNormalization needs 17)")
+    if exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
+        raise VitdeployError(f"the TorchScript exporter writes opsets up to {TORCHSCRIPT_MAX_OPSET}, not {opset}",
+                             f"use --opset {TORCHSCRIPT_MAX_OPSET} or less, or --exporter dynamo")
     batch = batch or BatchSpec()
     path = Path(path)
     wrapped = _OutputAdapter(model, list(output_names))
@@ -176,13 +180,32 @@ def export_onnx(
                         f"the dynamo exporter failed: {str(e).splitlines()[0][:200]}", "try --exporter torchscript"
                     ) from None
                 fallback_reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            # torch's dynamo exporter has no opset-17 translations: it writes 18 and down-converts,
+            # keeping 18 when that fails. The user asked for `opset`; TorchScript can write it.
+            written = _opset_of(path) if used == "dynamo" else opset
+            if exporter == "auto" and written != opset and opset <= TORCHSCRIPT_MAX_OPSET:
+                fallback_reason = f"the dynamo exporter wrote opset {written}, not the requested {opset}"
+                used = None
         if used is None:
+            if opset > TORCHSCRIPT_MAX_OPSET:
+                raise VitdeployError(
+                    f"the dynamo exporter failed ({fallback_reason}) and TorchScript writes opsets up to "
+                    f"{TORCHSCRIPT_MAX_OPSET}, not {opset}", f"use --opset {TORCHSCRIPT_MAX_OPSET} or less")
             _export_torchscript(wrapped, example, path, opset, in_names, out_names, batch)
             used = "torchscript"
     onnx.checker.check_model(str(path))
-    proto = onnx.load(str(path), load_external_data=False)
-    real_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    real_opset = _opset_of(path)
+    if real_opset != opset:
+        raise VitdeployError(f"the {used} exporter wrote opset {real_opset}, not the requested {opset}",
+                             "try another --opset or --exporter")
     return ExportResult(path, used, real_opset, in_names, out_names, fallback_reason)
+
+
+def _opset_of(path: Path) -> int | None:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def io_signature(path: str | Path) -> dict:

@@ -38,13 +38,27 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
     out = Path(out_dir)
     console.print(f"[green]✔[/] wrote {out / 'model.onnx'} and {out / MANIFEST_NAME}")
     if show_next:
-        _print_next(out)
+        _print_next(out, manifest, bool(info.passes))
     return manifest
 
 
-def _print_next(out: Path) -> None:
+def trtexec_shapes(manifest: dict) -> str:
+    """` --minShapes=... --optShapes=... --maxShapes=...` for a dynamic-batch export ("" for a static one).
+
+    Without them trtexec builds a batch-1-only engine from a dynamic-batch graph.
+    """
+    batch = manifest.get("batch") or {}
+    inputs = (manifest.get("export") or {}).get("inputs") or []
+    if not batch.get("dynamic") or not inputs:
+        return ""
+    return "".join(f" {flag}=" + ",".join(f"{i['name']}:" + "x".join(map(str, [batch[key], *i["shape"][1:]])) for i in inputs)
+                   for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")))
+
+
+def _print_next(out: Path, manifest: dict, has_passes: bool) -> None:
+    trtexec = f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'}" + trtexec_shapes(manifest)
     next_steps([
-        f"vitdeploy rewrite {out / 'model.onnx'} -o {out / 'model.rewritten.onnx'}",
+        *([f"vitdeploy rewrite {out / 'model.onnx'} -o {out / 'model.rewritten.onnx'}"] if has_passes else []),
         f"vitdeploy build --onnx {out / 'model.onnx'} --fp16 -o {out}",
-        f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'}",
+        trtexec,
     ])

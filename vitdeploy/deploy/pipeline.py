@@ -51,6 +51,8 @@ class BuildOptions:
     calib_data: Path | None = None
     calib_method: str = "entropy"
     calib_images: int | None = None
+    int8_exclude: tuple[str, ...] = ()  # MatMul/Gemm/Conv kept FP16: node name or module path globs
+    quantize_first_last: bool = False
     plugins: str = "auto"
     target: str = "auto"  # resolved to gpu|jetson by `resolve`
     batch: BatchSpec | None = None  # None: the model's / the ONNX manifest's
@@ -146,6 +148,12 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
         raise VitdeployError("--int8 needs calibration images", "add --calib-data DIR (a folder of images or a .npz)")
     if opts.calib_data and not opts.int8:
         raise VitdeployError("--calib-data is only used with --int8", "add --int8 or drop --calib-data")
+    if opts.calib_data and not Path(opts.calib_data).exists():  # before minutes of export, not after
+        raise VitdeployError(f"calibration data {opts.calib_data} does not exist", "pass a folder of images or a .npz")
+    if opts.calib_images is not None and opts.calib_images < 1:
+        raise VitdeployError(f"--calib-images must be at least 1, got {opts.calib_images}", "e.g. --calib-images 256")
+    if (opts.int8_exclude or opts.quantize_first_last) and not opts.int8:
+        raise VitdeployError("--int8-exclude and --quantize-first-last are only used with --int8", "add --int8")
     if opts.alias:
         from vitdeploy.models import check_input_size, get_info
 
@@ -257,18 +265,13 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
 
 def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
     """--onnx: use the file (copied into DIR unless already there) and inherit its manifest."""
-    import onnx
-
-    from vitdeploy.deploy.artifacts import load_manifest
+    from vitdeploy.deploy.artifacts import load_manifest, load_onnx
     from vitdeploy.deploy.export import io_signature
 
     src = opts.onnx.resolve()
     if not src.is_file():
         raise VitdeployError(f"ONNX file {opts.onnx} does not exist", "check the --onnx path")
-    try:
-        onnx.load(str(src), load_external_data=False)
-    except Exception as e:
-        raise VitdeployError(f"{src.name} is not a readable ONNX model ({type(e).__name__})", "pass an .onnx file") from None
+    load_onnx(src, hint="pass an .onnx file", load_external_data=False)
     dest = src if src.parent == opts.out_dir.resolve() else opts.out_dir / src.name
     if dest != src:
         tmp = _tmp_path(opts.out_dir, src.name)
@@ -412,6 +415,8 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
         inputs = {"onnx": sha256_file(src), "precision": wanted}
         if opts.int8:
             inputs.update(calib=_calib_fingerprint(opts.calib_data), method=opts.calib_method, images=opts.calib_images)
+            if opts.int8_exclude or opts.quantize_first_last:  # absent by default: earlier cache keys stay valid
+                inputs.update(exclude=list(opts.int8_exclude), first_last=opts.quantize_first_last)
         key = cache.key("precision", inputs)
         stem = src.name.removesuffix(".onnx").removesuffix(".rewritten")
         dest = opts.out_dir / f"{stem}.{'int8' if opts.int8 else 'fp16'}.onnx"
@@ -430,7 +435,9 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
 
                 _, shape = model_input(onnx.load(str(src), load_external_data=False))
                 static = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-                model, calib_cache, qsummary = quantize_int8(src, calib, opts.calib_method, batch=static or 8)
+                model, calib_cache, qsummary = quantize_int8(src, calib, opts.calib_method, batch=static or 8,
+                                                             exclude=list(opts.int8_exclude),
+                                                             quantize_first_last=opts.quantize_first_last)
                 summary["int8"] = qsummary
                 if calib_cache:
                     from vitdeploy.calibration.cache import save_cache

@@ -21,6 +21,8 @@ def open_rgb(path: str | os.PathLike):
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
+    if p.is_dir():
+        raise VitdeployError(f"image {p} is a directory", "pass one image file")
     if not p.is_file():
         raise VitdeployError(f"image {p} does not exist", "check the --image path")
     try:

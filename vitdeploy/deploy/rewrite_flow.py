@@ -55,14 +55,9 @@ def choose_passes(requested: list[str] | None, manifest: dict | None, mode: str)
 
 
 def load_model(path: Path):
-    import onnx
+    from vitdeploy.deploy.artifacts import load_onnx
 
-    if not path.is_file():
-        raise VitdeployError(f"ONNX file {path} does not exist", "check the path")
-    try:
-        return onnx.load(str(path))
-    except Exception as e:
-        raise VitdeployError(f"{path.name} is not a readable ONNX model ({type(e).__name__})", "re-export it") from None
+    return load_onnx(path)
 
 
 def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None, mode: str = "plugin",
