@@ -219,7 +219,8 @@ def test_impossible_flag_combinations(cli_run, tmp_path, args, message):
 
 
 def test_jetson_target_defaults(monkeypatch, tmp_path):
-    from vitdeploy.deploy import gpu_env, pipeline
+    from vitdeploy.deploy import gpu_env
+    from vitdeploy.pipeline import options as pipeline
 
     orin = {"gpus": [{"name": "Orin", "compute_capability": "8.7"}],
             "jetson": {"module": "NVIDIA Jetson AGX Orin Developer Kit", "l4t": "36.4.0", "jetpack": "6.2", "power_mode": "MAXN (0)"}}
@@ -242,7 +243,7 @@ def test_engine_commands_for_the_target():
 
 
 def test_step_cache_keys(tmp_path):
-    from vitdeploy.deploy.pipeline import StepCache
+    from vitdeploy.pipeline import StepCache
 
     c = StepCache(tmp_path)
     k = c.key("precision", {"onnx": "a" * 64, "precision": "fp16"})
@@ -294,7 +295,8 @@ def test_swin_t_like_make_run(tmp_path, cli_run):
 
 
 def test_dla_on_jetson_thor_is_refused(monkeypatch, tmp_path):
-    from vitdeploy.deploy import gpu_env, pipeline
+    from vitdeploy.deploy import gpu_env
+    from vitdeploy.pipeline import options as pipeline
     from vitdeploy.errors import VitdeployError
 
     thor = {"gpus": [{"name": "NVIDIA Thor", "compute_capability": "11.0"}], "jetson": {"module": "NVIDIA Jetson AGX Thor Developer Kit"}}

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 def built(tmp_path_factory):
     """vit_t at 64x64, FP32, dynamic batch 1:2:4, engine built here."""
     from vitdeploy.deploy.export import BatchSpec
-    from vitdeploy.deploy.pipeline import BuildOptions, run_build
+    from vitdeploy.pipeline import BuildOptions, run_build
 
     out = tmp_path_factory.mktemp("trt_vit")
     opts = BuildOptions(out_dir=out, alias="vit_t", img_size=(64, 64), exporter="torchscript",
@@ -66,7 +66,7 @@ def test_engine_buffers_are_reused_and_torch_in_gives_torch_out(built):
 
 
 def test_rerun_reuses_the_engine(built):
-    from vitdeploy.deploy.pipeline import BuildOptions, run_build
+    from vitdeploy.pipeline import BuildOptions, run_build
     from vitdeploy.deploy.export import BatchSpec
 
     again = run_build(BuildOptions(out_dir=built.out_dir, alias="vit_t", img_size=(64, 64), exporter="torchscript",

@@ -50,7 +50,7 @@ def test_swin_aot_engine_runs_without_python_plugins(tmp_path):
 
     import vitdeploy
     from vitdeploy.deploy.inputs import random_images
-    from vitdeploy.deploy.pipeline import BuildOptions, run_build
+    from vitdeploy.pipeline import BuildOptions, run_build
     from vitdeploy.deploy.trt_env import supports_aot_plugins
     from vitdeploy.onnxrt import session
 

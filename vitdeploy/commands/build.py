@@ -56,7 +56,7 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
       vitdeploy build --onnx build/swin_t/model.fp16.onnx --target jetson -o build/swin_t
     """
     from vitdeploy.console import console, next_steps
-    from vitdeploy.deploy.pipeline import BuildOptions, run_build
+    from vitdeploy.pipeline import BuildOptions, run_build
     from vitdeploy.errors import EXIT_ENGINE_SKIPPED, VitdeployError
 
     if onnx_path:

@@ -1,0 +1,117 @@
+"""The whole build: resolve options, run the steps in order, write manifest.json."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from vitdeploy.console import console
+from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, ensure_writable_dir, new_manifest
+from vitdeploy.errors import VitdeployError
+from vitdeploy.pipeline.cache import CACHE_DIR, StepCache, file_entry
+from vitdeploy.pipeline.options import BuildOptions, BuildResult, resolve
+from vitdeploy.pipeline.steps import (
+    PLAN_NAME, plugin_nodes, tool_versions, engine_settings, step_accuracy, step_engine, step_export,
+    step_precision, step_rewrite,
+)
+
+def run_build(opts: BuildOptions) -> BuildResult:
+    """Run every step into opts.out_dir and write manifest.json; a failure before any step
+    finished leaves no directory behind."""
+    from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_import_error, tensorrt_version
+
+    started = time.time()
+    opts, target = resolve(opts)
+    trt_version = tensorrt_version()
+    trt_error = tensorrt_import_error() if trt_version is None else None
+    decision = select_plugin_mode(opts.plugins, trt_version, target["target"])
+    opts.out_dir, created = ensure_writable_dir(opts.out_dir)
+    try:
+        return _run_steps(opts, target, trt_version, trt_error, decision, started)
+    except BaseException:
+        cache_dir = opts.out_dir / CACHE_DIR
+        if created and not (cache_dir.is_dir() and any(cache_dir.iterdir())):
+            shutil.rmtree(opts.out_dir, ignore_errors=True)  # nothing worth keeping: leave no trace
+        raise
+
+
+def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decision, started: float) -> BuildResult:
+    from vitdeploy.deploy import gpu_env
+    from vitdeploy.deploy.engine import target_commands
+    from vitdeploy.deploy.trt_env import supports_aot_plugins
+    from vitdeploy.models import get_info
+
+    cache = StepCache(opts.out_dir)
+    exported, fields = step_export(opts, cache)
+    steps = dict(fields.pop("steps", {}))
+
+    alias = opts.alias or (fields.get("model") or {}).get("alias")
+    if alias:
+        try:
+            passes = list(get_info(alias).passes)
+        except VitdeployError:
+            passes = []
+    else:
+        from vitdeploy.deploy.rewrite import PASSES
+
+        passes = list(PASSES)  # unknown graph: every pass looks, structure decides
+    rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache)
+    if rewrite_report and (decision.mode == "native" or any(p["kind"] == "vitdeploy AOT" for p in rewrite_report["plugins"])):
+        console.print(f"  plugins: {decision.mode} ({decision.reason})")
+    final, precision, calib_cache = step_precision(rewritten, fields, opts, cache)
+    accuracy = step_accuracy(exported, final, fields, opts, cache)
+
+    import onnx
+
+    plugins = plugin_nodes(onnx.load(str(final), load_external_data=False))
+    if any(p["kind"] == "vitdeploy AOT" for p in plugins) and trt_version and not supports_aot_plugins(trt_version):
+        raise VitdeployError(
+            f"{final.name} has vitdeploy plugin nodes, which need TensorRT >= 10.9; this machine has {trt_version}",
+            "rebuild from the model with --plugins off (or auto) so the graph uses the plugin-free rewrite",
+        )
+    settings = engine_settings(opts, final, fields, decision.mode, target["target"])
+    plan, engine_record = step_engine(final, settings, plugins, opts, cache, trt_version, trt_error)
+
+    for name, section in (("rewrite", rewrite_report), ("precision", precision), ("accuracy", accuracy), ("engine", engine_record)):
+        if section and section.get("step_key"):
+            steps[name] = section.pop("step_key")
+    inherited_rewrite = fields.get("rewrite")
+    inherited_files = fields.pop("inherited_files", {})
+    manifest = new_manifest()
+    manifest.update(fields)
+    files = {"onnx_exported": file_entry(opts.out_dir, exported), **inherited_files,
+             "onnx": file_entry(opts.out_dir, final)}
+    if calib_cache:
+        files["calibration_cache"] = file_entry(opts.out_dir, calib_cache)
+    if plan:
+        files["engine"] = file_entry(opts.out_dir, plan)
+    manifest["files"] = files
+    if rewrite_report is not None and (any(p["replaced"] for p in rewrite_report["passes"]) or not inherited_rewrite):
+        manifest["rewrite"] = rewrite_report  # else: a given, already rewritten ONNX keeps its record
+    manifest["plugins"] = plugins
+    manifest["precision"] = precision or manifest.get("precision") or {"applied": "fp32"}
+    if accuracy is not None:
+        manifest["accuracy"] = accuracy
+    env = gpu_env.probe()
+    machine = {"tensorrt": trt_version, "cuda": env.get("cuda_runtime") or env.get("cuda_driver_api"),
+               "driver": env.get("driver"), "gpu": (env.get("gpus") or [None])[0], "jetson": env.get("jetson")}
+    engine_record.setdefault("tensorrt", trt_version)
+    if engine_record.get("built"):  # the engine is tied to the machine that built it
+        for k in ("cuda", "driver", "gpu", "jetson"):
+            if machine[k] is not None:
+                engine_record.setdefault(k, machine[k])
+    engine_record["plugin_mode"] = {"mode": decision.mode, "reason": decision.reason, "requested": opts.plugins}
+    manifest["engine"] = engine_record
+    manifest["target"] = target
+    manifest["steps"] = steps
+    manifest["build"] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 2),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items() if k != "batch"},
+        "versions": tool_versions(),
+        "machine": machine,
+    }
+    atomic_write_json(opts.out_dir / MANIFEST_NAME, manifest)
+    skipped = engine_record.get("skipped")
+    return BuildResult(opts.out_dir, manifest, final, plan, skipped,
+                       target_commands(final, opts.out_dir / PLAN_NAME, settings, plugins))

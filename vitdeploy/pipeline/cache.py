@@ -1,0 +1,65 @@
+"""The step cache: one JSON record per build step, keyed by a content hash of its inputs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from vitdeploy.deploy.artifacts import atomic_write_json, sha256_file
+
+CACHE_DIR = ".vitdeploy/steps"
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StepCache:
+    """One JSON record per step under DIR/.vitdeploy/steps: key, output files with sha256, result."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.dir = out_dir / CACHE_DIR
+
+    def key(self, step: str, inputs: dict) -> str:
+        from vitdeploy import __version__
+
+        return _digest({"step": step, "vitdeploy": __version__, "inputs": inputs})
+
+    def lookup(self, step: str, key: str) -> dict | None:
+        """The stored record when its key matches and every output file is intact; else None."""
+        p = self.dir / f"{step}.json"
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+        if rec.get("key") != key:
+            return None
+        for out in rec.get("outputs", {}).values():
+            f = self.out_dir / out["path"]
+            if not f.is_file() or f.stat().st_size != out["bytes"] or sha256_file(f) != out["sha256"]:
+                return None
+        return rec
+
+    def store(self, step: str, key: str, outputs: dict[str, Path], result: dict, seconds: float) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        rec = {
+            "key": key,
+            "outputs": {role: file_entry(self.out_dir, p) for role, p in outputs.items()},
+            "result": result,
+            "seconds": round(seconds, 3),
+        }
+        atomic_write_json(self.dir / f"{step}.json", rec)
+        return rec
+
+
+def file_entry(root: Path, p: Path) -> dict:
+    return {"path": os.path.relpath(p, root), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+
+
+def tmp_path(out_dir: Path, name: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+    os.close(fd)
+    return Path(tmp)
+
