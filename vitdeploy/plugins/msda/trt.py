@@ -14,9 +14,8 @@ engine, so the engine runs without Python. TensorRT is imported only inside thes
 
 from vitdeploy.plugins.msda import kernel
 from vitdeploy.plugins.msda.spec import VITDEPLOY_SPEC as SPEC
-from vitdeploy.plugins.base import target_arch as _target_arch
+from vitdeploy.plugins.base import register_once, target_arch as _target_arch
 
-_REGISTERED = False
 BLOCK_Q_TACTICS = (16, 32, 64)  # tactic = queries per program; TensorRT times each
 
 
@@ -27,14 +26,16 @@ def target_arch() -> int:
 def _static(expr, what: str) -> int:
     if not expr.is_constant:
         raise ValueError(f"MultiscaleDeformableAttention: {what} must be known when the engine is built")
-    return expr.constant_value
+    return expr.constant_value()
 
 
 def register() -> None:
-    """Register the plugin with `tensorrt.plugin` (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Register the plugin with `tensorrt.plugin` (idempotent; a failed attempt is re-raised, not hidden)."""
+    register_once(SPEC, _define)
+
+
+def _define() -> None:
+    """The `tensorrt.plugin` decorators (run once by `register`)."""
     from typing import List, Tuple, Union
 
     import tensorrt as trt
@@ -79,9 +80,6 @@ def register() -> None:
         extra[1] = trtp.SymInt32(queries)
         extra[2] = trtp.SymInt32(heads)
         return name, ptx, launch, extra
-
-    _REGISTERED = True
-
 
 def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *, stock: bool = False):
     """Build and run a one-node TensorRT network with the plugin (FP32); returns a CUDA tensor [N, Lq, M, D].

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-from vitdeploy.plugins.base import strip_unused_scratch_params
+from vitdeploy.plugins.base import finish_for_tensorrt
 
 KERNEL_NAME = "window_attention_kernel"
+FP32_BLOCK_M = 64  # query rows per FP32 program (keeps shared memory within 48 KiB, see LaunchConfig.constexprs)
 
 __all__ = [
     "KERNEL_NAME", "NUM_KERNEL_ARGS", "LaunchConfig", "compile_ptx", "interpreter_active",
@@ -40,7 +41,8 @@ def window_attention_kernel(
     out_ptr,
     H: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SHIFT: tl.constexpr,
     HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SCALE: tl.constexpr,
-    HEADS_PER_PROG: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEADS_PER_PROG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KV: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     HAS_PAD: tl.constexpr, IEEE_DOT: tl.constexpr,
 ):
     C: tl.constexpr = HEADS * HEAD_DIM
@@ -51,8 +53,11 @@ def window_attention_kernel(
     WP: tl.constexpr = NWW * WS
     GROUPS: tl.constexpr = HEADS // HEADS_PER_PROG
     NUM_KV: tl.constexpr = BLOCK_N // BLOCK_KV  # key blocks (1 for windows up to 8x8)
+    Q_BLOCKS: tl.constexpr = BLOCK_N // BLOCK_M  # query blocks per window (1 unless FP32 caps the tile)
 
     pid = tl.program_id(0)
+    qb = pid % Q_BLOCKS
+    pid = pid // Q_BLOCKS
     group = pid % GROUPS
     rest = pid // GROUPS
     win = rest % (NWH * NWW)
@@ -66,7 +71,7 @@ def window_attention_kernel(
 
     # Query token i of this window sits at (hs, wsx) on the shifted, padded map, which is
     # token ((hs + shift) % H, (wsx + shift) % W) of the original map (outside H x W: padding).
-    i = tl.arange(0, BLOCK_N)
+    i = qb * BLOCK_M + tl.arange(0, BLOCK_M)
     hs_i = win_h0 + i // WS
     ws_i = win_w0 + i % WS
     in_i = (i < N) & in_batch & (hs_i < H) & (ws_i < W)
@@ -86,9 +91,9 @@ def window_attention_kernel(
             pq = tl.load(pad_ptr + col + d, mask=dmask, other=0.0).to(q.dtype)
             q = tl.where(in_i[:, None], q, pq[None, :])
         # online softmax over key blocks, in base 2: exp2((x - max) * log2 e) == exp(x - max)
-        m = tl.full([BLOCK_N], float("-inf"), tl.float32)
-        denom = tl.zeros([BLOCK_N], tl.float32)
-        acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        denom = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for kv in tl.static_range(NUM_KV):
             j = kv * BLOCK_KV + tl.arange(0, BLOCK_KV)
             hs_j = win_h0 + j // WS
@@ -153,16 +158,20 @@ class LaunchConfig:
     def num_windows(self) -> int:
         return math.ceil(self.height / self.window_size) * math.ceil(self.width / self.window_size)
 
-    @property
-    def programs_per_image(self) -> int:
-        return self.num_windows * (self.num_heads // self.heads_per_program)
+    def programs_per_image(self, fp32: bool) -> int:
+        consts = self.constexprs(fp32)
+        return self.num_windows * (self.num_heads // self.heads_per_program) * (consts["BLOCK_N"] // consts["BLOCK_M"])
 
     def constexprs(self, fp32: bool) -> dict:
         block_n = max(16, triton.next_power_of_2(self.window_size**2))
+        # FP32 (IEEE FMA dots) stages its operands through shared memory: a whole 12x12 window
+        # (256 padded rows) needs 74,752 B, over the 48 KiB a launch gets without an opt-in, so
+        # FP32 programs take at most FP32_BLOCK_M query rows (24,832 B at window 12).
         return {
             "H": self.height, "W": self.width, "WS": self.window_size, "SHIFT": self.shift_size,
             "HEADS": self.num_heads, "HEAD_DIM": self.head_dim, "SCALE": float(self.scale),
             "HEADS_PER_PROG": self.heads_per_program,
+            "BLOCK_M": min(block_n, FP32_BLOCK_M) if fp32 else block_n,
             "BLOCK_N": block_n,
             "BLOCK_KV": min(block_n, 64),
             "BLOCK_D": max(16, triton.next_power_of_2(self.head_dim)),
@@ -224,7 +233,7 @@ def window_attention_triton(qkv, bias, pad_qkv=None, *, window_size: int, shift_
         out = torch.empty(B, L, C3 // 3, device=qkv.device, dtype=qkv.dtype)
     if not qkv.is_cuda and not interpreter_active():
         raise RuntimeError("CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before importing triton")
-    grid = (B * cfg.programs_per_image,)
+    grid = (B * cfg.programs_per_image(qkv.dtype == torch.float32),)
     window_attention_kernel[grid](qkv, bias, pad_qkv, B, out, **cfg.constexprs(qkv.dtype == torch.float32),
              num_warps=cfg.num_warps, num_stages=1)
     return out
@@ -263,6 +272,7 @@ NUM_KERNEL_ARGS = 5  # qkv, bias, pad_qkv, batch, out
 
 
 def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
-    """(name, PTX, metadata) whose entry takes exactly the 5 arguments TensorRT passes."""
+    """(name, PTX, metadata) whose entry takes exactly the 5 arguments TensorRT passes, checked
+    (<= 48 KiB shared memory, pinned ISA) by `plugins.base.finish_for_tensorrt`."""
     name, ptx, meta = compile_ptx(arch, dtype, cfg)
-    return name, strip_unused_scratch_params(ptx, name, keep=NUM_KERNEL_ARGS), meta
+    return finish_for_tensorrt("WindowAttention", name, ptx, meta, inputs=3, extras=1, outputs=1)

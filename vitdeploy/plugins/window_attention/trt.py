@@ -10,9 +10,7 @@ so the engine runs without Python. TensorRT is imported only inside these functi
 
 from vitdeploy.plugins.window_attention import kernel
 from vitdeploy.plugins.window_attention.spec import SPEC
-from vitdeploy.plugins.base import target_arch as _target_arch
-
-_REGISTERED = False
+from vitdeploy.plugins.base import register_once, target_arch as _target_arch
 
 
 def target_arch() -> int:
@@ -25,10 +23,12 @@ def tactics_for(num_heads: int) -> list[int]:
 
 
 def register() -> None:
-    """Register the plugin with `tensorrt.plugin` (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Register the plugin with `tensorrt.plugin` (idempotent; a failed attempt is re-raised, not hidden)."""
+    register_once(SPEC, _define)
+
+
+def _define() -> None:
+    """The `tensorrt.plugin` decorators (run once by `register`)."""
     from typing import List, Tuple, Union
 
     import tensorrt as trt
@@ -55,22 +55,19 @@ def register() -> None:
         if not channels3.is_constant:
             raise ValueError("WindowAttention: pad_qkv must have a build-time constant length (3*C)")
         cfg = kernel.make_config(window_size=window_size, shift_size=shift_size, num_heads=num_heads,
-                                 height=height, width=width, scale=scale, channels=channels3.constant_value // 3,
+                                 height=height, width=width, scale=scale, channels=channels3.constant_value() // 3,
                                  heads_per_program=tactic if tactic in tactics_for(num_heads) else 1)
         dtype = "fp16" if qkv.dtype == trt.float16 else "fp32"
         name, ptx, meta = kernel.ptx_for_tensorrt(target_arch(), dtype, cfg)
 
         batch = qkv.shape_expr[0]
         launch = trtp.KernelLaunchParams()
-        launch.grid_x = batch * cfg.programs_per_image
+        launch.grid_x = batch * cfg.programs_per_image(dtype == "fp32")
         launch.block_x = meta.num_warps * 32
         launch.shared_mem = meta.shared
         extra = trtp.SymIntExprs(1)
         extra[0] = trtp.SymInt32(batch)
         return name, ptx, launch, extra
-
-    _REGISTERED = True
-
 
 def run_one_node(qkv, bias, pad_qkv, **attrs):
     """Build and run a one-node TensorRT network (FP32 inputs) with the plugin; returns a CUDA tensor.

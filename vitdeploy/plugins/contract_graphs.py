@@ -1,0 +1,188 @@
+"""Real rewritten graphs whose plugin nodes the contract checks (and the GPU launcher check) use.
+
+Each `GraphCase` exports a model with the *real* model's attention attributes through
+vitdeploy's own export and rewrite passes (dynamic batch, so TensorRT sees a symbolic batch)
+and says what the full-size model's plugin nodes are, computed from the full model's modules
+(or config) without exporting it. Depth is reduced where blocks only repeat: the set of
+distinct plugin nodes -- what TensorRT compiles a kernel for -- is the full model's, which
+`real_nodes` lets the tests prove, while the export stays a few seconds.
+
+To add a plugin or a model: add a `GraphCase` to `GRAPHS` (its `real_nodes` returns the
+full-size model's distinct plugin-node signatures, `signature(node)` the same for a node of
+the rewritten graph).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from vitdeploy.plugins.contract import PluginNode, plugin_nodes
+
+
+@dataclass(frozen=True)
+class GraphCase:
+    name: str  # the model alias whose attributes the graph has
+    build: Callable[[], object]  # the reduced torch model (eval mode)
+    img: int
+    passes: tuple[str, ...]
+    real_nodes: Callable[[], set]  # distinct node signatures of the full-size model
+    signature: Callable[[PluginNode], tuple]
+    options: dict = field(default_factory=dict)
+    # nodes with equal keys compile FP32 kernels with the same tiles, warps and parameter list (so the
+    # same shared memory and ABI); the contract tests run FP32 on one node per key, the sweep on all
+    fp32_key: Callable[[PluginNode], object] = lambda node: node.key
+    outputs: tuple[str, ...] = ("logits",)
+    exporter: str = "torchscript"
+    note: str = ""
+
+
+def export_rewritten(case: GraphCase, workdir: str | Path):
+    """(rewritten ModelProto, distinct plugin nodes): export with dynamic batch, then the case's passes."""
+    import onnx
+    import torch
+
+    from vitdeploy.deploy.export import BatchSpec, export_onnx
+    from vitdeploy.deploy.rewrite.base import run_passes
+
+    path = Path(workdir) / f"{case.name}.onnx"
+    torch.manual_seed(0)
+    model = case.build()
+    export_onnx(model, torch.randn(1, 3, case.img, case.img), path, batch=BatchSpec(1, 2, 4),
+                exporter=case.exporter, output_names=case.outputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rewritten, report = run_passes(onnx.load(str(path)), list(case.passes), "plugin", options=dict(case.options),
+                                       check_whole=False)
+    replaced = sum(p["replaced"] for p in report["passes"])
+    if not replaced:
+        raise AssertionError(f"{case.name}: the {'+'.join(case.passes)} pass replaced nothing: {report['passes']}")
+    return rewritten, plugin_nodes(rewritten, graph=case.name)
+
+
+# --- Swin: WindowAttention ---------------------------------------------------------------------
+
+
+def _swin(timm_name: str, **kw):
+    def build():
+        import timm
+
+        return timm.create_model(timm_name, pretrained=False, **kw).eval()
+
+    return build
+
+
+def _swin_real(timm_name: str):
+    """(window, shift, heads, height, width, channels, scale) of every block of the full model."""
+
+    def real():
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            model = timm.create_model(timm_name, pretrained=False)
+        out = set()
+        for stage in model.layers:
+            for blk in stage.blocks:
+                (h, w), (ws, _), (sh, _) = blk.input_resolution, blk.window_size, blk.shift_size
+                out.add((ws, sh, blk.attn.num_heads, h, w, blk.dim, round(float(blk.attn.scale), 6)))
+        return out
+
+    return real
+
+
+def _swin_tile(node: PluginNode) -> tuple:
+    """WindowAttention's FP32 tiles depend on the window and head_dim only (kernel.LaunchConfig.constexprs)."""
+    a = node.attr_values()
+    return a["window_size"], node.inputs[0].dims[2] // 3 // a["num_heads"]
+
+
+def _swin_sig(node: PluginNode) -> tuple:
+    a = node.attr_values()
+    channels = node.inputs[0].dims[2] // 3
+    return (a["window_size"], a["shift_size"], a["num_heads"], a["height"], a["width"], channels, round(a["scale"], 6))
+
+
+# --- ConViT: GatedPositionalAttention ---------------------------------------------------------
+
+
+def _convit(timm_name: str, **kw):
+    def build():
+        import timm
+
+        return timm.create_model(timm_name, pretrained=False, **kw).eval()
+
+    return build
+
+
+def _convit_real(timm_name: str):
+    """(heads, tokens, channels, scale) of every GPSA block of the full model."""
+
+    def real():
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            model = timm.create_model(timm_name, pretrained=False)
+        n = model.patch_embed.num_patches
+        return {(b.attn.num_heads, n, model.embed_dim, round(float(b.attn.scale), 6)) for b in model.blocks if b.use_gpsa}
+
+    return real
+
+
+def _convit_sig(node: PluginNode) -> tuple:
+    a = node.attr_values()
+    _, n, c2 = node.inputs[0].dims
+    return (a["num_heads"], n, c2 // 2, round(a["scale"], 6))
+
+
+# --- Deformable DETR: MultiscaleDeformableAttention -------------------------------------------
+
+
+def _detr(**overrides):
+    def build():
+        from transformers import DeformableDetrForObjectDetection
+
+        from vitdeploy.models import detr_config
+
+        return DeformableDetrForObjectDetection(detr_config(small=False, **overrides)).eval()
+
+    return build
+
+
+def _detr_real():
+    """(heads, head_dim, levels, points, queries) of the full config's encoder and decoder cores
+    (queries: None for the encoder, whose queries are its S tokens)."""
+    from transformers import DeformableDetrConfig
+
+    c = DeformableDetrConfig()
+    enc = (c.encoder_attention_heads, c.d_model // c.encoder_attention_heads, c.num_feature_levels, c.encoder_n_points, None)
+    dec = (c.decoder_attention_heads, c.d_model // c.decoder_attention_heads, c.num_feature_levels, c.decoder_n_points,
+           c.num_queries)
+    return {enc, dec}
+
+
+def _detr_sig(node: PluginNode) -> tuple:
+    value, loc = node.inputs[0].dims, node.inputs[3].dims  # [N, S, M, D], [N, Lq, M, L, P, 2]
+    lq = None if loc[1] == value[1] else loc[1]
+    return (value[2], value[3], loc[3], loc[4], lq)
+
+
+GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
+    GraphCase("swin_t", _swin("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 1)), 224, ("swin",),
+              _swin_real("swin_tiny_patch4_window7_224"), _swin_sig, fp32_key=_swin_tile,
+              note="depths (2,2,2,1) of (2,2,6,2): stage 3 repeats its shifted/unshifted pair, stage 4 (7x7) is never shifted"),
+    GraphCase("swin_b_384", _swin("swin_base_patch4_window12_384", depths=(2, 2, 2, 1)), 384, ("swin",),
+              _swin_real("swin_base_patch4_window12_384"), _swin_sig, fp32_key=_swin_tile,
+              note="window 12; depths (2,2,2,1) of (2,2,18,2)"),
+    GraphCase("convit_t", _convit("convit_tiny", depth=1, local_up_to_layer=1), 224, ("gpsa",),
+              _convit_real("convit_tiny"), _convit_sig, note="1 of 10 identical GPSA blocks"),
+    GraphCase("convit_b", _convit("convit_base", depth=1, local_up_to_layer=1), 224, ("gpsa",),
+              _convit_real("convit_base"), _convit_sig, note="1 of 10 identical GPSA blocks"),
+    GraphCase("deformable_detr", _detr(backbone="resnet18", encoder_layers=1, decoder_layers=1), 64, ("msda",),
+              _detr_real, _detr_sig, options={"msda_impl": "vitdeploy"}, outputs=("logits", "pred_boxes"),
+              exporter="dynamo",
+              note="the default transformer (d_model 256, 8 heads, 4 levels x 4 points, 300 queries) with 1 of 6 "
+                   "encoder/decoder layers, a ResNet-18 backbone and a 64x64 image (S = 85 tokens; S is a runtime scalar)"),
+)}
