@@ -154,7 +154,10 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         if not have:
             st.skip("no rewrite passes apply" if not passes else f"pass module(s) missing: {', '.join(missing)}")
             return src, None
-        pass_options = {"msda_impl": opts.msda_impl}
+        from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+
+        stock = stock_msda_version(tensorrt_version())  # the stock MSDA plugin version this TensorRT has
+        pass_options = {"msda_impl": opts.msda_impl, "msda_stock_version": stock.version}
         key = cache.key("rewrite", {"onnx": sha256_file(src), "passes": have, "mode": mode, "options": pass_options})
         rec = cache.lookup("rewrite", key)
         dest = opts.out_dir / f"{src.name.removesuffix('.onnx')}.rewritten.onnx"
@@ -169,6 +172,11 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             check_whole_graph(report, "rerun with --plugins off, or report the model")
             replaced = sum(p["replaced"] for p in report["passes"])
             report["plugins"] = plugin_nodes(model)
+            stock_nodes = {p["op"]: p["version"] for p in report["plugins"] if p["kind"] == "TensorRT stock"}
+            if "MultiscaleDeformableAttnPlugin_TRT" in stock_nodes:  # which version, and why (manifest)
+                why = stock.reason if mode == "plugin" else "native mode: version 1, which TensorRT without Python plugins ships"
+                report["stock_plugins"] = {"MultiscaleDeformableAttnPlugin_TRT": {
+                    "version": stock_nodes["MultiscaleDeformableAttnPlugin_TRT"], "reason": why}}
             if replaced:
                 atomic_save_onnx(model, dest)
             report["output"] = dest.name if replaced else None

@@ -30,12 +30,26 @@ class GraphCase:
     real_nodes: Callable[[], set]  # distinct node signatures of the full-size model
     signature: Callable[[PluginNode], tuple]
     options: dict = field(default_factory=dict)
-    # nodes with equal keys compile FP32 kernels with the same tiles, warps and parameter list (so the
-    # same shared memory and ABI); the contract tests run FP32 on one node per key, the sweep on all
-    fp32_key: Callable[[PluginNode], object] = lambda node: node.key
+    # nodes with equal tile keys compile kernels with the same tiles, warps and parameter list (so the
+    # same shared memory and ABI); for the precisions in `sample` the contract tests run one node per
+    # key (the one with the most tactics), benchmarks/trt_contract_sweep.py always runs every node
+    tile_key: Callable[[PluginNode], object] = lambda node: node.key
+    sample: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ("logits",)
     exporter: str = "torchscript"
     note: str = ""
+
+
+def nodes_for(case: GraphCase, nodes: list[PluginNode], precision: str, tactics: Callable[[PluginNode], int]) -> list[PluginNode]:
+    """The nodes the contract tests drive at `precision`: all, or one per tile key when sampled."""
+    if precision not in case.sample:
+        return list(nodes)
+    chosen: dict = {}
+    for node in nodes:
+        key = case.tile_key(node)
+        if key not in chosen or tactics(node) > tactics(chosen[key]):
+            chosen[key] = node
+    return list(chosen.values())
 
 
 def export_rewritten(case: GraphCase, workdir: str | Path):
@@ -171,18 +185,18 @@ def _detr_sig(node: PluginNode) -> tuple:
 
 GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
     GraphCase("swin_t", _swin("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 1)), 224, ("swin",),
-              _swin_real("swin_tiny_patch4_window7_224"), _swin_sig, fp32_key=_swin_tile,
+              _swin_real("swin_tiny_patch4_window7_224"), _swin_sig, tile_key=_swin_tile, sample=("fp32",),
               note="depths (2,2,2,1) of (2,2,6,2): stage 3 repeats its shifted/unshifted pair, stage 4 (7x7) is never shifted"),
     GraphCase("swin_b_384", _swin("swin_base_patch4_window12_384", depths=(2, 2, 2, 1)), 384, ("swin",),
-              _swin_real("swin_base_patch4_window12_384"), _swin_sig, fp32_key=_swin_tile,
+              _swin_real("swin_base_patch4_window12_384"), _swin_sig, tile_key=_swin_tile, sample=("fp16", "fp32"),
               note="window 12; depths (2,2,2,1) of (2,2,18,2)"),
     GraphCase("convit_t", _convit("convit_tiny", depth=1, local_up_to_layer=1), 224, ("gpsa",),
               _convit_real("convit_tiny"), _convit_sig, note="1 of 10 identical GPSA blocks"),
     GraphCase("convit_b", _convit("convit_base", depth=1, local_up_to_layer=1), 224, ("gpsa",),
               _convit_real("convit_base"), _convit_sig, note="1 of 10 identical GPSA blocks"),
-    GraphCase("deformable_detr", _detr(backbone="resnet18", encoder_layers=1, decoder_layers=1), 64, ("msda",),
+    GraphCase("deformable_detr", _detr(backbone="resnet18", encoder_layers=1, decoder_layers=2), 64, ("msda",),
               _detr_real, _detr_sig, options={"msda_impl": "vitdeploy"}, outputs=("logits", "pred_boxes"),
               exporter="dynamo",
               note="the default transformer (d_model 256, 8 heads, 4 levels x 4 points, 300 queries) with 1 of 6 "
-                   "encoder/decoder layers, a ResNet-18 backbone and a 64x64 image (S = 85 tokens; S is a runtime scalar)"),
+                   "encoder and 2 of 6 decoder layers (transformers ties the box heads of decoder layers 1.. to 0), a ResNet-18 backbone and a 64x64 image (S = 85 tokens; S is a runtime scalar)"),
 )}

@@ -5,11 +5,12 @@ the plan, so two things are chosen here rather than left to Triton's defaults:
 
 * **PTX ISA (`.version`).** Triton writes the ISA of its bundled ptxas (8.8 for Triton 3.8's
   ptxas 12.9; 9.x with ptxas 13), which a driver older than that CUDA cannot JIT. vitdeploy
-  pins the lowest ISA the target architecture accepts (LLVM NVPTX's processor table: sm_80
-  needs 7.0, sm_87 7.4, sm_90a 8.0, sm_100 8.6, ...), so any driver that can run the GPU at
-  all can load the plugins. `VITDEPLOY_PTX_ISA=88` raises it (never below the floor).
+  pins the lowest ISA both the target architecture (LLVM NVPTX's processor table: sm_80 needs
+  7.0, sm_87 7.4, sm_90a 8.0, sm_100 8.6, ...) and Triton's code generator (7.8: it emits
+  `::cta` scope qualifiers everywhere) accept, so drivers from CUDA 11.8 on load the plugins
+  on Ampere and Orin, 12.0 on Hopper. `VITDEPLOY_PTX_ISA=88` raises it (never below the floor).
   Triton's own compile runs ptxas on the PTX, so an instruction the pinned ISA lacks fails
-  the build on the build machine, not on the target.
+  the build on the build machine, not on the target (that is how the 7.8 floor was found).
 * **Architecture (`.target`).** The build GPU's compute capability (Triton makes sm_90 and
   later arch-specific: `sm_90a`), or portable `sm_80` PTX, which every Ampere-or-later GPU
   JITs, when the engine is built `--hardware-compat ampere_plus`. `VITDEPLOY_PTX_ARCH`
@@ -32,12 +33,15 @@ from vitdeploy.errors import VitdeployError
 ISA_FLOOR = {75: 63, 80: 70, 86: 71, 87: 74, 88: 90, 89: 78, 90: 80, 100: 86, 101: 86, 103: 88, 110: 90,
              120: 87, 121: 88}
 PORTABLE_ARCH = 80  # --hardware-compat ampere_plus: plain sm_80 PTX JITs on every Ampere-or-later GPU
+# Triton 3.8 writes `::cta`-scoped instructions (PTX ISA 7.8) whatever the target; its ptxas
+# refuses the kernels at `.version 7.0` ("Feature '::cta' requires PTX ISA .version 7.8 or later").
+TRITON_ISA_MIN = 78
 
 
 def isa_floor(arch: int) -> int:
-    """Lowest PTX ISA for sm_`arch` (arch-specific `a` targets of 9.0+ included)."""
+    """Lowest PTX ISA for sm_`arch` that Triton's kernels assemble at (arch-specific 9.0+ targets included)."""
     if arch in ISA_FLOOR:
-        return ISA_FLOOR[arch]
+        return max(ISA_FLOOR[arch], TRITON_ISA_MIN)
     raise VitdeployError(f"no PTX ISA floor known for sm_{arch}",
                          "set VITDEPLOY_PTX_ISA to the PTX ISA this GPU needs (e.g. 88), or update vitdeploy")
 
