@@ -130,10 +130,14 @@ def _n_tactics(node) -> int:
 def _trt_names(paths) -> set[str]:
     """Names accessed as `trt.<name>` in the code (not the docstrings) of these files."""
     import ast
+    import warnings
 
     names = set()
     for p in paths:
-        for n in ast.walk(ast.parse(p.read_text())):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # invalid escapes in TensorRT's docstrings
+            tree = ast.parse(p.read_text())
+        for n in ast.walk(tree):
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "trt":
                 names.add(n.attr)
     return names

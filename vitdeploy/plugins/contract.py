@@ -411,3 +411,26 @@ def reference_output_shapes(node: PluginNode, batch: int, seed: int = 0) -> list
         dtype = {1: np.float32, 10: np.float16, 6: np.int32, 7: np.int64}[t.elem_type]
         feeds[t.name] = rng.standard_normal(shape).astype(dtype) if np.dtype(dtype).kind == "f" else np.zeros(shape, dtype)
     return [tuple(o.shape) for o in session(model).run(None, feeds)]
+
+
+def synthetic_node(op: str, attrs: dict, inputs: list[tuple], graph: str = "") -> PluginNode:
+    """A plugin node built from attributes and input descriptions instead of an export:
+    `inputs` = [(name, onnx elem type, dims, constant array or None)], "batch" for the batch dim.
+
+    The GPU launcher check uses it for full-size shapes (no multi-minute export on a lent GPU);
+    the contract tests prove the attributes equal those of the real rewritten graphs.
+    """
+    from onnx import helper
+
+    from vitdeploy.plugins import TRT_FACES
+
+    spec = importlib.import_module(TRT_FACES[op]).SPEC
+    node_attrs = spec.node_attrs(**attrs)
+    node = helper.make_node(op, [i[0] for i in inputs], [f"{op}_out"], domain=spec.domain, **node_attrs)
+    tensors, consts = [], {}
+    for name, elem, dims, value in inputs:
+        tensors.append(TensorInfo(name, elem, tuple(dims), constant=value is not None))
+        if value is not None:
+            consts[name] = value
+    amap = {a.name: a for a in node.attribute}
+    return PluginNode(op, spec.namespace, spec.version, amap, tensors, list(node.output), graph, 1, node, consts)

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from vitdeploy.plugins.contract import PluginNode, plugin_nodes
+import numpy as np
+
+from vitdeploy.plugins.contract import PluginNode, plugin_nodes, synthetic_node
+
+FLOAT, INT32 = 1, 6  # onnx.TensorProto.FLOAT / INT32
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,13 @@ class GraphCase:
     outputs: tuple[str, ...] = ("logits",)
     exporter: str = "torchscript"
     note: str = ""
+    # a full-size node from a real_nodes() signature (random constants), for the GPU launcher check
+    synthesize: Callable[[tuple], PluginNode] | None = None
+
+    def full_size_nodes(self, seed: int = 0) -> list[PluginNode]:
+        """The full-size model's distinct plugin nodes, built without an export (see `synthesize`)."""
+        rng = np.random.default_rng(seed)
+        return [self.synthesize(sig, rng) for sig in sorted(self.real_nodes(), key=str)]
 
 
 def nodes_for(case: GraphCase, nodes: list[PluginNode], precision: str, tactics: Callable[[PluginNode], int]) -> list[PluginNode]:
@@ -118,6 +129,16 @@ def _swin_sig(node: PluginNode) -> tuple:
     return (a["window_size"], a["shift_size"], a["num_heads"], a["height"], a["width"], channels, round(a["scale"], 6))
 
 
+def _swin_node(sig: tuple, rng) -> PluginNode:
+    ws, sh, heads, h, w, c, scale = sig
+    n = ws * ws
+    return synthetic_node("WindowAttention", dict(window_size=ws, shift_size=sh, num_heads=heads, height=h, width=w, scale=scale), [
+        ("qkv", FLOAT, ("batch", h * w, 3 * c), None),
+        ("bias", FLOAT, (heads, n, n), rng.standard_normal((heads, n, n)).astype(np.float32)),
+        ("pad_qkv", FLOAT, (3 * c,), rng.standard_normal(3 * c).astype(np.float32)),
+    ], graph="full-size")
+
+
 # --- ConViT: GatedPositionalAttention ---------------------------------------------------------
 
 
@@ -149,6 +170,18 @@ def _convit_sig(node: PluginNode) -> tuple:
     a = node.attr_values()
     _, n, c2 = node.inputs[0].dims
     return (a["num_heads"], n, c2 // 2, round(a["scale"], 6))
+
+
+def _convit_node(sig: tuple, rng) -> PluginNode:
+    heads, n, c, scale = sig
+    logits = rng.standard_normal((heads, n, n)).astype(np.float32)
+    pos = np.exp(logits - logits.max(-1, keepdims=True))
+    return synthetic_node("GatedPositionalAttention", dict(num_heads=heads, scale=scale), [
+        ("qk", FLOAT, ("batch", n, 2 * c), None),
+        ("v", FLOAT, ("batch", n, c), None),
+        ("pos", FLOAT, (heads, n, n), (pos / pos.sum(-1, keepdims=True)).astype(np.float32)),
+        ("gate", FLOAT, (heads,), rng.uniform(0, 1, heads).astype(np.float32)),
+    ], graph="full-size")
 
 
 # --- Deformable DETR: MultiscaleDeformableAttention -------------------------------------------
@@ -183,20 +216,54 @@ def _detr_sig(node: PluginNode) -> tuple:
     return (value[2], value[3], loc[3], loc[4], lq)
 
 
+def detr_levels(height: int = 800, width: int = 1333) -> list[tuple[int, int]]:
+    """(H, W) of the four feature levels Deformable DETR's ResNet-50 + extra conv give an image
+    (stem conv s2 p3, max-pool s2 p1, stages 2-4 s2, then one 3x3 s2 p1 conv): 800x1333 -> 100x167 ..."""
+    def down(x, k=3, s=2, p=1):
+        return (x + 2 * p - k) // s + 1
+
+    h, w = down(down(height, 7, 2, 3)), down(down(width, 7, 2, 3))  # stem + max-pool: stride 4
+    levels = []
+    for _ in range(3):
+        h, w = down(h), down(w)
+        levels.append((h, w))
+    levels.append((down(h), down(w)))
+    return levels
+
+
+def _detr_node(sig: tuple, rng, size=(800, 1333)) -> PluginNode:
+    heads, d, nl, p, queries = sig
+    levels = detr_levels(*size)[:nl]
+    s = sum(h * w for h, w in levels)
+    lq = s if queries is None else queries
+    starts = np.concatenate([[0], np.cumsum([h * w for h, w in levels])[:-1]]).astype(np.int32)
+    return synthetic_node("MultiscaleDeformableAttention", {}, [
+        ("value", FLOAT, ("batch", s, heads, d), None),
+        ("spatial_shapes", INT32, (nl, 2), np.array(levels, dtype=np.int32)),
+        ("level_start_index", INT32, (nl,), starts),
+        ("sampling_locations", FLOAT, ("batch", lq, heads, nl, p, 2), None),
+        ("attention_weights", FLOAT, ("batch", lq, heads, nl, p), None),
+    ], graph="full-size")
+
+
 GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
     GraphCase("swin_t", _swin("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 1)), 224, ("swin",),
               _swin_real("swin_tiny_patch4_window7_224"), _swin_sig, tile_key=_swin_tile, sample=("fp32",),
-              note="depths (2,2,2,1) of (2,2,6,2): stage 3 repeats its shifted/unshifted pair, stage 4 (7x7) is never shifted"),
+              note="depths (2,2,2,1) of (2,2,6,2): stage 3 repeats its shifted/unshifted pair, stage 4 (7x7) is never shifted",
+              synthesize=_swin_node),
     GraphCase("swin_b_384", _swin("swin_base_patch4_window12_384", depths=(2, 2, 2, 1)), 384, ("swin",),
               _swin_real("swin_base_patch4_window12_384"), _swin_sig, tile_key=_swin_tile, sample=("fp16", "fp32"),
-              note="window 12; depths (2,2,2,1) of (2,2,18,2)"),
+              note="window 12; depths (2,2,2,1) of (2,2,18,2)", synthesize=_swin_node),
     GraphCase("convit_t", _convit("convit_tiny", depth=1, local_up_to_layer=1), 224, ("gpsa",),
-              _convit_real("convit_tiny"), _convit_sig, note="1 of 10 identical GPSA blocks"),
+              _convit_real("convit_tiny"), _convit_sig, note="1 of 10 identical GPSA blocks",
+              synthesize=_convit_node),
     GraphCase("convit_b", _convit("convit_base", depth=1, local_up_to_layer=1), 224, ("gpsa",),
-              _convit_real("convit_base"), _convit_sig, note="1 of 10 identical GPSA blocks"),
+              _convit_real("convit_base"), _convit_sig, note="1 of 10 identical GPSA blocks",
+              synthesize=_convit_node),
     GraphCase("deformable_detr", _detr(backbone="resnet18", encoder_layers=1, decoder_layers=2), 64, ("msda",),
               _detr_real, _detr_sig, options={"msda_impl": "vitdeploy"}, outputs=("logits", "pred_boxes"),
               exporter="dynamo",
               note="the default transformer (d_model 256, 8 heads, 4 levels x 4 points, 300 queries) with 1 of 6 "
-                   "encoder and 2 of 6 decoder layers (transformers ties the box heads of decoder layers 1.. to 0), a ResNet-18 backbone and a 64x64 image (S = 85 tokens; S is a runtime scalar)"),
+                   "encoder and 2 of 6 decoder layers (transformers ties the box heads of decoder layers 1.. to 0), a ResNet-18 backbone and a 64x64 image (S = 85 tokens; S is a runtime scalar)",
+              synthesize=_detr_node),
 )}
