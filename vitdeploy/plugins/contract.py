@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ def plugin_layer() -> Iterator[PluginLayer]:
         del sys.modules[k]
     trt = trt_standin.module()
     trt.__path__ = [str(layer_dir.parent)]  # `tensorrt.plugin` resolves to the wheel's plugin package
+    # a real spec: code that probes importlib.util.find_spec("tensorrt") (torch._dynamo does) must not trip
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None, is_package=True)
+    trt.__spec__.submodule_search_locations = list(trt.__path__)
     sys.modules["tensorrt"] = trt
     try:
         trtp = importlib.import_module("tensorrt.plugin")
