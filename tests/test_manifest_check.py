@@ -42,6 +42,8 @@ def test_version_compatible_engine_runs_on_later_tensorrt_including_the_next_maj
     assert differences(vc, env(trt="11.0.0"))[0] == []
     refuse, _ = differences(vc, env(trt="10.8.0"))  # older than the builder
     assert "runs on TensorRT >= 10.9.0.34 only" in refuse[0]
+    refuse, _ = differences(engine(version_compatible=True, tensorrt="8.6.1"), env(trt="11.1.0"))
+    assert "from 8 to 9/10 and 10 to 11" in refuse[0]  # the 11.4 support matrix: no 8 -> 11
 
 
 def test_other_compute_capability_is_refused():

@@ -120,3 +120,32 @@ def test_stock_msda_version_follows_the_target_tensorrt(trt, version):
     assert spec_for("stock", "plugin", choice.version) is (STOCK_SPEC if version == "2" else STOCK_V1_SPEC)
     assert spec_for("vitdeploy", "plugin", choice.version) is VITDEPLOY_SPEC
     assert spec_for("stock", "native", "2") is STOCK_V1_SPEC
+
+
+def test_engine_compiles_plugins_for_the_build_gpu_or_portable(monkeypatch):
+    from vitdeploy.deploy.engine import EngineSettings, plugin_ptx_target
+
+    monkeypatch.delenv("VITDEPLOY_PTX_ARCH", raising=False)
+    monkeypatch.delenv("VITDEPLOY_PTX_ISA", raising=False)
+    aot = [{"kind": "vitdeploy AOT", "op": "WindowAttention"}]
+    h100 = {"name": "NVIDIA H100", "compute_capability": "9.0"}
+    assert plugin_ptx_target(EngineSettings(), [{"kind": "TensorRT stock", "op": "X"}], h100, "12.8") is None
+    assert plugin_ptx_target(EngineSettings(), aot, h100, "12.8").name == "sm_90a"
+    assert plugin_ptx_target(EngineSettings(hardware_compatibility="ampere_plus"), aot, h100, "12.8").name == "sm_80"
+    with pytest.raises(VitdeployError, match=r"CUDA 11.8\) JIT-compiles PTX ISA up to 7.8, but the plugin PTX for sm_90a is ISA 8.0"):
+        plugin_ptx_target(EngineSettings(), aot, h100, "11.8")
+
+
+def test_a_stock_plugin_version_this_tensorrt_lacks_is_refused_before_parsing():
+    """Finding 3 from the engine side: an ONNX rewritten for TensorRT >= 10.11 (v2) given to 10.9."""
+    from types import SimpleNamespace
+
+    from vitdeploy.deploy.engine import check_stock_plugins
+
+    have = {("MultiscaleDeformableAttnPlugin_TRT", "1", "")}
+    trt = SimpleNamespace(__version__="10.9.0.34", get_plugin_registry=lambda: SimpleNamespace(
+        get_creator=lambda name, version, ns: object() if (name, version, ns) in have else None))
+    v1 = {"kind": "TensorRT stock", "op": "MultiscaleDeformableAttnPlugin_TRT", "version": "1", "namespace": ""}
+    check_stock_plugins(trt, [v1, {"kind": "vitdeploy AOT", "op": "WindowAttention", "version": "1"}])
+    with pytest.raises(VitdeployError, match="TensorRT 10.9.0.34 has no MultiscaleDeformableAttnPlugin_TRT version 2"):
+        check_stock_plugins(trt, [{**v1, "version": "2"}])

@@ -49,15 +49,15 @@ def graph(request, tmp_path_factory):
     return case, nodes
 
 
-def _assert_contract(layer, node, precision, target, ref_shapes=None):
+def _assert_contract(layer, node, precision, target, ref_shapes=None, only=None):
     with ptx_target.compile_for(target):
-        r = contract.drive(layer, node, precision)
+        r = contract.drive(layer, node, precision, only=only)
     bad = contract.problems(r, layer, max_isa=target.isa, portable=target.portable)
     assert not bad, f"{node.graph} {node.key} {precision}:\n  " + "\n  ".join(bad)
     trt = layer.trt
     want_float = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
     assert r.output_types == [want_float] * len(node.outputs)
-    assert r.tactics and [la.tactic for la in r.launches] == r.tactics  # every tactic TensorRT would time
+    assert r.tactics and [la.tactic for la in r.launches] == r.tactics[:only]  # every tactic TensorRT would time
     # loadFields handed over every attribute of the spec (in the creator's order); QDP read them back
     from importlib import import_module
 
@@ -102,14 +102,15 @@ def test_every_tactic_of_every_node(graph, layer, precision):
 
 
 def test_portable_ptx_for_hardware_compatible_engines(graph, layer):
-    """--hardware-compat ampere_plus: plain sm_80 PTX at ISA 7.8, which every Ampere-or-later GPU JITs."""
+    """--hardware-compat ampere_plus: plain sm_80 PTX at ISA 7.8, which every Ampere-or-later GPU JITs
+    (one tactic: the target and ISA do not depend on it)."""
     _triton_compiles()
     _, nodes = graph
-    r = _assert_contract(layer, nodes[0], "fp16", PORTABLE)
+    r = _assert_contract(layer, nodes[0], "fp16", PORTABLE, only=1)
     assert {parse(la.ptx, la.kernel_name).target for la in r.launches} == {"sm_80"}
     # and the check really looks: Hopper PTX is arch-specific, so it fails the portability rule
     with ptx_target.compile_for(HOPPER):
-        hop = contract.drive(layer, nodes[0], "fp16")
+        hop = contract.drive(layer, nodes[0], "fp16", only=1)
     assert any("architecture-specific" in p for p in contract.problems(hop, layer, max_isa=HOPPER.isa, portable=True))
 
 

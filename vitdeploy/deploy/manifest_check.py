@@ -1,8 +1,9 @@
 """May this engine run here? The manifest against the running TensorRT and GPU.
 
 A TensorRT plan is tied to the TensorRT version and the GPU it was built for,
-unless it was built version-compatible (the same or a later TensorRT; TensorRT
-documents 10 -> 11 as supported) or hardware-compatible (Ampere and later). A plan
+unless it was built version-compatible (the same or a later TensorRT of the same
+major, or 8 -> 9/10 and 10 -> 11, as TensorRT documents) or hardware-compatible
+(Ampere and later). A plan
 with vitdeploy AOT plugins also carries their PTX: it needs a driver that JITs the
 recorded PTX ISA, and a GPU the PTX was compiled for (the build GPU's architecture,
 or portable sm_80 PTX when built hardware-compatible). Deserializing a plan that does not fit
@@ -20,6 +21,9 @@ from vitdeploy.deploy.trt_env import parse_version
 from vitdeploy.errors import VitdeployError
 
 HW_COMPAT_LEVELS = ("none", "ampere_plus", "same_compute_capability")
+# Version-compatible plans across a major version (TensorRT 11.4 support matrix, "Engine Portability":
+# 10 -> 11 and 8 -> 10; the 10.16 docs add 8 -> 9). Within a major version any later release.
+VERSION_COMPATIBLE_MAJORS = {(8, 9), (8, 10), (10, 11)}
 
 
 def runtime_environment() -> dict:
@@ -49,10 +53,15 @@ def differences(engine: dict, env: dict) -> tuple[list[str], list[str]]:
     elif built_trt:
         b, h = parse_version(built_trt), parse_version(here_trt)
         if engine.get("version_compatible"):
-            if b and h and h < b:  # later TensorRT, also across a major version (10 -> 11 is documented)
+            if b and h and h < b:
                 refuse.append(
                     f"TensorRT {here_trt} here, engine built version-compatible with TensorRT {built_trt} "
                     f"(runs on TensorRT >= {built_trt} only)"
+                )
+            elif b and h and h[0] != b[0] and (b[0], h[0]) not in VERSION_COMPATIBLE_MAJORS:
+                refuse.append(
+                    f"TensorRT {here_trt} here, engine built version-compatible with TensorRT {built_trt}: TensorRT "
+                    f"supports that only within a major version or from 8 to 9/10 and 10 to 11"
                 )
         elif b is None or h is None or b[:3] != h[:3]:
             refuse.append(f"TensorRT {here_trt} here, engine built with TensorRT {built_trt} (not version-compatible)")

@@ -372,9 +372,16 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             st.skip(why)
             return None, {"built": False, "skipped": why, **settings.to_dict()}
         gpu = gpu_env.primary_gpu() or {}
-        key = cache.key("engine", {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,
-                                   "gpu": [gpu.get("name"), gpu.get("compute_capability")],
-                                   "settings": settings.to_dict(key_only=True)})
+        import os
+
+        # the plugins' PTX follows these overrides (plugins/ptx_target.py), so they are part of the key
+        ptx_env = {k: os.environ.get(k) for k in ("VITDEPLOY_PTX_ARCH", "VITDEPLOY_PTX_ISA") if os.environ.get(k)}
+        inputs = {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,
+                  "gpu": [gpu.get("name"), gpu.get("compute_capability")],
+                  "settings": settings.to_dict(key_only=True)}
+        if ptx_env:  # absent by default: earlier cache keys stay valid
+            inputs["ptx_env"] = ptx_env
+        key = cache.key("engine", inputs)
         rec = cache.lookup("engine", key)
         if rec is None:
             started = time.perf_counter()

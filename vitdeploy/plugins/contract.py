@@ -262,11 +262,13 @@ def load_fields(trt, creator, attrs: dict) -> tuple[list, list[str]]:
     return fields, skipped
 
 
-def drive(layer: PluginLayer, node: PluginNode, precision: str, *, batch: tuple[int, int, int] = (1, 2, 4)) -> ContractResult:
+def drive(layer: PluginLayer, node: PluginNode, precision: str, *, batch: tuple[int, int, int] = (1, 2, 4),
+          only: int | None = None) -> ContractResult:
     """Take `node` through the parser and builder calls (module docstring) at FP32 or FP16 I/O.
 
     `batch` is the optimization profile's (min, opt, max) for the symbolic batch dimension (ONNX
     shape inference may name it differently per tensor, e.g. "batch" and "unk__0": all are the batch).
+    `only`: take just the first `only` valid tactics through get_launch_params (TensorRT takes all).
     Raises with TensorRT's or the face's error where a step fails, as the build would.
     """
     from vitdeploy.plugins import TRT_FACES
@@ -332,7 +334,7 @@ def drive(layer: PluginLayer, node: PluginNode, precision: str, *, batch: tuple[
     tactics = list(plugin.get_valid_tactics())
 
     launches = []
-    for tactic in tactics or [0]:
+    for tactic in (tactics or [0])[:only]:
         plugin.set_tactic(tactic)
         params, extras = KernelLaunchParams(), SymExprs()
         plugin.get_launch_params(in_exprs, in_out, n_in, params, extras, builder)
@@ -371,9 +373,9 @@ def problems(result: ContractResult, layer: PluginLayer, *, max_isa: int, portab
             bad.append(f"{where}: {e}")
             continue
         block = tuple(e.get_constant_value() for e in la.block)
-        if block[1:] != (1, 1) and info.reqntid is not None and tuple(info.reqntid) != block[:len(info.reqntid)]:
+        if info.reqntid is not None and tuple(info.reqntid) + (1,) * (3 - len(info.reqntid)) != block:
             bad.append(f"{where}: .reqntid {info.reqntid} but the launch block is {block}")
-        for p in ptxinfo.problems(info, abi=ptxinfo.tensorrt_abi(n_in, len(la.extras), n_out), block=block[0],
+        for p in ptxinfo.problems(info, abi=ptxinfo.tensorrt_abi(n_in, len(la.extras), n_out), block=None,
                                   shared=la.shared.get_constant_value(), max_isa=max_isa, portable=portable):
             bad.append(f"{where}: {p}")
     return bad
