@@ -34,11 +34,11 @@ class GraphCase:
     real_nodes: Callable[[], set]  # distinct node signatures of the full-size model
     signature: Callable[[PluginNode], tuple]
     options: dict = field(default_factory=dict)
-    # nodes with equal tile keys compile kernels with the same tiles, warps and parameter list (so the
-    # same shared memory and ABI); for the precisions in `sample` the contract tests run one node per
-    # key (the one with the most tactics), benchmarks/trt_contract_sweep.py always runs every node
-    tile_key: Callable[[PluginNode], object] = lambda node: node.key
-    sample: tuple[str, ...] = ()
+    # precision -> key: nodes with equal keys compile kernels with the same tiles, warps and parameter
+    # list (so the same shared memory and ABI) and, for finer keys, the same code paths; the contract
+    # tests run one node per key (the one with the most tactics) at the precisions listed here and every
+    # node at the others; benchmarks/trt_contract_sweep.py always runs every node
+    sample: dict = field(default_factory=dict)
     outputs: tuple[str, ...] = ("logits",)
     exporter: str = "torchscript"
     note: str = ""
@@ -52,12 +52,12 @@ class GraphCase:
 
 
 def nodes_for(case: GraphCase, nodes: list[PluginNode], precision: str, tactics: Callable[[PluginNode], int]) -> list[PluginNode]:
-    """The nodes the contract tests drive at `precision`: all, or one per tile key when sampled."""
+    """The nodes the contract tests drive at `precision`: all, or one per key where the case samples."""
     if precision not in case.sample:
         return list(nodes)
     chosen: dict = {}
     for node in nodes:
-        key = case.tile_key(node)
+        key = case.sample[precision](node)
         if key not in chosen or tactics(node) > tactics(chosen[key]):
             chosen[key] = node
     return list(chosen.values())
@@ -118,9 +118,16 @@ def _swin_real(timm_name: str):
 
 
 def _swin_tile(node: PluginNode) -> tuple:
-    """WindowAttention's FP32 tiles depend on the window and head_dim only (kernel.LaunchConfig.constexprs)."""
+    """WindowAttention's tiles depend on the window and head_dim only (kernel.LaunchConfig.constexprs)."""
     a = node.attr_values()
     return a["window_size"], node.inputs[0].dims[2] // 3 // a["num_heads"]
+
+
+def _swin_variant(node: PluginNode) -> tuple:
+    """Tiles plus the kernel's code paths: shift mask on/off, padded map or not (HAS_PAD)."""
+    a = node.attr_values()
+    padded = a["height"] % a["window_size"] != 0 or a["width"] % a["window_size"] != 0
+    return (*_swin_tile(node), a["shift_size"] > 0, padded)
 
 
 def _swin_sig(node: PluginNode) -> tuple:
@@ -248,11 +255,13 @@ def _detr_node(sig: tuple, rng, size=(800, 1333)) -> PluginNode:
 
 GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
     GraphCase("swin_t", _swin("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 1)), 224, ("swin",),
-              _swin_real("swin_tiny_patch4_window7_224"), _swin_sig, tile_key=_swin_tile, sample=("fp32",),
+              _swin_real("swin_tiny_patch4_window7_224"), _swin_sig,
+              sample={"fp16": _swin_variant, "fp32": _swin_tile},
               note="depths (2,2,2,1) of (2,2,6,2): stage 3 repeats its shifted/unshifted pair, stage 4 (7x7) is never shifted",
               synthesize=_swin_node),
     GraphCase("swin_b_384", _swin("swin_base_patch4_window12_384", depths=(2, 2, 2, 1)), 384, ("swin",),
-              _swin_real("swin_base_patch4_window12_384"), _swin_sig, tile_key=_swin_tile, sample=("fp16", "fp32"),
+              _swin_real("swin_base_patch4_window12_384"), _swin_sig,
+              sample={"fp16": _swin_variant, "fp32": _swin_tile},
               note="window 12; depths (2,2,2,1) of (2,2,18,2)", synthesize=_swin_node),
     GraphCase("convit_t", _convit("convit_tiny", depth=1, local_up_to_layer=1), 224, ("gpsa",),
               _convit_real("convit_tiny"), _convit_sig, note="1 of 10 identical GPSA blocks",
