@@ -21,6 +21,9 @@ console = Console(highlight=False, soft_wrap=True, width=_width())
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_width())
 
 
+NEUTRAL_MARK = "•"  # a stage that finished but whose figure is not judged (below a threshold, random weights)
+
+
 class Stage:
     """Collects the detail a stage wants printed on its success line."""
 
@@ -28,15 +31,20 @@ class Stage:
         self.name = name
         self.detail = ""
         self.skipped: str | None = None
+        self.neutral = False
         self.seconds = 0.0
 
     def skip(self, why: str) -> None:
         self.skipped = why
 
+    def unjudged(self) -> None:
+        """Finish with a neutral mark instead of ✔: the step ran, its figure earns no check mark."""
+        self.neutral = True
+
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[Stage]:
-    """Time a pipeline stage and print `✔ name  detail  1.2 s` when it succeeds."""
+    """Time a pipeline stage and print `✔ name  detail  1.2 s` when it succeeds (`•` when unjudged)."""
     st = Stage(name)
     start = time.perf_counter()
     with console.status(f"[bold]{name}[/]…", spinner="dots"):
@@ -45,7 +53,8 @@ def stage(name: str) -> Iterator[Stage]:
     if st.skipped is not None:
         console.print(f"[yellow]–[/] [bold]{name:<10}[/] skipped: {st.skipped}")
     else:
-        console.print(f"[green]✔[/] [bold]{name:<10}[/] {st.detail}  [dim]{st.seconds:.1f} s[/]")
+        mark = f"[dim]{NEUTRAL_MARK}[/]" if st.neutral else "[green]✔[/]"
+        console.print(f"{mark} [bold]{name:<10}[/] {st.detail}  [dim]{st.seconds:.1f} s[/]")
 
 
 def next_steps(commands: list[str]) -> None:

@@ -35,6 +35,14 @@ def resolve_artifact(path: Path) -> tuple[str, Path, dict | None, str | None]:
     return "engine", path, manifest, None
 
 
+def detection_labels(manifest: dict | None) -> dict[int, str]:
+    """class id -> name from the manifest's task record (COCO's 91 for Deformable DETR)."""
+    labels = ((manifest or {}).get("task") or {}).get("labels")
+    if not isinstance(labels, dict):
+        return {}
+    return {int(k): str(v) for k, v in labels.items() if str(k).lstrip("-").isdigit()}
+
+
 def class_names(manifest: dict | None, num_classes: int) -> list[str] | None:
     """ImageNet-1k names for timm classifiers with 1000 classes (from timm's bundled metadata)."""
     model = (manifest or {}).get("model") or {}
@@ -91,6 +99,10 @@ def topk(logits, k: int, names: list[str] | None) -> list[dict]:
             for r, i in enumerate(order)]
 
 
+# What `postprocess_detr` returns: the model's normalized (cx, cy, w, h) scaled to the image given.
+BOX_FORMAT = "x0, y0, x1, y1 in pixels of the input image (the model outputs normalized cx, cy, w, h)"
+
+
 @click.command("infer")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--image", required=True, type=click.Path(path_type=Path), help="Image file (JPEG/PNG).")
@@ -126,11 +138,15 @@ def command(artifact, image, k, threshold, as_json):
         size = _input_size_from_onnx(file) if kind == "onnx" else None
         why = "no manifest" if manifest is None else "the manifest records no preprocessing"
         note = (note + "; " if note else "") + f"{why}: ImageNet preprocessing assumed"
-    if ((manifest or {}).get("model") or {}).get("weights") == "random":
-        note = (note + "; " if note else "") + "the model has random weights: its predictions mean nothing"
+    from vitdeploy.weights import banner, from_manifest, is_random
+
+    weights = from_manifest(manifest)
+    if is_random(weights):
+        banner(str(artifact))
     x, (width, height) = load_image(image, pp or {}, size)
     outputs = run(kind, file, x)
-    result: dict = {"artifact": str(file), "runtime": "TensorRT" if kind == "engine" else "ONNX Runtime", "image": str(image)}
+    result: dict = {"artifact": str(file), "runtime": "TensorRT" if kind == "engine" else "ONNX Runtime", "image": str(image),
+                    "weights": weights}
     if "pred_boxes" in outputs:
         try:
             from vitdeploy.deploy.detection import postprocess_detr
@@ -138,7 +154,10 @@ def command(artifact, image, k, threshold, as_json):
             raise VitdeployError("detection post-processing is not part of this install",
                                  "vitdeploy.deploy.detection comes with the Deformable DETR support") from None
         dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k)[0]
-        result["detections"] = [{"label": d.label, "score": d.score, "box": list(d.box)} for d in dets]
+        names = detection_labels(manifest)
+        result["box_format"] = BOX_FORMAT
+        result["detections"] = [{"label": d.label, "name": names.get(d.label), "score": d.score, "box": list(d.box)}
+                                for d in dets]
     else:
         logits = next(iter(outputs.values()))
         result["topk"] = topk(logits[0], k, class_names(manifest, int(logits.shape[-1])))
@@ -149,9 +168,10 @@ def command(artifact, image, k, threshold, as_json):
         console.print(f"[yellow]{note}[/]")
     console.print(f"{result['runtime']}: {file}")
     if "detections" in result:
-        table = Table("score", "class", "box (x0, y0, x1, y1)")
+        console.print(f"boxes: {BOX_FORMAT}")
+        table = Table("score", "class", "name", "box (x0, y0, x1, y1)")
         for d in result["detections"]:
-            table.add_row(f"{d['score']:.3f}", str(d["label"]), ", ".join(f"{v:.1f}" for v in d["box"]))
+            table.add_row(f"{d['score']:.3f}", str(d["label"]), d["name"] or "", ", ".join(f"{v:.1f}" for v in d["box"]))
         if not result["detections"]:
             console.print(f"no detection scores above --threshold {threshold}")
     else:

@@ -32,6 +32,10 @@ def command(src, dst, passes, mode, msda_impl, as_json):
 
     from vitdeploy.deploy.rewrite_flow import run_rewrite
 
+    from vitdeploy.weights import banner, beside, is_random
+
+    if is_random(beside(src)):
+        banner(src)
     names = [p.strip() for p in passes.split(",") if p.strip()] if passes else None
     report = run_rewrite(src, dst, passes=names, mode=mode, options={"msda_impl": msda_impl}, as_json=as_json)
     if as_json:

@@ -10,7 +10,7 @@ from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx, io_sig
 from vitdeploy.deploy.inputs import random_images
 from vitdeploy.deploy.parity import Tolerance, compare_all
 from vitdeploy.errors import VerificationError
-from vitdeploy.models import ModelInfo, build_model, preprocessing
+from vitdeploy.models import ModelInfo, build_model, preprocessing, pretrained_tag, task_info
 
 
 @dataclass
@@ -106,6 +106,7 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             "weights": "pretrained" if opts.pretrained else ("checkpoint" if opts.checkpoint else "random"),
             "reduced": bool(opts.small),
         },
+        "task": task_info(info, model),
         "preprocessing": preprocessing(info, model if info.source == "timm" else None, size),
         "batch": opts.batch.to_dict(),
         "export": {
@@ -116,6 +117,8 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
         },
         "versions": versions(),
     }
+    if opts.pretrained:
+        fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
     if not parity["passed"]:
         bad = [o for r in parity["runs"] for o in r["outputs"] if not o["passed"]][0]
         raise VerificationError(

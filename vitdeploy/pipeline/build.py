@@ -94,13 +94,16 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
         manifest["accuracy"] = accuracy
     env = gpu_env.probe()
     machine = {"tensorrt": trt_version, "cuda": env.get("cuda_runtime") or env.get("cuda_driver_api"),
+               "cuda_source": env.get("cuda_runtime_source") or ("driver API" if env.get("cuda_driver_api") else None),
                "driver": env.get("driver"), "gpu": (env.get("gpus") or [None])[0], "jetson": env.get("jetson")}
     engine_record.setdefault("tensorrt", trt_version)
     if engine_record.get("built"):  # the engine is tied to the machine that built it
         for k in ("cuda", "driver", "gpu", "jetson"):
             if machine[k] is not None:
                 engine_record.setdefault(k, machine[k])
-    engine_record["plugin_mode"] = {"mode": decision.mode, "reason": decision.reason, "requested": opts.plugins}
+    # A plugin (and so TensorRT-version) requirement is stated only for a graph that has plugin nodes.
+    reason = decision.reason if plugins else "no plugin nodes in the graph: no plugin requirement"
+    engine_record["plugin_mode"] = {"mode": decision.mode, "reason": reason, "requested": opts.plugins}
     manifest["engine"] = engine_record
     manifest["target"] = target
     manifest["steps"] = steps
