@@ -33,7 +33,7 @@ def test_infer_onnx_topk_matches_onnxruntime(cli_run, artifact, photo):
 
     res = cli_run("infer", str(artifact / "model.onnx"), "--image", str(photo), "--topk", "3", "--json")
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)  # banners go to stderr
     assert out["runtime"] == "ONNX Runtime" and len(out["topk"]) == 3
     # The same numbers by hand: manifest preprocessing, ORT, softmax.
     pp = json.loads((artifact / "manifest.json").read_text())["preprocessing"]
@@ -131,7 +131,7 @@ def test_infer_detections_in_image_pixels(cli_run, photo, tmp_path):
         "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}}))
     res = cli_run("infer", str(tmp_path / "model.onnx"), "--image", str(photo), "--threshold", "0.5", "--json")
     assert res.exit_code == 0, res.output
-    dets = json.loads(res.output)["detections"]
+    dets = json.loads(res.stdout)["detections"]
     assert [(d["label"], round(d["score"], 3)) for d in dets] == [(2, 0.881), (0, 0.622)]
     # photo is 451 wide, 300 high: query 1 = cx .25 cy .5 w .5 h 1 -> x 0..225.5, y 0..300
     assert dets[0]["box"] == pytest.approx([0.0, 0.0, 225.5, 300.0], abs=1e-3)

@@ -38,8 +38,8 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
     from vitdeploy.weights import banner, beside, from_manifest, is_random
 
     weights = from_manifest(load_manifest(out)) if alias else beside(onnx_path)
-    if is_random(weights):
-        banner(alias or str(onnx_path))
+    if is_random(weights) and not alias:  # run_export said it already for --model
+        banner(str(onnx_path))
     cache = load_cache(cache_path) if cache_path else None
     in_shape = model_input(load_onnx(onnx_path, load_external_data=False))[1]
     static_batch = in_shape[0] if isinstance(in_shape[0], int) and in_shape[0] > 0 else None

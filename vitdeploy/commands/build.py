@@ -83,12 +83,6 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter, msda_impl=msda_impl,
         small=reduced, accuracy_data=Path(accuracy_data) if accuracy_data else None, min_agreement=min_agreement,
     )
-    from vitdeploy.models import REGISTRY
-
-    if alias in REGISTRY and not checkpoint and not pretrained:
-        from vitdeploy.weights import banner
-
-        banner(alias)  # before minutes of work, so nobody reads the figures below as model quality
     res = run_build(opts)
     out = res.out_dir
     if onnx_path:

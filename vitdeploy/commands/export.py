@@ -25,12 +25,6 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
     from vitdeploy.deploy.export_flow import run_export
 
     check_weights_flags(checkpoint, pretrained)
-    from vitdeploy.models import REGISTRY
-
-    if alias in REGISTRY and not checkpoint and not pretrained:
-        from vitdeploy.weights import banner
-
-        banner(alias)
     run_export(
         alias,
         out_dir,

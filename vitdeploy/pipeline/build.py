@@ -22,6 +22,10 @@ def run_build(opts: BuildOptions) -> BuildResult:
 
     started = time.time()
     opts, target = resolve(opts)
+    if opts.alias and not opts.checkpoint and not opts.pretrained:
+        from vitdeploy.weights import banner
+
+        banner(opts.alias)  # the options are valid: say it before minutes of work, not after
     trt_version = tensorrt_version()
     trt_error = tensorrt_import_error() if trt_version is None else None
     decision = select_plugin_mode(opts.plugins, trt_version, target["target"])
