@@ -183,6 +183,16 @@ def test_int8_records_qdq_summary_and_calibration_cache(vit, cli_run, tmp_path):
     assert m["files"]["calibration_cache"]["sha256"] == sha256_file(out / "calibration.cache")
     assert m["accuracy"]["data"] == "calibration images (not held out)" and m["accuracy"]["images"] == 2
     assert f"vitdeploy bench {out} --accuracy-data HELD_OUT_IMAGES/" in res.output  # the documented path: held out
+    # Issue 15 item 3: INT8 agreement on the calibration images is named for what it is
+    bench_json = tmp_path / "int8_bench.json"
+    res = cli_run("bench", str(out), "--accuracy-data", str(calib), "--json", str(bench_json), "--duration-s", "0",
+                  "--warmup-ms", "0", "--min-iters", "1", "--quiet")
+    assert res.exit_code == 0, res.output
+    from vitdeploy.bench import schema
+
+    run = schema.read(bench_json)["runs"][0]
+    assert run["precision"] == "int8+fp16" and run["accuracy"]["data_role"] == "calibration"
+    assert run["accuracy"]["headline"]["label"] == "top-1 agreement vs the FP32 export, calibration set (not held out)"
     # --accuracy-data: the held-out set is what the accuracy step measures on
     held = tmp_path / "held"
     held.mkdir()

@@ -138,15 +138,18 @@ def _same_data(a, b) -> bool:
 
 def calibration_data(manifest: dict, base: Path | None) -> str | None:
     """Where the artifact's INT8 ranges came from, when its manifest says (build options, calibrate record)."""
-    opts = ((manifest.get("build") or {}).get("options") or {})
-    if opts.get("calib_data"):
-        return str(opts["calib_data"])
+    build = manifest.get("build") or {}
+    if build.get("calibration_data"):
+        return str(build["calibration_data"])
+    if (build.get("options") or {}).get("calib_data"):  # older builds: the path as given, relative to where it ran
+        return str(build["options"]["calib_data"])
     report = (base / "calibration.json") if base is not None else None
     if report is not None and report.is_file():
         import json
 
         try:
-            return json.loads(report.read_text()).get("data")
+            rec = json.loads(report.read_text())
+            return rec.get("data_resolved") or rec.get("data")
         except (OSError, ValueError, AttributeError):
             return None
     return None

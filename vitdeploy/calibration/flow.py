@@ -59,7 +59,8 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
         source = f", ranges from {len(data)} images" if data is not None else " (ranges from cache)"
         st.detail = (f"{method}: {len(summary['int8_nodes'])} MatMul/Gemm/Conv INT8, {len(summary['fp16_nodes'])} FP16, "
                      f"{summary['quantize_linear']} Q / {summary['dequantize_linear']} DQ{source}")
-    report = {"source_onnx": str(onnx_path), "data": str(data_path), "weights": weights, **summary}
+    report = {"source_onnx": str(onnx_path), "data": str(data_path), "data_resolved": str(Path(data_path).resolve()),
+              "weights": weights, **summary}
     if data is not None:
         with stage("check") as st:
             check = data.take(CHECK_IMAGES)

@@ -118,6 +118,8 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
         "versions": tool_versions(),
         "machine": machine,
     }
+    if opts.calib_data:  # absolute, so `bench --accuracy-data` can tell the calibration set from held-out data
+        manifest["build"]["calibration_data"] = str(Path(opts.calib_data).resolve())
     atomic_write_json(opts.out_dir / MANIFEST_NAME, manifest)
     skipped = engine_record.get("skipped")
     return BuildResult(opts.out_dir, manifest, final, plan, skipped,
