@@ -125,6 +125,13 @@ def test_cli_refuses_before_running(cli_run, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "matrix file" in r.output and "does not exist" in r.output
     r = cli_run("matrix", str(SHIPPED), "--suite", "trtt", "-o", str(tmp_path / "o"))
     assert r.exit_code == 2 and "did you mean 'trt'?" in r.output and not (tmp_path / "o").exists()
+    pytest.importorskip("ray")
+    from vitdeploy.matrix.local_cluster import free_ports
+
+    port = free_ports(1)[0]  # nothing listens there: one line at once, not minutes of ray.init retries
+    r = cli_run("matrix", str(SHIPPED), "--suite", "ort-cpu", "--ray", f"127.0.0.1:{port}", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in r.output
+    assert not (tmp_path / "o").exists()
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     r = cli_run("matrix", str(SHIPPED), "--ray", "auto", "-o", str(tmp_path / "o"))
     assert r.exit_code == 2
@@ -239,3 +246,17 @@ def test_resume_skips_only_complete_cells_of_the_same_spec(tmp_path):
     changed = plan.expand(write(tmp_path, TINY.replace("batches = [1, 2]", "batches = [1]"))).cells[0]
     assert changed.id == cell.id and changed.spec != cell.spec
     assert store.finished_before(changed) is None  # other settings: measured again
+
+
+def test_plans_come_back_up_to_the_limit(tmp_path):
+    art = tmp_path / "artifact"
+    art.mkdir()
+    assert execute.collect_plan(art, {"hostname": "h"}, 10, {}) is None
+    (art / "model.plan").write_bytes(b"x" * 100)
+    files: dict = {}
+    small = execute.collect_plan(art, {"hostname": "h"}, 100, files)
+    assert small["fetched"] and files == {"model.plan": b"x" * 100} and small["bytes"] == 100
+    files = {}
+    big = execute.collect_plan(art, {"hostname": "gpu-7"}, 99, files)
+    assert not big["fetched"] and files == {} and big["path"] == str(art / "model.plan") and big["node"] == "gpu-7"
+    assert big["sha256"] == small["sha256"] and len(big["sha256"]) == 64

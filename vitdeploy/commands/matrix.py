@@ -72,7 +72,6 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
     from vitdeploy.matrix.progress import Board
     from vitdeploy.matrix.results import Store
 
-    ensure_writable_dir(out)
     store = Store(out, plan)
     todo = []
     for cell in plan.cells:
@@ -83,6 +82,13 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
             store.note_cell(cell, "not-run", cell.problem)
         else:
             todo.append(cell)
+    ray = nodes = None
+    if ray_address and todo:  # an unreachable cluster is a one-line error before anything is written
+        from vitdeploy.matrix import ray_runner
+
+        ray = ray_runner.connect(ray_address)
+        nodes = ray_runner.cluster_nodes(ray)
+    ensure_writable_dir(out)
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     resumed = sum(1 for r in store.cells.values() if r["status"] == "resumed")
@@ -90,23 +96,21 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
     where = f"Ray cluster at {ray_address}" if ray_address else "here, one cell at a time"
     console.print(f"[bold]matrix[/] {plan.source.name}: {len(plan.cells)} cells, {len(prepares)} prepares to run"
                   f"{f', {resumed} resumed' if resumed else ''} ({where})")
+    if nodes is not None:
+        console.print(f"  {len(nodes)} node(s): " + "; ".join(_node_line(n) for n in nodes))
 
     started = time.time()
     interrupted = False
-    nodes = None
     board = Board(plan, todo, prepares, label=f"ray {ray_address}" if ray_address else "local")
-    ray = None
     try:
         if not todo:
             console.print("  nothing to run: every cell is done or cannot run")
-        elif ray_address:
-            from vitdeploy.matrix import ray_runner
-
-            ray = ray_runner.connect(ray_address)
-            nodes = ray_runner.cluster_nodes(ray)
-            console.print(f"  {len(nodes)} node(s): " + "; ".join(_node_line(n) for n in nodes))
+        elif ray is not None:
             with board:
-                ray_runner.run(ray, plan, todo, store, board, work or "~/.cache/vitdeploy/matrix",
+                remote_work = work or "~/.cache/vitdeploy/matrix"  # a path on every node: never relative
+                if not remote_work.startswith("~"):
+                    remote_work = str(Path(remote_work).resolve())
+                ray_runner.run(ray, plan, todo, store, board, remote_work,
                                max_plan_bytes=int(max_plan_mb * 2**20), max_retries=max_retries,
                                check_resources=not allow_pending)
         else:

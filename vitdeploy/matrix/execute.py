@@ -175,6 +175,22 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def collect_plan(artifact: Path, node: dict, max_plan_bytes: int, files: dict) -> dict | None:
+    """The engine plan of an artifact: its bytes into `files` when small enough to bring back, and
+    in every case where it stays (node, path), its size and sha256."""
+    from vitdeploy.deploy.artifacts import sha256_file
+
+    plans = sorted(p for p in artifact.iterdir() if p.suffix in PLAN_SUFFIXES and p.is_file())
+    if not plans:
+        return None
+    p = plans[0]
+    size = p.stat().st_size
+    fetched = size <= max_plan_bytes
+    if fetched:
+        files[p.name] = p.read_bytes()
+    return {"path": str(p), "bytes": size, "sha256": sha256_file(p), "node": node["hostname"], "fetched": fetched}
+
+
 def run_cell(cell: Cell, prepared: Path | None, work: Path, node: dict, *, max_plan_bytes: int) -> dict:
     """Engine (when the backend needs one) and bench on this node; the record with the files to keep."""
     from vitdeploy.bench import schema
@@ -218,14 +234,5 @@ def run_cell(cell: Cell, prepared: Path | None, work: Path, node: dict, *, max_p
     schema.validate(doc)
     rec["files"]["bench.json"] = (json.dumps(doc, indent=2) + "\n").encode()
     if artifact is not None:
-        plans = [p for p in artifact.iterdir() if p.suffix in PLAN_SUFFIXES and p.is_file()]
-        if plans:
-            from vitdeploy.deploy.artifacts import sha256_file
-
-            p = plans[0]
-            size = p.stat().st_size
-            rec["plan"] = {"path": str(p), "bytes": size, "sha256": sha256_file(p), "node": node["hostname"],
-                           "fetched": size <= max_plan_bytes}
-            if size <= max_plan_bytes:
-                rec["files"][p.name] = p.read_bytes()
+        rec["plan"] = collect_plan(artifact, node, max_plan_bytes, rec["files"])
     return finish(status="done", reason=None)

@@ -35,10 +35,27 @@ def import_ray():
     return ray
 
 
+def _reachable(address: str) -> None:
+    """A TCP connect to HOST:PORT first: ray.init retries an address nothing listens on for minutes."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise VitdeployError(f"--ray {address} is not auto, HOST:PORT or ray://HOST:PORT", "e.g. --ray 10.0.0.1:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise VitdeployError(f"cannot reach the Ray cluster at {address} ({e.strerror or e})",
+                             "start one with 'ray start --head' or check the address and port") from None
+
+
 def connect(address: str):
     """ray.init against an existing cluster: 'auto', 'host:port' or 'ray://host:port' (Ray Client)."""
     ray = import_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address != "auto":
+        _reachable(address)
     try:
         ray.init(address=address, logging_level="warning", log_to_driver=False, namespace="vitdeploy-matrix",
                  configure_logging=True)
@@ -57,15 +74,19 @@ def cluster_nodes(ray) -> list[dict]:
 
 def offers(node: dict, dt: DeviceType) -> bool:
     """Whether a node has what a device type asks for (resources and labels, as Ray would match them)."""
+    return offers_options(node, dt.ray_options())
+
+
+def offers_options(node: dict, opts: dict) -> bool:
     res = node["resources"]
-    need = dict(dt.resources)
-    need["CPU"] = dt.num_cpus
-    need["GPU"] = dt.num_gpus
-    if dt.accelerator_type:
-        need[f"accelerator_type:{dt.accelerator_type}"] = 0.001
+    need = dict(opts.get("resources") or {})
+    need["CPU"] = opts.get("num_cpus", 1)
+    need["GPU"] = opts.get("num_gpus", 0)
+    if opts.get("accelerator_type"):
+        need[f"accelerator_type:{opts['accelerator_type']}"] = 0.001
     if any(res.get(k, 0) < v for k, v in need.items() if v):
         return False
-    return all(node["labels"].get(k) == v for k, v in dt.labels)
+    return all(node["labels"].get(k) == v for k, v in (opts.get("label_selector") or {}).items())
 
 
 # ----------------------------------------------------------------------------- tasks (run on the nodes)
@@ -126,11 +147,18 @@ def run(ray, plan: Plan, cells: list[Cell], store: Store, board: Board, work: st
 
     nodes = cluster_nodes(ray)
     runnable = []
+    no_prepare_node = check_resources and any(c.prepare for c in cells) and not any(
+        offers_options(n, next(iter(plan.prepares.values())).ray) for n in nodes)
     for cell in cells:
+        why = None
         if check_resources and not any(offers(n, cell.device_type) for n in nodes):
-            rec = store.note_cell(cell, "failed", f"no node of the cluster offers device type {cell.device_type.name} "
-                                  f"({cell.device_type.describe()}); start one with those resources or pass --allow-pending")
-            board.finished(cell.id, rec)
+            why = (f"no node of the cluster offers device type {cell.device_type.name} ({cell.device_type.describe()}); "
+                   "start one with those resources or pass --allow-pending")
+        elif no_prepare_node and cell.prepare:
+            why = (f"no node of the cluster offers what [prepare] asks for ({plan.prepares[cell.prepare].ray}); "
+                   "start one with those resources or pass --allow-pending")
+        if why:
+            board.finished(cell.id, store.note_cell(cell, "failed", why))
         else:
             runnable.append(cell)
     needed = list(dict.fromkeys(c.prepare for c in runnable if c.prepare))
@@ -179,8 +207,7 @@ def run(ray, plan: Plan, cells: list[Cell], store: Store, board: Board, work: st
                 attempts = board.attempts.get(what.id)
                 if kind == "prepare":
                     rec.setdefault("id", what.id)
-                    board.prepare_finished(what.id, store.save_prepare(what, rec, attempts) if rec.get("status") in
-                                           ("done", "failed") else rec)
+                    board.prepare_finished(what.id, store.save_prepare(what, rec, attempts))
                 elif rec.get("status") in ("done", "failed") and "files" in rec:
                     board.finished(what.id, store.save_cell(what, rec, attempts))
                 else:
