@@ -260,3 +260,24 @@ def test_plans_come_back_up_to_the_limit(tmp_path):
     big = execute.collect_plan(art, {"hostname": "gpu-7"}, 99, files)
     assert not big["fetched"] and files == {} and big["path"] == str(art / "model.plan") and big["node"] == "gpu-7"
     assert big["sha256"] == small["sha256"] and len(big["sha256"]) == 64
+
+
+def test_progress_table_counts_cells_per_device_type(tmp_path):
+    from rich.console import Console
+
+    from vitdeploy.matrix.progress import Board
+
+    p = plan.expand(write(tmp_path, TINY.replace('devices = ["devtype_a"]', 'devices = ["devtype_a", "cpu"]')))
+    board = Board(p, p.cells, list(p.prepares), label="test")
+    a, c = p.cells
+    board.prepare_started(a.prepare, "node-1")
+    board.started(a.id, "node-1")
+    board.started(a.id, "node-2")  # a second start of the same cell is a retry
+    assert board.attempts[a.id] == 2
+    board.finished(a.id, {"status": "done", "seconds": 1.0})
+    board.finished(c.id, {"status": "failed", "reason": "boom", "seconds": 0.5})
+    out = Console(record=True, width=150)
+    out.print(board.table())
+    rows = {line.split()[0]: line.split()[1:5] for line in out.export_text().splitlines()
+            if line.strip().startswith(("devtype_a", "cpu", "prepare"))}
+    assert rows == {"prepare": ["0", "1", "0", "0"], "devtype_a": ["0", "0", "1", "0"], "cpu": ["0", "0", "0", "1"]}

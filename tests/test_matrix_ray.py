@@ -109,7 +109,7 @@ def cluster():
         c.start()
         yield c
     finally:
-        c.stop(grace_s=4)
+        c.stop()
         assert not {p for p in c.processes() if _alive(p)}, "cluster processes left behind"
 
 

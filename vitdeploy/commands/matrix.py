@@ -94,7 +94,8 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
     resumed = sum(1 for r in store.cells.values() if r["status"] == "resumed")
     prepares = list(dict.fromkeys(c.prepare for c in todo if c.prepare))
     where = f"Ray cluster at {ray_address}" if ray_address else "here, one cell at a time"
-    console.print(f"[bold]matrix[/] {plan.source.name}: {len(plan.cells)} cells, {len(prepares)} prepares to run"
+    console.print(f"[bold]matrix[/] {plan.source.name}: {len(plan.cells)} cells, {len(prepares)} "
+                  f"prepare{'' if len(prepares) == 1 else 's'} to run"
                   f"{f', {resumed} resumed' if resumed else ''} ({where})")
     if nodes is not None:
         console.print(f"  {len(nodes)} node(s): " + "; ".join(_node_line(n) for n in nodes))
