@@ -108,11 +108,13 @@ def cpu_mode(ns) -> dict:
         record["speedup"] = round(s_serial / s_ray, 2) if s_ray else None
         cores = os.cpu_count() or 1
         busy = max(record["load_before"][0], record["load_after"][0])
-        record["note"] = (f"{cores} cores; 1-minute load average {record['load_before'][0]} before, "
-                          f"{record['load_between'][0]} between, {record['load_after'][0]} after: "
-                          + ("other processes were loading the machine, so both wall times are inflated and the "
-                             "cluster's two workers competed for the same cores."
-                             if busy > 0.5 * cores else "the machine was otherwise idle."))
+        record["note"] = (
+            f"{cores} cores; 1-minute load average {record['load_before'][0]} before, {record['load_between'][0]} "
+            f"between, {record['load_after'][0]} after. "
+            + ("Other processes were loading the machine: both wall times are inflated, by different amounts as the "
+               "load changed between the runs, and two cluster workers get two fair shares of the contended cores "
+               "where the serial run gets one; on an idle machine two 1-CPU nodes can at most halve the serial time."
+               if busy > 0.5 * cores else "The machine was otherwise idle."))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return record

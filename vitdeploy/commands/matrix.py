@@ -1,6 +1,7 @@
 """`vitdeploy matrix`: build and benchmark model x precision x device type, here or on a Ray cluster."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -11,6 +12,7 @@ import click
 from vitdeploy.errors import VitdeployError
 
 FAILED = ("failed", "lost", "cancelled", "not-run")
+DEFAULT_WORK = "~/.cache/vitdeploy/matrix"  # expanded on each node
 LOG_LINES_SHOWN = 6  # per failed cell on the console; summary.json keeps the longer tail
 
 
@@ -26,7 +28,8 @@ LOG_LINES_SHOWN = 6  # per failed cell on the console; summary.json keeps the lo
 @click.option("--resume", is_flag=True, help="Skip cells whose results in DIR are complete for the same settings.")
 @click.option("--dry-run", is_flag=True, help="Print the prepares and cells with their commands and resources; run nothing.")
 @click.option("--work", metavar="DIR",
-              help="Scratch directory for artifacts on each node (default DIR/work here, ~/.cache/vitdeploy/matrix with --ray).")
+              help="Where each node keeps prepared artifacts and engines, reused by later runs "
+                   "(default ~/.cache/vitdeploy/matrix; a shared filesystem saves copying).")
 @click.option("--calib-data", help="Calibration data for INT8 cells (the same path on every node).")
 @click.option("--max-plan-mb", type=click.FloatRange(min=0), default=256, show_default=True,
               help="Engine plans up to this size come back to DIR; larger ones stay on the node (path recorded).")
@@ -108,7 +111,7 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
             console.print("  nothing to run: every cell is done or cannot run")
         elif ray is not None:
             with board:
-                remote_work = work or "~/.cache/vitdeploy/matrix"  # a path on every node: never relative
+                remote_work = work or DEFAULT_WORK  # a path on every node: never relative
                 if not remote_work.startswith("~"):
                     remote_work = str(Path(remote_work).resolve())
                 ray_runner.run(ray, plan, todo, store, board, remote_work,
@@ -117,7 +120,7 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
         else:
             from vitdeploy.matrix import local
 
-            work_dir = Path(work) if work else out / "work"
+            work_dir = Path(os.path.expanduser(work or DEFAULT_WORK))
             work_dir.mkdir(parents=True, exist_ok=True)
             with board:
                 local.run(plan, todo, store, board, work_dir.resolve(), max_plan_bytes=int(max_plan_mb * 2**20))

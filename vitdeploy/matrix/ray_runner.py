@@ -191,7 +191,8 @@ def run(ray, plan: Plan, cells: list[Cell], store: Store, board: Board, work: st
 
     try:
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            # A tick of at most half a second: whatever finished by then, however many.
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
             drain()
             for ref in ready:
                 kind, what = pending.pop(ref)
