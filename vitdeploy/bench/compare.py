@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from vitdeploy.bench.accuracy import headline_label, headline_name, headline_value
 from vitdeploy.bench.environment import device_name
-from vitdeploy.bench.schema import identity_difference, require_identity, run_key, run_label
+from vitdeploy.bench.schema import identity_difference, require_identity, run_environment, run_key, run_label
 from vitdeploy.bench.stats import median_ratio_ci
 from vitdeploy.errors import VitdeployError
 from vitdeploy.weights import is_random
@@ -141,13 +141,14 @@ def _commit(doc: dict) -> str:
 
 
 def _device(doc: dict) -> str:
-    devices = sorted({r["device"] for r in doc["runs"]}) or ["cpu"]
-    return ", ".join(device_name(doc["environment"], d) for d in devices)
+    runs = sorted(doc["runs"], key=lambda r: r["device"])
+    names = dict.fromkeys(device_name(run_environment(doc, r), r["device"]) for r in runs)
+    return ", ".join(names) or device_name(doc["environment"], "cpu")
 
 
-def _library(doc: dict, backend: str) -> tuple[str, str | None]:
-    lib = {"ort": "onnxruntime", "trt": "tensorrt"}.get(backend, "torch")
-    return lib, (doc["environment"].get("versions") or {}).get(lib)
+def _library(doc: dict, run: dict) -> tuple[str, str | None]:
+    lib = {"ort": "onnxruntime", "trt": "tensorrt"}.get(run["backend"], "torch")
+    return lib, (run_environment(doc, run).get("versions") or {}).get(lib)
 
 
 def _latency_verdict(row: Row, limit: float, confidence: float) -> None:
@@ -203,7 +204,8 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
         if diff:
             what, vb, vc = diff
             raise VitdeployError(f"{run_label(b)}: {what} differs ({names[0]} {vb}, {names[1]} {vc})", same_setup)
-        db, dc = device_name(base_doc["environment"], k[3]), device_name(cand_doc["environment"], k[3])
+        db = device_name(run_environment(base_doc, b), b["device"])
+        dc = device_name(run_environment(cand_doc, c), c["device"])
         if db != dc:
             raise VitdeployError(f"{run_label(b)}: device differs ({names[0]} {db}, {names[1]} {dc})", same_setup)
     for k in base:
@@ -226,8 +228,8 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
             cmp.notes.append(f"{where}: plugin nodes differ ({names[0]}: {fmt(nb)}; {names[1]}: {fmt(nc)})")
         if ib["plugins"]["reference_executed"]:
             cmp.notes.append(f"{where}: both sides time plugin nodes on the CPU Python reference, not the plugins")
-        lib, vb = _library(base_doc, k[1])
-        _, vc = _library(cand_doc, k[1])
+        lib, vb = _library(base_doc, b["run"])
+        _, vc = _library(cand_doc, c["run"])
         if vb != vc:
             cmp.notes.append(f"{where}: {lib} {vb or '?'} in {names[0]}, {vc or '?'} in {names[1]}")
         batches = sorted(set(b["results"]) & set(c["results"]))
