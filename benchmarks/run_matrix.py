@@ -108,7 +108,7 @@ def plan(defaults: dict, suites: list[dict], work: Path, results: Path, *, only:
                     bench += [str(out), "--backend", s["backend"]]
                 if cfg.get("device"):
                     bench += ["--device", cfg["device"]]
-                bench += ["--batch", batches, "--warmup-ms", str(cfg.get("warmup_ms", 200)),
+                bench += ["--batch-sizes", batches, "--warmup-ms", str(cfg.get("warmup_ms", 200)),
                           "--duration-s", str(cfg.get("duration_s", 3.0)), "--min-iters", str(cfg.get("min_iters", 10)),
                           "--mode", cfg.get("mode", "compute"), "--json", str(js)]
                 cells.append(Cell(s["name"], model, prec, prepare, bench, js, out if prepare else None, notes))

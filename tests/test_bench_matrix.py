@@ -38,7 +38,7 @@ def test_plan_builds_exact_commands(tmp_path):
     assert torch_fp16.prepare is None
     b = torch_fp16.bench
     assert b[b.index("--model") + 1] == "swin_t" and b[b.index("--precision") + 1] == "fp16"
-    assert b[b.index("--device") + 1] == "cuda" and b[b.index("--batch") + 1] == "1,8,32,64"
+    assert b[b.index("--device") + 1] == "cuda" and b[b.index("--batch-sizes") + 1] == "1,8,32,64"
     assert b[b.index("--json") + 1] == str(tmp_path / "r" / "torch-gpu_swin_t_fp16.json")
 
 

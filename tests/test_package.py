@@ -343,3 +343,33 @@ def test_engine_configs_for_the_tensorrt_backend(served):
             assert "no plugin library" in text
         if name == "swin_t":
             assert cfg.max_batch_size == 32 and [list(t.dims) for t in cfg.input] == [[3, 224, 224]]
+
+
+def test_build_from_an_already_rewritten_graph_says_so(served, tmp_path):
+    """`build --onnx model.rewritten.onnx`: no "0/0 subgraphs replaced", no false accuracy line, no Next: echo."""
+    import shutil
+
+    src, _, _ = served["convit_t"]
+    d = tmp_path / "convit_t"
+    shutil.copytree(src, d)
+    r = _invoke(["build", "--onnx", str(d / "model.rewritten.onnx"), "-o", str(d), "--no-engine"])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("– rewrite"))
+    assert "model.rewritten.onnx is already rewritten (10 GatedPositionalAttention plugin nodes): kept as given" in line
+    assert "0/0" not in r.output and "final graph is the exported graph" not in r.output
+    acc = next(x for x in r.output.splitlines() if x.startswith(("– accuracy", "✔ accuracy")))
+    assert "kept the figures recorded when model.rewritten.onnx was built" in acc
+    assert "vitdeploy build" not in r.output[r.output.index("Next:"):]
+
+
+def test_manifest_carries_the_detection_post_processing(served):
+    build, _, _ = served["detr"]
+    m = json.loads((build / "manifest.json").read_text())
+    post = m["postprocessing"]
+    assert post["task"] == "detection" and post["scores"] == {"output": "logits", "activation": "sigmoid",
+                                                              "shape": "[B, queries, classes]"}
+    assert post["boxes"]["format"] == "cxcywh" and post["boxes"]["normalized"] is True
+    assert m["labels"]["num_classes"] == 10  # the reduced head; names come with the model when it has them
+    assert m["preprocessing"]["resize"] == {"mode": "exact", "size": [64, 64], "crop": [64, 64]}
+    spec = json.loads((served["detr"][1] / "detr" / "preprocess.json").read_text())
+    assert spec["postprocessing"] == post and spec["input"]["static_batch"] == 1

@@ -79,14 +79,14 @@ def stage(name: str) -> Iterator[Stage]:
 
 
 def phase(text: str) -> None:
-    """A sub-phase of the running stage: the spinner's text in a terminal, one line in a log."""
-    if _quiet[0]:
-        return
+    """A sub-phase of the running stage: the spinner's text in a terminal, one line in a log (nothing outside a stage)."""
     st = _active[-1] if _active else None
-    if st is not None and st._status is not None:
+    if _quiet[0] or st is None:
+        return
+    if st._status is not None:
         st._status.update(f"[bold]{st.name}[/] {text}…")
     elif not interactive():
-        console.print(f"  [dim]{st.name + ': ' if st else ''}{text}[/]")
+        console.print(f"  [dim]{st.name}: {text}[/]")
 
 
 @contextlib.contextmanager

@@ -87,7 +87,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
     except VitdeployError:  # an unreadable manifest only costs the shapes on a suggested command
         shapes = ""
     next_steps([
-        f"vitdeploy accuracy {onnx_path} {out / INT8_NAME} --data {data_path}",
+        f"vitdeploy accuracy {onnx_path} {out / INT8_NAME} --accuracy-data {data_path}",
         f"trtexec --onnx={out / INT8_NAME} --stronglyTyped --saveEngine={out / 'model.int8.plan'}{shapes}",
     ])
     return report

@@ -199,7 +199,7 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
     if cache is not None:
         check_cache(cache, sha, method)
     elif calib is None:
-        raise VitdeployError("INT8 needs calibration data or a calibration cache", "pass --data DIR or a cache")
+        raise VitdeployError("INT8 needs calibration data or a calibration cache", "pass --calib-data DIR or a --calib-cache")
     else:
         ranges = calibrate(model, calib, method, batch=batch, show_progress=show_progress, entropy_bins=entropy_bins)
         settings = {"entropy_bins": entropy_bins} if method == "entropy" else (

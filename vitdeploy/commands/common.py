@@ -58,10 +58,12 @@ def renamed(old_flag: str, dest: str, new_flag: str, convert=None, **option_kw):
     """
     import functools
 
+    param = f"{dest}__old_{old_flag.lstrip('-').replace('-', '_')}"
+
     def deco(f):
         @functools.wraps(f)
         def wrapper(*args, **kwargs):
-            old = kwargs.pop(f"{dest}__old", None)
+            old = kwargs.pop(param, None)
             if old is not None and old != ():
                 ctx = click.get_current_context()
                 if ctx.get_parameter_source(dest) == click.core.ParameterSource.COMMANDLINE:
@@ -72,7 +74,7 @@ def renamed(old_flag: str, dest: str, new_flag: str, convert=None, **option_kw):
                 err_console.print(f"[yellow]{old_flag} is now {new_flag}[/] (the old name goes in the next release)")
             return f(*args, **kwargs)
 
-        return click.option(old_flag, f"{dest}__old", hidden=True, default=None, **option_kw)(wrapper)
+        return click.option(old_flag, param, hidden=True, default=None, **option_kw)(wrapper)
 
     return deco
 
