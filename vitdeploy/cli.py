@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("vitdeploy.commands.bench", "Measure latency and throughput."),
     "compare": ("vitdeploy.commands.compare", "Gate latency/accuracy regressions between two bench results."),
     "report": ("vitdeploy.commands.report", "Plot bench results to PNG and Markdown."),
+    "matrix": ("vitdeploy.commands.matrix", "Benchmark models x precisions x device types, here or on a Ray cluster."),
     "doctor": ("vitdeploy.commands.doctor", "Show what this machine has and what build will do here."),
 }
 
