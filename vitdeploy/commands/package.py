@@ -30,9 +30,8 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
         dest = triton_repo / name
         if dest.exists() and not triton._ours(dest):
             raise VitdeployError(f"{dest} exists and was not written by vitdeploy", "choose another --name or remove it")
-    if deepstream is not None and (manifest.get("postprocessing") or {}).get("task") == "detection":
-        ds.check_supported(artifact.Served("onnx", Path(), {"inputs": [], "outputs": []}, "", {}, "", [], "", manifest,
-                                           build_dir))
+    if deepstream is not None:  # before a plugin-free graph is made for nothing
+        ds.check_task((manifest.get("postprocessing") or {}).get("task"), (manifest.get("model") or {}).get("alias"))
     served = artifact.resolve(build_dir, platform, manifest)
     console.print(f"  serving {served.form}; I/O from {served.io_source}")
     result: dict = {"served": served}

@@ -70,14 +70,18 @@ def nvinfer_normalise(x, scale: Scale):
     return scale.factor * (np.asarray(x, dtype=np.float64) - np.asarray(scale.offsets))
 
 
-def check_supported(served: Served) -> None:
-    from vitdeploy.deploy.serving.spec import is_classifier
-
-    if not is_classifier(served):
+def check_task(task: str | None, alias: str | None) -> None:
+    if task == "detection":
         raise VitdeployError(
-            f"--deepstream writes classifier configs (network-type=1); {served.alias or 'this model'} is a detector, "
+            f"--deepstream writes classifier configs (network-type=1); {alias or 'this model'} is a detector, "
             "whose boxes nvinfer can only read through a custom parse-bbox-func-name library",
             "package it for Triton with --triton-repo instead")
+
+
+def check_supported(served: Served) -> None:
+    from vitdeploy.deploy.serving.spec import postprocessing
+
+    check_task(postprocessing(served).get("task"), served.alias)
     inp = served.io["inputs"]
     if len(inp) != 1 or len(inp[0]["shape"]) != 4:
         raise VitdeployError("nvinfer feeds one NCHW image input; this artifact has "
