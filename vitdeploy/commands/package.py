@@ -72,7 +72,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
 
 @click.command("package")
 @click.argument("build_dir", metavar="BUILD_DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), metavar="REPO",
               help="Triton model repository: writes REPO/NAME/config.pbtxt, REPO/NAME/1/model.*, client.py.")
 @click.option("--name", help="Model name in the repository (default: the model alias).")
 @click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
@@ -80,7 +80,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
               help="Dynamic batching: how long Triton waits to fill a batch (µs).")
 @click.option("--platform", type=click.Choice(PLATFORM_CHOICES), default="auto", show_default=True,
               help="auto: the engine where one was built, else a plugin-free ONNX for ONNX Runtime.")
-@click.option("--deepstream", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--deepstream", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Also write a DeepStream nvinfer config (classifiers) with labels and the model into DIR.")
 def command(build_dir, triton_repo, name, instances, max_queue_delay_us, platform, deepstream):
     """Hand BUILD_DIR to a server: a Triton model repository entry and/or a DeepStream config.
