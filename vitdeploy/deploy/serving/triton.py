@@ -11,7 +11,6 @@ is the profile's max and dims leave the batch out; a static graph gets
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -244,21 +243,15 @@ def write_repository(served: Served, repo: Path, name: str, instances: int = 1, 
         shutil.copyfile(client, folder / "client.py")
         os.chmod(folder / "client.py", 0o755)
         (folder / "README.md").write_text(readme(served, name, parsed, repo))
-        old = None
+        old = stage / f"{name}.old"
         if dest.exists():
-            old = stage / f"{name}.old"
             os.replace(dest, old)
-        os.replace(folder, dest)
+        try:
+            os.replace(folder, dest)
+        except OSError:
+            if old.exists():
+                os.replace(old, dest)  # the earlier version stays served
+            raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return {"folder": dest, "config": parsed, "text": text, "labels": labels_file}
-
-
-def load_config(path: Path):
-    return parse(Path(path).read_text())
-
-
-def config_json(cfg) -> str:
-    from google.protobuf import json_format
-
-    return json.dumps(json_format.MessageToDict(cfg), indent=2)
