@@ -157,7 +157,7 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
             cmp.notes.append(f"{' '.join(k)}: accuracy measured on one side only, not gated")
     if not cmp.rows:
         raise VitdeployError("the two results share no batch size for any matching run",
-                             "benchmark both with the same --batch list")
+                             "benchmark both with the same --batch-sizes list")
     return cmp
 
 
