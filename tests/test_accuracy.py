@@ -57,7 +57,7 @@ def test_cli_accuracy(tmp_path, capsys):
         y = model(torch.from_numpy(x)).argmax(1).numpy()  # labels = FP32 predictions: reference top-1 is 100 %
     np.savez(tmp_path / "val.npz", images=x, labels=y)
     out = tmp_path / "new_dir" / "acc.json"  # --json into a folder that does not exist yet
-    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "val.npz"), "--batch", "4",
+    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--accuracy-data", str(tmp_path / "val.npz"), "--run-batch", "4",
                                  "--json", str(out)], capsys)
     assert code == 0, err
     assert "top-1 agreement" in stdout and "top-5 drop" in stdout
@@ -73,13 +73,13 @@ def test_cli_accuracy(tmp_path, capsys):
     for name in ("astronaut", "coffee", "chelsea"):
         Image.fromarray(getattr(samples, name)()).save(photos / f"{name}.jpg")
     (photos / "broken.png").write_bytes(b"nope")
-    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "photos"), "--batch", "2",
+    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--accuracy-data", str(tmp_path / "photos"), "--run-batch", "2",
                                  "--json", str(out)], capsys)
     assert code == 0, err
     assert "3 images" in stdout and "1 unreadable files skipped" in stdout
     assert json.loads(out.read_text())["images"] == 3
     np.save(tmp_path / "labels.npy", y[:5])
-    code, _, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "val.npz"),
+    code, _, err = run_cli(["accuracy", str(ref), str(cand), "--accuracy-data", str(tmp_path / "val.npz"),
                             "--labels", str(tmp_path / "labels.npy")], capsys)
     assert code == 2 and "5 labels for 10 images" in err
 
@@ -91,7 +91,7 @@ def test_cli_accuracy_unreadable_onnx_is_one_line(tmp_path, capsys, content):
     bad = tmp_path / "ref.onnx"
     bad.write_bytes(content)
     np.savez(tmp_path / "val.npz", images=np.zeros((2, 3, 16, 16), np.float32))
-    code, _, err = run_cli(["accuracy", str(bad), str(bad), "--data", str(tmp_path / "val.npz")], capsys)
+    code, _, err = run_cli(["accuracy", str(bad), str(bad), "--accuracy-data", str(tmp_path / "val.npz")], capsys)
     assert code == 2, err
     assert err.strip().startswith("error: ref.onnx is not a readable ONNX model") and "Traceback" not in err
 
@@ -130,23 +130,23 @@ def test_accuracy_gates_exit_1_like_polygraphy_check(two_vits, tmp_path, capsys)
     from test_precision import run_cli
 
     p = two_vits
-    code, out, err = run_cli(["accuracy", str(p["ref"]), str(p["other"]), "--data", str(p["val"]),
+    code, out, err = run_cli(["accuracy", str(p["ref"]), str(p["other"]), "--accuracy-data", str(p["val"]),
                               "--min-agreement", "95", "--json", str(tmp_path / "a.json")], capsys)
     assert code == 1, err
     assert "top-1 agreement" in out and "< --min-agreement 95%" in out
     rec = json.loads((tmp_path / "a.json").read_text())
     assert rec["checks"]["failed"] and rec["weights"] == {"kind": "unknown"}
-    code, out, err = run_cli(["accuracy", str(p["ref"]), str(p["fp16"]), "--data", str(p["val"]), "--min-agreement", "95",
+    code, out, err = run_cli(["accuracy", str(p["ref"]), str(p["fp16"]), "--accuracy-data", str(p["val"]), "--min-agreement", "95",
                               "--max-drop", "5"], capsys)
     assert code == 0, err
     assert "✔ top-1 agreement" in out and "--min-agreement, --max-drop passed" in out
-    code, out, err = run_cli(["accuracy", str(p["ref"]), str(p["other"]), "--data", str(p["val"]), "--max-drop", "1"], capsys)
+    code, out, err = run_cli(["accuracy", str(p["ref"]), str(p["other"]), "--accuracy-data", str(p["val"]), "--max-drop", "1"], capsys)
     assert code == 1 and "top-1 drop" in out and "> --max-drop 1" in out
     np.savez(tmp_path / "nolabels.npz", images=np.load(p["val"])["images"])
-    code, _, err = run_cli(["accuracy", str(p["ref"]), str(p["fp16"]), "--data", str(tmp_path / "nolabels.npz"),
+    code, _, err = run_cli(["accuracy", str(p["ref"]), str(p["fp16"]), "--accuracy-data", str(tmp_path / "nolabels.npz"),
                             "--max-drop", "1"], capsys)
     assert code == 2 and "--max-drop needs labels" in err
-    code, out, _ = run_cli(["accuracy", str(p["ref"]), str(p["other"]), "--data", str(p["val"])], capsys)
+    code, out, _ = run_cli(["accuracy", str(p["ref"]), str(p["other"]), "--accuracy-data", str(p["val"])], capsys)
     assert code == 0 and "not gated" in out and "✔" not in out.splitlines()[-1]  # no gate asked for: neutral, exit 0
 
 
@@ -157,7 +157,7 @@ def test_accuracy_refuses_to_compare_a_graph_with_itself(two_vits, tmp_path, cap
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(p["ref"].read_bytes())
     for cand in (p["ref"], copy):
-        code, _, err = run_cli(["accuracy", str(p["ref"]), str(cand), "--data", str(p["val"])], capsys)
+        code, _, err = run_cli(["accuracy", str(p["ref"]), str(cand), "--accuracy-data", str(p["val"])], capsys)
         assert code == 2 and "are the same graph" in err
 
 
@@ -171,7 +171,7 @@ def test_accuracy_names_random_weights(two_vits, tmp_path, capsys):
     for name in ("ref", "fp16"):
         (d / f"{name}.onnx").write_bytes(two_vits[name].read_bytes())
     atomic_write_json(d / "manifest.json", {**new_manifest(), "model": {"alias": "tiny", "weights": "random"}})
-    code, out, err = run_cli(["accuracy", str(d / "ref.onnx"), str(d / "fp16.onnx"), "--data", str(two_vits["val"]),
+    code, out, err = run_cli(["accuracy", str(d / "ref.onnx"), str(d / "fp16.onnx"), "--accuracy-data", str(two_vits["val"]),
                               "--json", str(tmp_path / "a.json")], capsys)
     assert code == 0
     assert "⚠ random weights: tiny" in err and "random weights, not judged" in out

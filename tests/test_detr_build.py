@@ -56,10 +56,10 @@ def test_build_rewrites_every_core_to_the_stock_plugin_and_converts_to_fp16(buil
     assert acc["score_delta_max"] < 0.01 and acc["reference_detections"]["count"] > 0
     assert "detection agreement" in res.output
     # Issue 15 item 14: the listed checkpoint's 91-class COCO head, its label map and the box format
-    task = m["task"]
-    assert task["task"] == "detection" and task["num_classes"] == 91 and len(task["labels"]) == 91
-    assert task["labels"]["1"] == "person" and task["labels"]["90"] == "toothbrush" and task["labels"]["0"] == "N/A"
-    assert task["box_format"] == "cxcywh" and task["box_normalized"] is True
+    labels, post = m["labels"], m["postprocessing"]
+    assert labels["num_classes"] == 91 and len(labels["names"]) == 91 and labels["source"] == "config.id2label"
+    assert labels["names"][1] == "person" and labels["names"][90] == "toothbrush" and labels["names"][0] == "N/A"
+    assert post["task"] == "detection" and post["boxes"]["format"] == "cxcywh" and post["boxes"]["normalized"] is True
     logits = next(o for o in m["export"]["outputs"] if o["name"] == "logits")
     assert logits["shape"][-1] == 91
     assert "skipped: --no-engine" in res.output
@@ -81,8 +81,8 @@ def test_infer_on_the_built_artifact_prints_boxes_matching_pytorch(built, photo)
     result = json.loads(r.stdout)  # the random-weights banner goes to stderr, JSON alone to stdout
     dets = result["detections"]
     assert len(dets) == 5
-    names = json.loads((out / "manifest.json").read_text())["task"]["labels"]
-    assert all(d["name"] == names[str(d["label"])] for d in dets)
+    names = json.loads((out / "manifest.json").read_text())["labels"]["names"]
+    assert all(d["name"] == names[d["label"]] for d in dets)
     assert result["box_format"].startswith("x0, y0, x1, y1 in pixels") and result["weights"]["kind"] == "random"
 
     # PyTorch truth: the same random weights, the manifest's preprocessing, transformers' post-processing.

@@ -54,7 +54,8 @@ def test_shipped_matrix_shares_prepares_across_device_types_and_suites():
     ort_gpu = [c for c in p.cells if c.suite == "ort-gpu" and c.model == "swin_t"]
     assert {c.prepare for c in ort_gpu} == {prep.id}  # and for the other suite that needs the same graph
     assert prep.args == ["build", "--model", "swin_t", "--dynamic-batch", "1:8:64", "--fp16", "--no-engine"]
-    assert trt[0].engine_args == prep.args[:-1]  # the engine step reruns build: every earlier step is a cache hit
+    # the engine step reruns build (every earlier step is a cache hit) and exits 4 where no engine can be built
+    assert trt[0].engine_args == [*prep.args[:-1], "--require-engine"]
     assert ort_gpu[0].engine_args is None
     h100 = next(c for c in trt if c.device_type.name == "h100").device_type.ray_options()
     assert h100 == {"num_cpus": 1, "num_gpus": 1, "accelerator_type": "H100"}
@@ -64,7 +65,7 @@ def test_shipped_matrix_shares_prepares_across_device_types_and_suites():
     assert torch_cells and all(c.prepare is None and c.engine_args is None for c in torch_cells)
     b = torch_cells[0].bench_args
     assert b[:6] == ["--model", torch_cells[0].model, "--backend", "torch", "--precision", torch_cells[0].precision]
-    assert b[b.index("--device") + 1] == "cuda" and b[b.index("--batch") + 1] == "1,8,32,64"
+    assert b[b.index("--device") + 1] == "cuda" and b[b.index("--batch-sizes") + 1] == "1,8,32,64"
     for pr in p.prepares.values():  # every prepare is used, and ids do not collide
         assert p.cells_of(pr.id)
     # Without Ray: one cell per suite, model and precision, and the same prepares.

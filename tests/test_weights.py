@@ -30,4 +30,4 @@ def test_export_banner_and_record(cli_run, tmp_path):
     assert sum("⚠ random weights: vit_t" in line for line in res.output.splitlines()) == 1
     m = json.loads((out / "manifest.json").read_text())
     assert from_manifest(m) == {"kind": "random", "seed": 0}
-    assert m["task"]["task"] == "classification" and m["task"]["num_classes"] == 1000
+    assert m["postprocessing"]["task"] == "classification" and m["labels"]["num_classes"] == 1000

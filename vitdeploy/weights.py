@@ -86,6 +86,8 @@ def banner(what: str) -> None:
     """The one line every command prints (on stderr, so JSON on stdout stays clean) for random weights."""
     from rich.markup import escape
 
-    from vitdeploy.console import err_console
+    from vitdeploy import console
 
-    err_console.print(f"[bold yellow]⚠ {escape(BANNER.format(what=what))}[/]")
+    if getattr(console, "_quiet", [0])[0]:  # a step run on the side (bench building its artifact): its caller says it
+        return
+    console.err_console.print(f"[bold yellow]⚠ {escape(BANNER.format(what=what))}[/]")

@@ -264,7 +264,7 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
             cmp.rows.append(row)
     if not cmp.rows:
         raise VitdeployError("the two results share no batch size for any matching run",
-                             "benchmark both with the same --batch list")
+                             "benchmark both with the same --batch-sizes list")
     if len(labels) == 1:
         cmp.accuracy_label, cmp.accuracy_metric = labels.pop()
     return cmp

@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+
 
 def _same_file(a, b) -> bool:
     from pathlib import Path
@@ -46,21 +48,25 @@ def gate(res: dict, min_agreement: float | None, max_drop: float | None) -> list
 @click.command("accuracy")
 @click.argument("reference", metavar="REFERENCE.onnx", type=click.Path(dir_okay=False))
 @click.argument("candidate", metavar="CANDIDATE.onnx", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(),
+@click.option("--accuracy-data", "data_path", type=click.Path(),
               help="Held-out images (a folder, nested allowed) or a .npy/.npz of preprocessed NCHW arrays (.npz may hold "
                    "'labels'). Not the calibration set: agreement there says little about unseen images.")
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
               help="Class ids, one per image (.npy, .json list or text): adds top-1/top-5 accuracy. Detectors: JSON, one "
                    "list per image of {\"label\": id, \"box\": [x0, y0, x1, y1]} as fractions of the image: adds mAP.")
-@click.option("--num-images", type=int, help="Use only the first N images.")
-@click.option("--batch", type=int, default=32, show_default=True, help="Batch size (a static-batch graph uses its own).")
+@click.option("--accuracy-images", "num_images", type=int, help="Use only the first N images.")
+@click.option("--run-batch", "batch", type=int, default=32, show_default=True,
+              help="Images per ONNX Runtime run (a static-batch graph uses its own).")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=None,
               help="Exit 1 when top-1 (detectors: detection) agreement is below this percentage. Without it, ✔ marks "
                    "need 99%.")
 @click.option("--max-drop", type=click.FloatRange(min=0), default=None,
               help="Exit 1 when the top-1 accuracy (detectors: mAP@0.5) drop exceeds this many points (needs labels).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
-def command(reference, candidate, data_path, labels_path, num_images, batch, min_agreement, max_drop, json_path):
+@json_option("the figures")
+@renamed("--data", "data_path", "--accuracy-data", type=click.Path())
+@renamed("--num-images", "num_images", "--accuracy-images", type=int)
+@renamed("--batch", "batch", "--run-batch", type=int)
+def command(reference, candidate, data_path, labels_path, num_images, batch, min_agreement, max_drop, json_out):
     """Compare CANDIDATE's predictions with REFERENCE's on the same images.
 
     Classifiers: top-1 agreement, logit cosine similarity and max error; with
@@ -72,7 +78,7 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, min
 
     \b
     Example:
-      vitdeploy accuracy out/vit_s/model.onnx out/vit_s/model.int8.onnx --data val.npz --min-agreement 97 --json acc.json
+      vitdeploy accuracy out/vit_s/model.onnx out/vit_s/model.int8.onnx --accuracy-data val.npz --min-agreement 97 --json acc.json
     """
     from pathlib import Path
 
@@ -81,16 +87,18 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, min
     from vitdeploy.calibration.accuracy import compare_models, input_shape, load_box_labels
     from vitdeploy.calibration.data import ImageFolder, load_data, load_labels, preprocessing_for
     from vitdeploy.console import console, stage
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.deploy.artifacts import load_onnx
     from vitdeploy.errors import EXIT_REGRESSION, VitdeployError
     from vitdeploy.weights import banner, from_manifest, is_random
 
-    from vitdeploy.deploy.artifacts import load_onnx
-
+    json_path = json_out
+    json_to_stdout(json_out)
+    if data_path is None:
+        raise VitdeployError("accuracy needs images", "pass --accuracy-data DIR (images, or a .npy/.npz)")
     for p in (reference, candidate):
         load_onnx(p, load_external_data=False)  # missing or unreadable: one line before anything runs
     if batch <= 0 or (num_images is not None and num_images <= 0):
-        raise VitdeployError("--batch and --num-images must be positive", "e.g. --batch 32")
+        raise VitdeployError("--run-batch and --accuracy-images must be positive", "e.g. --run-batch 32")
     if _same_file(reference, candidate):
         raise VitdeployError(f"{Path(candidate).name} and {Path(reference).name} are the same graph: agreement would be a "
                              "meaningless 100%", "pass the plain export as REFERENCE and the converted graph as CANDIDATE")
@@ -148,12 +156,8 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, min
         table.add_row("max abs error", f"{res['max_abs_error']:.4g}")
     console.print(table)
     failed = gate(res, min_agreement, max_drop)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)  # as `bench --json` does
-        atomic_write_json(json_path, {"reference": str(reference), "candidate": str(candidate), "data": str(data_path),
-                                      "weights": weights, **res,
-                                      "checks": {"min_agreement": min_agreement, "max_drop": max_drop, "failed": failed}})
-        console.print(f"[green]✔[/] wrote {json_path}")
+    emit_json({"reference": str(reference), "candidate": str(candidate), "data": str(data_path), "weights": weights, **res,
+               "checks": {"min_agreement": min_agreement, "max_drop": max_drop, "failed": failed}}, json_path)
     if failed:
         console.print(f"[bold red]✘ {'; '.join(failed)}[/]")
         sys.exit(EXIT_REGRESSION)

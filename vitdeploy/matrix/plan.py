@@ -301,7 +301,7 @@ def _check_suite(cfg: dict, devices: dict[str, DeviceType], ck: _Checker, where:
 
 def _bench_settings(cfg: dict) -> list[str]:
     c = {**SETTINGS_DEFAULTS, **cfg}
-    return ["--batch", ",".join(str(b) for b in c["batches"]), "--warmup-ms", f"{c['warmup_ms']:g}",
+    return ["--batch-sizes", ",".join(str(b) for b in c["batches"]), "--warmup-ms", f"{c['warmup_ms']:g}",
             "--duration-s", f"{c['duration_s']:g}", "--min-iters", str(c["min_iters"]), "--mode", c["mode"], "--quiet"]
 
 
@@ -353,7 +353,8 @@ def expand(path: str | Path, *, suites: list[str] | None = None, models: list[st
                             problem = "int8 needs calibration data: set calib_data in the suite or pass --calib-data"
                         args += ["--int8", "--calib-data", str(data or "MISSING")]
                     if kind == "build":
-                        engine = args[:] if "trt" in backend.split(",") else None
+                        # the engine step must fail, not exit 0 with "engine skipped", where TensorRT is missing
+                        engine = [*args, "--require-engine"] if "trt" in backend.split(",") else None
                         args.append("--no-engine")
                     key = tuple(args)
                     if key not in by_args and problem is None:
