@@ -46,7 +46,7 @@ def test_infer_onnx_topk_matches_onnxruntime(cli_run, artifact, photo):
     assert [r["class"] for r in out["topk"]] == want.tolist()
     assert [r["probability"] for r in out["topk"]] == pytest.approx(p[want].tolist(), rel=1e-5)
     assert out["topk"][0]["name"]  # ImageNet class names for a 1000-class timm model
-    assert out["weights"] == "random" and out["input_shape"] == [1, 3, 64, 64]
+    assert out["weights"] == {"kind": "random", "seed": 0} and out["input_shape"] == [1, 3, 64, 64]
     assert set(out["latency_ms"]) == {"preprocess", "load", "inference", "postprocess"}
     assert all(v >= 0 for v in out["latency_ms"].values())
 
