@@ -301,6 +301,38 @@ def test_aot_ptx_for_jetson_orin_and_hopper_every_tactic():
         assert r["assembles"] in (None, True), r["assembles"]  # None: Triton ships no ptxas here
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype_name,tol", [("float16", 3e-3), ("float32", 1e-4)])
+@pytest.mark.parametrize("batch,hw,halo,stride,heads,dqk,dv", [
+    (1, 16, 2, 1, 8, 32, 32),  # halonet26t stage 3
+    (8, 16, 2, 2, 8, 64, 64),  # halonet26t stage 4, strided queries
+    (3, 32, 3, 1, 4, 32, 32),  # halonet50ts stage 2
+    (2, 8, 2, 1, 8, 16, 64),  # eca_halonext26ts stage 4, one block
+])
+def test_kernel_on_cuda_matches_reference(dtype_name, tol, batch, hw, halo, stride, heads, dqk, dv):
+    """Every tactic, compiled by the JIT on the GPU, at HaloNet stage shapes."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import triton
+
+    from vitdeploy.plugins.halo_attention import kernel
+
+    if not isinstance(kernel.halo_attention_kernel, triton.runtime.JITFunction):
+        pytest.skip("the kernel was imported under TRITON_INTERPRET=1 in this process")
+    dt = getattr(torch, dtype_name)
+    g = torch.Generator().manual_seed(batch * hw)
+    r = 2 * (8 + 2 * halo) - 1
+    q = torch.randn(batch, heads * dqk, hw // stride, hw // stride, generator=g).to("cuda", dt)
+    kv = torch.randn(batch, heads * (dqk + dv), hw, hw, generator=g).to("cuda", dt)
+    th, tw = (0.5 * torch.randn(r, dqk, generator=g)).to("cuda", dt), (0.5 * torch.randn(r, dqk, generator=g)).to("cuda", dt)
+    attrs = dict(block_size=8, halo_size=halo, num_heads=heads, dim_head_qk=dqk, dim_head_v=dv, scale=dqk ** -0.5,
+                 scale_pos_embed=0, block_stride=stride)
+    want = halo_attention(q.double(), kv.double(), th.double(), tw.double(), **attrs)
+    for tactic in range(1, len(kernel.TACTICS["fp16" if dt == torch.float16 else "fp32"]) + 1):
+        got = kernel.halo_attention_triton(q, kv, th, tw, tactic=tactic, **attrs)
+        assert got.dtype == dt and (got.double() - want).abs().max().item() < tol * max(1.0, want.abs().max().item()), tactic
+
+
 # --- TensorRT --------------------------------------------------------------------------------------
 
 
