@@ -43,14 +43,10 @@ def test_digits_precision_targets(arch, tmp_path):
     assert fp32 - fp16 <= 0.1, (fp32, fp16)
     assert fp32 - int8 <= 1.0, (fp32, int8)
     passes = digits.ARCHS[arch].get("passes")
-    if passes:  # the graph build deploys: rewritten (plugin nodes), then FP16 / INT8
+    if passes:  # the graph build deploys: rewritten (plugin nodes), then FP16 (INT8 of it: measure_digits.py)
         from vitdeploy.deploy.rewrite.base import run_passes
 
         rewritten, report = run_passes(onnx.load(str(fp32_path)), passes, "plugin")
         assert all(p["found"] == p["replaced"] > 0 for p in report["passes"]), report["passes"]
-        rw_path = tmp_path / f"{arch}.rewritten.onnx"
-        onnx.save(rewritten, str(rw_path))
         fp16_rw = accuracy_points(run_model(convert_fp16(rewritten)[0], test, batch=150), yte)
-        qdq, _, _ = quantize_int8(rw_path, CalibrationData(xtr[:128]), "entropy", show_progress=False, entropy_bins=512)
-        int8_rw = accuracy_points(run_model(qdq, test, batch=150), yte)
-        assert fp32 - fp16_rw <= 0.1 and fp32 - int8_rw <= 1.0, (fp32, fp16_rw, int8_rw)
+        assert fp32 - fp16_rw <= 0.1, (fp32, fp16_rw)
