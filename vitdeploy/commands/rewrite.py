@@ -7,7 +7,7 @@ import click
 @click.command("rewrite")
 @click.argument("src", metavar="IN.onnx", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False), help="Where to write the rewritten graph.")
-@click.option("--passes", help="Comma-separated passes (swin, gpsa, msda). Default: the model family's when IN sits "
+@click.option("--passes", help="Comma-separated passes (swin, gpsa, msda, halo). Default: the model family's when IN sits "
                                "next to a vitdeploy manifest.json, else every installed pass.")
 @click.option("--mode", "--swin-mode", "mode", type=click.Choice(["plugin", "native"]), default="plugin", show_default=True,
               help="plugin: vitdeploy plugin nodes (TensorRT >= 10.9); native: plain ONNX TensorRT fuses itself "
