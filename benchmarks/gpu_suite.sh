@@ -18,7 +18,7 @@ for s in $suites; do
     tests)
       $py -m pytest -q -p no:cacheprovider -m gpu tests --junitxml="$out/gpu_tests.xml" 2>&1 | tail -25 || status=1 ;;
     kernels)
-      for k in window_attention gpsa msda; do
+      for k in window_attention gpsa msda halo_attention; do
         [ -f benchmarks/kernels/$k.py ] || { echo "skip kernel bench $k: not present"; continue; }
         echo "== kernel benchmark: $k"
         $py benchmarks/kernels/$k.py --out "$out/kernel_$k.json" || status=1

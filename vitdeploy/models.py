@@ -17,7 +17,7 @@ from vitdeploy.errors import VitdeployError
 @dataclass(frozen=True)
 class ModelInfo:
     alias: str
-    family: str  # vit | deit | swin | convit | mixer | deformable_detr
+    family: str  # vit | deit | swin | convit | mixer | halonet | deformable_detr
     source: str  # timm | transformers
     name: str  # timm model name, or the HF hub id of the pretrained weights
     input_size: tuple[int, int]  # (H, W) the model was designed for
@@ -25,7 +25,8 @@ class ModelInfo:
     passes: tuple[str, ...] = ()  # rewrite passes that apply
     outputs: tuple[str, ...] = ("logits",)
     notes: str = ""
-    overrides: dict = field(default_factory=dict, hash=False, compare=False)
+    overrides: dict = field(default_factory=dict, hash=False, compare=False)  # extra timm.create_model kwargs
+    exporters: tuple[str, ...] = ("dynamo", "torchscript")  # the ONNX exporters that can export it
 
 
 def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelInfo:
@@ -34,6 +35,10 @@ def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelI
 
 _SWIN = ("swin",)
 _GPSA = ("gpsa",)
+# HaloNet (timm byoanet): random weights with zero_init_last=False, else every residual branch's last
+# BatchNorm starts at zero and a random-weight model's output would not depend on its attention at all.
+# Only the dynamo exporter: TorchScript cannot export HaloAttn's Tensor.unfold.
+_HALO = dict(size=256, multiple=256, passes=("halo",), overrides={"zero_init_last": False}, exporters=("dynamo",))
 REGISTRY: dict[str, ModelInfo] = {
     m.alias: m
     for m in [
@@ -52,6 +57,10 @@ REGISTRY: dict[str, ModelInfo] = {
         _timm("convit_t", "convit", "convit_tiny", passes=_GPSA),
         _timm("convit_s", "convit", "convit_small", passes=_GPSA),
         _timm("convit_b", "convit", "convit_base", passes=_GPSA),
+        _timm("halonet26t", "halonet", "halonet26t", **_HALO, notes="block 8, halo 2"),
+        _timm("sehalonet33ts", "halonet", "sehalonet33ts", **_HALO, notes="block 8, halo 3, SE"),
+        _timm("halonet50ts", "halonet", "halonet50ts", **_HALO, notes="block 8, halo 3"),
+        _timm("eca_halonext26ts", "halonet", "eca_halonext26ts", **_HALO, notes="block 8, halo 2, dim_head 16, ECA"),
         _timm("mixer_s", "mixer", "mixer_s16_224"),
         _timm("mixer_b", "mixer", "mixer_b16_224"),
         ModelInfo(
@@ -118,12 +127,25 @@ def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
         why = {
             "swin": "Swin's patch embedding and three patch-merging stages halve the map",
             "deformable_detr": "the ResNet backbone downsamples by 32",
+            "halonet": "its last stage cuts the 1/32 feature map into 8x8 attention blocks",
         }.get(info.family, "the patch embedding uses 16x16 patches")
         lo = max(m, (h // m) * m)
         raise VitdeployError(
             f"image size {h}x{w} does not fit {info.alias}: {why}, so it must be a multiple of {m}",
             f"try --img-size {lo}",
         )
+
+
+def check_exporter(info: ModelInfo, exporter: str) -> str:
+    """The exporter to run for `info` ("auto" picks among those that can export it); one line if none can."""
+    if exporter == "auto" and len(info.exporters) == 1:
+        return info.exporters[0]
+    if exporter != "auto" and exporter not in info.exporters:
+        only = " and ".join(info.exporters)
+        why = " (the TorchScript exporter cannot export HaloAttn's unfold)" if info.family == "halonet" else ""
+        raise VitdeployError(f"{info.alias} exports with the {only} exporter only{why}",
+                             f"drop --exporter {exporter} or use --exporter {info.exporters[0]}")
+    return exporter
 
 
 def build_model(
@@ -173,7 +195,7 @@ def redraw_zero_weights(model, std: float = 0.02, seed: int = 0) -> list[str]:
 def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool):
     import timm
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(info.overrides)
     if size != info.input_size:
         kwargs["img_size"] = size if size[0] != size[1] else size[0]
     if pretrained:

@@ -9,7 +9,7 @@ from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, re
 @click.command("rewrite")
 @click.argument("src", metavar="IN.onnx", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False), help="Where to write the rewritten graph.")
-@click.option("--passes", help="Comma-separated passes (swin, gpsa, msda). Default: the model family's when IN sits "
+@click.option("--passes", help="Comma-separated passes (swin, gpsa, msda, halo). Default: the model family's when IN sits "
                                "next to a vitdeploy manifest.json, else every installed pass.")
 @click.option("--plugins", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="on: vitdeploy plugin nodes (TensorRT >= 10.9); off: plugin-free plain ONNX TensorRT fuses itself "

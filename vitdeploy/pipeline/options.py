@@ -74,11 +74,12 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
     if (opts.int8_exclude or opts.quantize_first_last) and not opts.int8:
         raise VitdeployError("--int8-exclude and --quantize-first-last are only used with --int8", "add --int8")
     if opts.alias:
-        from vitdeploy.models import check_input_size, get_info
+        from vitdeploy.models import check_exporter, check_input_size, get_info
 
         info = get_info(opts.alias)  # unknown alias: one line, before anything is written
         if opts.img_size:
             check_input_size(info, opts.img_size)
+        check_exporter(info, opts.exporter)
     if opts.workspace_gb is not None and opts.workspace_gb <= 0:
         raise VitdeployError(f"--workspace must be positive, got {opts.workspace_gb:g}", "e.g. --workspace 4")
     env = gpu_env.probe()
