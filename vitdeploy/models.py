@@ -88,8 +88,21 @@ DETR_SMALL_OVERRIDES = dict(
     encoder_ffn_dim=128,
     decoder_ffn_dim=128,
     num_queries=20,
-    num_labels=10,
     backbone="resnet18",
+)
+
+# The 91-entry label map of COCO-trained DETR checkpoints (SenseTime/deformable-detr's config.id2label):
+# index = COCO category id, "N/A" where COCO defines no category (0 and the 11 retired ids).
+COCO_DETECTION_LABELS = (
+    "N/A", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A", "N/A", "handbag", "tie",
+    "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork", "knife", "spoon",
+    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+    "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop",
+    "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A",
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 
 
@@ -191,9 +204,11 @@ def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool):
 
 
 def detr_config(small: bool = False, **overrides):
+    """The listed checkpoint's configuration (91-class COCO head and label map), reduced when `small`."""
     from transformers import DeformableDetrConfig
 
     cfg = dict(DETR_SMALL_OVERRIDES) if small else {}
+    cfg.setdefault("id2label", dict(enumerate(COCO_DETECTION_LABELS)))
     cfg.update(overrides)
     backbone = cfg.pop("backbone", "resnet50")
     config = DeformableDetrConfig(**cfg)
@@ -288,6 +303,15 @@ def count_parameters(info: ModelInfo) -> int:
     with torch.device("meta"):
         model = _build_timm(info, info.input_size, False) if info.source == "timm" else _build_detr(info, False, False)
     return sum(p.numel() for p in model.parameters())
+
+
+def pretrained_tag(info: ModelInfo, model) -> str:
+    """Which pretrained weights were downloaded: timm's architecture.tag, or the hub id (and revision)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if info.source == "timm" and cfg.get("architecture"):
+        return f"timm/{cfg['architecture']}" + (f".{cfg['tag']}" if cfg.get("tag") else "")
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    return info.name + (f"@{commit}" if commit else "")
 
 
 def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None = None) -> dict:

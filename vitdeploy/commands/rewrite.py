@@ -37,6 +37,10 @@ def command(src, dst, passes, plugins, msda_impl, json_out):
     from vitdeploy.deploy.rewrite_flow import run_rewrite
     from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_version
 
+    from vitdeploy.weights import banner, beside, is_random
+
+    if is_random(beside(src)):
+        banner(src)
     to_stdout = json_to_stdout(json_out)
     mode = select_plugin_mode(plugins, tensorrt_version()).mode
     names = [p.strip() for p in passes.split(",") if p.strip()] if passes else None

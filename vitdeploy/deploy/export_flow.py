@@ -17,6 +17,10 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
     if img_size:
         check_input_size(info, img_size)
     check_exporter(info, exporter)
+    if not checkpoint and not pretrained:
+        from vitdeploy.weights import banner
+
+        banner(alias)  # the options are valid: say it before the work, once
     opts = ExportOptions(img_size=img_size, batch=batch or BatchSpec(), opset=opset, checkpoint=checkpoint,
                          pretrained=pretrained, exporter=exporter, small=small)
     started = time.time()

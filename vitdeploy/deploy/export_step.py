@@ -10,7 +10,9 @@ from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx, io_sig
 from vitdeploy.deploy.inputs import random_images
 from vitdeploy.deploy.parity import Tolerance, compare_all
 from vitdeploy.errors import VerificationError
-from vitdeploy.models import ModelInfo, build_model, check_exporter, labels_for, postprocessing_for, preprocessing
+from vitdeploy.models import (
+    ModelInfo, build_model, check_exporter, labels_for, postprocessing_for, preprocessing, pretrained_tag,
+)
 
 
 @dataclass
@@ -124,6 +126,8 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
         },
         "versions": versions(),
     }
+    if opts.pretrained:
+        fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
     if not parity["passed"]:
         bad = [o for r in parity["runs"] for o in r["outputs"] if not o["passed"]][0]
         raise VerificationError(
