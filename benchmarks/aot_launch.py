@@ -1,7 +1,7 @@
 """TensorRT's AOT plugin launch, reproduced with the CUDA driver, for every vitdeploy plugin at full size.
 
-For each distinct plugin node of swin_t (stages 1-4), swin_b_384, convit_t and Deformable DETR
-(encoder and decoder, 800x1333), FP16 and FP32, every tactic:
+For each distinct plugin node of swin_t (stages 1-4), swin_b_384, convit_t, Deformable DETR
+(encoder and decoder, 800x1333) and halonet26t, FP16 and FP32, every tactic:
 
 1. PTX and launch parameters come from TensorRT's real plugin layer (`vitdeploy.plugins.contract`
    over the stand-in core): exactly what a TensorRT build hands the AOT launcher.
@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = ("swin_t", "swin_b_384", "convit_t", "deformable_detr")
-BATCH = {"swin_t": 8, "swin_b_384": 4, "convit_t": 8, "convit_b": 8, "deformable_detr": 1}
+CASES = ("swin_t", "swin_b_384", "convit_t", "deformable_detr", "halonet26t")
+BATCH = {"swin_t": 8, "swin_b_384": 4, "convit_t": 8, "convit_b": 8, "deformable_detr": 1, "halonet26t": 8}
 TOL = {"fp32": 1e-4, "fp16": 2e-2}  # max |err| / max |ref|
 TARGET_SPEED = 0.95
 
@@ -83,6 +83,10 @@ def reference(node, inputs):
             from vitdeploy.plugins.msda.reference import msda
 
             return msda(*f32)
+        if node.op == "HaloAttention":
+            from vitdeploy.plugins.halo_attention.reference import halo_attention
+
+            return halo_attention(*f32, **a)
     raise KeyError(node.op)
 
 
@@ -103,6 +107,10 @@ def jit_launcher(node, inputs, tactic: int, out):
         from vitdeploy.plugins.msda.kernel import msda_triton
 
         return lambda: msda_triton(*inputs, block_q=tactic, out=out)
+    if node.op == "HaloAttention":
+        from vitdeploy.plugins.halo_attention.kernel import halo_attention_triton
+
+        return lambda: halo_attention_triton(*inputs, tactic=tactic, out=out, **a)
     raise KeyError(node.op)
 
 
@@ -112,6 +120,9 @@ def output_shape(node, batch: int) -> tuple:
         return d[0], d[1], d[2] // 3
     if node.op == "GatedPositionalAttention":
         return d[0], d[1], d[2] // 2
+    if node.op == "HaloAttention":
+        a = node.attr_values()
+        return d[0], a["num_heads"] * a["dim_head_v"], d[2], d[3]
     loc = node.inputs[3].dims
     return d[0], loc[1], d[2], d[3]
 

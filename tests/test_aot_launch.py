@@ -73,7 +73,7 @@ def test_dry_run_compiles_and_packs_what_tensorrt_would_launch(tmp_path):
 
 
 GPU_CASES = [("swin_t", "fp16"), ("swin_t", "fp32"), ("swin_b_384", "fp32"), ("convit_t", "fp16"), ("convit_t", "fp32"),
-             ("deformable_detr", "fp16"), ("deformable_detr", "fp32")]
+             ("deformable_detr", "fp16"), ("deformable_detr", "fp32"), ("halonet26t", "fp16"), ("halonet26t", "fp32")]
 
 
 @pytest.mark.gpu

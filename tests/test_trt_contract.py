@@ -8,8 +8,8 @@ listed in docs/architecture.md ("What is proven where").
 
 Graphs come from `vitdeploy.plugins.contract_graphs.GRAPHS` (add a GraphCase there to add a model or
 a plugin). Each graph is exported and rewritten once per module, and every tactic runs at FP16 and
-FP32. Every node runs for GatedPositionalAttention and MultiscaleDeformableAttention; Swin graphs have
-7 WindowAttention nodes whose kernels take seconds each to compile, so there one node per kernel
+FP32. Every node runs for GatedPositionalAttention, MultiscaleDeformableAttention and
+HaloAttention; Swin graphs have 7 WindowAttention nodes whose kernels take seconds each to compile, so there one node per kernel
 variant runs (FP16: window, head_dim, shifted, padded; FP32: window, head_dim, since its IEEE dots
 compile slowest): nodes sharing the key compile the same tiles, warps, parameter list and code
 paths and differ only in constants (H, W, heads). benchmarks/trt_contract_sweep.py drives every node

@@ -223,6 +223,65 @@ def _detr_sig(node: PluginNode) -> tuple:
     return (value[2], value[3], loc[3], loc[4], lq)
 
 
+# --- HaloNet: HaloAttention ----------------------------------------------------------------------
+
+
+def _halonet(alias: str):
+    def build():
+        from vitdeploy.models import build_model, get_info
+
+        return build_model(get_info(alias))  # the registry's HaloNet (zero_init_last=False, random weights)
+
+    return build
+
+
+def _halo_real(timm_name: str, img: int = 256):
+    """(block, halo, heads, dim_qk, dim_v, scale, scale_pos_embed, stride, H, W) of every HaloAttn of the
+    full model, its kv map size read by a forward on the meta device (no weights, no compute)."""
+
+    def real():
+        import timm
+        import torch
+        from timm.layers.halo_attn import HaloAttn
+
+        with torch.device("meta"):
+            model = timm.create_model(timm_name, pretrained=False)
+        seen = set()
+
+        def hook(mod, inp, _out):
+            _, _, h, w = inp[0].shape
+            seen.add((mod.block_size, mod.halo_size, mod.num_heads, mod.dim_head_qk, mod.dim_head_v,
+                      round(float(mod.scale), 6), int(mod.scale_pos_embed), mod.block_stride, h, w))
+
+        for mod in model.modules():
+            if isinstance(mod, HaloAttn):
+                mod.register_forward_hook(hook)
+        with torch.no_grad():
+            model(torch.empty(1, 3, img, img, device="meta"))
+        return seen
+
+    return real
+
+
+def _halo_sig(node: PluginNode) -> tuple:
+    a = node.attr_values()
+    _, _, h, w = node.inputs[1].dims  # kv [B, C, H, W]
+    return (a["block_size"], a["halo_size"], a["num_heads"], a["dim_head_qk"], a["dim_head_v"], round(a["scale"], 6),
+            a["scale_pos_embed"], a["block_stride"], h, w)
+
+
+def _halo_node(sig: tuple, rng) -> PluginNode:
+    block, halo, heads, dqk, dv, scale, spe, stride, h, w = sig
+    win = block + 2 * halo
+    return synthetic_node("HaloAttention", dict(block_size=block, halo_size=halo, num_heads=heads, dim_head_qk=dqk,
+                                                dim_head_v=dv, scale=scale, scale_pos_embed=spe, block_stride=stride), [
+        ("q", FLOAT, ("batch", heads * dqk, h // stride, w // stride), None),
+        ("kv", FLOAT, ("batch", heads * (dqk + dv), h, w), None),
+        ("height_rel", FLOAT, (2 * win - 1, dqk), (rng.standard_normal((2 * win - 1, dqk)) * dqk ** -0.5).astype(np.float32)),
+        ("width_rel", FLOAT, (2 * win - 1, dqk), (rng.standard_normal((2 * win - 1, dqk)) * dqk ** -0.5).astype(np.float32)),
+    ], graph="full-size")
+
+
 def detr_levels(height: int = 800, width: int = 1333) -> list[tuple[int, int]]:
     """(H, W) of the four feature levels Deformable DETR's ResNet-50 + extra conv give an image
     (stem conv s2 p3, max-pool s2 p1, stages 2-4 s2, then one 3x3 s2 p1 conv): 800x1333 -> 100x167 ..."""
@@ -275,4 +334,7 @@ GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
               note="the default transformer (d_model 256, 8 heads, 4 levels x 4 points, 300 queries) with 1 of 6 "
                    "encoder and 2 of 6 decoder layers (transformers ties the box heads of decoder layers 1.. to 0), a ResNet-18 backbone and a 64x64 image (S = 85 tokens; S is a runtime scalar)",
               synthesize=_detr_node),
+    GraphCase("halonet26t", _halonet("halonet26t"), 256, ("halo",), _halo_real("halonet26t"), _halo_sig,
+              exporter="dynamo", note="the full model at 256x256: 3 HaloAttn layers, all distinct (the dynamo "
+                                      "exporter: TorchScript cannot export unfold)", synthesize=_halo_node),
 )}
