@@ -35,7 +35,7 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
               help="Deformable DETR: TensorRT's stock deformable-attention plugin or vitdeploy's Triton one.")
 @click.option("--no-engine", is_flag=True, help="Stop after the ONNX steps (exit 0 even without TensorRT).")
 @click.option("--reduced", is_flag=True, hidden=True,
-              help="Test-sized Deformable DETR (as in 'export --reduced'): same structure, seconds to build.")
+              help="Test-sized Deformable DETR or Swin (as in 'export --reduced'): same structure, seconds to build.")
 @model_source_options
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,
@@ -53,6 +53,7 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
     Examples:
       vitdeploy build --model swin_t --fp16 -o build/swin_t
       vitdeploy build --model vit_b --int8 --calib-data imgs/ --dynamic-batch 1:8:32
+      vitdeploy build --model swinv2_t --img-size 240 320 --fp16 -o build/swinv2_t_240x320
       vitdeploy build --onnx build/swin_t/model.fp16.onnx --target jetson -o build/swin_t
     """
     from vitdeploy.console import console, next_steps
