@@ -5,7 +5,9 @@ keep exports cheap; one full swin_t check at the end. Both exporters, static and
 Non-square inputs (per-dimension windows and shifts) and Swin V2 (timm and Hugging Face) below;
 benchmarks/rewrite/swin_configs.py sweeps many more random configurations.
 """
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,6 +20,9 @@ from vitdeploy.deploy.export import BatchSpec, export_onnx
 from vitdeploy.deploy.rewrite.base import run_pass, run_passes
 from vitdeploy.deploy.rewrite.swin import SwinWindowAttentionPass, shift_mask, window_order
 from vitdeploy.onnxrt import session
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rewrite"))
+from swin_configs import random_swin  # noqa: E402  (the sweep's generator: one definition of "random Swin")
 
 DEPTHS = (1, 1, 2, 1)  # stage 3 has the shifted block; stage 4 (7x7, window 7) is clamped to no shift
 
@@ -271,9 +276,9 @@ def test_hand_written_official_style_block_is_matched(tmp_path):
         assert np.abs(got - block(x).detach().numpy()).max() < 1e-4
 
 
-def test_torchvision_swin_is_matched_and_its_pad_then_roll_variant_is_not(tmp_path):
-    """torchvision pads *before* rolling: identical to timm without padding (matched), a different
-    token order with padding in shifted blocks (reported, not rewritten)."""
+def test_torchvision_swin_is_matched_with_its_pad_then_roll_order(tmp_path):
+    """torchvision pads *before* rolling: identical to timm without padding, a different token order
+    with padding in shifted blocks (`pad_first`), matched too."""
     from torchvision.models.swin_transformer import SwinTransformer
 
     torch.manual_seed(2)
@@ -286,9 +291,13 @@ def test_torchvision_swin_is_matched_and_its_pad_then_roll_variant_is_not(tmp_pa
     assert np.abs(ort_out(out, x) - torch_out(tv, x)).max() < 1e-4
 
     m = export(tv, 256, tmp_path / "tv256.onnx", "torchscript")  # 16x16 map padded to 21 in the shifted block
-    out, rep = run_pass(m, SwinWindowAttentionPass(), "plugin")
-    assert rep.found == rep.replaced == 4
-    assert len(rep.notes) == 1 and "not timm's roll -> pad -> window partition" in rep.notes[0]
+    out, rep, _ = rewrite(m, "plugin")
+    assert rep["found"] == rep["replaced"] == 5 and rep["notes"] == []
+    pads = [onnx.helper.get_attribute_value(a) for n in out.graph.node if n.op_type == "WindowAttention"
+            for a in n.attribute if a.name == "pad_first"]
+    assert pads == [0, 0, 0, 1, 0]  # only the padded, shifted block differs from timm's order
+    x = np.random.default_rng(7).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    assert np.abs(ort_out(out, x) - torch_out(tv, x)).max() < 1e-4
 
 
 # ----------------------------------------------------------------------------- full-size structure
@@ -363,39 +372,6 @@ def test_opset_23_attention_op_from_hugging_face_sdpa_is_matched(tmp_path):
 
 # ----------------------------------------------------------------------------- non-square inputs, Swin V2
 
-def random_swin(seed: int):
-    """A random small timm Swin with a non-square input: V1 for even seeds, V2 for odd ones.
-
-    Stage maps, windows and shifts come out clamped per dimension (non-square windows, mixed shifts,
-    padding); V2 gets spread logit scales and q/v biases so its cosine path and padding matter.
-    """
-    import timm
-
-    rng = np.random.default_rng(seed)
-    while True:  # draw until some block's window is non-square (the point of the exercise)
-        stages = int(rng.integers(2, 5))
-        depths = [int(d) for d in rng.integers(1, 3, stages)]
-        depths[int(rng.integers(0, stages))] = 2  # at least one shifted block
-        window = int(rng.integers(3, 9))
-        h, w = (4 * int(v) for v in rng.integers(6, 22, 2))
-        maps = [(-(-h // 2 ** (i + 2)), -(-w // 2 ** (i + 2))) for i in range(stages)]
-        if h != w and any(min(mh, window) != min(mw, window) for mh, mw in maps):
-            break
-    v2 = bool(seed % 2)
-    torch.manual_seed(seed)
-    name = "swinv2_tiny_window8_256" if v2 else "swin_tiny_patch4_window7_224"
-    model = timm.create_model(name, depths=tuple(depths), embed_dim=16, num_heads=(1, 2, 4, 8)[:stages],
-                              window_size=window, img_size=(h, w), num_classes=10).eval()
-    if v2:
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n.endswith("logit_scale"):
-                    p.uniform_(0.5, 5.0)  # exp: 1.6 .. 100 (clamped)
-                elif n.endswith(("q_bias", "v_bias")):
-                    p.normal_(0, 0.5)
-    return model, (h, w)
-
-
 def relative_error(got, ref) -> float:
     return float(np.abs(got - ref).max() / np.abs(ref).max())
 
@@ -453,22 +429,26 @@ def test_hugging_face_swinv2_every_block_replaced(tmp_path):
     from transformers import Swinv2Config, Swinv2Model
 
     torch.manual_seed(6)
-    cfg = Swinv2Config(image_size=128, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=4)
+    # 160 px: 40x40, 20x20, 10x10 and 5x5 maps, window 7: padded shifted blocks, where Hugging Face
+    # pads before it rolls (`pad_first`)
+    cfg = Swinv2Config(image_size=160, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7)
     hf = Swinv2Model(cfg).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if name.endswith("logit_scale"):
                 p.uniform_(0.5, 4.6)
     path = tmp_path / "hf_v2.onnx"
-    export_onnx(hf, torch.randn(1, 3, 128, 128), path, exporter="torchscript",
+    export_onnx(hf, torch.randn(1, 3, 160, 160), path, exporter="torchscript",
                 output_names=("last_hidden_state", "pooler_output"))
     out, rep, whole = rewrite(onnx.load(str(path)), "plugin")
     assert rep["found"] == rep["replaced"] == 5 and whole["whole_graph"]["passed"]
     nodes = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
              for n in out.graph.node if n.op_type == "WindowAttention"]
-    assert [(a["cosine"], a["shift_size"], a["mask_value"]) for a in nodes][2:4] == [(1, [0, 0], -100.0), (1, [2, 2], -200.0)]
+    assert [(a["cosine"], a["shift_size"], a["mask_value"], a["pad_first"]) for a in nodes][2:4] == [
+        (1, [0, 0], -100.0, 0), (1, [3, 3], -200.0, 1)]
+    assert nodes[4]["window_size"] == [5, 5]
     assert window_movement(out) == ([], [])
-    x = np.random.default_rng(13).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    x = np.random.default_rng(13).standard_normal((1, 3, 160, 160)).astype(np.float32)
     with torch.no_grad():
         ref = hf(torch.from_numpy(x)).last_hidden_state.numpy()
     assert relative_error(ort_out(out, x), ref) < 1e-4

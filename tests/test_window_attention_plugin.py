@@ -122,6 +122,35 @@ def test_reference_matches_timm_always_partition(dynamic_mask):
     assert (got - want).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("res,window,shift", [((10, 12), (7, 7), (3, 3)), ((9, 13), (4, 6), (2, 3)), ((14, 14), (7, 7), (3, 3))],
+                         ids=["padded", "non-square-padded", "unpadded"])
+def test_pad_first_matches_torchvision(res, window, shift, v2):
+    """torchvision (and Hugging Face) pad before rolling: `pad_first=1` is exactly their order."""
+    from torchvision.models.swin_transformer import shifted_window_attention
+
+    torch.manual_seed(sum(res))
+    C, heads = 32, 2
+    n = window[0] * window[1]
+    x = torch.randn(2, *res, C)
+    w_qkv, b_qkv = torch.randn(3 * C, C) * 0.3, torch.randn(3 * C) * 0.5
+    bias = torch.randn(heads, n, n)
+    logit_scale = torch.tensor([1.0, 4.0]).view(heads, 1, 1) if v2 else None
+    want = shifted_window_attention(x, w_qkv, torch.eye(C), bias, list(window), heads, list(shift),
+                                    qkv_bias=b_qkv, logit_scale=logit_scale, training=False)
+    pad = b_qkv.clone()
+    if v2:
+        pad[C:2 * C] = 0  # torchvision zeroes the k bias of V2
+    qkv = torch.nn.functional.linear(x, w_qkv, pad).reshape(2, res[0] * res[1], 3 * C)
+    scale = torch.exp(logit_scale.flatten()).tolist() if v2 else (C // heads) ** -0.5
+    attrs = dict(window_size=window, shift_size=shift, num_heads=heads, height=res[0], width=res[1], scale=scale,
+                 cosine=int(v2), pad_first=1)
+    got = window_attention(qkv, bias, pad, **attrs).view(2, *res, C)
+    assert (got - want).abs().max().item() < 2e-5 * max(1.0, want.abs().max().item())
+    timm_order = window_attention(qkv, bias, pad, **dict(attrs, pad_first=0)).view(2, *res, C)
+    assert ((timm_order - want).abs().max().item() > 1e-2) == (res[0] % window[0] > 0 or res[1] % window[1] > 0)
+
+
 def test_padding_tokens_carry_the_qkv_bias():
     """timm pads *before* the qkv Linear: padded keys/values are the Linear's bias, and they matter."""
     blk = _block(32, 2, 12, 7, 3, seed=5)
@@ -145,7 +174,7 @@ def test_list_attributes_round_trip_through_onnx_and_the_ort_encoding():
     """window/shift pairs and per-head scales are INTS/FLOATS in ONNX, strings for onnxruntime-extensions,
     tuples for the faces; a graph written with the old scalar attributes still reads (square, one scale)."""
     attrs = dict(window_size=(4, 6), shift_size=(0, 3), num_heads=3, height=8, width=12, scale=[2.5, 10.0, 100.0],
-                 cosine=1, mask_value=-200.0)
+                 cosine=1, mask_value=-200.0, pad_first=1)
     node = helper.make_node(SPEC.name, ["qkv", "bias", "pad_qkv"], ["out"], domain=SPEC.domain, **SPEC.node_attrs(**attrs))
     types = {a.name: a.type for a in node.attribute}
     assert types["window_size"] == onnx.AttributeProto.INTS and types["scale"] == onnx.AttributeProto.FLOATS
@@ -155,7 +184,8 @@ def test_list_attributes_round_trip_through_onnx_and_the_ort_encoding():
     assert ort_side["window_size"] == b"4,6" and SPEC.read_attrs(ort_side) == SPEC.read_attrs(raw)
     legacy = dict(window_size=7, shift_size=3, num_heads=2, height=14, width=14, scale=0.25)  # before pairs
     got = SPEC.read_attrs(legacy)
-    assert (got["window_size"], got["shift_size"], got["scale"], got["cosine"], got["mask_value"]) == ((7, 7), (3, 3), (0.25,), 0, -100.0)
+    assert (got["window_size"], got["shift_size"], got["scale"], got["cosine"], got["mask_value"], got["pad_first"]) == (
+        (7, 7), (3, 3), (0.25,), 0, -100.0, 0)
     with pytest.raises(ValueError, match="window_size must have 2 values"):
         SPEC.node_attrs(**dict(attrs, window_size=(4, 6, 2)))
     with pytest.raises(ValueError, match="must hold integers"):
@@ -190,7 +220,7 @@ def _one_node_model(B, H, W, C, heads, attrs, dtype):
 ORT_CASES = [  # (H, W, attrs beyond heads/height/width)
     (12, 12, dict(window_size=(7, 7), shift_size=(3, 3), scale=[32 ** -0.5] * 2, cosine=0, mask_value=-100.0)),
     (8, 12, dict(window_size=(6, 7), shift_size=(0, 3), scale=[32 ** -0.5] * 2, cosine=0, mask_value=-100.0)),
-    (8, 12, dict(window_size=(8, 8), shift_size=(0, 4), scale=[5.0, 60.0], cosine=1, mask_value=-200.0)),
+    (8, 12, dict(window_size=(8, 8), shift_size=(0, 4), scale=[5.0, 60.0], cosine=1, mask_value=-200.0, pad_first=1)),
 ]
 
 
@@ -241,6 +271,9 @@ KERNEL_CASES = [
     ([8, 12], [8, 8], [0, 4], "float16", 2, 32, 2, 1, 1),
     (12, 7, 3, "float16", 1, 48, 3, 1, 1),  # padded, N = 49
     (24, 12, 6, "float32", 1, 32, 2, 1, 1),  # V2 12x12 windows: several query and key blocks
+    # pad, then roll (torchvision, Hugging Face): padding tokens move into the map
+    ([10, 12], [7, 7], [3, 3], "float32", 2, 32, 2, 1, 0, 1),
+    ([9, 13], [4, 6], [2, 3], "float16", 1, 32, 2, 2, 1, 1),
 ]
 
 _CHILD = textwrap.dedent(
@@ -250,7 +283,7 @@ _CHILD = textwrap.dedent(
     from vitdeploy.plugins.window_attention.reference import window_attention
     assert interpreter_active()
     results = []
-    for res, ws, shift, dt, B, C, heads, hpp, cosine in json.loads(sys.argv[1]):
+    for res, ws, shift, dt, B, C, heads, hpp, cosine, *pad_first in json.loads(sys.argv[1]):
         (H, W), (wh, ww) = [(v, v) if isinstance(v, int) else tuple(v) for v in (res, ws)]
         g = torch.Generator().manual_seed(H * 100 + W + cosine)
         dtype = getattr(torch, dt)
@@ -262,7 +295,8 @@ _CHILD = textwrap.dedent(
             pad[C:2 * C] = 0
         else:
             scale = (C // heads) ** -0.5
-        attrs = dict(window_size=ws, shift_size=shift, num_heads=heads, height=H, width=W, scale=scale, cosine=cosine)
+        attrs = dict(window_size=ws, shift_size=shift, num_heads=heads, height=H, width=W, scale=scale, cosine=cosine,
+                     pad_first=pad_first[0] if pad_first else 0)
         out = window_attention_triton(qkv, bias, pad, heads_per_program=hpp, **attrs)
         want = window_attention(qkv.float(), bias.float(), pad.float(), **attrs)
         unshifted = window_attention(qkv.float(), bias.float(), pad.float(), **dict(attrs, shift_size=0))
@@ -285,12 +319,12 @@ def kernel_results():
 
 def _case_id(c):
     fmt = lambda v: str(v) if isinstance(v, int) else "x".join(map(str, v))  # noqa: E731
-    return f"{fmt(c[0])}px-w{fmt(c[1])}-s{fmt(c[2])}-{c[3]}-hpp{c[7]}{'-v2' if c[8] else ''}"
+    return f"{fmt(c[0])}px-w{fmt(c[1])}-s{fmt(c[2])}-{c[3]}-hpp{c[7]}{'-v2' if c[8] else ''}{'-padfirst' if c[9:] else ''}"
 
 
 @pytest.mark.parametrize("case", range(len(KERNEL_CASES)), ids=[_case_id(c) for c in KERNEL_CASES])
 def test_triton_kernel_matches_reference_on_interpreter(kernel_results, case):
-    res, ws, shift, dt, B, C, heads, _, cosine = KERNEL_CASES[case]
+    res, ws, shift, dt, B, C, heads, _, cosine = KERNEL_CASES[case][:9]
     H, W = (res, res) if isinstance(res, int) else res
     r = kernel_results[case]
     assert r["shape"] == [B, H * W, C] and r["dtype"] == f"torch.{dt}"

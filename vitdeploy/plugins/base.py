@@ -81,7 +81,9 @@ class PluginSpec:
         return self.namespace
 
     def node_attrs(self, **values: Any) -> dict:
-        """Validated node attributes plus the plugin_namespace/plugin_version TensorRT reads."""
+        """Validated node attributes (every one written, defaults included: TensorRT's `tensorrt.plugin`
+        has no defaults) plus the plugin_namespace/plugin_version TensorRT reads."""
+        values = {**{k: v for k, v in self.defaults.items() if k not in values}, **values}
         missing = set(self.attrs) - set(values)
         extra = set(values) - set(self.attrs)
         if missing or extra:

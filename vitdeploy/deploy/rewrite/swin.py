@@ -20,9 +20,10 @@ Shape/Gather/Concat chains) belongs to the candidate too. The block's parameters
 
 - the token layout: x filled with its own (token, channel) codes is pushed through the candidate
   with ONNX Runtime; the codes arriving at the qkv MatMul give the exact gather. It must equal
-  timm's roll -> zero-pad -> partition order for some (H, W), window (wh, ww) and shift (sh, sw),
-  each a per-dimension pair (timm clamps windows and drops shifts per dimension, so non-square
-  inputs give non-square windows), else it is no Swin;
+  timm's roll -> zero-pad -> partition order (or torchvision's and Hugging Face's pad -> roll ->
+  partition) for some (H, W), window (wh, ww) and shift (sh, sw), each a per-dimension pair (timm
+  clamps windows and drops shifts per dimension, so non-square inputs give non-square windows),
+  else it is no Swin;
 - the additive logit terms: the q·kᵀ product is forced to zero, what reaches the Softmax is
   relative-position bias + shift mask [nW, heads, N, N]. The mask part must be timm's region-id
   mask for that shift, times a measured value (timm -100; Hugging Face's Swinv2 adds its mask
@@ -399,16 +400,19 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if np.ndim(v) == 0 else (int(v[0]), int(v[1]))
 
 
-def window_order(height: int, width: int, window, shift) -> np.ndarray:
+def window_order(height: int, width: int, window, shift, pad_first: bool = False) -> np.ndarray:
     """Token index (row-major, original map) at each window slot after timm's roll -> pad ->
-    partition; -1 marks zero padding. `window`/`shift`: int or (h, w). Length = nW * wh * ww."""
+    partition (`pad_first`: torchvision's and Hugging Face's pad -> roll -> partition); -1 marks
+    zero padding. `window`/`shift`: int or (h, w). Length = nW * wh * ww."""
     (wh, ww), (sh, sw) = _pair(window), _pair(shift)
     ids = np.arange(height * width).reshape(height, width)
-    if sh or sw:
+    if (sh or sw) and not pad_first:
         ids = np.roll(ids, (-sh, -sw), axis=(0, 1))
     hp, wp = math.ceil(height / wh) * wh, math.ceil(width / ww) * ww
     padded = np.full((hp, wp), -1, dtype=np.int64)
     padded[:height, :width] = ids
+    if (sh or sw) and pad_first:
+        padded = np.roll(padded, (-sh, -sw), axis=(0, 1))
     return padded.reshape(hp // wh, wh, wp // ww, ww).transpose(0, 2, 1, 3).reshape(-1)
 
 
@@ -504,11 +508,12 @@ def _decode_tokens(windows: np.ndarray, channels: int) -> np.ndarray | None:
 
 
 def _window_grid(order: np.ndarray, grids: list[tuple[int, int]], n: int):
-    """The (height, width, (wh, ww), (sh, sw)) whose timm window order is exactly `order`, if any.
+    """The (height, width, (wh, ww), (sh, sw), pad_first) whose window order is exactly `order`.
 
     Window slot 0 always holds original token (sh, sw) (the roll by -shift moves it to the corner,
     padding goes bottom/right), so the shift is read off the order; each factorisation wh x ww = n
-    of the window is then checked whole.
+    of the window is then checked whole, timm's roll -> pad first, then pad -> roll (the two only
+    differ on padded, shifted maps).
     """
     if order.size == 0 or order[0] < 0:
         return None
@@ -518,8 +523,9 @@ def _window_grid(order: np.ndarray, grids: list[tuple[int, int]], n: int):
             ww = n // wh
             if math.ceil(h / wh) * math.ceil(w / ww) * n != order.size or sh >= wh or sw >= ww:
                 continue
-            if np.array_equal(window_order(h, w, (wh, ww), (sh, sw)), order):
-                return h, w, (wh, ww), (sh, sw)
+            for pad_first in (False, True):
+                if np.array_equal(window_order(h, w, (wh, ww), (sh, sw), pad_first), order):
+                    return h, w, (wh, ww), (sh, sw), pad_first
     return None
 
 
@@ -574,6 +580,7 @@ class Layout:
     mask_diff: int  # entries where the measured mask differs from timm's region-id mask
     cosine: bool = False
     mask_value: float = MASK_VALUE
+    pad_first: bool = False  # torchvision / Hugging Face: pad, then roll
 
     @property
     def tokens_per_window(self) -> int:
@@ -692,14 +699,14 @@ class SwinWindowAttentionPass(RewritePass):
         match = _window_grid(first, grids, n)
         if match is None:
             return None, "the token order is not timm's roll -> pad -> window partition"
-        h, w, window, shift = match
+        h, w, window, shift, pad_first = match
         nw = per // n
         a = a.reshape(-1, nw, heads, n, n)[0].astype(np.float32)  # first image: [nW, heads, N, N]
         rel, mask_value = _split_bias_and_mask(a, region_mismatch(h, w, window, shift) if any(shift) else None)
         want = rel[None] + (mask_value * region_mismatch(h, w, window, shift)[:, None] if any(shift) else 0.0)
         mask_diff = int(np.sum(~np.isclose(a, want, atol=1e-3)))
         return Layout(h, w, window, shift, heads, tuple(float(v) for v in scale), rel, mask_diff,
-                      cosine=core.cosine, mask_value=mask_value), None
+                      cosine=core.cosine, mask_value=mask_value, pad_first=pad_first), None
 
     # -- emit
     def emit(self, graph, cand, mode):
@@ -719,7 +726,7 @@ class SwinWindowAttentionPass(RewritePass):
             pad = core.qkv_bias if core.b_qkv is not None else np.zeros(3 * c, np.float32)
             attrs = SPEC.node_attrs(window_size=lay.window, shift_size=lay.shift, num_heads=lay.heads,
                                     height=lay.height, width=lay.width, scale=lay.scale, cosine=int(lay.cosine),
-                                    mask_value=lay.mask_value)
+                                    mask_value=lay.mask_value, pad_first=int(lay.pad_first))
             t = e.op(SPEC.name, [qkv, e.const(lay.rel_bias), e.const(pad)], attrs, domain=SPEC.domain)
         else:
             t = _native_attention(e, t, core, lay)
@@ -774,7 +781,7 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
     tokens = lay.height * lay.width
     n, heads = lay.tokens_per_window, lay.heads
     hd = c // heads
-    order = window_order(lay.height, lay.width, lay.window, lay.shift)
+    order = window_order(lay.height, lay.width, lay.window, lay.shift, lay.pad_first)
     nw = order.size // n
     if (order < 0).any():  # a zero token before the qkv Linear, exactly as timm pads
         t = e.op("Pad", [t, e.const(np.asarray([0, 0, 0, 0, 1, 0], np.int64))], {"mode": "constant"})

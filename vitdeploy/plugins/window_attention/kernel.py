@@ -45,12 +45,26 @@ def _l2_normalize(x):
 
 
 @triton.jit
+def _source(hs, ws, b, H: tl.constexpr, W: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr,
+            SH: tl.constexpr, SW: tl.constexpr, PAD_FIRST: tl.constexpr):
+    """(is a real token, its row in qkv) for slot (hs, ws) of the shifted, padded map."""
+    if PAD_FIRST:  # pad, then roll the padded map (torchvision, Hugging Face)
+        ph = (hs + SH) % HP
+        pw = (ws + SW) % WP
+    else:  # roll, then pad (timm): slots past H x W are padding
+        ph = tl.where(hs < H, (hs + SH) % H, H)
+        pw = tl.where(ws < W, (ws + SW) % W, W)
+    return (ph < H) & (pw < W), b.to(tl.int64) * (H * W) + ph * W + pw
+
+
+@triton.jit
 def window_attention_kernel(
     qkv_ptr, bias_ptr, pad_ptr,
     batch,
     out_ptr,
     H: tl.constexpr, W: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SCALES: tl.constexpr, COSINE: tl.constexpr, MASK: tl.constexpr,
+    PAD_FIRST: tl.constexpr,
     HEADS_PER_PROG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_PAD: tl.constexpr, IEEE_DOT: tl.constexpr,
 ):
@@ -78,13 +92,14 @@ def window_attention_kernel(
     d = tl.arange(0, BLOCK_D)
     dmask = d < HEAD_DIM
 
-    # Query token i of this window sits at (hs, wsx) on the shifted, padded map, which is
-    # token ((hs + sh) % H, (wsx + sw) % W) of the original map (outside H x W: padding).
+    # Query token i of this window sits at (hs, ws) on the shifted, padded map, which is
+    # token ((hs + sh) % H, (ws + sw) % W) of the original map (timm: outside H x W is padding;
+    # pad-first: ((hs + sh) % HP, (ws + sw) % WP), padding where that is outside H x W).
     i = mblk * BLOCK_M + tl.arange(0, BLOCK_M)
     hs_i = win_h0 + i // WW
     ws_i = win_w0 + i % WW
-    in_i = (i < N) & in_batch & (hs_i < H) & (ws_i < W)
-    row_i = b.to(tl.int64) * (H * W) + ((hs_i + SH) % H) * W + (ws_i + SW) % W
+    real_i, row_i = _source(hs_i, ws_i, b, H, W, HP, WP, SH, SW, PAD_FIRST)
+    in_i = (i < N) & in_batch & real_i
     q_mask = in_i[:, None] & dmask[None, :]
     q_rows = qkv_ptr + row_i[:, None] * (3 * C) + d[None, :]
     out_rows = out_ptr + row_i[:, None] * C + d[None, :]
@@ -112,8 +127,8 @@ def window_attention_kernel(
             j = kv * BLOCK_KV + tl.arange(0, BLOCK_KV)
             hs_j = win_h0 + j // WW
             ws_j = win_w0 + j % WW
-            in_j = (j < N) & in_batch & (hs_j < H) & (ws_j < W)
-            row_j = b.to(tl.int64) * (H * W) + ((hs_j + SH) % H) * W + (ws_j + SW) % W
+            real_j, row_j = _source(hs_j, ws_j, b, H, W, HP, WP, SH, SW, PAD_FIRST)
+            in_j = (j < N) & in_batch & real_j
             kv_mask = in_j[:, None] & dmask[None, :]
             kv_rows = qkv_ptr + row_j[:, None] * (3 * C) + d[None, :]
             k = tl.load(kv_rows + (C + col), mask=kv_mask, other=0.0)
@@ -171,6 +186,7 @@ class LaunchConfig:
     has_pad: bool
     cosine: bool = False
     mask_value: float = MASK_VALUE
+    pad_first: bool = False
 
     @property
     def window_tokens(self) -> int:
@@ -211,7 +227,7 @@ class LaunchConfig:
             "H": self.height, "W": self.width, "WH": self.window_size[0], "WW": self.window_size[1],
             "SH": self.shift_size[0], "SW": self.shift_size[1],
             "HEADS": self.num_heads, "HEAD_DIM": self.head_dim, "SCALES": tuple(float(s) for s in self.scale),
-            "COSINE": bool(self.cosine), "MASK": float(self.mask_value),
+            "COSINE": bool(self.cosine), "MASK": float(self.mask_value), "PAD_FIRST": bool(self.pad_first),
             "HEADS_PER_PROG": self.heads_per_program,
             "BLOCK_M": self.block_m,
             "BLOCK_KV": self.block_kv(fp32),
@@ -235,7 +251,7 @@ def default_num_warps(window_tokens: int) -> int:
 
 def make_config(*, window_size, shift_size, num_heads: int, height: int, width: int, scale,
                 channels: int, heads_per_program: int | None = None, num_warps: int | None = None,
-                cosine: int = 0, mask_value: float = MASK_VALUE) -> LaunchConfig:
+                cosine: int = 0, mask_value: float = MASK_VALUE, pad_first: int = 0) -> LaunchConfig:
     """Validated launch config; `window_size`/`shift_size` are ints (square) or (height, width) pairs,
     `scale` a float or one value per head."""
     if channels % num_heads:
@@ -250,12 +266,14 @@ def make_config(*, window_size, shift_size, num_heads: int, height: int, width: 
         raise ValueError(f"heads_per_program {hpp} must divide num_heads {num_heads}")
     padded = height % window[0] != 0 or width % window[1] != 0
     return LaunchConfig(height, width, window, shift, num_heads, channels // num_heads, scales,
-                        hpp, num_warps or default_num_warps(n), padded, bool(cosine), float(mask_value))
+                        hpp, num_warps or default_num_warps(n), padded, bool(cosine), float(mask_value),
+                        bool(pad_first) and padded)
 
 
 def window_attention_triton(qkv, bias, pad_qkv=None, *, window_size, shift_size, num_heads: int,
                             height: int, width: int, scale, cosine: int = 0, mask_value: float = MASK_VALUE,
-                            heads_per_program: int | None = None, num_warps: int | None = None, out=None):
+                            pad_first: int = 0, heads_per_program: int | None = None, num_warps: int | None = None,
+                            out=None):
     """Run the kernel on torch tensors: CUDA tensors are compiled, CPU tensors go through Triton's interpreter."""
     import torch
 
@@ -266,7 +284,7 @@ def window_attention_triton(qkv, bias, pad_qkv=None, *, window_size, shift_size,
         raise ValueError(f"qkv shape {tuple(qkv.shape)} does not fit height={height} width={width}")
     cfg = make_config(window_size=window_size, shift_size=shift_size, num_heads=num_heads, height=height,
                       width=width, scale=scale, channels=C3 // 3, heads_per_program=heads_per_program,
-                      num_warps=num_warps, cosine=cosine, mask_value=mask_value)
+                      num_warps=num_warps, cosine=cosine, mask_value=mask_value, pad_first=pad_first)
     n = cfg.window_tokens
     if tuple(bias.shape) != (num_heads, n, n):
         raise ValueError(f"bias shape {tuple(bias.shape)} != {(num_heads, n, n)}")

@@ -53,11 +53,14 @@ def window_attention(
     scale,
     cosine: int = 0,
     mask_value: float = MASK_VALUE,
+    pad_first: int = 0,
 ) -> torch.Tensor:
     """qkv [B, H*W, 3C] (original order) -> attention output [B, H*W, C] (original order).
 
     `window_size`/`shift_size`: int (square) or (height, width); `scale`: float or one per head;
-    `cosine`: Swin V2's cosine attention. Computes in FP32 (or FP64 if given), returns the input dtype.
+    `cosine`: Swin V2's cosine attention; `pad_first`: pad, then roll the padded map (torchvision,
+    Hugging Face) instead of timm's roll, then pad. Computes in FP32 (or FP64 if given), returns
+    the input dtype.
     """
     in_dtype = qkv.dtype
     cdt = torch.float64 if in_dtype == torch.float64 else torch.float32
@@ -71,7 +74,7 @@ def window_attention(
     N = wh * ww
     shifted = bool(sh or sw)
     x = qkv.to(cdt).view(B, H, W, C3)
-    if shifted:
+    if shifted and not pad_first:
         x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
     hp, wp = padded_size(H, W, (wh, ww))
     if (hp, wp) != (H, W):
@@ -79,6 +82,8 @@ def window_attention(
         padded = fill.expand(B, hp, wp, C3).clone()
         padded[:, :H, :W] = x
         x = padded
+    if shifted and pad_first:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
     nh, nw = hp // wh, wp // ww
     win = x.view(B, nh, wh, nw, ww, C3).permute(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, N, 3, num_heads, hd)
     q, k, v = win.permute(2, 0, 3, 1, 4).unbind(0)  # each [B*nW, heads, N, hd]
@@ -95,8 +100,10 @@ def window_attention(
         attn = (attn.view(B, nh * nw, num_heads, N, N) + mask[None, :, None]).view(-1, num_heads, N, N)
     out = attn.softmax(-1) @ v  # [B*nW, heads, N, hd]
     out = out.transpose(1, 2).reshape(B, nh, nw, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
+    if shifted and pad_first:
+        out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
     out = out[:, :H, :W]
-    if shifted:
+    if shifted and not pad_first:
         out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
     return out.reshape(B, H * W, C).to(in_dtype)
 
@@ -129,5 +136,5 @@ def inputs_from_timm_block(block) -> tuple[dict, torch.Tensor, torch.Tensor]:
             scale = [float(attn.scale)] * attn.num_heads
             cosine = 0
     attrs = dict(window_size=window, shift_size=shift, num_heads=attn.num_heads, height=H, width=W,
-                 scale=scale, cosine=cosine, mask_value=MASK_VALUE)
+                 scale=scale, cosine=cosine, mask_value=MASK_VALUE, pad_first=0)
     return attrs, bias, pad

@@ -38,7 +38,11 @@ Attributes:
                              the shifted map (timm: -100; Hugging Face's Swinv2 adds its mask twice:
                              -200). In V2 the logits reach +-100, so -100 does not mask exactly and
                              the value is measured from the graph, not assumed.
-The shift mask itself is not an input: it is rebuilt from region ids, as timm builds it.
+  pad_first                  0: timm's roll, then zero-pad to a multiple of the window; 1: pad,
+                             then roll the padded map (torchvision, Hugging Face Swin/Swinv2), which
+                             moves the padding tokens into the map when the map is padded and shifted.
+The shift mask itself is not an input: it is rebuilt from region ids on the padded map, as timm,
+torchvision and Hugging Face all build it.
 
 Why V2 is attributes on this plugin and not a second plugin: V2 changes only how the logits are
 formed (normalise q and k, per-head scale). The data movement, padding, shift mask, bias input,
@@ -73,8 +77,9 @@ SPEC = PluginSpec(
         "scale": ListAttr(float),
         "cosine": int,
         "mask_value": float,
+        "pad_first": int,
     },
-    defaults={"cosine": 0, "mask_value": MASK_VALUE},
+    defaults={"cosine": 0, "mask_value": MASK_VALUE, "pad_first": 0},
     doc="Swin V1/V2 (shifted-)window multi-head attention with relative-position bias, in original token order.",
 )
 

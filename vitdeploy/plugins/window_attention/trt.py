@@ -46,7 +46,8 @@ def register() -> None:
     @trtp.register(SPEC.plugin_id)
     def _desc(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc,
               window_size: npt.NDArray[np.int32], shift_size: npt.NDArray[np.int32], num_heads: int, height: int,
-              width: int, scale: npt.NDArray[np.float32], cosine: int, mask_value: float) -> trtp.TensorDesc:
+              width: int, scale: npt.NDArray[np.float32], cosine: int, mask_value: float, pad_first: int
+              ) -> trtp.TensorDesc:
         out = qkv.like()
         out.shape_expr[2] = qkv.shape_expr[2] // 3
         return out
@@ -59,18 +60,18 @@ def register() -> None:
     @trtp.aot_impl(SPEC.plugin_id)
     def _aot(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc,
              window_size: npt.NDArray[np.int32], shift_size: npt.NDArray[np.int32], num_heads: int, height: int,
-             width: int, scale: npt.NDArray[np.float32], cosine: int, mask_value: float,
+             width: int, scale: npt.NDArray[np.float32], cosine: int, mask_value: float, pad_first: int,
              outputs: Tuple[trtp.TensorDesc], tactic: int
              ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
         return launch(qkv, pad_qkv, window_size=window_size, shift_size=shift_size, num_heads=num_heads,
-                      height=height, width=width, scale=scale, cosine=cosine, mask_value=mask_value, tactic=tactic,
-                      fp16=qkv.dtype == trt.float16)
+                      height=height, width=width, scale=scale, cosine=cosine, mask_value=mask_value,
+                      pad_first=pad_first, tactic=tactic, fp16=qkv.dtype == trt.float16)
 
     _REGISTERED = True
 
 
-def launch(qkv, pad_qkv, *, window_size, shift_size, num_heads, height, width, scale, cosine, mask_value, tactic,
-           fp16: bool):
+def launch(qkv, pad_qkv, *, window_size, shift_size, num_heads, height, width, scale, cosine, mask_value, pad_first,
+           tactic, fp16: bool):
     """The aot_impl's body: (kernel name, PTX, launch params, extra scalars) for one tactic."""
     import tensorrt.plugin as trtp
 
@@ -80,6 +81,7 @@ def launch(qkv, pad_qkv, *, window_size, shift_size, num_heads, height, width, s
     cfg = kernel.make_config(window_size=tuple(int(v) for v in window_size), shift_size=tuple(int(v) for v in shift_size),
                              num_heads=num_heads, height=height, width=width, scale=[float(v) for v in scale],
                              channels=channels3.constant_value() // 3, cosine=cosine, mask_value=mask_value,
+                             pad_first=pad_first,
                              heads_per_program=tactic if tactic in tactics_for(num_heads) else 1)
     name, ptx, meta = kernel.ptx_for_tensorrt(target_arch(), "fp16" if fp16 else "fp32", cfg)
     if meta.shared > MAX_STATIC_SHARED:
