@@ -76,6 +76,15 @@ REGISTRY: dict[str, ModelInfo] = {
 
 # Test-sized Swin (V1 and V2): the four stages, shifted and clamped blocks, padding, at 32 channels.
 SWIN_SMALL_OVERRIDES = dict(depths=(1, 1, 2, 1), embed_dim=32, num_heads=(1, 2, 4, 8))
+REDUCED_FAMILIES = ("deformable_detr", "swin", "swinv2")  # families `--reduced` has a test-sized variant of
+
+
+def check_reduced(alias: str) -> None:
+    """`--reduced` exists for Deformable DETR and Swin / Swin V2 only: one line otherwise."""
+    info = get_info(alias)
+    if info.family not in REDUCED_FAMILIES:
+        raise VitdeployError(f"--reduced has no test-sized variant of {alias}",
+                             "use it with deformable_detr or a Swin / Swin V2 alias, or drop --reduced")
 
 # Test-sized Deformable DETR: every structural element of the real one (4 feature
 # levels, encoder and decoder deformable attention, box head) at a fraction of the cost.
@@ -179,9 +188,7 @@ def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool, small:
     if size != info.input_size:
         kwargs["img_size"] = size if size[0] != size[1] else size[0]
     if small:
-        if info.family not in ("swin", "swinv2"):
-            raise VitdeployError(f"--reduced has no test-sized variant of {info.alias}",
-                                 "use it with a Swin or Deformable DETR alias, or drop it")
+        check_reduced(info.alias)
         kwargs.update(SWIN_SMALL_OVERRIDES)
     if pretrained:
         return _pretrained(lambda: timm.create_model(info.name, pretrained=True, **kwargs), info)
@@ -295,7 +302,7 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         from timm.data import resolve_data_config
 
         cfg = resolve_data_config({}, model=model) if model is not None else {}
-        return {
+        out = {
             "input_size": [3, size[0], size[1]],
             "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
             "std": list(map(float, cfg.get("std", (0.229, 0.224, 0.225)))),
@@ -303,8 +310,10 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
             "crop_pct": float(cfg.get("crop_pct", 0.875)) if size == info.input_size else 1.0,
             "crop_mode": cfg.get("crop_mode", "center"),
         }
+        out["resize"] = resize_spec(out)
+        return out
     # Deformable DETR: ImageNet statistics, resize without crop (the DETR image processor's defaults).
-    return {
+    out = {
         "input_size": [3, size[0], size[1]],
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
@@ -312,3 +321,67 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         "crop_pct": 1.0,
         "crop_mode": "squash",
     }
+    out["resize"] = resize_spec(out)
+    return out
+
+
+def resize_spec(pp: dict) -> dict:
+    """What the eval transform resizes to before cropping, as timm's `transforms_imagenet_eval` computes it.
+
+    center: the shorter side to floor(size / crop_pct), aspect kept, then a centre crop;
+    squash: both sides to floor(size / crop_pct), then a centre crop (none at crop_pct 1).
+    """
+    import math
+
+    h, w = (int(v) for v in pp["input_size"][-2:])
+    pct = float(pp.get("crop_pct") or 0.875)
+    mode = pp.get("crop_mode") or "center"
+    scaled = [math.floor(h / pct), math.floor(w / pct)]
+    if mode == "center" and scaled[0] == scaled[1]:
+        return {"mode": "shorter_side", "size": scaled[0], "crop": [h, w]}
+    if mode == "squash":
+        return {"mode": "exact", "size": scaled, "crop": [h, w]}
+    return {"mode": f"{mode} (keep ratio)", "size": scaled, "crop": [h, w]}
+
+
+def labels_for(info: ModelInfo, model=None) -> dict:
+    """The label map: class count, class names where they are known, and where the names come from.
+
+    timm classifiers with an ImageNet head get timm's bundled ImageNet names (the head's
+    index order, whatever the weights); a checkpoint with another head keeps its count
+    without names. transformers models carry `config.id2label`; its placeholder
+    names ("LABEL_0", ...) are not names, so they are left out.
+    """
+    if info.source == "timm":
+        n = int(getattr(model, "num_classes", 0) or 0) if model is not None else 1000
+        names, source = None, None
+        try:
+            from timm.data import ImageNetInfo, infer_imagenet_subset
+
+            subset = infer_imagenet_subset(model) if model is not None else "imagenet-1k"
+            if subset:
+                meta = ImageNetInfo(subset)
+                if meta.num_classes() == n:
+                    names = [meta.index_to_description(i) for i in range(n)]
+                    source = f"{subset} (timm ImageNetInfo)"
+        except Exception:  # timm without its bundled metadata: the count still holds
+            pass
+        return {"num_classes": n, "names": names, "source": source}
+    config = getattr(model, "config", None)
+    id2label = dict(getattr(config, "id2label", None) or {})
+    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(n)] if id2label else None
+    if names and all(name in ("", f"LABEL_{i}") for i, name in enumerate(names)):
+        names = None
+    return {"num_classes": n, "names": names, "source": "config.id2label" if names else None}
+
+
+def postprocessing_for(info: ModelInfo) -> dict:
+    """How raw outputs become predictions, for code that runs the artifact without vitdeploy."""
+    if info.family == "deformable_detr":
+        # Sigmoid focal-loss head: every (query, class) pair is scored on its own; no softmax, no "no object".
+        return {"task": "detection", "scores": {"output": "logits", "activation": "sigmoid", "shape": "[B, queries, classes]"},
+                "boxes": {"output": "pred_boxes", "format": "cxcywh", "normalized": True, "shape": "[B, queries, 4]"},
+                "select": "top-k (query, class) pairs over all queries, then a score threshold"}
+    return {"task": "classification", "scores": {"output": info.outputs[0], "activation": "softmax",
+                                                 "shape": "[B, classes]"}}
