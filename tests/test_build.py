@@ -341,10 +341,10 @@ def test_empty_onnx_is_refused_before_anything_is_written(cli_run, tmp_path):
 
 def test_swinv2_non_square_build_up_to_the_engine(tmp_path, cli_run):
     """`build --model swinv2_t --img-size 224 320 --fp16` (test-sized): V2 blocks, a non-square window
-    among them, all become plugin nodes, FP16, accuracy; exit 4 without TensorRT."""
+    among them, all become plugin nodes, FP16, accuracy; exit 4 without TensorRT (--require-engine)."""
     out = tmp_path / "swinv2"
     res = cli_run("build", "--model", "swinv2_t", "--reduced", "--img-size", "224", "320", "--fp16",
-                  "--exporter", "torchscript", "-o", str(out))
+                  "--exporter", "torchscript", "--require-engine", "-o", str(out))
     assert res.exit_code == EXIT_ENGINE_SKIPPED, res.output
     m = manifest(out)
     assert m["model"]["family"] == "swinv2" and m["export"]["inputs"][0]["shape"] == [1, 3, 224, 320]
