@@ -601,8 +601,10 @@ def _split_bias_and_mask(a: np.ndarray, cross: np.ndarray | None) -> tuple[np.nd
     if cross is None:
         return a[0], MASK_VALUE
     clean = [k for k in range(len(cross)) if not cross[k].any()]
-    if not clean:  # one window row and column (always_partition on a tiny map): any split is exact
-        return a[0] - MASK_VALUE * cross[0][None], MASK_VALUE
+    if not clean:  # every window straddles regions (one window row or column): compare windows
+        only_k = np.broadcast_to((cross & ~cross[0][None])[:, None], a.shape)  # cross-region in k, not in window 0
+        value = float(np.median((a - a[0][None])[only_k])) if only_k.any() else MASK_VALUE
+        return a[0] - value * cross[0][None], value
     rel = a[clean[0]]
     added = (a - rel[None])[np.broadcast_to(cross[:, None], a.shape)]
     value = float(np.median(added)) if added.size else MASK_VALUE
