@@ -127,7 +127,7 @@ def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
         }.get(info.family, "the patch embedding uses 16x16 patches")
         lo_h, lo_w = max(m, (h // m) * m), max(m, (w // m) * m)
         raise VitdeployError(
-            f"image size {h}x{w} does not fit {info.alias}: {why}, so height and width must be multiples of {m}",
+            f"image size {h}x{w} does not fit {info.alias}: {why}, so height and width must each be a multiple of {m}",
             f"try --img-size {lo_h}" if lo_h == lo_w else f"try --img-size {lo_h}x{lo_w}",
         )
     if info.family in ("swin", "swinv2") and min(h, w) < 32:
