@@ -15,6 +15,7 @@ from pathlib import Path
 from vitdeploy.bench.accuracy import headline_label, headline_value
 from vitdeploy.bench.environment import device_name
 from vitdeploy.bench.schema import run_device, run_environment
+from vitdeploy.bench.tables import number_column
 from vitdeploy.errors import VitdeployError
 
 
@@ -209,10 +210,14 @@ def _summary_table(items: list[Entry]) -> list[str]:
     for e in items:
         acc = headline_value(e.run)
         cell = "-" if acc is None else f"{acc:.2f}" + (f" ({headline_label(e.run)})" if many else "")
-        for r in sorted(e.run["results"], key=lambda r: r["batch"]):
-            s = r["latency_ms"]
-            lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {r['batch']} | {s['median']:.4g} | {s['p99']:.4g} "
-                         f"| {s['cv']:.1%} | {r['throughput_ips']:.1f} | {cell} |")
+        res = sorted(e.run["results"], key=lambda r: r["batch"])
+        # one run's rows share decimals per column (chosen from its values), never scientific notation
+        med = number_column([r["latency_ms"]["median"] for r in res])
+        p99 = number_column([r["latency_ms"]["p99"] for r in res])
+        ips = number_column([r["throughput_ips"] for r in res])
+        for i, r in enumerate(res):
+            lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {r['batch']} | {med[i]} | {p99[i]} "
+                         f"| {r['latency_ms']['cv']:.1%} | {ips[i]} | {cell} |")
         for sk in e.run["skipped"]:
             lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {sk['batch']} | skipped: {sk['reason']} | | | | |")
     return lines
