@@ -129,7 +129,7 @@ def render(layout: Layout, title: str | None = None, caption: str | None = None,
 def left_out_note(layout: Layout, where: str = "--json") -> str:
     if not layout.left_out:
         return ""
-    return f"{', '.join(layout.left_out)} left out to fit {layout.width} columns ({where} has them)"
+    return f"{', '.join(layout.left_out)} left out at {layout.width} columns (in {where})"
 
 
 def console_width() -> int:
