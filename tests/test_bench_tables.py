@@ -73,6 +73,9 @@ def test_bench_table_fits_and_reads_back_exactly(width, kind):
             continue
         assert all(NUMBER.match(c) for c in cells), (name, cells)
         assert len({decimals_of(c) for c in cells}) == 1, (name, cells)  # one precision per column
+    lat = [decimals_of(r[header.index(c)]) for r in rows for c in ("median", "mean", "p90", "p99", "min", "max")
+           if c in header]
+    assert len(set(lat)) == 1  # the latency columns share their precision too
     # the numbers read back are the run's, to the printed precision
     for r, cells in zip(run["results"], rows):
         got = dict(zip(header, cells))

@@ -287,15 +287,15 @@ def _acc(row: Row) -> str:
     return f"{row.acc_base:.2f} → {row.acc_cand:.2f} ({row.accuracy_delta:+.2f})"
 
 
-def _pairs(rows: list[Row], value) -> list[str]:
+def _pairs(rows: list[Row], value, share=()) -> list[str]:
     """"base → candidate" cells of one column. Both sides of every row of one run get the same decimals,
-    chosen from that run's values (a 0.5 ms GPU run and a 14 s CPU run in one file would otherwise force
-    "14220.000" or "0"); nothing is written in scientific notation."""
+    chosen from that run's values of this column and of the `share` columns (median and p99 alike), so a
+    0.5 ms GPU run and a 14 s CPU run in one file do not force "14220.000" or "0"; never an exponent."""
     from vitdeploy.bench.tables import decimals, fixed
 
     places: dict[tuple, int] = {}
     for key in dict.fromkeys(r.key for r in rows):
-        places[key] = decimals([v for r in rows if r.key == key for v in (value(r.base), value(r.cand))])
+        places[key] = decimals([f(res) for r in rows if r.key == key for f in (value, *share) for res in (r.base, r.cand)])
     return [f"{fixed(value(r.base), places[r.key])} → {fixed(value(r.cand), places[r.key])}" for r in rows]
 
 
@@ -356,7 +356,8 @@ def to_markdown(cmp: Comparison, names: tuple[str, str] = ("baseline", "candidat
         f"| {_accuracy_header(cmp)} | |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
-    medians, p99s, ips = _pairs(cmp.rows, _median), _pairs(cmp.rows, _p99), _pairs(cmp.rows, _ips)
+    medians, p99s = _pairs(cmp.rows, _median, (_p99,)), _pairs(cmp.rows, _p99, (_median,))
+    ips = _pairs(cmp.rows, _ips)
     for i, r in enumerate(cmp.rows):
         mark = {REGRESSION: "❌ " + "; ".join(r.regressions), INCONCLUSIVE: "⚠️ inconclusive", OK: "✅"}[r.verdict]
         dm = _pct(r.ratio - 1)
@@ -387,11 +388,11 @@ def to_table(cmp: Comparison, width: int | None = None):
     status = {REGRESSION: "[bold red]REGRESSION[/]", INCONCLUSIVE: "[yellow]inconclusive[/]", OK: "[green]ok[/]"}
     columns = [
         Column("batch", [str(r.batch) for r in rows]),
-        Column("median ms", _pairs(rows, _median)),
+        Column("median ms", _pairs(rows, _median, (_p99,))),
         Column("Δ median", [f"[bold red]{_pct(r.ratio - 1)}[/]" if r.latency == REGRESSION else _pct(r.ratio - 1)
                             for r in rows]),
         Column(f"{cmp.confidence:.0%} CI", [_ci(r) for r in rows]),
-        Column("p99 ms", _pairs(rows, _p99), drop=3),
+        Column("p99 ms", _pairs(rows, _p99, (_median,)), drop=3),
         Column("Δ p99", [_pct(r.delta("p99")) for r in rows], drop=2),
         Column("img/s", _pairs(rows, _ips), drop=4),
         Column("Δ img/s", [_pct(r.throughput_delta) for r in rows], drop=5),

@@ -16,7 +16,7 @@ from vitdeploy.bench.accuracy import headline_label, headline_value
 from vitdeploy.bench.environment import device_name
 from vitdeploy.bench.plots import plot_accuracy_latency, plot_latency, plot_throughput
 from vitdeploy.bench.schema import run_device, run_environment
-from vitdeploy.bench.tables import number_column
+from vitdeploy.bench.tables import decimals, fixed, number_column
 from vitdeploy.errors import VitdeployError
 
 
@@ -83,9 +83,10 @@ def _summary_table(items: list[Entry]) -> list[str]:
         acc = headline_value(e.run)
         cell = "-" if acc is None else f"{acc:.2f}" + (f" ({headline_label(e.run)})" if many else "")
         res = sorted(e.run["results"], key=lambda r: r["batch"])
-        # one run's rows share decimals per column (chosen from its values), never scientific notation
-        med = number_column([r["latency_ms"]["median"] for r in res])
-        p99 = number_column([r["latency_ms"]["p99"] for r in res])
+        # one run's rows share decimals (median and p99 alike, chosen from its values), never an exponent
+        places = decimals([r["latency_ms"][k] for r in res for k in ("median", "p99")])
+        med = [fixed(r["latency_ms"]["median"], places) for r in res]
+        p99 = [fixed(r["latency_ms"]["p99"], places) for r in res]
         ips = number_column([r["throughput_ips"] for r in res])
         for i, r in enumerate(res):
             lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {r['batch']} | {med[i]} | {p99[i]} "

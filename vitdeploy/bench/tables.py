@@ -150,8 +150,10 @@ def run_columns(run: dict) -> list[Column]:
 
     res = run["results"]
     cols = [Column("batch", [str(r["batch"]) for r in res]), Column("iters", [str(r["iterations"]) for r in res], drop=6)]
+    # the latency columns share their decimals (chosen from all of them), so 96.6 never sits beside 106
+    places = decimals([r["latency_ms"][stat] for r in res for stat, _ in LATENCY_COLUMNS])
     for stat, drop in LATENCY_COLUMNS:
-        cols.append(Column(stat, number_column([r["latency_ms"][stat] for r in res]), drop=drop))
+        cols.append(Column(stat, [fixed(r["latency_ms"][stat], places) for r in res], drop=drop))
     cvs = [r["latency_ms"]["cv"] for r in res]
     cols.append(Column("CV", [f"[yellow]{percent(v)}[/]" if v > CV_WARN else percent(v) for v in cvs]))
     cols.append(Column("img/s", number_column([r["throughput_ips"] for r in res])))
