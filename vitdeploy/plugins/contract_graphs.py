@@ -99,7 +99,8 @@ def _swin(timm_name: str, **kw):
 
 
 def _swin_real(timm_name: str):
-    """(window, shift, heads, height, width, channels, scale) of every block of the full model."""
+    """(window, shift, heads, height, width, channels, scales, cosine, mask value, pad_first) of every
+    block of the full model (timm Swin V1: one scale head_dim**-0.5, no cosine, mask -100, roll first)."""
 
     def real():
         import timm
@@ -110,36 +111,41 @@ def _swin_real(timm_name: str):
         out = set()
         for stage in model.layers:
             for blk in stage.blocks:
-                (h, w), (ws, _), (sh, _) = blk.input_resolution, blk.window_size, blk.shift_size
-                out.add((ws, sh, blk.attn.num_heads, h, w, blk.dim, round(float(blk.attn.scale), 6)))
+                (h, w) = blk.input_resolution
+                out.add((tuple(blk.window_size), tuple(blk.shift_size), blk.attn.num_heads, h, w, blk.dim,
+                         (round(float(blk.attn.scale), 6),), 0, -100.0, 0))
         return out
 
     return real
 
 
 def _swin_tile(node: PluginNode) -> tuple:
-    """WindowAttention's tiles depend on the window and head_dim only (kernel.LaunchConfig.constexprs)."""
+    """WindowAttention's tiles depend on the window and head_dim only (kernel.LaunchConfig)."""
     a = node.attr_values()
-    return a["window_size"], node.inputs[0].dims[2] // 3 // a["num_heads"]
+    return tuple(a["window_size"]), node.inputs[0].dims[2] // 3 // a["num_heads"]
 
 
 def _swin_variant(node: PluginNode) -> tuple:
     """Tiles plus the kernel's code paths: shift mask on/off, padded map or not (HAS_PAD)."""
     a = node.attr_values()
-    padded = a["height"] % a["window_size"] != 0 or a["width"] % a["window_size"] != 0
-    return (*_swin_tile(node), a["shift_size"] > 0, padded)
+    (wh, ww), (sh, sw) = a["window_size"], a["shift_size"]
+    padded = a["height"] % wh != 0 or a["width"] % ww != 0
+    return (*_swin_tile(node), sh > 0 or sw > 0, padded, a["cosine"], a["pad_first"])
 
 
 def _swin_sig(node: PluginNode) -> tuple:
     a = node.attr_values()
     channels = node.inputs[0].dims[2] // 3
-    return (a["window_size"], a["shift_size"], a["num_heads"], a["height"], a["width"], channels, round(a["scale"], 6))
+    return (tuple(a["window_size"]), tuple(a["shift_size"]), a["num_heads"], a["height"], a["width"], channels,
+            tuple(sorted({round(x, 6) for x in a["scale"]})), a["cosine"], round(a["mask_value"], 3), a["pad_first"])
 
 
 def _swin_node(sig: tuple, rng) -> PluginNode:
-    ws, sh, heads, h, w, c, scale = sig
-    n = ws * ws
-    return synthetic_node("WindowAttention", dict(window_size=ws, shift_size=sh, num_heads=heads, height=h, width=w, scale=scale), [
+    (wh, ww), shift, heads, h, w, c, scales, cosine, mask, pad_first = sig
+    n = wh * ww
+    attrs = dict(window_size=[wh, ww], shift_size=list(shift), num_heads=heads, height=h, width=w,
+                 scale=[scales[0]] * heads, cosine=cosine, mask_value=mask, pad_first=pad_first)
+    return synthetic_node("WindowAttention", attrs, [
         ("qkv", FLOAT, ("batch", h * w, 3 * c), None),
         ("bias", FLOAT, (heads, n, n), rng.standard_normal((heads, n, n)).astype(np.float32)),
         ("pad_qkv", FLOAT, (3 * c,), rng.standard_normal(3 * c).astype(np.float32)),
