@@ -33,7 +33,7 @@ def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelI
 
 
 _SWIN = ("swin",)
-_GPSA = ("gpsa",)
+_GPSA = ("gpsa", "attention_scale")  # then ConViT's MHSA blocks get their scale on q
 REGISTRY: dict[str, ModelInfo] = {
     m.alias: m
     for m in [
