@@ -65,8 +65,14 @@ def test_without_tensorrt_exit_4_and_one_line_saying_what_to_run(vit):
     assert f"vitdeploy build --onnx {out / 'model.onnx'} -o {out} --dynamic-batch 1:2:4" in last
     assert (f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'} "
             "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224") in last
-    for step in ("export", "rewrite", "precision", "accuracy", "engine"):
+    for step in ("export", "rewrite", "precision", "accuracy", "lint", "engine"):
         assert re.search(rf"^[✔–] {step}", text, re.M), step
+    assert "TensorRT 10.9: 0 error(s)" in stage_line(text, "lint")  # no TensorRT here, GPU target: >= 10.9
+    # Next: the trtexec line that shows whether the 12 attention blocks fused, and what to look for
+    prof = next(line.strip() for line in text.splitlines() if "--exportLayerInfo=" in line)
+    assert prof.startswith(f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped") and "--profilingVerbosity=detailed" in prof
+    assert prof.endswith(f"--exportLayerInfo={out / 'layer_info.json'} --skipInference")
+    assert "look for an mha/fmha (fused attention) kernel per attention block: 12 block(s), 12 in the fusible form" in text
     assert re.search(r"^✔ export .* \d+\.\d s$", text, re.M)  # each step reports its wall time
     assert not (out / "model.plan").exists()
 
@@ -88,6 +94,10 @@ def test_manifest_contents(vit):
     assert m["target"]["target"] == "gpu"
     assert m["precision"] == {"applied": "fp32"}
     assert m["plugins"] == []
+    lint = m["lint"]
+    assert lint["target"] == "10.9" and lint["open_ended"] and lint["errors"] == 0 and lint["tensorrt"] == "10.9"
+    assert len(lint["attention"]) == 12 and {a["form"] for a in lint["attention"]} == {"fusible"}
+    assert m["target"]["tensorrt"] == "10.9+"
     assert set(m["steps"]) == {"export"} and len(m["steps"]["export"]) == 64
     assert m["build"]["versions"]["onnxruntime"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["build"]["created"])
@@ -168,6 +178,9 @@ def test_int8_records_qdq_summary_and_calibration_cache(vit, cli_run, tmp_path):
     graph = onnx.load(str(out / "model.int8.onnx"))
     ops = [n.op_type for n in graph.graph.node]
     assert q["quantize_linear"] == ops.count("QuantizeLinear") > 0
+    # Q/DQ per consumer op type: only the Linear MatMuls (4 per block; the head is FP16), none on attention
+    assert q["qdq_per_op"] == {"MatMul": {"nodes": 48, "quantize": 48, "dequantize": 96}}
+    assert m["lint"]["qdq"] == q["qdq_per_op"] and not [a for a in m["lint"]["attention"] if a["quantized"]]
     assert m["files"]["calibration_cache"]["sha256"] == sha256_file(out / "calibration.cache")
     assert m["accuracy"]["data"] == "calibration images" and m["accuracy"]["images"] == 2
 

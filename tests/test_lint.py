@@ -1,8 +1,8 @@
-"""Issue 12: `vitdeploy lint` names each finding of the TensorRT graph review when it is planted in a graph.
+"""Issue 12: `vitdeploy lint` names each of the issue's findings 1, 2, 3 and 6 when it is planted in a graph.
 
-Small hand-made graphs, one problem each: F1 ScatterND reduction="none" (TensorRT < 10.9), F2/F5 opset 23
-and ONNX Attention (< 10.14), F3 INT8 on the attention BMMs / subnormal scale / per-channel DQ on a
-non-weight input, F6 stale value_info; plus plugin versions (the stock deformable-attention plugin v2
+Small hand-made graphs, one problem each: (1) ScatterND reduction="none" (TensorRT < 10.9), (2) opset 23 and
+ONNX Attention (< 10.14), (3) INT8 on the attention BMMs / a subnormal scale / per-channel DQ on a non-weight
+input, (6) stale value_info; plus plugin versions (the review's F2: the stock deformable-attention plugin v2
 exists only from 10.11), attention forms, types, the CLI and the build's lint step.
 """
 from __future__ import annotations
@@ -36,16 +36,16 @@ def rules(report, severity=None):
 
 
 def scatter_nd(reduction="none"):
-    """DETR's box head after the dynamo export: ScatterND with the default reduction written out (F1)."""
+    """DETR's box head after the dynamo export: ScatterND with the default reduction written out (finding 1)."""
     idx = numpy_helper.from_array(np.array([[0], [2]], np.int64), "idx")
     upd = numpy_helper.from_array(np.ones((2, 4), np.float32), "upd")
     n = helper.make_node("ScatterND", ["x", "idx", "upd"], ["y"], name="node_ScatterND_2212", reduction=reduction)
     return model([n], [vi("x", F, [4, 4])], [vi("y", F, [4, 4])], [idx, upd])
 
 
-# ----------------------------------------------------------------------------- F1
+# ----------------------------------------------------------------------------- finding 1
 
-def test_f1_scatternd_reduction_rejected_before_10_9_and_dropped_by_export():
+def test_finding1_scatternd_reduction_rejected_before_10_9_and_dropped_by_export():
     from vitdeploy.deploy.export import drop_scatter_reduction_none
 
     m = scatter_nd()
@@ -61,7 +61,7 @@ def test_f1_scatternd_reduction_rejected_before_10_9_and_dropped_by_export():
     assert drop_scatter_reduction_none(scatter_nd("add")) == 0  # meaning would change: kept
 
 
-# ----------------------------------------------------------------------------- F2/F5: opset
+# ----------------------------------------------------------------------------- finding 2: opset
 
 def attention_op23():
     q = [vi(n, F, [1, 2, 8, 16]) for n in ("q", "k", "v")]
@@ -69,7 +69,7 @@ def attention_op23():
     return model([n], q, [vi("y", F, [1, 2, 8, 16])], opset=23)
 
 
-def test_f5_opset_23_attention_needs_10_14():
+def test_finding2_opset_23_attention_needs_10_14():
     m = attention_op23()
     for v in ("10.3", "10.9"):
         r = lint_model(m, v)
@@ -103,7 +103,7 @@ def test_build_lowers_opset_to_the_target_in_one_line(capsys):
     assert opts.opset == 23
 
 
-# ----------------------------------------------------------------------------- F3: INT8 placement
+# ----------------------------------------------------------------------------- finding 3: INT8 placement
 
 def _q(name, x, scale, out=None):
     return helper.make_node("QuantizeLinear", [x, scale, "zp"], [out or f"{x}_q"], name=name)
@@ -140,7 +140,7 @@ def int8_attention(subnormal_softmax_scale=True, per_channel_const_a=True):
     return model(nodes, ins, outputs, inits, opset=19)
 
 
-def test_f3_int8_attention_subnormal_scale_and_per_channel_non_weight():
+def test_finding3_int8_attention_subnormal_scale_and_per_channel_non_weight():
     r = lint_model(int8_attention(), "10.9")
     by_rule = {}
     for f in r.findings:
@@ -166,9 +166,9 @@ def test_qdq_zero_point_per_channel_activation_and_pairing():
     assert {f.rule for f in r.errors} == {"qdq-zero-point", "qdq-per-channel", "qdq-pair"}
 
 
-# ----------------------------------------------------------------------------- F6
+# ----------------------------------------------------------------------------- finding 6
 
-def test_f6_stale_value_info_named_and_stripped_by_fp16_conversion():
+def test_finding6_stale_value_info_named_and_stripped_by_fp16_conversion():
     from vitdeploy.calibration.precision import convert_fp16
 
     w = numpy_helper.from_array(np.ones(4, np.float32), "inner.blocks.0.norm1.weight")

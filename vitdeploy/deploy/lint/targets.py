@@ -21,10 +21,21 @@ class LintTarget:
         return fmt(self.version) + ("+" if self.open_ended else "")
 
 
+def _parsed(version: str | None) -> Version | None:
+    """A TensorRT version string as (major, minor); None when absent or unreadable ("unknown")."""
+    from vitdeploy.errors import VitdeployError
+
+    try:
+        return parse_trt(version) if version else None
+    except VitdeployError:
+        return None
+
+
 def build_target(trt_here: str | None, target: str, mode: str) -> LintTarget:
     """The TensorRT `build` writes its graph for (the same assumptions as trt_env.select_plugin_mode)."""
-    if trt_here:
-        return LintTarget(parse_trt(trt_here), f"the TensorRT installed here ({trt_here})")
+    here = _parsed(trt_here)
+    if here is not None:
+        return LintTarget(here, f"the TensorRT installed here ({trt_here})")
     if target == "jetson":
         return LintTarget(JETPACK6, "target jetson: JetPack 6 (TensorRT 10.3)")
     if mode == "native":
@@ -39,8 +50,8 @@ def resolve_auto(onnx_path: Path, model) -> LintTarget:
     from vitdeploy.deploy.trt_env import tensorrt_version
 
     here = tensorrt_version()
-    if here and here != "unknown":
-        return LintTarget(parse_trt(here), f"the TensorRT installed here ({here})")
+    if _parsed(here) is not None:
+        return LintTarget(_parsed(here), f"the TensorRT installed here ({here})")
     manifest = Path(onnx_path).parent / "manifest.json"
     if manifest.is_file():
         import json
