@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
-# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e; default all)
+# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e fusion; default all)
 # Results (JSON) go to RESULTS_DIR; commit them under benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
-suites=${*:-tests kernels e2e}
+suites=${*:-tests kernels e2e fusion}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -22,6 +22,12 @@ for s in $suites; do
         echo "== kernel benchmark: $k"
         $py benchmarks/kernels/$k.py --out "$out/kernel_$k.json" || status=1
       done ;;
+    fusion)  # needs TensorRT (trtexec): did each plain attention block become an mha/fmha kernel?
+      for spec in "swin_t --plugins off" "convit_t --plugins off" "vit_t"; do
+        set -- $spec; d="$out/fusion_$1"
+        $py -m vitdeploy build --model "$@" --fp16 --no-engine -o "$d" >/dev/null || status=1
+      done
+      $py benchmarks/attention_fusion.py "$out"/fusion_* --out "$out/attention_fusion.json" || status=1 ;;
     e2e)
       [ -f benchmarks/e2e/swin_t_torch.py ] && { echo "== e2e swin_t"; $py benchmarks/e2e/swin_t_torch.py --out "$out/e2e_swin_t.json" || status=1; } ;;
   esac

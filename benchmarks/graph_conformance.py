@@ -117,6 +117,24 @@ def check_graph(path: Path, versions) -> dict:
             "ops": sorted({n.op_type for n in model.graph.node})}
 
 
+def known_blocker(cell: dict) -> str | None:
+    """A failure whose only errors are the stock deformable-attention plugin v2 at TensorRT 10.9/10.10
+    (the build emits v2 in plugin mode until issue 11 makes the version follow the target)."""
+    errors = [e for r in cell["lint"].values() for e in r["errors"]]
+    if errors and cell["checker"] == "passed" and all(
+            "MultiscaleDeformableAttnPlugin_TRT version 2 exists only from TensorRT 10.11" in e for e in errors):
+        return "stock MultiscaleDeformableAttnPlugin_TRT v2 at TensorRT 10.9 (issue 11: version by target)"
+    return None
+
+
+def summarize(record: dict) -> None:
+    for c in record["cells"]:
+        c["known_blocker"] = None if c["passed"] else known_blocker(c)
+    record["all_passed"] = all(c["passed"] for c in record["cells"])
+    record["failed_other_than_known"] = [f"{c['model']} {c['batch']} {c['mode']} {c['precision']}"
+                                         for c in record["cells"] if not c["passed"] and not c["known_blocker"]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -152,7 +170,7 @@ def main() -> None:
                 print(f"  ({time.time() - t0:.0f} s)", flush=True)
                 atomic_write_json(args.out, {**record, "seconds": round(time.time() - started, 1)})
     record["seconds"] = round(time.time() - started, 1)
-    record["all_passed"] = all(c["passed"] for c in record["cells"])
+    summarize(record)
     atomic_write_json(args.out, record)
     print(f"wrote {args.out}: {sum(c['passed'] for c in record['cells'])}/{len(record['cells'])} cells pass")
 

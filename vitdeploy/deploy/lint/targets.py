@@ -36,6 +36,9 @@ def build_target(trt_here: str | None, target: str, mode: str) -> LintTarget:
     here = _parsed(trt_here)
     if here is not None:
         return LintTarget(here, f"the TensorRT installed here ({trt_here})")
+    if target == "jetson" and mode == "plugin":  # --plugins on: a Jetson with TensorRT >= 10.9 (JetPack 7)
+        return LintTarget(AOT_PLUGINS, f"target jetson with plugins: TensorRT >= {fmt(AOT_PLUGINS)} (not JetPack 6)",
+                          open_ended=True)
     if target == "jetson":
         return LintTarget(JETPACK6, "target jetson: JetPack 6 (TensorRT 10.3)")
     if mode == "native":
