@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
-# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e fusion; default all)
+# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e matrix fusion; default all)
+#   matrix: benchmarks/matrix_gpu.toml (torch/ort GPU suites) through a one-node Ray cluster (needs ray).
+#   fusion: needs TensorRT (trtexec); without it the JSON says so.
 # Results (JSON) go to RESULTS_DIR; commit them under benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
-suites=${*:-tests kernels e2e fusion}
+suites=${*:-tests kernels e2e matrix fusion}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -30,6 +32,9 @@ for s in $suites; do
       $py benchmarks/attention_fusion.py "$out"/fusion_* --out "$out/attention_fusion.json" || status=1 ;;
     e2e)
       [ -f benchmarks/e2e/swin_t_torch.py ] && { echo "== e2e swin_t"; $py benchmarks/e2e/swin_t_torch.py --out "$out/e2e_swin_t.json" || status=1; } ;;
+    matrix)
+      echo "== vitdeploy matrix on a one-node Ray cluster (torch-gpu, ort-gpu)"
+      $py benchmarks/matrix_cluster.py --mode gpu --out "$out/matrix_gpu" || status=1 ;;
   esac
 done
 exit $status

@@ -57,7 +57,7 @@ def test_cli_accuracy(tmp_path, capsys):
         y = model(torch.from_numpy(x)).argmax(1).numpy()  # labels = FP32 predictions: reference top-1 is 100 %
     np.savez(tmp_path / "val.npz", images=x, labels=y)
     out = tmp_path / "new_dir" / "acc.json"  # --json into a folder that does not exist yet
-    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "val.npz"), "--batch", "4",
+    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--accuracy-data", str(tmp_path / "val.npz"), "--run-batch", "4",
                                  "--json", str(out)], capsys)
     assert code == 0, err
     assert "top-1 agreement" in stdout and "top-5 drop" in stdout
@@ -73,13 +73,13 @@ def test_cli_accuracy(tmp_path, capsys):
     for name in ("astronaut", "coffee", "chelsea"):
         Image.fromarray(getattr(samples, name)()).save(photos / f"{name}.jpg")
     (photos / "broken.png").write_bytes(b"nope")
-    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "photos"), "--batch", "2",
+    code, stdout, err = run_cli(["accuracy", str(ref), str(cand), "--accuracy-data", str(tmp_path / "photos"), "--run-batch", "2",
                                  "--json", str(out)], capsys)
     assert code == 0, err
     assert "3 images" in stdout and "1 unreadable files skipped" in stdout
     assert json.loads(out.read_text())["images"] == 3
     np.save(tmp_path / "labels.npy", y[:5])
-    code, _, err = run_cli(["accuracy", str(ref), str(cand), "--data", str(tmp_path / "val.npz"),
+    code, _, err = run_cli(["accuracy", str(ref), str(cand), "--accuracy-data", str(tmp_path / "val.npz"),
                             "--labels", str(tmp_path / "labels.npy")], capsys)
     assert code == 2 and "5 labels for 10 images" in err
 
@@ -91,6 +91,6 @@ def test_cli_accuracy_unreadable_onnx_is_one_line(tmp_path, capsys, content):
     bad = tmp_path / "ref.onnx"
     bad.write_bytes(content)
     np.savez(tmp_path / "val.npz", images=np.zeros((2, 3, 16, 16), np.float32))
-    code, _, err = run_cli(["accuracy", str(bad), str(bad), "--data", str(tmp_path / "val.npz")], capsys)
+    code, _, err = run_cli(["accuracy", str(bad), str(bad), "--accuracy-data", str(tmp_path / "val.npz")], capsys)
     assert code == 2, err
     assert err.strip().startswith("error: ref.onnx is not a readable ONNX model") and "Traceback" not in err

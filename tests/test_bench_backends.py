@@ -35,7 +35,7 @@ def _check_result(r, batch):
 
 def test_ort_backend_on_artifact_dir(cli_run, vit_t_static, tmp_path):
     out = tmp_path / "ort.json"
-    res = cli_run("bench", str(vit_t_static), "--batch", "1,4", "--json", str(out), *FAST)
+    res = cli_run("bench", str(vit_t_static), "--batch-sizes", "1,4", "--json", str(out), *FAST)
     assert res.exit_code == 0, res.output
     assert "static batch of 1 and cannot run batch 4" in res.output
     doc = schema.read(out)
@@ -51,7 +51,7 @@ def test_ort_backend_on_artifact_dir(cli_run, vit_t_static, tmp_path):
 
 def test_ort_static_batch_only_other_batches_is_an_error(cli_run, vit_t_static, tmp_path):
     out = tmp_path / "b.json"
-    res = cli_run("bench", str(vit_t_static / "model.onnx"), "--batch", "2", "--json", str(out), *FAST)
+    res = cli_run("bench", str(vit_t_static / "model.onnx"), "--batch-sizes", "2", "--json", str(out), *FAST)
     assert res.exit_code == 2
     assert "no batch size could be measured" in res.output and "static batch of 1" in res.output
     assert not out.exists()  # a failed run leaves no result file for 'compare' to pick up
@@ -59,7 +59,7 @@ def test_ort_static_batch_only_other_batches_is_an_error(cli_run, vit_t_static, 
 
 def test_torch_backend_on_vit_t(cli_run, tmp_path):
     out = tmp_path / "torch.json"
-    res = cli_run("bench", "--model", "vit_t", "--backend", "torch", "--batch", "1", "--json", str(out), *FAST)
+    res = cli_run("bench", "--model", "vit_t", "--backend", "torch", "--batch-sizes", "1", "--json", str(out), *FAST)
     assert res.exit_code == 0, res.output
     run = schema.read(out)["runs"][0]
     assert (run["model"], run["backend"], run["device"]) == ("vit_t", "torch", "cpu")
@@ -70,7 +70,7 @@ def test_torch_backend_on_vit_t(cli_run, tmp_path):
 def test_two_backends_into_one_result_and_report(cli_run, vit_t_static, tmp_path):
     """ORT on the artifact's graph, then PyTorch on the model the manifest names, in one file."""
     out = tmp_path / "both.json"
-    res = cli_run("bench", str(vit_t_static), "--backend", "ort,torch", "--batch", "1", "--json", str(out), *FAST)
+    res = cli_run("bench", str(vit_t_static), "--backend", "ort,torch", "--batch-sizes", "1", "--json", str(out), *FAST)
     assert res.exit_code == 0, res.output
     runs = schema.read(out)["runs"]
     assert [(r["backend"], r["model"], r["precision"]) for r in runs] == [("ort", "vit_t", "fp32"), ("torch", "vit_t", "fp32")]
@@ -82,10 +82,10 @@ def test_two_backends_into_one_result_and_report(cli_run, vit_t_static, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--model", "vit_t", "--backend", "ort"), "runs an artifact, not a registry model"),
+    (("--model", "vit_t", "--backend", "trt"), "the trt backend needs TensorRT, which is not installed here"),
     ((), "nothing to benchmark"),
     (("--model", "vit_t", "--precision", "fp16"), "FP16 on the CPU"),
-    (("--model", "vit_t", "--batch", "1,x"), "is not a comma-separated list"),
+    (("--model", "vit_t", "--batch-sizes", "1,x"), "is not a comma-separated list"),
     (("--model", "nope"), "unknown model 'nope'"),
     (("missing.onnx",), "does not exist"),
     (("--model", "vit_t", "--backend", "torch,onnx"), "unknown backend 'onnx'"),
@@ -137,7 +137,7 @@ def test_accuracy_data_needs_an_onnx_artifact(cli_run, tmp_path):
 @pytest.mark.parametrize("mode", ["compute", "end-to-end"])
 def test_torch_backend_on_cuda_replays_a_graph(cli_run, tmp_path, mode):
     out = tmp_path / "cuda.json"
-    res = cli_run("bench", "--model", "vit_t", "--device", "cuda", "--precision", "fp16", "--batch", "1,8",
+    res = cli_run("bench", "--model", "vit_t", "--device", "cuda", "--precision", "fp16", "--batch-sizes", "1,8",
                   "--mode", mode, "--json", str(out), *FAST)
     assert res.exit_code == 0, res.output
     doc = schema.read(out)

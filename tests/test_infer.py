@@ -46,6 +46,9 @@ def test_infer_onnx_topk_matches_onnxruntime(cli_run, artifact, photo):
     assert [r["class"] for r in out["topk"]] == want.tolist()
     assert [r["probability"] for r in out["topk"]] == pytest.approx(p[want].tolist(), rel=1e-5)
     assert out["topk"][0]["name"]  # ImageNet class names for a 1000-class timm model
+    assert out["weights"] == "random" and out["input_shape"] == [1, 3, 64, 64]
+    assert set(out["latency_ms"]) == {"preprocess", "load", "inference", "postprocess"}
+    assert all(v >= 0 for v in out["latency_ms"].values())
 
 
 def test_infer_table_on_a_build_directory(cli_run, artifact, photo):
@@ -53,6 +56,10 @@ def test_infer_table_on_a_build_directory(cli_run, artifact, photo):
     assert res.exit_code == 0, res.output
     assert "ONNX Runtime" in res.output and "probability" in res.output
     assert "random weights" in res.output  # honest about what the classes mean
+    import re
+
+    assert re.search(r"^Speed: [\d.]+ ms preprocess, [\d.]+ ms inference, [\d.]+ ms postprocess per image at shape "
+                     r"\(1, 3, 64, 64\)", res.output, re.M)
 
 
 def test_preprocessing_equals_timm_eval_transform(photo):

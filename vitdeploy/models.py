@@ -275,7 +275,7 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         from timm.data import resolve_data_config
 
         cfg = resolve_data_config({}, model=model) if model is not None else {}
-        return {
+        out = {
             "input_size": [3, size[0], size[1]],
             "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
             "std": list(map(float, cfg.get("std", (0.229, 0.224, 0.225)))),
@@ -283,8 +283,10 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
             "crop_pct": float(cfg.get("crop_pct", 0.875)) if size == info.input_size else 1.0,
             "crop_mode": cfg.get("crop_mode", "center"),
         }
+        out["resize"] = resize_spec(out)
+        return out
     # Deformable DETR: ImageNet statistics, resize without crop (the DETR image processor's defaults).
-    return {
+    out = {
         "input_size": [3, size[0], size[1]],
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
@@ -292,3 +294,67 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         "crop_pct": 1.0,
         "crop_mode": "squash",
     }
+    out["resize"] = resize_spec(out)
+    return out
+
+
+def resize_spec(pp: dict) -> dict:
+    """What the eval transform resizes to before cropping, as timm's `transforms_imagenet_eval` computes it.
+
+    center: the shorter side to floor(size / crop_pct), aspect kept, then a centre crop;
+    squash: both sides to floor(size / crop_pct), then a centre crop (none at crop_pct 1).
+    """
+    import math
+
+    h, w = (int(v) for v in pp["input_size"][-2:])
+    pct = float(pp.get("crop_pct") or 0.875)
+    mode = pp.get("crop_mode") or "center"
+    scaled = [math.floor(h / pct), math.floor(w / pct)]
+    if mode == "center" and scaled[0] == scaled[1]:
+        return {"mode": "shorter_side", "size": scaled[0], "crop": [h, w]}
+    if mode == "squash":
+        return {"mode": "exact", "size": scaled, "crop": [h, w]}
+    return {"mode": f"{mode} (keep ratio)", "size": scaled, "crop": [h, w]}
+
+
+def labels_for(info: ModelInfo, model=None) -> dict:
+    """The label map: class count, class names where they are known, and where the names come from.
+
+    timm classifiers with an ImageNet head get timm's bundled ImageNet names (the head's
+    index order, whatever the weights); a checkpoint with another head keeps its count
+    without names. transformers models carry `config.id2label`; its placeholder
+    names ("LABEL_0", ...) are not names, so they are left out.
+    """
+    if info.source == "timm":
+        n = int(getattr(model, "num_classes", 0) or 0) if model is not None else 1000
+        names, source = None, None
+        try:
+            from timm.data import ImageNetInfo, infer_imagenet_subset
+
+            subset = infer_imagenet_subset(model) if model is not None else "imagenet-1k"
+            if subset:
+                meta = ImageNetInfo(subset)
+                if meta.num_classes() == n:
+                    names = [meta.index_to_description(i) for i in range(n)]
+                    source = f"{subset} (timm ImageNetInfo)"
+        except Exception:  # timm without its bundled metadata: the count still holds
+            pass
+        return {"num_classes": n, "names": names, "source": source}
+    config = getattr(model, "config", None)
+    id2label = dict(getattr(config, "id2label", None) or {})
+    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(n)] if id2label else None
+    if names and all(name in ("", f"LABEL_{i}") for i, name in enumerate(names)):
+        names = None
+    return {"num_classes": n, "names": names, "source": "config.id2label" if names else None}
+
+
+def postprocessing_for(info: ModelInfo) -> dict:
+    """How raw outputs become predictions, for code that runs the artifact without vitdeploy."""
+    if info.family == "deformable_detr":
+        # Sigmoid focal-loss head: every (query, class) pair is scored on its own; no softmax, no "no object".
+        return {"task": "detection", "scores": {"output": "logits", "activation": "sigmoid", "shape": "[B, queries, classes]"},
+                "boxes": {"output": "pred_boxes", "format": "cxcywh", "normalized": True, "shape": "[B, queries, 4]"},
+                "select": "top-k (query, class) pairs over all queries, then a score threshold"}
+    return {"task": "classification", "scores": {"output": info.outputs[0], "activation": "softmax",
+                                                 "shape": "[B, classes]"}}

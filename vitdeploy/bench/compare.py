@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from vitdeploy.bench.accuracy import headline_name, headline_value
 from vitdeploy.bench.environment import device_name
-from vitdeploy.bench.schema import run_key
+from vitdeploy.bench.schema import run_environment, run_key
 from vitdeploy.bench.stats import CV_WARN
 from vitdeploy.errors import VitdeployError
 
@@ -96,8 +96,9 @@ def _commit(doc: dict) -> str:
 
 
 def _device(doc: dict) -> str:
-    devices = sorted({r["device"] for r in doc["runs"]}) or ["cpu"]
-    return ", ".join(device_name(doc["environment"], d) for d in devices)
+    runs = sorted(doc["runs"], key=lambda r: r["device"])
+    names = dict.fromkeys(device_name(run_environment(doc, r), r["device"]) for r in runs)
+    return ", ".join(names) or device_name(doc["environment"], "cpu")
 
 
 def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0.05,
@@ -156,7 +157,7 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
             cmp.notes.append(f"{' '.join(k)}: accuracy measured on one side only, not gated")
     if not cmp.rows:
         raise VitdeployError("the two results share no batch size for any matching run",
-                             "benchmark both with the same --batch list")
+                             "benchmark both with the same --batch-sizes list")
     return cmp
 
 

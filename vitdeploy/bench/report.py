@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vitdeploy.bench.accuracy import headline_name, headline_value
 from vitdeploy.bench.environment import device_name
+from vitdeploy.bench.schema import run_device, run_environment
 
 
 @dataclass
@@ -31,12 +32,12 @@ def entries(docs: list[tuple[str, dict]]) -> list[Entry]:
     out = []
     for source, doc in docs:
         for run in doc["runs"]:
-            label = f"{run['backend']}/{run['precision']} {run['device']}"
+            label = f"{run['backend']}/{run['precision']} {run_device(run)}"
             if run["mode"] != "compute":
                 label += f" {run['mode']}"
             if many:
                 label += f" [{source}]"
-            out.append(Entry(run, label, source, device_name(doc["environment"], run["device"])))
+            out.append(Entry(run, label, source, device_name(run_environment(doc, run), run["device"])))
     return out
 
 

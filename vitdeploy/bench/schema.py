@@ -3,6 +3,8 @@
     {"schema": "vitdeploy.bench/1", "created": ..., "vitdeploy": ..., "environment": {...},
      "runs": [{"model", "artifact", "backend", "device", "precision", "mode", "settings",
                "timing", "accuracy", "interrupted", "skipped": [{"batch", "reason"}],
+               "node": {"id", "hostname", "ip", "device_type"} and "environment": {...}  (optional:
+               `vitdeploy matrix` says where each run was measured),
                "results": [{"batch", "iterations", "latency_ms": {min, mean, median, p90, p95,
                             p99, max, std, cv, count}, "throughput_ips", "host_enqueue_ms",
                             "cuda_graph", "samples_ms", "samples_total", "warnings"}]}]}
@@ -58,13 +60,25 @@ def new_document(environment: dict, runs: list[dict] | None = None) -> dict:
     }
 
 
+def run_device(run: dict) -> str:
+    """cpu / cuda, and for a matrix run the device type it ran on ("cuda@h100"): an H100 and an L4
+    run of the same model are different measurements, never one overwriting the other."""
+    device_type = (run.get("node") or {}).get("device_type")
+    return f"{run['device']}@{device_type}" if device_type else run["device"]
+
+
 def run_key(run: dict) -> tuple[str, str, str, str, str]:
     """What makes two runs comparable: same model, backend, precision, device and timing mode."""
-    return (run["model"], run["backend"], run["precision"], run["device"], run["mode"])
+    return (run["model"], run["backend"], run["precision"], run_device(run), run["mode"])
 
 
 def run_label(run: dict) -> str:
-    return f"{run['model']} {run['backend']}/{run['precision']} ({run['device']}, {run['mode']})"
+    return f"{run['model']} {run['backend']}/{run['precision']} ({run_device(run)}, {run['mode']})"
+
+
+def run_environment(doc: dict, run: dict) -> dict:
+    """Where a run was measured: its own record (runs merged from several machines), else the file's."""
+    return run.get("environment") or doc["environment"]
 
 
 def _fail(where: str, what: str) -> None:
@@ -107,6 +121,13 @@ def validate(doc, source: str = "document") -> dict:
                 _fail(f"{at}.latency_ms", f"lacks {', '.join(missing)}")
         for j, sk in enumerate(run["skipped"]):
             _check_fields(sk, {"batch": int, "reason": str}, f"{where} runs[{i}].skipped[{j}]")
+        if "node" in run:
+            _check_fields(run["node"], {"hostname": str}, f"{where} runs[{i}].node")
+            for k in ("id", "device_type"):
+                if not isinstance(run["node"].get(k), (str, type(None))):
+                    _fail(f"{where} runs[{i}].node.{k}", "must be a string or null")
+        if "environment" in run and not isinstance(run["environment"], dict):
+            _fail(f"{where} runs[{i}].environment", "is not an object")
     return doc
 
 

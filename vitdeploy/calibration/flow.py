@@ -13,7 +13,8 @@ CHECK_IMAGES = 64
 
 
 def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None, data_path, method="entropy",
-                  num_images=256, batch=8, exclude=(), quantize_first_last=False, cache_path=None, out_dir) -> dict:
+                  num_images=256, batch=8, exclude=(), quantize_first_last=False, cache_path=None, out_dir,
+                  export_batch=None) -> dict:
     from vitdeploy.calibration.accuracy import compare_models
     from vitdeploy.calibration.cache import load_cache, save_cache
     from vitdeploy.calibration.data import load_data, model_input, preprocessing_for
@@ -26,7 +27,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
         from vitdeploy.deploy.export_flow import run_export
 
         size = (img_size, img_size) if img_size else None
-        run_export(alias, str(out), img_size=size, batch=BatchSpec.parse(f"1:{batch}:{max(batch, 32)}"),
+        run_export(alias, str(out), img_size=size, batch=export_batch or BatchSpec(),  # as `export` and `build`
                    checkpoint=checkpoint, show_next=False)
         onnx_path = out / "model.onnx"
         preprocessing = load_manifest(out).get("preprocessing")
@@ -86,7 +87,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
     except VitdeployError:  # an unreadable manifest only costs the shapes on a suggested command
         shapes = ""
     next_steps([
-        f"vitdeploy accuracy {onnx_path} {out / INT8_NAME} --data {data_path}",
+        f"vitdeploy accuracy {onnx_path} {out / INT8_NAME} --accuracy-data {data_path}",
         f"trtexec --onnx={out / INT8_NAME} --stronglyTyped --saveEngine={out / 'model.int8.plan'}{shapes}",
     ])
     return report

@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import click
 
+from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+
 
 @click.command("accuracy")
 @click.argument("reference", metavar="REFERENCE.onnx", type=click.Path(dir_okay=False))
 @click.argument("candidate", metavar="CANDIDATE.onnx", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(),
+@click.option("--accuracy-data", "data_path", type=click.Path(),
               help="Folder of images (nested allowed) or a .npy/.npz of preprocessed NCHW arrays (.npz may hold 'labels').")
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
               help="Class ids, one per image (.npy, .json list or text); adds top-1/top-5 accuracy.")
-@click.option("--num-images", type=int, help="Use only the first N images.")
-@click.option("--batch", type=int, default=32, show_default=True, help="Batch size (a static-batch graph uses its own).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures to this JSON file.")
-def command(reference, candidate, data_path, labels_path, num_images, batch, json_path):
+@click.option("--accuracy-images", "num_images", type=int, help="Use only the first N images.")
+@click.option("--run-batch", "batch", type=int, default=32, show_default=True,
+              help="Images per ONNX Runtime run (a static-batch graph uses its own).")
+@json_option("the figures")
+@renamed("--data", "data_path", "--accuracy-data", type=click.Path())
+@renamed("--num-images", "num_images", "--accuracy-images", type=int)
+@renamed("--batch", "batch", "--run-batch", type=int)
+def command(reference, candidate, data_path, labels_path, num_images, batch, json_out):
     """Compare CANDIDATE's predictions with REFERENCE's on the same images.
 
     Prints top-1 agreement, logit cosine similarity and max error; with labels
@@ -23,7 +29,7 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, jso
 
     \b
     Example:
-      vitdeploy accuracy out/vit_s/model.onnx out/vit_s/model.int8.onnx --data val.npz --json acc.json
+      vitdeploy accuracy out/vit_s/model.onnx out/vit_s/model.int8.onnx --accuracy-data val.npz --json acc.json
     """
     from pathlib import Path
 
@@ -32,14 +38,17 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, jso
     from vitdeploy.calibration.accuracy import compare_models, input_shape
     from vitdeploy.calibration.data import ImageFolder, load_data, load_labels, preprocessing_for
     from vitdeploy.console import console, stage
-    from vitdeploy.deploy.artifacts import atomic_write_json
     from vitdeploy.errors import VitdeployError
 
+    json_path = json_out
+    json_to_stdout(json_out)
+    if data_path is None:
+        raise VitdeployError("accuracy needs images", "pass --accuracy-data DIR (images, or a .npy/.npz)")
     for p in (reference, candidate):
         if not Path(p).is_file():
             raise VitdeployError(f"ONNX file {p} does not exist", "check the path")
     if batch <= 0 or (num_images is not None and num_images <= 0):
-        raise VitdeployError("--batch and --num-images must be positive", "e.g. --batch 32")
+        raise VitdeployError("--run-batch and --accuracy-images must be positive", "e.g. --run-batch 32")
     if Path(data_path).is_dir():  # streamed: a validation folder need not fit in memory
         data = ImageFolder(data_path, preprocessing_for(reference), input_shape(reference), num_images)
     else:
@@ -67,7 +76,4 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, jso
     table.add_row("logit cosine (mean / min)", f"{res['cosine_mean']:.6f} / {res['cosine_min']:.6f}")
     table.add_row("max abs error", f"{res['max_abs_error']:.4g}")
     console.print(table)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)  # as `bench --json` does
-        atomic_write_json(json_path, {"reference": str(reference), "candidate": str(candidate), "data": str(data_path), **res})
-        console.print(f"[green]✔[/] wrote {json_path}")
+    emit_json({"reference": str(reference), "candidate": str(candidate), "data": str(data_path), **res}, json_path)

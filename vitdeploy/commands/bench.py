@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+
 from vitdeploy.errors import VitdeployError
 
 BACKEND_NAMES = ["trt", "ort", "torch", "torch-compile"]
@@ -14,9 +16,9 @@ def parse_batches(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise VitdeployError(f"--batch '{text}' is not a comma-separated list of integers", "for example --batch 1,8,64") from None
+        raise VitdeployError(f"--batch-sizes '{text}' is not a comma-separated list of integers", "for example --batch-sizes 1,8,64") from None
     if not values or any(v < 1 for v in values):
-        raise VitdeployError(f"--batch '{text}' needs batch sizes of at least 1", "for example --batch 1,8,64")
+        raise VitdeployError(f"--batch-sizes '{text}' needs batch sizes of at least 1", "for example --batch-sizes 1,8,64")
     return list(dict.fromkeys(values))
 
 
@@ -71,9 +73,14 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
                 precision = art.precision
         return backend_class(backend)(alias, device=device or "cpu", precision=precision or "fp32",
                                       img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph), art
-    if art is None:
-        raise VitdeployError(f"the {backend} backend runs an artifact, not a registry model",
-                             f"export first: vitdeploy export --model {alias} -o out/{alias}, then bench out/{alias}")
+    if art is None:  # --model with an artifact backend: build what it runs, as Ultralytics exports on the fly
+        if backend == "trt" and not _trt_importable():
+            raise VitdeployError("the trt backend needs TensorRT, which is not installed here", "use --backend ort")
+        from vitdeploy.bench.artifact import resolve
+        from vitdeploy.pipeline.on_the_fly import ensure_built
+
+        out, _ = ensure_built(alias, backend, precision, img_size)
+        art, precision, img_size = resolve(str(out)), None, None
     if precision is not None and art.precision and precision != art.precision:
         raise VitdeployError(f"{artifact} is {art.precision}; --precision {precision} applies to the PyTorch backends only",
                              "an artifact's precision is fixed when it is built")
@@ -148,25 +155,27 @@ def _ms(v: float) -> str:
 
 @click.command("bench")
 @click.argument("artifact", required=False, type=click.Path())
-@click.option("--model", "alias", help="Registry alias to build in PyTorch (torch / torch-compile backends).")
+@click.option("--model", "alias", help="Registry alias: built in PyTorch (torch backends) or, for ort/trt, built with "
+              "'vitdeploy build' into build/ALIAS_PRECISION first (cached).")
 @click.option("--backend", metavar="NAME[,NAME]", help="trt, ort, torch, torch-compile; several (comma-separated) run one after "
               "another into one result. Default: trt for engines, ort for ONNX, torch for --model.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda for trt, else cpu.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="PyTorch backends only (default fp32).")
 @click.option("--img-size", type=int, help="Square input size for --model (default: the model's).")
-@click.option("--batch", "batch_text", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8,64.")
+@click.option("--batch-sizes", "batch_text", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8,64.")
 @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200, show_default=True, help="Warm-up time per batch.")
 @click.option("--duration-s", type=click.FloatRange(min=0), default=3.0, show_default=True, help="Measured time per batch.")
 @click.option("--min-iters", type=click.IntRange(min=1), default=10, show_default=True, help="Minimum measured iterations per batch.")
 @click.option("--mode", type=click.Choice(["compute", "end-to-end"]), default="compute", show_default=True,
               help="compute: device-resident buffers; end-to-end: adds pinned host<->device copies (CUDA).")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="Replay a CUDA graph when capture succeeds.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the versioned JSON result here.")
+@json_option("the versioned result")
 @click.option("--accuracy-data", type=click.Path(exists=True),
               help="Images folder or .npy/.npz: add 'vitdeploy accuracy' figures (final ONNX vs plain export, in ORT).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@renamed("--batch", "batch_text", "--batch-sizes")
 def command(artifact, alias, backend, device, precision, img_size, batch_text, warmup_ms, duration_s, min_iters, mode,
-            cuda_graph, json_path, accuracy_data, quiet):
+            cuda_graph, json_out, accuracy_data, quiet):
     """Measure latency (min/mean/median/p90/p95/p99/max, CV) and throughput per batch size.
 
     ARTIFACT is an ONNX file, a TensorRT engine plan, or a directory written by
@@ -175,7 +184,8 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
 
     \b
     Examples:
-      vitdeploy bench build/swin_t --backend trt --batch 1,8,64 --json swin_t.json
+      vitdeploy bench build/swin_t --backend trt --batch-sizes 1,8,64 --json swin_t.json
+      vitdeploy bench --model vit_t --backend ort      # builds build/vit_t_fp32 first (reused next time)
       vitdeploy bench --model vit_t --backend torch,torch-compile --device cuda --precision fp16
       vitdeploy bench out/vit_t/model.onnx --duration-s 1
     """
@@ -183,6 +193,8 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
     from vitdeploy.bench.runner import Settings, run_batches
     from vitdeploy.console import console, stage
 
+    json_path = json_out
+    json_to_stdout(json_out)
     batches = parse_batches(batch_text)
     names = parse_backends(backend)
     settings = Settings(warmup_ms=float(warmup_ms), duration_s=float(duration_s), min_iters=int(min_iters))
@@ -220,7 +232,9 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
         skipped = [s["reason"] for r in runs for s in r["skipped"]]
         raise VitdeployError("no batch size could be measured", skipped[0] if skipped else None)
     doc = schema.new_document(env, runs)
-    if json_path:
+    if json_path == "-":
+        emit_json(doc, "-")
+    elif json_path:
         schema.write(json_path, doc)
         console.print(f"[green]✔[/] wrote {json_path}")
     if interrupted:

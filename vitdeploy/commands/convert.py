@@ -52,7 +52,7 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
     # trtexec cannot load vitdeploy's Python (AOT) plugins: graphs with plugin nodes are built by vitdeploy.
     has_plugins = any(n.domain == NAMESPACE for n in out.graph.node)
     engine = f"vitdeploy build --onnx {dst} -o {dst.parent}" if has_plugins else f"trtexec --onnx={dst} --stronglyTyped"
-    next_steps([f"vitdeploy accuracy {src} {dst} --data DIR", engine])
+    next_steps([f"vitdeploy accuracy {src} {dst} --accuracy-data DIR", engine])
 
 
 def _check(src, model) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+
 
 def load_inputs(path: str, names: list[str]) -> dict:
     """Arrays for the graph inputs `names` from an NPZ file (one array per input, by name)."""
@@ -33,7 +35,7 @@ def compare_graphs(a: str, b: str, *, atol: float, rtol: float, min_cosine: floa
     from pathlib import Path
 
     if batch < 1:
-        raise VitdeployError(f"--batch must be at least 1, got {batch}", "use --batch 1")
+        raise VitdeployError(f"--run-batch must be at least 1, got {batch}", "use --run-batch 1")
     ma, mb = load_model(Path(a)), load_model(Path(b))
     sa, sb = session(ma), session(mb)
     names_a = [i.name for i in sa.get_inputs()]
@@ -50,7 +52,7 @@ def compare_graphs(a: str, b: str, *, atol: float, rtol: float, min_cosine: floa
     except Exception as e:
         hint = ("check --inputs shapes and dtypes" if inputs_npz else
                 f"A and B must take the same input shapes ({_shapes(sa)} vs {_shapes(sb)}); "
-                "for a static-batch graph pass its --batch")
+                "for a static-batch graph pass its --run-batch")
         raise VitdeployError(f"ONNX Runtime failed on the inputs: {' '.join(str(e).split())[:300]}", hint) from None
     tol = Tolerance(atol=atol, rtol=rtol, min_cosine=min_cosine)
     per = [compare(n, x, y, tol).to_dict() for n, x, y in zip(outs_a, ra, rb)]
@@ -76,10 +78,12 @@ def _shapes(sess) -> str:
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance (times max |A|).")
 @click.option("--min-cosine", type=float, default=0.9999, show_default=True, help="Lowest cosine similarity accepted.")
 @click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), help="NPZ with one array per graph input (default: seeded random).")
-@click.option("--batch", type=int, default=2, show_default=True, help="Batch size for random inputs of a dynamic-batch graph.")
+@click.option("--run-batch", "batch", type=int, default=2, show_default=True,
+              help="Batch size for random inputs of a dynamic-batch graph.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def command(a, b, atol, rtol, min_cosine, inputs_npz, batch, seed, as_json):
+@json_option("the comparison")
+@renamed("--batch", "batch", "--run-batch", type=int)
+def command(a, b, atol, rtol, min_cosine, inputs_npz, batch, seed, json_out):
     """Run A and B through ONNX Runtime (plugin nodes on their CPU reference) on the same inputs
     and compare every output: max-abs error and cosine similarity. Exits 3 when any output
     differs beyond tolerance, 0 when all match.
@@ -95,11 +99,11 @@ def command(a, b, atol, rtol, min_cosine, inputs_npz, batch, seed, as_json):
     from vitdeploy.console import console
     from vitdeploy.errors import VerificationError
 
+    as_json = json_to_stdout(json_out)
     started = time.perf_counter()
     result = compare_graphs(a, b, atol=atol, rtol=rtol, min_cosine=min_cosine, inputs_npz=inputs_npz, batch=batch, seed=seed)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
+    emit_json(result, json_out)
+    if not as_json:
         for o in result["outputs"]:
             mark = "[green]✔[/]" if o["passed"] else "[red]✘[/]"
             console.print(f"{mark} {o['name']:<16} max-abs {o['max_abs']:.3g}  cosine {o['cosine']:.8f}")

@@ -10,7 +10,7 @@ from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx, io_sig
 from vitdeploy.deploy.inputs import random_images
 from vitdeploy.deploy.parity import Tolerance, compare_all
 from vitdeploy.errors import VerificationError
-from vitdeploy.models import ModelInfo, build_model, preprocessing
+from vitdeploy.models import ModelInfo, build_model, labels_for, postprocessing_for, preprocessing
 
 
 @dataclass
@@ -88,13 +88,18 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
     """
     import torch
 
+    from vitdeploy.console import phase
+
     size = opts.img_size or info.input_size
     torch.manual_seed(0)
+    phase(f"building {info.alias} ({info.source})")
     model = build_model(info, img_size=size, pretrained=opts.pretrained, checkpoint=opts.checkpoint, small=opts.small)
     example = torch.from_numpy(random_images(opts.batch.opt, size))
+    phase(f"exporting to ONNX ({opts.exporter} exporter)")
     res = export_onnx(
         model, example, out_path, opset=opts.opset, batch=opts.batch, output_names=info.outputs, exporter=opts.exporter
     )
+    phase(f"parity vs PyTorch ({res.exporter} export, batch {','.join(map(str, parity_batches(opts.batch)))})")
     parity = verify_against_torch(model, out_path, info.outputs, size, parity_batches(opts.batch), opts.tolerance)
     fields = {
         "model": {
@@ -107,6 +112,8 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             "reduced": bool(opts.small),
         },
         "preprocessing": preprocessing(info, model if info.source == "timm" else None, size),
+        "labels": labels_for(info, model),
+        "postprocessing": postprocessing_for(info),
         "batch": opts.batch.to_dict(),
         "export": {
             "exporter": res.exporter,

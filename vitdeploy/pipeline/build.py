@@ -78,7 +78,7 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
         from vitdeploy.deploy.rewrite import PASSES
 
         passes = list(PASSES)  # unknown graph: every pass looks, structure decides
-    rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache)
+    rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache, fields.get("rewrite"))
     if rewrite_report and (decision.mode == "native" or any(p["kind"] == "vitdeploy AOT" for p in rewrite_report["plugins"])):
         console.print(f"  plugins: {decision.mode} ({decision.reason})")
     final, precision, calib_cache = step_precision(rewritten, fields, opts, cache)
@@ -104,6 +104,7 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
             steps[name] = section.pop("step_key")
     inherited_rewrite = fields.get("rewrite")
     inherited_files = fields.pop("inherited_files", {})
+    fields.pop("reference_onnx", None)
     manifest = new_manifest()
     manifest.update(fields)
     files = {"onnx_exported": file_entry(opts.out_dir, exported), **inherited_files,
