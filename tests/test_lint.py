@@ -301,8 +301,11 @@ def test_cli_one_line_per_problem_json_and_exit_codes(tmp_path, cli_run):
     assert "✘ TensorRT 10.3: 1 error(s)" in res.output
     res = cli_run("lint", str(bad), "--trt", "10.9", "--json")
     assert res.exit_code == 0
-    rep = json.loads(res.output)
+    rep = json.loads(res.stdout)  # the report alone on stdout; the human lines went to stderr
     assert rep["tensorrt"] == "10.9" and rep["errors"] == 0 and rep["reason"] == "--trt"
+    res = cli_run("lint", str(bad), "--trt", "10.3", "--json", str(tmp_path / "r.json"))
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert res.exit_code == 1 and rep["errors"] == 1 and rep["findings"][0]["fixed_in"] == "10.9"
     res = cli_run("lint", str(bad), "--trt", "8.6")
     assert res.exit_code == 2 and "predates TensorRT 10" in res.output
     res = cli_run("lint", str(tmp_path / "missing.onnx"))
