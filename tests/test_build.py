@@ -21,7 +21,7 @@ def manifest(d: Path) -> dict:
 
 
 def stage_line(output: str, name: str) -> str:
-    return next(line for line in output.splitlines() if re.match(rf"^[✔–] {name}\b", line))
+    return next(line for line in output.splitlines() if re.match(rf"^[✔–•] {name}\b", line))
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,8 @@ def test_without_tensorrt_exit_0_and_one_line_saying_what_to_run(vit):
     assert (f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'} "
             "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224") in last
     for step in ("export", "rewrite", "precision", "accuracy", "lint", "engine"):
-        assert re.search(rf"^[✔–] {step}", text, re.M), step
-    assert "TensorRT 10.9: 0 error(s)" in stage_line(text, "lint")  # no TensorRT here, GPU target: >= 10.9
+        assert re.search(rf"^[✔–•] {step}", text, re.M), step
+    assert "TensorRT 10.3: 0 error(s)" in stage_line(text, "lint")  # no TensorRT here, no plugins: from 10.3 on
     # Next: the trtexec line that shows whether the 12 attention blocks fused, and what to look for
     prof = next(line.strip() for line in text.splitlines() if "--exportLayerInfo=" in line)
     assert prof.startswith(f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped") and "--profilingVerbosity=detailed" in prof
@@ -115,9 +115,15 @@ def test_manifest_contents(vit):
     assert m["precision"] == {"applied": "fp32"}
     assert m["plugins"] == []
     lint = m["lint"]
-    assert lint["target"] == "10.9" and lint["open_ended"] and lint["errors"] == 0 and lint["tensorrt"] == "10.9"
+    assert lint["target"] == "10.3" and lint["open_ended"] and lint["errors"] == 0 and lint["tensorrt"] == "10.3"
     assert len(lint["attention"]) == 12 and {a["form"] for a in lint["attention"]} == {"fusible"}
-    assert m["target"]["tensorrt"] == "10.9+"
+    assert m["target"]["tensorrt"] == "10.3+"
+    # Issue 15 item 13: no plugin nodes, so no plugin (TensorRT >= 10.9) requirement
+    assert "10.9" not in json.dumps(m["engine"]) and "no plugin nodes" in eng["plugin_mode"]["reason"]
+    assert m["model"]["weights"] == "random" and m["postprocessing"]["task"] == "classification"
+    from vitdeploy.deploy import gpu_env
+
+    assert m["build"]["machine"]["cuda"] == (gpu_env.cuda_runtime().get("version") or gpu_env.probe().get("cuda_driver_api"))
     assert set(m["steps"]) == {"export"} and len(m["steps"]["export"]) == 64
     assert m["build"]["versions"]["onnxruntime"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["build"]["created"])
@@ -140,6 +146,12 @@ def test_changed_option_redoes_only_what_depends_on_it(vit):
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer)
     acc = m["accuracy"]
     assert acc["images"] == 8 and acc["top1_agreement"] >= 75.0 and acc["cosine_min"] > 0.999
+    assert acc["data"] == "seeded random images (not real data)" and acc["weights"] == {"kind": "random", "seed": 0}
+    # Issue 15 item 2: random weights get a banner and no ✔ on the agreement figure
+    assert "⚠ random weights: vit_t has no --checkpoint/--pretrained weights" in text
+    assert stage_line(text, "accuracy").startswith("•") and "random weights: not judged" in stage_line(text, "accuracy")
+    # Issue 15 item 1: the Next block benches the directory, whose manifest names the plain export
+    assert f"vitdeploy bench {out}\n" in text or text.rstrip().endswith(f"vitdeploy bench {out}")
 
 
 def test_rerun_is_all_cached(vit):
@@ -204,7 +216,28 @@ def test_int8_records_qdq_summary_and_calibration_cache(vit, cli_run, tmp_path):
     assert q["qdq_per_op"] == {"MatMul": {"nodes": 48, "quantize": 48, "dequantize": 96}}
     assert m["lint"]["qdq"] == q["qdq_per_op"] and not [a for a in m["lint"]["attention"] if a["quantized"]]
     assert m["files"]["calibration_cache"]["sha256"] == sha256_file(out / "calibration_cache.json")  # as 'calibrate' names it
-    assert m["accuracy"]["data"] == "calibration images" and m["accuracy"]["images"] == 2
+    assert m["accuracy"]["data"] == "calibration images (not held out)" and m["accuracy"]["images"] == 2
+    assert f"vitdeploy bench {out} --accuracy-data HELD_OUT_IMAGES/" in res.output  # the documented path: held out
+    # Issue 15 item 3: INT8 agreement on the calibration images is named for what it is
+    bench_json = tmp_path / "int8_bench.json"
+    res = cli_run("bench", str(out), "--accuracy-data", str(calib), "--json", str(bench_json), "--duration-s", "0",
+                  "--warmup-ms", "0", "--min-iters", "1", "--quiet")
+    assert res.exit_code == 0, res.output
+    from vitdeploy.bench import schema
+
+    run = schema.read(bench_json)["runs"][0]
+    assert run["precision"] == "int8+fp16" and run["accuracy"]["data_role"] == "calibration"
+    assert run["accuracy"]["headline"]["label"] == "top-1 agreement vs the FP32 export, calibration set (not held out)"
+    # --accuracy-data: the held-out set is what the accuracy step measures on
+    held = tmp_path / "held"
+    held.mkdir()
+    Image.fromarray(data.astronaut()).save(held / "astronaut.png")
+    res = cli_run(*VIT, "--int8", "--calib-data", str(calib), "--calib-method", "minmax", "--accuracy-data", str(held),
+                  "--no-engine", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "cached" in stage_line(res.output, "precision") and "cached" not in stage_line(res.output, "accuracy")
+    acc = manifest(out)["accuracy"]
+    assert acc["data"] == "held-out images (--accuracy-data)" and acc["data_role"] == "held-out" and acc["images"] == 1
 
 
 def test_int8_exclude_reaches_the_quantizer(vit, cli_run, tmp_path):

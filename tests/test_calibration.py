@@ -240,9 +240,14 @@ def test_cli_calibrate(tiny, tmp_path, capsys):
     code, stdout, err = run_cli(["calibrate", "--onnx", str(path), "--calib-data", str(tmp_path / "calib.npz"),
                                  "--calib-method", "minmax", "--calib-images", "16", "-o", str(out)], capsys)
     assert code == 0, err
-    assert "calibrate" in stdout and "INT8 vs FP32 on 16 calibration images" in stdout
+    assert "calibrate" in stdout and "INT8 vs FP32 on 16 calibration images (not held out)" in stdout
+    # Issue 15 item 3: agreement on the calibration images earns no ✔ (not held out), and says so
+    check = next(line for line in stdout.splitlines() if " check " in line and not line.startswith("…"))
+    assert check.startswith("•") and "measure held-out data with 'vitdeploy accuracy'" in check
+    assert "--accuracy-data HELD_OUT_IMAGES/ --min-agreement" in stdout  # the Next block points at held-out data
     report = json.loads((out / "calibration.json").read_text())
     assert report["check_vs_fp32"]["top1_agreement"] >= 80.0 and report["calibration_images"] == 16
+    assert report["check_vs_fp32"]["data_role"] == "calibration" and report["weights"] == {"kind": "unknown"}
     assert load_cache(out / "calibration_cache.json")["num_images"] == 16
     session(str(out / "model.int8.onnx"))
     # Reuse the cache (no data read), then refuse a cache from another method.

@@ -190,9 +190,11 @@ def test_materialize_moves_a_prepared_artifact_to_another_node(tmp_path):
 
 def _run(node=None, device="cpu"):
     rec = batch_record(1, [1.0, 1.1, 0.9, 1.0], [], {"used": False}, device)
+    from bench_fixtures import identity
+
     run = {"model": "vit_t", "artifact": None, "backend": "ort", "device": device, "precision": "fp32",
            "mode": "compute", "settings": Settings(0, 0.1, 3).to_dict(), "timing": {}, "results": [rec],
-           "skipped": [], "accuracy": None, "interrupted": False}
+           "identity": identity(), "warnings": [], "skipped": [], "accuracy": None, "interrupted": False}
     if node:
         run["node"] = node
         run["environment"] = {"cpu": {"model": f"cpu of {node['hostname']}"}}

@@ -120,6 +120,16 @@ def test_verify_same_computation_passes_and_different_graphs_fail(cli_run, swin_
     onnx.save(m, str(bad))
     r = cli_run("verify", str(swin_onnx), str(bad))
     assert r.exit_code == 3 and "differ: logits max-abs 0.01" in r.output
+    # Issue 15 item 6: the effective bound (atol + rtol * max|A|) and the worst element against it, not just atol/rtol
+    bound = re.search(r"max-abs ([\d.e-]+) at \[(\d+), (\d+)\] \(A ([-\d.e]+), B ([-\d.e]+)\) vs bound ([\d.e-]+) = "
+                      r"atol 0\.0001 \+ rtol 0\.001 x max\|A\| ([\d.e-]+)", r.output)
+    assert bound, r.output
+    worst, a_val, b_val, eff, ref_max = (float(bound.group(k)) for k in (1, 4, 5, 6, 7))
+    assert eff == pytest.approx(1e-4 + 1e-3 * ref_max, rel=1e-2) and worst > eff
+    assert abs(a_val - b_val) == pytest.approx(worst, rel=1e-3)
+    res = json.JSONDecoder().raw_decode(cli_run("verify", str(swin_onnx), str(bad), "--json").output)[0]  # + the error line
+    o = res["outputs"][0]
+    assert o["bound"] == pytest.approx(1e-4 + 1e-3 * o["ref_max"]) and len(o["worst_index"]) == 2
     assert cli_run("verify", str(swin_onnx), str(bad), "--atol", "0.02", "--min-cosine", "0").exit_code == 0
 
 

@@ -31,6 +31,9 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_width
 COUNT_EVERY_S = 5.0  # without a terminal: a count line at most this often
 
 
+NEUTRAL_MARK = "•"  # a stage that finished but whose figure is not judged (below a threshold, random weights)
+
+
 class Stage:
     """Collects the detail a stage wants printed on its success line."""
 
@@ -38,11 +41,16 @@ class Stage:
         self.name = name
         self.detail = ""
         self.skipped: str | None = None
+        self.neutral = False
         self.seconds = 0.0
         self._status = None
 
     def skip(self, why: str) -> None:
         self.skipped = why
+
+    def unjudged(self) -> None:
+        """Finish with a neutral mark instead of ✔: the step ran, its figure earns no check mark."""
+        self.neutral = True
 
 
 _active: list[Stage] = []
@@ -54,7 +62,8 @@ def interactive() -> bool:
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[Stage]:
-    """Time a pipeline stage and print `✔ name  detail  1.2 s` when it succeeds (a start line first, in logs)."""
+    """Time a pipeline stage and print `✔ name  detail  1.2 s` when it succeeds (`•` when unjudged;
+    a start line first, in logs)."""
     st = Stage(name)
     if _quiet[0]:
         yield st
@@ -75,7 +84,8 @@ def stage(name: str) -> Iterator[Stage]:
     if st.skipped is not None:
         console.print(f"[yellow]–[/] [bold]{name:<10}[/] skipped: {st.skipped}")
     else:
-        console.print(f"[green]✔[/] [bold]{name:<10}[/] {st.detail}  [dim]{st.seconds:.1f} s[/]")
+        mark = f"[dim]{NEUTRAL_MARK}[/]" if st.neutral else "[green]✔[/]"
+        console.print(f"{mark} [bold]{name:<10}[/] {st.detail}  [dim]{st.seconds:.1f} s[/]")
 
 
 def phase(text: str) -> None:

@@ -41,7 +41,7 @@ def _trt_importable() -> bool:
 
 
 def make_backend(artifact: str | None, alias: str | None, backend: str | None, device: str | None,
-                 precision: str | None, img_size: int | None, cuda_graph: bool):
+                 precision: str | None, img_size: int | None, cuda_graph: bool, threads: int | None = None):
     """(backend, resolved artifact or None) for the flags; every impossible combination is a one-line error."""
     from vitdeploy.bench.backends import backend_class
 
@@ -72,7 +72,8 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
             if precision is None and device == "cuda" and art.precision in ("fp16", "bf16"):
                 precision = art.precision
         return backend_class(backend)(alias, device=device or "cpu", precision=precision or "fp32",
-                                      img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph), art
+                                      img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph,
+                                      threads=threads), art
     if art is None:  # --model with an artifact backend: build what it runs, as Ultralytics exports on the fly
         if backend == "trt" and not _trt_importable():
             raise VitdeployError("the trt backend needs TensorRT, which is not installed here", "use --backend ort")
@@ -90,11 +91,15 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
     if backend == "trt":
         if device == "cpu":
             raise VitdeployError("the trt backend runs on the GPU only", "drop --device cpu or use --backend ort")
+        if threads is not None:
+            raise VitdeployError("--threads applies to CPU work (ort, torch on the CPU)", "drop --threads for --backend trt")
         return backend_class("trt")(path, model=art.model, precision=art.precision or "unknown", cuda_graph=cuda_graph), art
-    from vitdeploy.bench.artifact import onnx_precision
+    from vitdeploy.bench.artifact import graph_precision
 
-    prec = art.precision if art.precision and path == art.onnx and art.manifest.get("files") else onnx_precision(path)
-    return backend_class("ort")(path, model=art.model, precision=prec, device=device or "cpu"), art
+    # One label per graph, read from the graph: the same file benched alone or through its directory agrees.
+    prec = art.precision if path == art.onnx and art.precision else graph_precision(path)
+    return backend_class("ort")(path, model=art.model, precision=prec, device=device or "cpu", manifest=art.manifest,
+                                threads=threads), art
 
 
 def print_run(run: dict, env: dict) -> None:
@@ -124,6 +129,8 @@ def print_run(run: dict, env: dict) -> None:
     t.caption = "latencies in ms"
     t.caption_justify = "left"
     wide_print(t)
+    for w in run.get("warnings") or []:
+        console.print(f"  [yellow]warning:[/] {w}")
     for r in run["results"]:
         for w in r["warnings"]:
             console.print(f"  [yellow]batch {r['batch']}:[/] {w}")
@@ -134,7 +141,18 @@ def print_run(run: dict, env: dict) -> None:
         console.print(f"  [yellow]batch {s['batch']} skipped:[/] {s['reason']}")
     acc = run.get("accuracy")
     if acc and acc.get("headline"):
-        console.print(f"  accuracy: {acc['headline']['name']} {acc['headline']['value']:.2f}%")
+        h = acc["headline"]
+        console.print(f"  accuracy: {h.get('label') or h['name']}: {h['value']:.2f}%")
+
+
+def accuracy_why_unjudged(head: dict | None, weights: dict, min_agreement: float) -> str:
+    from vitdeploy.weights import is_random
+
+    if head is None:
+        return ""
+    if is_random(weights):
+        return " (random weights: not judged)"
+    return f" (below --min-agreement {min_agreement:g}%)"
 
 
 def wide_print(renderable) -> None:
@@ -170,12 +188,17 @@ def _ms(v: float) -> str:
               help="compute: device-resident buffers; end-to-end: adds pinned host<->device copies (CUDA).")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="Replay a CUDA graph when capture succeeds.")
 @json_option("the versioned result")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (ORT intra-op, torch); default: the runtime's. "
+              "Recorded: runs with different threads are not compared.")
 @click.option("--accuracy-data", type=click.Path(exists=True),
-              help="Images folder or .npy/.npz: add 'vitdeploy accuracy' figures (final ONNX vs plain export, in ORT).")
+              help="Held-out images folder or .npy/.npz (not the calibration set): add 'vitdeploy accuracy' figures "
+                   "(final ONNX vs the plain export its manifest lists, in ORT).")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=None,
+              help="Top-1 / detection agreement (%) that earns a ✔ (default 99).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @renamed("--batch", "batch_text", "--batch-sizes")
 def command(artifact, alias, backend, device, precision, img_size, batch_text, warmup_ms, duration_s, min_iters, mode,
-            cuda_graph, json_out, accuracy_data, quiet):
+            cuda_graph, json_out, threads, accuracy_data, min_agreement, quiet):
     """Measure latency (min/mean/median/p90/p95/p99/max, CV) and throughput per batch size.
 
     ARTIFACT is an ONNX file, a TensorRT engine plan, or a directory written by
@@ -201,12 +224,23 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
     env: dict | None = None
     runs: list[dict] = []
     acc_record = None
+    from vitdeploy.bench.accuracy import DEFAULT_MIN_AGREEMENT
+
+    min_agreement = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
+    bannered = False
     for name in names:
-        be, art = make_backend(artifact, alias, name, device, precision, img_size, cuda_graph)
+        be, art = make_backend(artifact, alias, name, device, precision, img_size, cuda_graph, threads)
         if accuracy_data and acc_record is None:  # fail before minutes of timing, not after
             from vitdeploy.bench.accuracy import check_possible
 
-            check_possible(art)
+            check_possible(art, accuracy_data)
+        from vitdeploy.weights import is_random
+
+        if not bannered and is_random(be.identity()["weights"]):
+            from vitdeploy.weights import banner
+
+            banner(alias or artifact)
+            bannered = True
         if env is None:
             env = environment.collect(be.device)
         elif be.device == "cuda" and "gpu" not in env:
@@ -224,7 +258,10 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
                 with stage("accuracy") as st:
                     acc_record = accuracy.measure(art, accuracy_data)
                     head = acc_record["headline"]
-                    st.detail = f"{head['name']} {head['value']:.2f}%" if head else "no headline figure"
+                    st.detail = f"{head['label']}: {head['value']:.2f}%" if head else "no headline figure"
+                    if not (head and accuracy.judged(head["name"], head["value"], acc_record["weights"], min_agreement)):
+                        st.unjudged()
+                        st.detail += accuracy_why_unjudged(head, acc_record["weights"], min_agreement)
             run["accuracy"] = acc_record
         print_run(run, env)
     interrupted = any(r["interrupted"] for r in runs)

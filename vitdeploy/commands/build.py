@@ -33,6 +33,11 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--version-compatible", is_flag=True, help="Let the engine run on later TensorRT of the same major.")
 @click.option("--msda-impl", type=click.Choice(["stock", "vitdeploy"]), default="stock", show_default=True,
               help="Deformable DETR: TensorRT's stock deformable-attention plugin or vitdeploy's Triton one.")
+@click.option("--accuracy-data", type=click.Path(exists=False),
+              help="Held-out images (folder or .npy/.npz) for the accuracy step. Default: the calibration images "
+                   "(not held out) with --int8, else 8 seeded random images (agreement on noise).")
+@click.option("--min-agreement", type=float, default=99.0, show_default=True,
+              help="Top-1 / detection agreement (%) the accuracy step needs for its ✔ (below it: a neutral mark).")
 @click.option("--no-engine", is_flag=True, help="Stop after the ONNX steps.")
 @click.option("--require-engine", is_flag=True,
               help="Exit 4 when no engine could be built here (default: exit 0 with the 'engine skipped' line).")
@@ -44,8 +49,8 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,
             quantize_first_last, plugins, target, workspace_gb, dla_core, timing_cache, hardware_compat,
-            version_compatible, msda_impl, no_engine, require_engine, triton_repo, reduced, checkpoint, pretrained, img_size, batch, dynamic_batch,
-            opset, exporter):
+            version_compatible, msda_impl, accuracy_data, min_agreement, no_engine, require_engine, triton_repo, reduced,
+            checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter):
     """Export, rewrite, set precision, check accuracy and build a TensorRT engine.
 
     Each step is cached in the build directory by a hash of its inputs: a rerun
@@ -91,17 +96,25 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         timing_cache=Path(timing_cache) if timing_cache else None, hardware_compat=hardware_compat,
         version_compatible=version_compatible, no_engine=no_engine, img_size=parse_img_size(img_size),
         checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter, msda_impl=msda_impl,
-        small=reduced,
+        small=reduced, accuracy_data=Path(accuracy_data) if accuracy_data else None, min_agreement=min_agreement,
     )
     res = run_build(opts)
     out = res.out_dir
+    if onnx_path:
+        from vitdeploy.weights import banner, from_manifest, is_random
+
+        if is_random(from_manifest(res.manifest)):
+            banner(str(onnx_path))
     console.print(f"[green]✔[/] wrote {out / 'manifest.json'} (final graph: {res.final_onnx.name})")
     if triton_repo:
         from vitdeploy.commands.package import package
 
         package(out, triton_repo=Path(triton_repo), show_next=False)
     artifact = res.engine or out
-    nxt = [f"vitdeploy infer {artifact} --image IMAGE.jpg", f"vitdeploy bench {artifact}"]
+    # INT8: the documented accuracy path is held-out data, through the directory (its manifest names the export).
+    held_out = int8 and not accuracy_data
+    bench = f"vitdeploy bench {out} --accuracy-data HELD_OUT_IMAGES/" if held_out else f"vitdeploy bench {artifact}"
+    nxt = [f"vitdeploy infer {artifact} --image IMAGE.jpg", bench]
     if res.engine:
         nxt.append(f"trtexec --loadEngine={res.engine} --useCudaGraph")
     if triton_repo:

@@ -33,6 +33,10 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
 
     if not fp16:
         raise VitdeployError("nothing to convert", "pass --fp16")
+    from vitdeploy.weights import banner, beside, is_random
+
+    if is_random(beside(onnx_in)):
+        banner(onnx_in)
     src, dst = Path(onnx_in), Path(onnx_out)
     if not src.is_file():
         raise VitdeployError(f"ONNX file {src} does not exist", "check the path")

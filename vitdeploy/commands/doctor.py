@@ -107,6 +107,8 @@ def command(json_out):
     g = info["gpu"]
     cuda = ", ".join(f"{label} {g[k]}" for k, label in (("cuda_driver_api", "driver API"), ("cuda_runtime", "runtime"))
                      if g.get(k))
+    if g.get("cuda_runtime_source"):
+        cuda += f" (runtime from {g['cuda_runtime_source']})"
     t.add_row("CUDA", cuda or (f"torch's CUDA {tv.get('cuda_build')}" if tv.get("cuda_available") else "[yellow]no CUDA runtime found[/]"))
     t.add_row("driver", g.get("driver") or "[yellow]no NVIDIA driver found[/]")
     gpus = g.get("gpus") or []

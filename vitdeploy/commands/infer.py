@@ -37,6 +37,12 @@ def resolve_artifact(path: Path) -> tuple[str, Path, dict | None, str | None]:
     return "engine", path, manifest, None
 
 
+def detection_labels(manifest: dict | None) -> dict[int, str]:
+    """class id -> name from the manifest's label map (COCO's 91 for Deformable DETR)."""
+    names = ((manifest or {}).get("labels") or {}).get("names")
+    return {i: str(n) for i, n in enumerate(names)} if isinstance(names, list) else {}
+
+
 def class_names(manifest: dict | None, num_classes: int) -> list[str] | None:
     """The manifest's label map; for older manifests, ImageNet-1k names for timm classifiers with 1000 classes."""
     labels = (manifest or {}).get("labels") or {}
@@ -111,6 +117,10 @@ def topk(logits, k: int, names: list[str] | None) -> list[dict]:
             for r, i in enumerate(order)]
 
 
+# What `postprocess_detr` returns: the model's normalized (cx, cy, w, h) scaled to the image given.
+BOX_FORMAT = "x0, y0, x1, y1 in pixels of the input image (the model outputs normalized cx, cy, w, h)"
+
+
 @click.command("infer")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--image", required=True, type=click.Path(path_type=Path), help="Image file (JPEG/PNG).")
@@ -149,8 +159,11 @@ def command(artifact, image, k, threshold, json_out):
         size = _input_size_from_onnx(file) if kind == "onnx" else None
         why = "no manifest" if manifest is None else "the manifest records no preprocessing"
         note = (note + "; " if note else "") + f"{why}: ImageNet preprocessing assumed"
-    if ((manifest or {}).get("model") or {}).get("weights") == "random":
-        note = (note + "; " if note else "") + "the model has random weights: its predictions mean nothing"
+    from vitdeploy.weights import banner, from_manifest, is_random
+
+    weights = from_manifest(manifest)  # random (seed) / checkpoint sha256 / pretrained tag / unknown
+    if is_random(weights):
+        banner(str(artifact))
     t0 = time.perf_counter()
     x, (width, height) = load_image(image, pp or {}, size)
     t1 = time.perf_counter()
@@ -161,7 +174,6 @@ def command(artifact, image, k, threshold, json_out):
         t3 = time.perf_counter()
     finally:
         close()
-    weights = ((manifest or {}).get("model") or {}).get("weights") or "unknown"
     result: dict = {"artifact": str(file), "runtime": "TensorRT" if kind == "engine" else "ONNX Runtime", "image": str(image),
                     "weights": weights}
     if "pred_boxes" in outputs:
@@ -171,7 +183,10 @@ def command(artifact, image, k, threshold, json_out):
             raise VitdeployError("detection post-processing is not part of this install",
                                  "vitdeploy.deploy.detection comes with the Deformable DETR support") from None
         dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k)[0]
-        result["detections"] = [{"label": d.label, "score": d.score, "box": list(d.box)} for d in dets]
+        names = detection_labels(manifest)
+        result["box_format"] = BOX_FORMAT
+        result["detections"] = [{"label": d.label, "name": names.get(d.label), "score": d.score, "box": list(d.box)}
+                                for d in dets]
     else:
         logits = next(iter(outputs.values()))
         result["topk"] = topk(logits[0], k, class_names(manifest, int(logits.shape[-1])))
@@ -187,9 +202,10 @@ def command(artifact, image, k, threshold, json_out):
         console.print(f"[yellow]{note}[/]")
     console.print(f"{result['runtime']}: {file}")
     if "detections" in result:
-        table = Table("score", "class", "box (x0, y0, x1, y1)")
+        console.print(f"boxes: {BOX_FORMAT}")
+        table = Table("score", "class", "name", "box (x0, y0, x1, y1)")
         for d in result["detections"]:
-            table.add_row(f"{d['score']:.3f}", str(d["label"]), ", ".join(f"{v:.1f}" for v in d["box"]))
+            table.add_row(f"{d['score']:.3f}", str(d["label"]), d["name"] or "", ", ".join(f"{v:.1f}" for v in d["box"]))
         if not result["detections"]:
             console.print(f"no detection scores above --threshold {threshold}")
     else:

@@ -9,7 +9,7 @@ from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, re
 @click.command("rewrite")
 @click.argument("src", metavar="IN.onnx", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False), help="Where to write the rewritten graph.")
-@click.option("--passes", help="Comma-separated passes (swin, gpsa, msda). Default: the model family's when IN sits "
+@click.option("--passes", help="Comma-separated passes (swin, gpsa, msda, halo). Default: the model family's when IN sits "
                                "next to a vitdeploy manifest.json, else every installed pass.")
 @click.option("--plugins", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="on: vitdeploy plugin nodes (TensorRT >= 10.9); off: plugin-free plain ONNX TensorRT fuses itself "
@@ -37,6 +37,10 @@ def command(src, dst, passes, plugins, msda_impl, json_out):
     from vitdeploy.deploy.rewrite_flow import run_rewrite
     from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_version
 
+    from vitdeploy.weights import banner, beside, is_random
+
+    if is_random(beside(src)):
+        banner(src)
     to_stdout = json_to_stdout(json_out)
     mode = select_plugin_mode(plugins, tensorrt_version()).mode
     names = [p.strip() for p in passes.split(",") if p.strip()] if passes else None

@@ -24,6 +24,10 @@ def run_build(opts: BuildOptions) -> BuildResult:
 
     started = time.time()
     opts, target = resolve(opts)
+    if opts.alias and not opts.checkpoint and not opts.pretrained:
+        from vitdeploy.weights import banner
+
+        banner(opts.alias)  # the options are valid: say it before minutes of work, not after
     trt_version = tensorrt_version()
     trt_error = tensorrt_import_error() if trt_version is None else None
     decision = select_plugin_mode(opts.plugins, trt_version, target["target"])
@@ -61,6 +65,7 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
                started: float) -> BuildResult:
     from vitdeploy.deploy import gpu_env
     from vitdeploy.deploy.engine import target_commands
+    from vitdeploy.deploy.lint.targets import for_final_graph
     from vitdeploy.deploy.trt_env import supports_aot_plugins
     from vitdeploy.models import get_info
 
@@ -92,7 +97,9 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
             f"{final.name} has vitdeploy plugin nodes, which need TensorRT >= 10.9; this machine has {trt_version}",
             "rebuild from the model with --plugins off (or auto) so the graph uses the plugin-free rewrite",
         )
+    lint_target = for_final_graph(lint_target, any(p["kind"] == "vitdeploy AOT" for p in plugins))
     lint = step_lint(final, lint_target)  # an error stops the build here, before the engine
+    target["tensorrt"] = (lint.get("requires") or lint["target"]) + ("+" if lint["open_ended"] else "")
     settings = engine_settings(opts, final, fields, decision.mode, target["target"])
     plan, engine_record = step_engine(final, settings, plugins, opts, cache, trt_version, trt_error)
     profile, hint = profile_command(final, opts.out_dir, settings, plugins, lint)
@@ -123,13 +130,16 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     manifest["lint"] = lint
     env = gpu_env.probe()
     machine = {"tensorrt": trt_version, "cuda": env.get("cuda_runtime") or env.get("cuda_driver_api"),
+               "cuda_source": env.get("cuda_runtime_source") or ("driver API" if env.get("cuda_driver_api") else None),
                "driver": env.get("driver"), "gpu": (env.get("gpus") or [None])[0], "jetson": env.get("jetson")}
     engine_record.setdefault("tensorrt", trt_version)
     if engine_record.get("built"):  # the engine is tied to the machine that built it
         for k in ("cuda", "driver", "gpu", "jetson"):
             if machine[k] is not None:
                 engine_record.setdefault(k, machine[k])
-    engine_record["plugin_mode"] = {"mode": decision.mode, "reason": decision.reason, "requested": opts.plugins}
+    # A plugin (and so TensorRT-version) requirement is stated only for a graph that has plugin nodes.
+    reason = decision.reason if plugins else "no plugin nodes in the graph: no plugin requirement"
+    engine_record["plugin_mode"] = {"mode": decision.mode, "reason": reason, "requested": opts.plugins}
     manifest["engine"] = engine_record
     manifest["target"] = target
     manifest["steps"] = steps
@@ -140,6 +150,8 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
         "versions": tool_versions(),
         "machine": machine,
     }
+    if opts.calib_data:  # absolute, so `bench --accuracy-data` can tell the calibration set from held-out data
+        manifest["build"]["calibration_data"] = str(Path(opts.calib_data).resolve())
     atomic_write_json(opts.out_dir / MANIFEST_NAME, manifest)
     skipped = engine_record.get("skipped")
     return BuildResult(opts.out_dir, manifest, final, plan, skipped,

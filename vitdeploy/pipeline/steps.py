@@ -301,8 +301,14 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
 
 def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOptions, cache: StepCache) -> dict | None:
     """The final graph against the exported FP32 graph on the same inputs (ONNX Runtime, CPU),
-    through `vitdeploy.calibration.accuracy.compare_models`: the calibration images when
-    given, else seeded random images (agreement, not accuracy: no labels)."""
+    through `vitdeploy.calibration.accuracy.compare_models` (a detection measure for detectors).
+
+    Data, best first: --accuracy-data (held out), the calibration images (not held out: INT8
+    ranges were fitted on them), else seeded random images (agreement on noise, not accuracy).
+    The stage earns its ✔ only with real weights and agreement >= --min-agreement.
+    """
+    from vitdeploy.weights import from_manifest, is_random
+
     with stage("accuracy") as st:
         if candidate == reference and opts.onnx is not None:
             if fields.get("accuracy"):
@@ -319,10 +325,14 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
         if importlib.util.find_spec("vitdeploy.calibration.accuracy") is None:
             st.skip("vitdeploy.calibration.accuracy is not part of this install")
             return None
-        source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images} if opts.calib_data \
-            else {"random": ACCURACY_IMAGES}
+        if opts.accuracy_data:
+            source = {"held_out": _calib_fingerprint(opts.accuracy_data)}
+        elif opts.calib_data:
+            source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images}
+        else:
+            source = {"random": ACCURACY_IMAGES}
         key = cache.key("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate),
-                                     "data": source})
+                                     "data": source, "measure": ACCURACY_MEASURE})
         rec = cache.lookup("accuracy", key)
         if rec is None:
             started = time.perf_counter()
@@ -332,13 +342,34 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
         else:
             cached = " (cached)"
         res = rec["result"]
-        st.detail = (f"top-1 agreement {res['top1_agreement']:.1f}%, cosine min {res['cosine_min']:.5f}, "
-                     f"max-abs {res['max_abs_error']:.2e} vs exported FP32 ({res['images']} {res['data']}){cached}")
+        weights = from_manifest(fields)
+        res["weights"] = weights
+        if res.get("task") == "detection":
+            agreement = res["detection_agreement"]
+            st.detail = (f"detection agreement {agreement:.1f}%, matched IoU {res['matched_iou_mean']:.4f}, "
+                         f"score delta max {res['score_delta_max']:.2e}")
+        else:
+            agreement = res["top1_agreement"]
+            st.detail = (f"top-1 agreement {agreement:.1f}%, cosine min {res['cosine_min']:.5f}, "
+                         f"max-abs {res['max_abs_error']:.2e}")
+        st.detail += f" vs exported FP32 ({res['images']} {res['data']}){cached}"
+        if is_random(weights):
+            st.unjudged()
+            st.detail += "; random weights: not judged"
+        elif agreement < opts.min_agreement:
+            st.unjudged()
+            st.detail += f"; below --min-agreement {opts.min_agreement:g}%"
         res["step_key"] = key
         return res
 
 
 ACCURACY_IMAGES = 8
+ACCURACY_MEASURE = 2  # bump when compare_models' figures change, so cached records are remeasured
+DATA_NAMES = {
+    "held-out": "held-out images (--accuracy-data)",
+    "calibration": "calibration images (not held out)",
+    "random": "seeded random images (not real data)",
+}
 
 
 def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOptions) -> dict:
@@ -348,16 +379,22 @@ def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOp
 
     import onnx
 
-    if opts.calib_data:
+    if opts.accuracy_data:
+        data = load_data(opts.accuracy_data, fields.get("preprocessing"), show_progress=False)
+        role = "held-out"
+    elif opts.calib_data:
         data = load_data(opts.calib_data, fields.get("preprocessing"), num_images=opts.calib_images, show_progress=False)
-        what = "calibration images"
+        role = "calibration"
     else:
         _, shape = model_input(onnx.load(str(reference), load_external_data=False))
         size = tuple(int(d) for d in shape[-2:])
         data = CalibrationData(random_images(ACCURACY_IMAGES, size, seed=1234), source="random")
-        what = "seeded random images"
-    result = compare_models(reference, candidate, data, show_progress=True)
-    result["data"] = what
+        role = "random"
+    # Class-id labels of a .npz fit classifiers only; a detector's figures need no labels.
+    is_detector = (fields.get("postprocessing") or {}).get("task") == "detection"
+    result = compare_models(reference, candidate, data, None if is_detector else data.labels, show_progress=True)
+    result["data"] = DATA_NAMES[role]
+    result["data_role"] = role
     return result
 
 

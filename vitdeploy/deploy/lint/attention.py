@@ -15,13 +15,12 @@ import onnx
 
 from vitdeploy.deploy.lint import tables as T
 from vitdeploy.deploy.lint.core import Finding, GraphIndex, node_label
+from vitdeploy.plugins import ORT_FACES
 
 # Between BMM1 and the Softmax: what may sit there (Cast: precision; Add: bias/mask), and what blocks the pattern.
 _PASS = {"Cast", "Add", "Mul", "Div", "Reshape", "Where", "Sub", "Identity", "Squeeze", "Unsqueeze", "Transpose"}
 # Data movement from the Q/K projections to BMM1 (where a scale may sit).
 _LAYOUT = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Gather", "Split", "Cast", "Identity", "Flatten"}
-_PLUGIN_ATTENTION = {"WindowAttention", "GatedPositionalAttention", "MultiscaleDeformableAttnPlugin_TRT",
-                     "MultiscaleDeformableAttention"}
 
 
 def _is_scalar_const(ix: GraphIndex, name: str) -> bool:
@@ -60,7 +59,7 @@ def analyse(ix: GraphIndex) -> tuple[list[dict], list[Finding]]:
     blocks: list[dict] = []
     findings: list[Finding] = []
     for i, n in enumerate(ix.nodes):
-        if n.op_type in _PLUGIN_ATTENTION and n.domain not in ("", "ai.onnx"):
+        if n.op_type in ORT_FACES and n.domain not in ("", "ai.onnx"):  # vitdeploy's and stock attention plugins
             blocks.append({"block": len(blocks), "node": node_label(n, i), "form": f"plugin {n.op_type}"})
         elif n.op_type == "Attention" and n.domain in ("", "ai.onnx"):
             blocks.append({"block": len(blocks), "node": node_label(n, i), "form": "onnx Attention"})

@@ -194,18 +194,22 @@ def check_dtypes(ix: GraphIndex, v: T.Version) -> list[Finding]:
 
 
 def _vitdeploy_specs() -> dict[str, object]:
-    """op_type -> PluginSpec of vitdeploy's own (AOT) plugins, read from their spec modules."""
+    """op_type -> PluginSpec of every vitdeploy (AOT) plugin this install has: the `spec.py` beside each
+    TensorRT face in `vitdeploy.plugins.TRT_FACES`, so a new plugin folder is known here without edits."""
     import importlib
 
+    from vitdeploy.plugins import TRT_FACES
+    from vitdeploy.plugins.base import NAMESPACE, PluginSpec
+
     specs = {}
-    for mod, attr_name in (("vitdeploy.plugins.window_attention.spec", "SPEC"),
-                           ("vitdeploy.plugins.gated_positional_attention.spec", "SPEC"),
-                           ("vitdeploy.plugins.msda.spec", "VITDEPLOY_SPEC")):
+    for op, face in TRT_FACES.items():
         try:
-            spec = getattr(importlib.import_module(mod), attr_name)
-        except (ImportError, AttributeError):
+            mod = importlib.import_module(face.rsplit(".", 1)[0] + ".spec")
+        except ImportError:
             continue
-        specs[spec.name] = spec
+        for value in vars(mod).values():
+            if isinstance(value, PluginSpec) and value.name == op and value.namespace == NAMESPACE:
+                specs[op] = value
     return specs
 
 

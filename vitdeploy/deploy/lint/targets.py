@@ -47,6 +47,15 @@ def build_target(trt_here: str | None, target: str, mode: str) -> LintTarget:
                       open_ended=True)
 
 
+def for_final_graph(target: LintTarget, has_aot_plugins: bool) -> LintTarget:
+    """An assumed floor of 10.9 exists for vitdeploy's AOT plugins; a final graph without them is checked
+    from TensorRT 10.3 on (whatever it needs beyond that, e.g. a stock plugin version, raises the floor)."""
+    if target.open_ended and not has_aot_plugins and target.version > JETPACK6:
+        return LintTarget(JETPACK6, "no TensorRT here and no vitdeploy plugins in the graph: every TensorRT from 10.3",
+                          open_ended=True)
+    return target
+
+
 def resolve_auto(onnx_path: Path, model) -> LintTarget:
     """`--trt auto`: the TensorRT installed here; else what the artifact's manifest says it was built for;
     else 10.9 for graphs with vitdeploy plugins and 10.3 (JetPack 6, the oldest target) for the rest."""
