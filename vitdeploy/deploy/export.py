@@ -143,6 +143,15 @@ class _OutputAdapter:
         return Wrapped().eval()
 
 
+def check_opset(opset: int, exporter: str) -> None:
+    """One line when the opset cannot be written by the chosen exporter (before any work is done)."""
+    if not 17 <= opset <= 23:
+        raise VitdeployError(f"--opset {opset} is not supported", "use an opset from 17 to 23 (LayerNormalization needs 17)")
+    if exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
+        raise VitdeployError(f"the TorchScript exporter writes opsets up to {TORCHSCRIPT_MAX_OPSET}, not {opset}",
+                             f"use --opset {TORCHSCRIPT_MAX_OPSET} or less, or --exporter dynamo")
+
+
 def export_onnx(
     model,
     example,
@@ -158,11 +167,7 @@ def export_onnx(
     import onnx
     import torch
 
-    if not 17 <= opset <= 23:
-        raise VitdeployError(f"--opset {opset} is not supported", "use an opset from 17 to 23 (LayerNormalization needs 17)")
-    if exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
-        raise VitdeployError(f"the TorchScript exporter writes opsets up to {TORCHSCRIPT_MAX_OPSET}, not {opset}",
-                             f"use --opset {TORCHSCRIPT_MAX_OPSET} or less, or --exporter dynamo")
+    check_opset(opset, exporter)
     batch = batch or BatchSpec()
     path = Path(path)
     wrapped = _OutputAdapter(model, list(output_names))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vitdeploy.console import console, next_steps, stage
 from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
-from vitdeploy.deploy.export import BatchSpec
+from vitdeploy.deploy.export import BatchSpec, check_opset
 from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
 from vitdeploy.models import check_exporter, check_input_size, get_info
 
@@ -16,7 +16,7 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
     info = get_info(alias)
     if img_size:
         check_input_size(info, img_size)
-    check_exporter(info, exporter)
+    check_opset(opset, check_exporter(info, exporter))
     if not checkpoint and not pretrained:
         from vitdeploy.weights import banner
 
