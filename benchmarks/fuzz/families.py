@@ -118,11 +118,16 @@ def gen_convit(rng) -> dict:
 
 
 def gen_detr(rng) -> dict:
-    """transformers 5 cannot build a decoder of one layer (its bbox_embed weight tying expects several)."""
-    # d_model: a multiple of 32 (the input projections' GroupNorm has 32 groups)
-    return dict(img=[_image(rng, 64, 112, 16), _image(rng, 64, 112, 16)], levels=int(rng.integers(1, 5)),
+    """Limits of transformers' Deformable DETR, not of the pass: a decoder needs two or more layers (its
+    bbox_embed weight tying), 2 feature levels index past the level embedding (the ResNet gives 3 maps
+    once there is more than one level), and the input projections' GroupNorm (32 groups, so d_model a
+    multiple of 32) rejects a 1x1 map with one channel per group, which a 4th level of a 64-pixel side is."""
+    levels = _pick(rng, [1, 3, 4])
+    d_model = _pick(rng, [32, 32, 64])
+    lo = 80 if levels == 4 and d_model == 32 else 64
+    return dict(img=[_image(rng, lo, 112, 16), _image(rng, lo, 112, 16)], levels=levels,
                 enc_points=int(rng.integers(1, 5)), dec_points=int(rng.integers(1, 5)), heads=_pick(rng, [1, 2, 4, 8]),
-                d_model=_pick(rng, [32, 32, 64]), enc_layers=int(rng.integers(1, 3)), dec_layers=int(rng.integers(2, 4)),
+                d_model=d_model, enc_layers=int(rng.integers(1, 3)), dec_layers=int(rng.integers(2, 4)),
                 queries=int(rng.integers(5, 21)), msda_impl=_pick(rng, ["stock", "vitdeploy"]))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import sys
 import tempfile
 import time
@@ -317,11 +318,36 @@ def main(argv=None) -> int:
 
 
 def _record(args, env, records, started) -> dict:
-    return {"schema": SCHEMA, "seed": args.seed, "cases": len(records), "tolerance_rel": args.tol, "expect": F.EXPECT,
-            "environment": env, "seconds": round(time.perf_counter() - started, 1), "summary": summarise(records),
+    return document(args.seed, args.tol, env, time.perf_counter() - started, records)
+
+
+def _reason(text: str) -> str:
+    """A decline without the block's name: 'stage 2 block 1: x' / "window attention at 'n' not rewritten: x" -> x."""
+    text = re.sub(r"^(window attention at '[^']*' not rewritten|[^:]*(block|layer|core|blend)[^:]*): ", "", text)
+    return re.sub(r"\d+", "N", text)  # '12 tokens per window ...' and '6 tokens ...' are one reason
+
+
+def document(seed: int, tol: float, env: dict, seconds: float, records: list[dict]) -> dict:
+    """The JSON file: run settings, the summary per family (with every decline reason and how often it
+    was given), the failures with their replay commands, and one compact record per case."""
+    summary = summarise(records)
+    for fam, f in summary.items():
+        reasons = collections.Counter(_reason(d) for r in records if r["config"]["family"] == fam
+                                      for p in r["modes"].get("plugin", {}).get("passes", {}).values() for d in p["declined"])
+        f["decline_reasons"] = dict(reasons.most_common())
+    compact = []
+    for r in records:
+        c = {k: v for k, v in r.items() if k not in ("modes", "traceback")}
+        c["modes"] = {mode: {**{k: v for k, v in m.items() if k != "passes"},
+                             "passes": {n: {"found": p["found"], "replaced": p["replaced"], "declined": len(p["declined"])}
+                                        for n, p in m["passes"].items()}}
+                      for mode, m in r["modes"].items()}
+        compact.append(c)
+    return {"schema": SCHEMA, "seed": seed, "cases": len(records), "tolerance_rel": tol, "expect": F.EXPECT,
+            "environment": env, "seconds": round(seconds, 1), "summary": summary,
             "failed": [{"index": r["config"]["index"], "status": r["status"], "problems": r["problems"],
                         "replay": replay_command(r["config"])} for r in records if r["status"] != "ok"],
-            "records": records}
+            "records": compact}
 
 
 if __name__ == "__main__":

@@ -97,7 +97,9 @@ def _pyop_count() -> int:
     """How many Python ops onnxruntime-extensions has registered in this process (any library's)."""
     from onnxruntime_extensions import Opdef
 
-    return len(Opdef._odlist)  # Opdef.create adds one entry per add_custom_op call
+    # Opdef.create (onnxruntime_extensions/_ocos.py) keeps one entry per add_custom_op call; a
+    # version without that private table makes this 0, which only turns the foreign-op check off.
+    return len(getattr(Opdef, "_odlist", ()))
 
 
 def ort_sealed() -> bool:
