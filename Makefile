@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/vitdeploy build --model swin_t --fp16 -o build/swin_t || test $$? -eq 4
+	$(VENV)/bin/vitdeploy build --model swin_t --fp16 -o build/swin_t
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
-# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e; default all)
+# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e gate matrix; default all)
+#   matrix: benchmarks/matrix_gpu.toml (torch/ort GPU suites) through a one-node Ray cluster (needs ray).
 # Results (JSON) go to RESULTS_DIR; commit them under benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
-suites=${*:-tests kernels e2e}
+suites=${*:-tests kernels e2e gate matrix}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -17,13 +18,21 @@ for s in $suites; do
     tests)
       $py -m pytest -q -p no:cacheprovider -m gpu tests --junitxml="$out/gpu_tests.xml" 2>&1 | tail -25 || status=1 ;;
     kernels)
-      for k in window_attention gpsa msda; do
+      for k in window_attention gpsa msda halo_attention; do
         [ -f benchmarks/kernels/$k.py ] || { echo "skip kernel bench $k: not present"; continue; }
         echo "== kernel benchmark: $k"
         $py benchmarks/kernels/$k.py --out "$out/kernel_$k.json" || status=1
       done ;;
     e2e)
       [ -f benchmarks/e2e/swin_t_torch.py ] && { echo "== e2e swin_t"; $py benchmarks/e2e/swin_t_torch.py --out "$out/e2e_swin_t.json" || status=1; } ;;
+    gate)
+      # compare's false alarms / misses on a GPU: vit_t FP16 timed 8x with the same code (about 1 min)
+      echo "== gate noise (vit_t fp16, CUDA)"
+      $py benchmarks/gate_noise.py --device cuda --precision fp16 --batch 8 --runs 8 --duration-s 3 \
+          --out "$out/gate_noise_gpu.json" || status=1 ;;
+    matrix)
+      echo "== vitdeploy matrix on a one-node Ray cluster (torch-gpu, ort-gpu)"
+      $py benchmarks/matrix_cluster.py --mode gpu --out "$out/matrix_gpu" || status=1 ;;
   esac
 done
 exit $status

@@ -1,4 +1,4 @@
-"""Real accuracy, honestly measured: the trained digits Swin and ViT keep their top-1 in FP16 and INT8.
+"""Real accuracy, honestly measured: the trained digits Swin, ViT and HaloNet keep their top-1 in FP16 and INT8.
 
 Loads the committed checkpoints (no training here), exports them, converts and
 calibrates, and runs the held-out split through ONNX Runtime. Targets from the
@@ -18,7 +18,7 @@ import digits  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("arch", ["vit", "swin"])
+@pytest.mark.parametrize("arch", ["vit", "swin", "halonet"])
 def test_digits_precision_targets(arch, tmp_path):
     import onnx
 
@@ -42,3 +42,11 @@ def test_digits_precision_targets(arch, tmp_path):
     int8 = accuracy_points(run_model(qdq, test, batch=150), yte)
     assert fp32 - fp16 <= 0.1, (fp32, fp16)
     assert fp32 - int8 <= 1.0, (fp32, int8)
+    passes = digits.ARCHS[arch].get("passes")
+    if passes:  # the graph build deploys: rewritten (plugin nodes), then FP16 (INT8 of it: measure_digits.py)
+        from vitdeploy.deploy.rewrite.base import run_passes
+
+        rewritten, report = run_passes(onnx.load(str(fp32_path)), passes, "plugin")
+        assert all(p["found"] == p["replaced"] > 0 for p in report["passes"]), report["passes"]
+        fp16_rw = accuracy_points(run_model(convert_fp16(rewritten)[0], test, batch=150), yte)
+        assert fp32 - fp16_rw <= 0.1, (fp32, fp16_rw)

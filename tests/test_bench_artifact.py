@@ -9,9 +9,38 @@ from vitdeploy.bench.artifact import resolve
 from vitdeploy.errors import VitdeployError
 
 
-def _dir(tmp_path, files, precision=None):
-    for entry in files.values():
-        (tmp_path / entry["path"]).write_bytes(b"x")
+def tiny_graph(path, kind="fp32"):
+    """A one-MatMul graph: fp32, fp16 (FP16 weights behind casts) or int8 (Q/DQ on the input, FP16 elsewhere)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes, inits = [], []
+    if kind == "fp32":
+        inits.append(numpy_helper.from_array(np.ones((4, 4), np.float32), "w"))
+        nodes.append(helper.make_node("MatMul", ["input", "w"], ["y"]))
+    else:
+        inits.append(numpy_helper.from_array(np.ones((4, 4), np.float16), "w"))
+        src = "input"
+        if kind == "int8":
+            inits += [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
+            nodes += [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+                      helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+            src = "dq"
+        nodes += [helper.make_node("Cast", [src], ["h"], to=TensorProto.FLOAT16), helper.make_node("MatMul", ["h", "w"], ["m"]),
+                  helper.make_node("Cast", ["m"], ["y"], to=TensorProto.FLOAT)]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 19)]),
+              str(path))
+
+
+def _dir(tmp_path, files, precision=None, kinds=None):
+    for key, entry in files.items():
+        if entry["path"].endswith(".onnx"):
+            tiny_graph(tmp_path / entry["path"], (kinds or {}).get(key, "fp32"))
+        else:
+            (tmp_path / entry["path"]).write_bytes(b"x")
     manifest = {"schema": 1, "model": {"alias": "swin_t"}, "files": files}
     if precision:
         manifest["precision"] = precision
@@ -21,11 +50,38 @@ def _dir(tmp_path, files, precision=None):
 
 def test_build_directory(tmp_path):
     d = _dir(tmp_path, {"onnx": {"path": "model.fp16.onnx"}, "onnx_exported": {"path": "model.onnx"},
-                        "engine": {"path": "model.plan"}}, precision={"applied": "fp16"})
+                        "engine": {"path": "model.plan"}}, precision={"applied": "fp16"}, kinds={"onnx": "fp16"})
     art = resolve(str(d))
     assert art.model == "swin_t" and art.precision == "fp16"
     assert art.path_for("trt").name == "model.plan" and art.path_for("ort").name == "model.fp16.onnx"
     assert art.reference.name == "model.onnx"
+    assert resolve(str(d / "model.plan")).precision == "fp16"  # an engine: the graph it was built from
+
+
+def test_precision_label_comes_from_the_graph_not_the_name(tmp_path):
+    """Issue 15 item 8: the INT8 file read "int8", its directory "int8+fp16", so compare refused identical settings."""
+    d = _dir(tmp_path, {"onnx": {"path": "model.int8.onnx"}, "onnx_exported": {"path": "model.onnx"}},
+             precision={"applied": "int8+fp16"}, kinds={"onnx": "int8"})
+    assert resolve(str(d)).precision == resolve(str(d / "model.int8.onnx")).precision == "int8+fp16"
+    tiny_graph(tmp_path / "renamed.fp16.onnx", "fp32")  # the name lies, the graph does not
+    assert resolve(str(tmp_path / "renamed.fp16.onnx")).precision == "fp32"
+    from vitdeploy.bench.artifact import canonical_precision
+
+    assert canonical_precision("FP16+INT8") == "int8+fp16" and canonical_precision("fp32") == "fp32"
+
+
+def test_a_file_benched_alone_finds_its_plain_export(tmp_path):
+    """Issue 15 item 1: `bench DIR/model.int8.onnx --accuracy-data` compared the file with itself (100%)."""
+    d = _dir(tmp_path, {"onnx": {"path": "model.int8.onnx"}, "onnx_exported": {"path": "model.onnx"}},
+             kinds={"onnx": "int8"})
+    art = resolve(str(d / "model.int8.onnx"))
+    assert art.reference == d / "model.onnx" and art.onnx != art.reference
+    assert resolve(str(d / "model.onnx")).reference is None  # the export itself has nothing to compare with
+    # calibrate's layout: the export's manifest lists the INT8 graph beside the plain "onnx"
+    e = tmp_path / "calib"
+    e.mkdir()
+    _dir(e, {"onnx": {"path": "model.onnx"}, "onnx_int8": {"path": "model.int8.onnx"}}, kinds={"onnx_int8": "int8"})
+    assert resolve(str(e / "model.int8.onnx")).reference == e / "model.onnx"
 
 
 def test_export_then_rewrite_directory(tmp_path):

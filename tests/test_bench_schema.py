@@ -5,19 +5,18 @@ import json
 
 import pytest
 
+from bench_fixtures import make_run as fixture_run
+
 from vitdeploy.bench import schema
-from vitdeploy.bench.runner import Settings, batch_record
 from vitdeploy.errors import VitdeployError
 
 
-def make_run(model="vit_t", backend="ort", precision="fp32", medians=(2.0, 9.0), batches=(1, 8), accuracy=None):
-    results = [batch_record(b, [m * f for f in (0.98, 1.0, 1.0, 1.02, 1.05)], [], {"used": False})
-               for b, m in zip(batches, medians)]
-    return {"model": model, "artifact": None, "backend": backend, "device": "cpu", "precision": precision,
-            "mode": "compute", "settings": Settings(0, 0.1, 5).to_dict(), "timing": {"clock": "perf_counter"},
-            "results": results, "skipped": [{"batch": 64, "reason": "static batch of 1"}],
-            "accuracy": None if accuracy is None else {"headline": {"name": "top1", "value": accuracy}},
-            "interrupted": False}
+def make_run(accuracy=None, **kw):
+    run = fixture_run(accuracy=accuracy, **kw)
+    run["skipped"] = [{"batch": 64, "reason": "static batch of 1"}]
+    if accuracy is not None:
+        run["accuracy"]["headline"]["name"] = "top1"
+    return run
 
 
 def make_doc(*runs):
@@ -28,7 +27,7 @@ def test_round_trip(tmp_path):
     doc = make_doc(make_run(), make_run(backend="torch", accuracy=80.5))
     p = tmp_path / "sub" / "r.json"
     schema.write(p, doc)
-    assert json.loads(p.read_text())["schema"] == schema.SCHEMA == "vitdeploy.bench/1"
+    assert json.loads(p.read_text())["schema"] == schema.SCHEMA == "vitdeploy.bench/2"
     back = schema.read(p)
     assert back == json.loads(json.dumps(doc))
     assert back["runs"][0]["results"][1]["latency_ms"]["median"] == pytest.approx(9.0)
@@ -53,12 +52,41 @@ def test_validate_names_the_broken_field(tmp_path):
     assert not (tmp_path / "bad.json").exists()
 
 
+def test_identity_is_required_in_v2_and_v1_is_still_read(tmp_path):
+    doc = make_doc()
+    del doc["runs"][0]["identity"]["weights"]
+    with pytest.raises(VitdeployError, match=r"runs\[0\]\.identity: lacks weights"):
+        schema.validate(doc)
+    old = make_doc()
+    for run in old["runs"]:
+        del run["identity"], run["warnings"]
+    old["schema"] = "vitdeploy.bench/1"
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    back = schema.read(tmp_path / "v1.json")  # report can still plot it
+    assert not schema.has_identity(back)
+    with pytest.raises(VitdeployError, match="lack the identity fields compare needs"):
+        schema.require_identity(back, "v1.json")
+    with pytest.raises(VitdeployError, match="refusing to write schema vitdeploy.bench/1"):
+        schema.write(tmp_path / "again.json", old)  # nothing writes the old layout
+    with pytest.raises(VitdeployError, match="cannot merge bench results of schemas"):
+        schema.merge([back, make_doc()])
+
+
+def test_identity_difference_names_the_field():
+    a, b = make_run(), make_run(ident={"input": {"name": "input", "shape": [3, 160, 160], "dtype": "float32"}})
+    assert schema.identity_difference(a, a) is None
+    assert schema.identity_difference(a, b) == ("input shape", "3x224x224 float32", "3x160x160 float32")
+    c = make_run(ident={"artifact_sha256": "f" * 64})  # what the code under test produces may differ
+    assert schema.identity_difference(a, c) is None
+    assert set(schema.MUST_MATCH) - {"reference_executed"} <= set(schema.IDENTITY_FIELDS)
+
+
 def test_read_rejects_other_versions_and_other_files(tmp_path):
     doc = make_doc()
-    doc["schema"] = "vitdeploy.bench/2"
-    (tmp_path / "v2.json").write_text(json.dumps(doc))
-    with pytest.raises(VitdeployError, match="uses schema vitdeploy.bench/2, this vitdeploy reads vitdeploy.bench/1"):
-        schema.read(tmp_path / "v2.json")
+    doc["schema"] = "vitdeploy.bench/3"
+    (tmp_path / "v3.json").write_text(json.dumps(doc))
+    with pytest.raises(VitdeployError, match="uses schema vitdeploy.bench/3, this vitdeploy reads vitdeploy.bench/1 and vitdeploy.bench/2"):
+        schema.read(tmp_path / "v3.json")
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(VitdeployError, match="not a vitdeploy bench result"):
         schema.read(tmp_path / "other.json")

@@ -37,7 +37,7 @@ def vit_t_engine(tmp_path_factory):
 @pytest.mark.parametrize("mode", ["compute", "end-to-end"])
 def test_trt_backend_measures_with_cuda_events(cli_run, vit_t_engine, tmp_path, mode):
     out = tmp_path / "trt.json"
-    res = cli_run("bench", str(vit_t_engine), "--batch", "1,4,8", "--mode", mode, "--duration-s", "0.3",
+    res = cli_run("bench", str(vit_t_engine), "--batch-sizes", "1,4,8", "--mode", mode, "--duration-s", "0.3",
                   "--warmup-ms", "50", "--min-iters", "10", "--json", str(out), "--quiet")
     assert res.exit_code == 0, res.output
     run = schema.read(out)["runs"][0]

@@ -21,12 +21,12 @@ def manifest(d: Path) -> dict:
 
 
 def stage_line(output: str, name: str) -> str:
-    return next(line for line in output.splitlines() if re.match(rf"^[✔–] {name}\b", line))
+    return next(line for line in output.splitlines() if re.match(rf"^[✔–•] {name}\b", line))
 
 
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory):
-    """Three runs into one directory: FP32 (exit 4), then --fp16 --no-engine twice."""
+    """Three runs into one directory: FP32 (engine skipped, exit 0), then --fp16 --no-engine twice."""
     out = tmp_path_factory.mktemp("vit_build")
     runs = []
     for extra in ([], ["--fp16", "--no-engine"], ["--fp16", "--no-engine"]):
@@ -56,19 +56,31 @@ def _invoke(args):
     return CliRunner().invoke(Entry(), args, catch_exceptions=False)
 
 
-def test_without_tensorrt_exit_4_and_one_line_saying_what_to_run(vit):
+def test_without_tensorrt_exit_0_and_one_line_saying_what_to_run(vit):
+    """`build && bench` must not stop because this machine has no TensorRT: exit 0, the information kept."""
     out, runs = vit
     code, text, m = runs[0]
-    assert code == EXIT_ENGINE_SKIPPED
+    assert code == 0
     last = text.strip().splitlines()[-1]
-    assert last.startswith("engine step skipped: TensorRT is not installed here")
+    assert last.startswith("engine skipped: TensorRT is not installed here")
     assert f"vitdeploy build --onnx {out / 'model.onnx'} -o {out} --dynamic-batch 1:2:4" in last
     assert (f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'} "
             "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224") in last
     for step in ("export", "rewrite", "precision", "accuracy", "engine"):
-        assert re.search(rf"^[✔–] {step}", text, re.M), step
+        assert re.search(rf"^[✔–•] {step}", text, re.M), step
     assert re.search(r"^✔ export .* \d+\.\d s$", text, re.M)  # each step reports its wall time
+    assert re.search(r"^… export +started$", text, re.M)  # without a TTY: a start line before minutes of work
+    assert text.count("TensorRT is not installed here") == 1  # once, on the last line; the stage line points there
     assert not (out / "model.plan").exists()
+    nxt = text[text.index("Next:"):].splitlines()[1:4]
+    assert nxt[0].strip() == f"vitdeploy infer {out} --image IMAGE.jpg" and "vitdeploy package" in nxt[2]
+
+
+def test_require_engine_keeps_the_old_exit_code(vit, cli_run):
+    out, _ = vit
+    res = cli_run(*VIT, "-o", str(out), "--require-engine")  # every step cached: seconds
+    assert res.exit_code == EXIT_ENGINE_SKIPPED, res.output
+    assert res.output.strip().splitlines()[-1].startswith("engine skipped: TensorRT is not installed here")
 
 
 def test_manifest_contents(vit):
@@ -76,6 +88,14 @@ def test_manifest_contents(vit):
     m = runs[0][2]
     assert m["schema"] == 1 and m["model"]["alias"] == "vit_t"
     assert m["preprocessing"]["input_size"] == [3, 224, 224]
+    import math
+
+    assert m["preprocessing"]["resize"] == {"mode": "shorter_side", "size": math.floor(224 / m["preprocessing"]["crop_pct"]),
+                                            "crop": [224, 224]}
+    assert m["labels"]["num_classes"] == 1000 and len(m["labels"]["names"]) == 1000
+    assert m["labels"]["names"][0].startswith("tench") and "imagenet" in m["labels"]["source"]
+    assert m["postprocessing"] == {"task": "classification",
+                                   "scores": {"output": "logits", "activation": "softmax", "shape": "[B, classes]"}}
     assert m["files"]["onnx"]["path"] == "model.onnx"
     assert m["files"]["onnx"]["sha256"] == sha256_file(out / "model.onnx")
     assert "engine" not in m["files"]
@@ -88,6 +108,12 @@ def test_manifest_contents(vit):
     assert m["target"]["target"] == "gpu"
     assert m["precision"] == {"applied": "fp32"}
     assert m["plugins"] == []
+    # Issue 15 item 13: no plugin nodes, so no plugin (TensorRT >= 10.9) requirement
+    assert "10.9" not in json.dumps(m["engine"]) and "no plugin nodes" in eng["plugin_mode"]["reason"]
+    assert m["model"]["weights"] == "random" and m["postprocessing"]["task"] == "classification"
+    from vitdeploy.deploy import gpu_env
+
+    assert m["build"]["machine"]["cuda"] == (gpu_env.cuda_runtime().get("version") or gpu_env.probe().get("cuda_driver_api"))
     assert set(m["steps"]) == {"export"} and len(m["steps"]["export"]) == 64
     assert m["build"]["versions"]["onnxruntime"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["build"]["created"])
@@ -110,6 +136,12 @@ def test_changed_option_redoes_only_what_depends_on_it(vit):
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer)
     acc = m["accuracy"]
     assert acc["images"] == 8 and acc["top1_agreement"] >= 75.0 and acc["cosine_min"] > 0.999
+    assert acc["data"] == "seeded random images (not real data)" and acc["weights"] == {"kind": "random", "seed": 0}
+    # Issue 15 item 2: random weights get a banner and no ✔ on the agreement figure
+    assert "⚠ random weights: vit_t has no --checkpoint/--pretrained weights" in text
+    assert stage_line(text, "accuracy").startswith("•") and "random weights: not judged" in stage_line(text, "accuracy")
+    # Issue 15 item 1: the Next block benches the directory, whose manifest names the plain export
+    assert f"vitdeploy bench {out}\n" in text or text.rstrip().endswith(f"vitdeploy bench {out}")
 
 
 def test_rerun_is_all_cached(vit):
@@ -140,6 +172,8 @@ def test_build_from_the_onnx_on_the_target(vit, cli_run):
     res = cli_run("build", "--onnx", str(out / "model.fp16.onnx"), "-o", str(out), "--no-engine")
     assert res.exit_code == 0, res.output
     assert "already has FP16/INT8 tensors" in stage_line(res.output, "precision")
+    assert "kept the figures recorded when model.fp16.onnx was built" in stage_line(res.output, "accuracy")
+    assert "vitdeploy build" not in res.output[res.output.index("Next:"):]  # not the command just run
     m = manifest(out)
     assert m["model"]["alias"] == "vit_t" and m["preprocessing"]["input_size"] == [3, 224, 224]
     assert m["files"]["onnx"]["path"] == "model.fp16.onnx"
@@ -168,8 +202,29 @@ def test_int8_records_qdq_summary_and_calibration_cache(vit, cli_run, tmp_path):
     graph = onnx.load(str(out / "model.int8.onnx"))
     ops = [n.op_type for n in graph.graph.node]
     assert q["quantize_linear"] == ops.count("QuantizeLinear") > 0
-    assert m["files"]["calibration_cache"]["sha256"] == sha256_file(out / "calibration.cache")
-    assert m["accuracy"]["data"] == "calibration images" and m["accuracy"]["images"] == 2
+    assert m["files"]["calibration_cache"]["sha256"] == sha256_file(out / "calibration_cache.json")  # as 'calibrate' names it
+    assert m["accuracy"]["data"] == "calibration images (not held out)" and m["accuracy"]["images"] == 2
+    assert f"vitdeploy bench {out} --accuracy-data HELD_OUT_IMAGES/" in res.output  # the documented path: held out
+    # Issue 15 item 3: INT8 agreement on the calibration images is named for what it is
+    bench_json = tmp_path / "int8_bench.json"
+    res = cli_run("bench", str(out), "--accuracy-data", str(calib), "--json", str(bench_json), "--duration-s", "0",
+                  "--warmup-ms", "0", "--min-iters", "1", "--quiet")
+    assert res.exit_code == 0, res.output
+    from vitdeploy.bench import schema
+
+    run = schema.read(bench_json)["runs"][0]
+    assert run["precision"] == "int8+fp16" and run["accuracy"]["data_role"] == "calibration"
+    assert run["accuracy"]["headline"]["label"] == "top-1 agreement vs the FP32 export, calibration set (not held out)"
+    # --accuracy-data: the held-out set is what the accuracy step measures on
+    held = tmp_path / "held"
+    held.mkdir()
+    Image.fromarray(data.astronaut()).save(held / "astronaut.png")
+    res = cli_run(*VIT, "--int8", "--calib-data", str(calib), "--calib-method", "minmax", "--accuracy-data", str(held),
+                  "--no-engine", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "cached" in stage_line(res.output, "precision") and "cached" not in stage_line(res.output, "accuracy")
+    acc = manifest(out)["accuracy"]
+    assert acc["data"] == "held-out images (--accuracy-data)" and acc["data_role"] == "held-out" and acc["images"] == 1
 
 
 def test_int8_exclude_reaches_the_quantizer(vit, cli_run, tmp_path):
@@ -276,10 +331,10 @@ def test_dynamic_batch_needs_a_dynamic_graph(tmp_path):
 
 @pytest.mark.slow
 def test_swin_t_like_make_run(tmp_path, cli_run):
-    """`make run`'s command: dynamo export, swin rewrite to plugin nodes, FP16, accuracy; exit 4 here."""
+    """`make run`'s command: dynamo export, swin rewrite to plugin nodes, FP16, accuracy; engine skipped here, exit 0."""
     out = tmp_path / "swin_t"
     res = cli_run("build", "--model", "swin_t", "--fp16", "-o", str(out))
-    assert res.exit_code == EXIT_ENGINE_SKIPPED, res.output
+    assert res.exit_code == 0, res.output
     m = manifest(out)
     assert m["export"]["exporter"] == "dynamo"
     # every window attention became a plugin node (no silent pass-through when the rewrite is missing)

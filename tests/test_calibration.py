@@ -132,7 +132,7 @@ def test_cache_round_trip_and_refusal(tiny, int8, tmp_path):
     with pytest.raises(VitdeployError) as e:
         quantize_int8(other, None, "entropy", cache=loaded, **FAST)
     assert loaded["model_sha256"][:12] in e.value.message and "this model is sha256" in e.value.message
-    with pytest.raises(VitdeployError, match="measured with --method entropy"):
+    with pytest.raises(VitdeployError, match="measured with --calib-method entropy"):
         check_cache(loaded, loaded["model_sha256"], "minmax")
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
     with pytest.raises(VitdeployError, match="not a vitdeploy calibration cache"):
@@ -225,22 +225,27 @@ def test_cli_calibrate(tiny, tmp_path, capsys):
     path, calib = tiny
     np.savez(tmp_path / "calib.npz", images=calib.images)
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["calibrate", "--onnx", str(path), "--data", str(tmp_path / "calib.npz"),
-                                 "--method", "minmax", "--num-images", "16", "-o", str(out)], capsys)
+    code, stdout, err = run_cli(["calibrate", "--onnx", str(path), "--calib-data", str(tmp_path / "calib.npz"),
+                                 "--calib-method", "minmax", "--calib-images", "16", "-o", str(out)], capsys)
     assert code == 0, err
-    assert "calibrate" in stdout and "INT8 vs FP32 on 16 calibration images" in stdout
+    assert "calibrate" in stdout and "INT8 vs FP32 on 16 calibration images (not held out)" in stdout
+    # Issue 15 item 3: agreement on the calibration images earns no ✔ (not held out), and says so
+    check = next(line for line in stdout.splitlines() if " check " in line and not line.startswith("…"))
+    assert check.startswith("•") and "measure held-out data with 'vitdeploy accuracy'" in check
+    assert "--accuracy-data HELD_OUT_IMAGES/ --min-agreement" in stdout  # the Next block points at held-out data
     report = json.loads((out / "calibration.json").read_text())
     assert report["check_vs_fp32"]["top1_agreement"] >= 80.0 and report["calibration_images"] == 16
+    assert report["check_vs_fp32"]["data_role"] == "calibration" and report["weights"] == {"kind": "unknown"}
     assert load_cache(out / "calibration_cache.json")["num_images"] == 16
     session(str(out / "model.int8.onnx"))
     # Reuse the cache (no data read), then refuse a cache from another method.
-    code, stdout, err = run_cli(["calibrate", "--onnx", str(path), "--data", str(tmp_path / "calib.npz"), "--method",
-                                 "minmax", "--cache", str(out / "calibration_cache.json"), "-o", str(tmp_path / "o2")], capsys)
+    code, stdout, err = run_cli(["calibrate", "--onnx", str(path), "--calib-data", str(tmp_path / "calib.npz"), "--calib-method",
+                                 "minmax", "--calib-cache", str(out / "calibration_cache.json"), "-o", str(tmp_path / "o2")], capsys)
     assert code == 0 and "(ranges from cache)" in stdout, err
-    code, _, err = run_cli(["calibrate", "--onnx", str(path), "--data", str(tmp_path / "calib.npz"),
-                            "--cache", str(out / "calibration_cache.json"), "-o", str(tmp_path / "o3")], capsys)
-    assert code == 2 and "measured with --method minmax" in err and not (tmp_path / "o3").exists()
-    code, _, err = run_cli(["calibrate", "--data", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "o4")], capsys)
+    code, _, err = run_cli(["calibrate", "--onnx", str(path), "--calib-data", str(tmp_path / "calib.npz"),
+                            "--calib-cache", str(out / "calibration_cache.json"), "-o", str(tmp_path / "o3")], capsys)
+    assert code == 2 and "measured with --calib-method minmax" in err and not (tmp_path / "o3").exists()
+    code, _, err = run_cli(["calibrate", "--calib-data", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "o4")], capsys)
     assert code == 2 and "exactly one of --model and --onnx" in err
 
 
@@ -288,7 +293,7 @@ def test_cli_calibrate_next_trtexec_has_the_exports_batch_profile(tiny, int8, tm
     atomic_write_json(src / "manifest.json", manifest)
     save_cache(tmp_path / "cache.json", int8[1])  # ranges from the cache: no data is read
     np.savez(tmp_path / "calib.npz", images=calib.images[:2])
-    code, stdout, err = run_cli(["calibrate", "--onnx", str(src / "model.onnx"), "--data", str(tmp_path / "calib.npz"),
-                                 "--cache", str(tmp_path / "cache.json"), "-o", str(tmp_path / "out")], capsys)
+    code, stdout, err = run_cli(["calibrate", "--onnx", str(src / "model.onnx"), "--calib-data", str(tmp_path / "calib.npz"),
+                                 "--calib-cache", str(tmp_path / "cache.json"), "-o", str(tmp_path / "out")], capsys)
     assert code == 0, err
     assert "--minShapes=input:1x3x16x16 --optShapes=input:4x3x16x16 --maxShapes=input:16x3x16x16" in stdout

@@ -40,3 +40,32 @@ def test_doctor_on_a_jetpack6_jetson(monkeypatch):
     assert "--plugins auto -> native" in plan
     assert "--plugins on is refused" in plan
     assert "Jetson" in plan and "--dla-core" in plan
+
+
+def test_cuda_runtime_comes_from_the_runtime_not_cuda_bindings(cli_run, monkeypatch):
+    """Issue 15 item 12: doctor printed cuda-bindings' CUDA version (13.4/13.5) as "CUDA runtime"; the runtime wheel is 13.0."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pytest
+
+    from vitdeploy.deploy import gpu_env
+
+    try:
+        wheel = version("nvidia-cuda-runtime")
+    except PackageNotFoundError:
+        pytest.skip("no nvidia-cuda-runtime wheel in this environment")
+    rt = gpu_env.cuda_runtime()
+    assert rt["version"] == ".".join(wheel.split(".")[:2])
+    assert rt["source"].startswith(f"nvidia-cuda-runtime {wheel} wheel (libcudart")
+    info = json.loads(cli_run("doctor", "--json").output)
+    assert info["gpu"]["cuda_runtime"] == rt["version"] and info["gpu"]["cuda_runtime_source"] == rt["source"]
+    assert f"runtime {rt['version']}" in cli_run("doctor").output
+    # Without the wheel (a system CUDA), libcudart itself answers; with neither, nothing is guessed.
+    import importlib.metadata as md
+
+    def no_wheel(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "distribution", no_wheel)
+    monkeypatch.setattr(gpu_env, "_cudart_version", lambda lib: None)
+    assert gpu_env.cuda_runtime() == {}

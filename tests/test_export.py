@@ -220,7 +220,7 @@ def test_parity_failure_exits_3_and_leaves_nothing(cli_run, tmp_path, monkeypatc
 def test_models_lists_every_alias(cli_run):
     r = cli_run("models", "--json")
     assert r.exit_code == 0
-    rows = {row["alias"]: row for row in json.loads(r.output)}
+    rows = {row["alias"]: row for row in json.loads(r.stdout)}  # progress, if any, goes to stderr
     for a in "vit_t vit_s vit_b deit_t deit_s deit_b swin_t swin_s swin_b convit_t convit_s convit_b mixer_s mixer_b deformable_detr".split():
         assert a in rows
     assert rows["swin_t"]["passes"] == ["swin"] and rows["deformable_detr"]["source"] == "transformers"

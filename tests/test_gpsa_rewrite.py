@@ -180,7 +180,7 @@ def test_cli_rewrite_gpsa(cli_run, tmp_path, mode, exporter):
     src = tmp_path / "convit.onnx"
     onnx.save(_export(model, tmp_path, 64, exporter, BatchSpec.static(1)), str(src))
     dst = tmp_path / f"convit.{mode}.onnx"
-    res = cli_run("rewrite", str(src), "-o", str(dst), "--passes", "gpsa", "--swin-mode", mode, "--json")
+    res = cli_run("rewrite", str(src), "-o", str(dst), "--passes", "gpsa", "--plugins", {"plugin": "on", "native": "off"}[mode], "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.output[res.output.index("{"):])
     gpsa = next(p for p in report["passes"] if p["pass"] == "gpsa")

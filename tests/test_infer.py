@@ -33,7 +33,7 @@ def test_infer_onnx_topk_matches_onnxruntime(cli_run, artifact, photo):
 
     res = cli_run("infer", str(artifact / "model.onnx"), "--image", str(photo), "--topk", "3", "--json")
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)  # banners go to stderr
     assert out["runtime"] == "ONNX Runtime" and len(out["topk"]) == 3
     # The same numbers by hand: manifest preprocessing, ORT, softmax.
     pp = json.loads((artifact / "manifest.json").read_text())["preprocessing"]
@@ -46,6 +46,9 @@ def test_infer_onnx_topk_matches_onnxruntime(cli_run, artifact, photo):
     assert [r["class"] for r in out["topk"]] == want.tolist()
     assert [r["probability"] for r in out["topk"]] == pytest.approx(p[want].tolist(), rel=1e-5)
     assert out["topk"][0]["name"]  # ImageNet class names for a 1000-class timm model
+    assert out["weights"] == {"kind": "random", "seed": 0} and out["input_shape"] == [1, 3, 64, 64]
+    assert set(out["latency_ms"]) == {"preprocess", "load", "inference", "postprocess"}
+    assert all(v >= 0 for v in out["latency_ms"].values())
 
 
 def test_infer_table_on_a_build_directory(cli_run, artifact, photo):
@@ -53,6 +56,10 @@ def test_infer_table_on_a_build_directory(cli_run, artifact, photo):
     assert res.exit_code == 0, res.output
     assert "ONNX Runtime" in res.output and "probability" in res.output
     assert "random weights" in res.output  # honest about what the classes mean
+    import re
+
+    assert re.search(r"^Speed: [\d.]+ ms preprocess, [\d.]+ ms inference, [\d.]+ ms postprocess per image at shape "
+                     r"\(1, 3, 64, 64\)", res.output, re.M)
 
 
 def test_preprocessing_equals_timm_eval_transform(photo):
@@ -131,7 +138,7 @@ def test_infer_detections_in_image_pixels(cli_run, photo, tmp_path):
         "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}}))
     res = cli_run("infer", str(tmp_path / "model.onnx"), "--image", str(photo), "--threshold", "0.5", "--json")
     assert res.exit_code == 0, res.output
-    dets = json.loads(res.output)["detections"]
+    dets = json.loads(res.stdout)["detections"]
     assert [(d["label"], round(d["score"], 3)) for d in dets] == [(2, 0.881), (0, 0.622)]
     # photo is 451 wide, 300 high: query 1 = cx .25 cy .5 w .5 h 1 -> x 0..225.5, y 0..300
     assert dets[0]["box"] == pytest.approx([0.0, 0.0, 225.5, 300.0], abs=1e-3)

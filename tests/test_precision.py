@@ -207,7 +207,7 @@ def test_cli_fp16_io_graph_through_convert_accuracy_and_verify(tiny_vit, tmp_pat
     assert "runs in ONNX Runtime; vs FP32" in stdout
     assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
     np.savez(tmp_path / "val.npz", images=_x(4))
-    code, stdout, err = run_cli(["accuracy", str(tiny_vit), str(out), "--data", str(tmp_path / "val.npz")], capsys)
+    code, stdout, err = run_cli(["accuracy", str(tiny_vit), str(out), "--accuracy-data", str(tmp_path / "val.npz")], capsys)
     assert code == 0, err
     assert "top-1 agreement" in stdout
     code, stdout, err = run_cli(["verify", str(tiny_vit), str(out), "--atol", "0.02", "--min-cosine", "0.999"], capsys)

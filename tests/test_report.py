@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pytest
 
+from bench_fixtures import identity
+
 from vitdeploy.bench import schema
 from vitdeploy.bench.runner import Settings, batch_record
 
@@ -18,8 +20,11 @@ def make_run(backend, medians, batches=(1, 8, 32), accuracy=None, seed=0):
                for b, m in zip(batches, medians)]
     return {"model": "vit_t", "artifact": None, "backend": backend, "device": "cpu", "precision": "fp32",
             "mode": "compute", "settings": Settings(0, 0.1, 5).to_dict(), "timing": {"clock": "perf_counter"},
+            "identity": identity(), "warnings": [],
             "results": results, "skipped": [{"batch": 64, "reason": "out of memory"}],
-            "accuracy": None if accuracy is None else {"headline": {"name": "top1", "value": accuracy}},
+            "accuracy": None if accuracy is None else {"headline": {
+                "name": "candidate_top1", "value": accuracy, "data": "held-out",
+                "label": "top-1 accuracy (labels), held-out data"}},
             "interrupted": False}
 
 
@@ -55,6 +60,41 @@ def test_report_writes_pngs_and_markdown(cli_run, tmp_path, results):
     assert set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)) == {n for n in names if n.endswith(".png")}
     assert md.count("| vit_t |") == 3 * 3 + 3  # 3 batches per run + one skipped row each
     assert "skipped: out of memory" in md and "81.40" in md
+    assert "| top-1 accuracy (labels), held-out data (%) |" in md  # the column says what the figure is
+
+
+def test_same_file_names_in_different_folders_get_distinct_labels(cli_run, tmp_path):
+    """Issue 15 item 11: main/bench.json and pr/bench.json (the CI layout) were both labelled "[bench]"."""
+    from vitdeploy.bench.report import source_labels
+    from vitdeploy.errors import VitdeployError
+
+    paths = []
+    for i, where in enumerate(("main", "pr")):
+        (tmp_path / where).mkdir()
+        paths.append(str(tmp_path / where / "bench.json"))
+        schema.write(paths[-1], schema.new_document({}, [make_run("ort", (3.0 + i, 20.0, 75.0), seed=i)]))
+    assert source_labels(paths) == ["main/bench", "pr/bench"]
+    assert source_labels([paths[0], str(tmp_path / "x.json")]) == ["bench", "x"]
+    out = tmp_path / "rep"
+    assert cli_run("report", *paths, "-o", str(out)).exit_code == 0
+    md = (out / "README.md").read_text()
+    assert "ort/fp32 cpu [main/bench]" in md and "ort/fp32 cpu [pr/bench]" in md
+    assert cli_run("report", *paths, "--label", "main", "--label", "PR 42", "-o", str(tmp_path / "r2")).exit_code == 0
+    assert "[PR 42]" in (tmp_path / "r2" / "README.md").read_text()
+    res = cli_run("report", *paths, "--label", "only-one", "-o", str(tmp_path / "r3"))
+    assert res.exit_code == 2 and "1 --label for 2 result files" in res.output
+    with pytest.raises(VitdeployError, match="given twice"):
+        source_labels(paths, ["a", "a"])
+
+
+def test_random_weight_runs_get_a_banner(cli_run, tmp_path):
+    run = make_run("ort", (3.0,), batches=(1,))
+    run["identity"]["weights"] = {"kind": "random", "seed": 0}
+    p = tmp_path / "r.json"
+    schema.write(p, schema.new_document({}, [run]))
+    res = cli_run("report", str(p), "-o", str(tmp_path / "rep"))
+    assert res.exit_code == 0 and "⚠ random weights" in res.output
+    assert "random weights: their latency is real, their accuracy figures are noise" in (tmp_path / "rep" / "README.md").read_text()
 
 
 def test_report_without_accuracy_says_so(cli_run, tmp_path):

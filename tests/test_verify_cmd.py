@@ -51,7 +51,7 @@ def test_rewrite_in_artifact_dir_uses_family_passes_and_records_manifest(cli_run
 
 def test_rewrite_json_native_mode_outside_an_artifact_dir(cli_run, swin_onnx, tmp_path):
     out = tmp_path / "native.onnx"
-    r = cli_run("rewrite", str(swin_onnx), "-o", str(out), "--passes", "swin", "--swin-mode", "native", "--json")
+    r = cli_run("rewrite", str(swin_onnx), "-o", str(out), "--passes", "swin", "--plugins", "off", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
     sw = report["passes"][0]
@@ -96,15 +96,15 @@ def test_rewrite_exits_3_and_writes_nothing_when_the_whole_graph_differs(cli_run
 
     monkeypatch.setattr(base, "whole_graph_parity", stricter)
     out = tmp_path / "o.onnx"
-    r = cli_run("rewrite", str(swin_onnx), "-o", str(out), "--passes", "swin", "--swin-mode", "native")
+    r = cli_run("rewrite", str(swin_onnx), "-o", str(out), "--passes", "swin", "--plugins", "off")
     assert r.exit_code == 3 and "the rewritten graph differs" in r.output
     assert not out.exists()
 
 
 def test_verify_same_computation_passes_and_different_graphs_fail(cli_run, swin_onnx, tmp_path):
     out = tmp_path / "rw.onnx"
-    assert cli_run("rewrite", str(swin_onnx), "-o", str(out), "--passes", "swin", "--swin-mode", "native").exit_code == 0
-    r = cli_run("verify", str(swin_onnx), str(out), "--batch", "3")
+    assert cli_run("rewrite", str(swin_onnx), "-o", str(out), "--passes", "swin", "--plugins", "off").exit_code == 0
+    r = cli_run("verify", str(swin_onnx), str(out), "--run-batch", "3")
     assert r.exit_code == 0, r.output
     assert "logits" in r.output and "match" in r.output
     assert re.search(r"✔ verify .* match .*  \d+\.\d s$", r.output, re.M), r.output  # a stage line with its time
@@ -120,6 +120,16 @@ def test_verify_same_computation_passes_and_different_graphs_fail(cli_run, swin_
     onnx.save(m, str(bad))
     r = cli_run("verify", str(swin_onnx), str(bad))
     assert r.exit_code == 3 and "differ: logits max-abs 0.01" in r.output
+    # Issue 15 item 6: the effective bound (atol + rtol * max|A|) and the worst element against it, not just atol/rtol
+    bound = re.search(r"max-abs ([\d.e-]+) at \[(\d+), (\d+)\] \(A ([-\d.e]+), B ([-\d.e]+)\) vs bound ([\d.e-]+) = "
+                      r"atol 0\.0001 \+ rtol 0\.001 x max\|A\| ([\d.e-]+)", r.output)
+    assert bound, r.output
+    worst, a_val, b_val, eff, ref_max = (float(bound.group(k)) for k in (1, 4, 5, 6, 7))
+    assert eff == pytest.approx(1e-4 + 1e-3 * ref_max, rel=1e-2) and worst > eff
+    assert abs(a_val - b_val) == pytest.approx(worst, rel=1e-3)
+    res = json.JSONDecoder().raw_decode(cli_run("verify", str(swin_onnx), str(bad), "--json").output)[0]  # + the error line
+    o = res["outputs"][0]
+    assert o["bound"] == pytest.approx(1e-4 + 1e-3 * o["ref_max"]) and len(o["worst_index"]) == 2
     assert cli_run("verify", str(swin_onnx), str(bad), "--atol", "0.02", "--min-cosine", "0").exit_code == 0
 
 
@@ -140,8 +150,8 @@ def test_verify_static_vs_dynamic_batch_says_which_shapes(cli_run, swin_onnx, tm
     onnx.save(m, str(static))
     r = cli_run("verify", str(swin_onnx), str(static))  # random inputs default to batch 2
     assert r.exit_code == 2 and "Expected: 1" in r.output
-    assert "input ?x3x224x224 vs input 1x3x224x224" in r.output and "--batch" in r.output
-    assert cli_run("verify", str(swin_onnx), str(static), "--batch", "1").exit_code == 0
+    assert "input ?x3x224x224 vs input 1x3x224x224" in r.output and "--run-batch" in r.output
+    assert cli_run("verify", str(swin_onnx), str(static), "--run-batch", "1").exit_code == 0
 
 
 def test_help_shows_examples(cli_run):

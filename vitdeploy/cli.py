@@ -23,10 +23,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("vitdeploy.commands.convert", "Convert an ONNX graph to FP16 (explicit casts)."),
     "calibrate": ("vitdeploy.commands.calibrate", "INT8 calibration: write a Q/DQ ONNX and a calibration cache."),
     "accuracy": ("vitdeploy.commands.accuracy", "Compare a candidate graph's predictions with a reference."),
+    "package": ("vitdeploy.commands.package", "Write a Triton model repository entry or a DeepStream config for a build."),
     "infer": ("vitdeploy.commands.infer", "Classify (or detect on) an image with an engine or ONNX artifact."),
     "bench": ("vitdeploy.commands.bench", "Measure latency and throughput."),
     "compare": ("vitdeploy.commands.compare", "Gate latency/accuracy regressions between two bench results."),
     "report": ("vitdeploy.commands.report", "Plot bench results to PNG and Markdown."),
+    "matrix": ("vitdeploy.commands.matrix", "Benchmark models x precisions x device types, here or on a Ray cluster."),
     "doctor": ("vitdeploy.commands.doctor", "Show what this machine has and what build will do here."),
 }
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 # Exit codes are part of the CLI contract: CI scripts branch on them.
 EXIT_OK = 0
-EXIT_REGRESSION = 1  # `compare`: a threshold was crossed
+EXIT_REGRESSION = 1  # `compare`/`accuracy`: a threshold was crossed
 EXIT_USAGE = 2  # bad input, bad flags, unusable files
 EXIT_VERIFY_FAILED = 3  # an export/rewrite/precision check exceeded its tolerance
 EXIT_ENGINE_SKIPPED = 4  # `build` did everything it could but TensorRT is absent
+EXIT_INCONCLUSIVE = 5  # `compare`: the noise is too large to tell whether a threshold was crossed
 
 
 class VitdeployError(Exception):

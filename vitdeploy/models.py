@@ -17,7 +17,7 @@ from vitdeploy.errors import VitdeployError
 @dataclass(frozen=True)
 class ModelInfo:
     alias: str
-    family: str  # vit | deit | swin | convit | mixer | deformable_detr
+    family: str  # vit | deit | swin | convit | mixer | halonet | deformable_detr
     source: str  # timm | transformers
     name: str  # timm model name, or the HF hub id of the pretrained weights
     input_size: tuple[int, int]  # (H, W) the model was designed for
@@ -25,7 +25,8 @@ class ModelInfo:
     passes: tuple[str, ...] = ()  # rewrite passes that apply
     outputs: tuple[str, ...] = ("logits",)
     notes: str = ""
-    overrides: dict = field(default_factory=dict, hash=False, compare=False)
+    overrides: dict = field(default_factory=dict, hash=False, compare=False)  # extra timm.create_model kwargs
+    exporters: tuple[str, ...] = ("dynamo", "torchscript")  # the ONNX exporters that can export it
 
 
 def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelInfo:
@@ -34,6 +35,10 @@ def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelI
 
 _SWIN = ("swin",)
 _GPSA = ("gpsa",)
+# HaloNet (timm byoanet): random weights with zero_init_last=False, else every residual branch's last
+# BatchNorm starts at zero and a random-weight model's output would not depend on its attention at all.
+# Only the dynamo exporter: TorchScript cannot export HaloAttn's Tensor.unfold.
+_HALO = dict(size=256, multiple=256, passes=("halo",), overrides={"zero_init_last": False}, exporters=("dynamo",))
 REGISTRY: dict[str, ModelInfo] = {
     m.alias: m
     for m in [
@@ -52,6 +57,10 @@ REGISTRY: dict[str, ModelInfo] = {
         _timm("convit_t", "convit", "convit_tiny", passes=_GPSA),
         _timm("convit_s", "convit", "convit_small", passes=_GPSA),
         _timm("convit_b", "convit", "convit_base", passes=_GPSA),
+        _timm("halonet26t", "halonet", "halonet26t", **_HALO, notes="block 8, halo 2"),
+        _timm("sehalonet33ts", "halonet", "sehalonet33ts", **_HALO, notes="block 8, halo 3, SE"),
+        _timm("halonet50ts", "halonet", "halonet50ts", **_HALO, notes="block 8, halo 3"),
+        _timm("eca_halonext26ts", "halonet", "eca_halonext26ts", **_HALO, notes="block 8, halo 2, dim_head 16, ECA"),
         _timm("mixer_s", "mixer", "mixer_s16_224"),
         _timm("mixer_b", "mixer", "mixer_b16_224"),
         ModelInfo(
@@ -79,8 +88,21 @@ DETR_SMALL_OVERRIDES = dict(
     encoder_ffn_dim=128,
     decoder_ffn_dim=128,
     num_queries=20,
-    num_labels=10,
     backbone="resnet18",
+)
+
+# The 91-entry label map of COCO-trained DETR checkpoints (SenseTime/deformable-detr's config.id2label):
+# index = COCO category id, "N/A" where COCO defines no category (0 and the 11 retired ids).
+COCO_DETECTION_LABELS = (
+    "N/A", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A", "N/A", "handbag", "tie",
+    "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork", "knife", "spoon",
+    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+    "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop",
+    "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A",
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 
 
@@ -105,12 +127,25 @@ def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
         why = {
             "swin": "Swin's patch embedding and three patch-merging stages halve the map",
             "deformable_detr": "the ResNet backbone downsamples by 32",
+            "halonet": "its last stage cuts the 1/32 feature map into 8x8 attention blocks",
         }.get(info.family, "the patch embedding uses 16x16 patches")
         lo = max(m, (h // m) * m)
         raise VitdeployError(
             f"image size {h}x{w} does not fit {info.alias}: {why}, so it must be a multiple of {m}",
             f"try --img-size {lo}",
         )
+
+
+def check_exporter(info: ModelInfo, exporter: str) -> str:
+    """The exporter to run for `info` ("auto" picks among those that can export it); one line if none can."""
+    if exporter == "auto" and len(info.exporters) == 1:
+        return info.exporters[0]
+    if exporter != "auto" and exporter not in info.exporters:
+        only = " and ".join(info.exporters)
+        why = " (the TorchScript exporter cannot export HaloAttn's unfold)" if info.family == "halonet" else ""
+        raise VitdeployError(f"{info.alias} exports with the {only} exporter only{why}",
+                             f"drop --exporter {exporter} or use --exporter {info.exporters[0]}")
+    return exporter
 
 
 def build_model(
@@ -160,7 +195,7 @@ def redraw_zero_weights(model, std: float = 0.02, seed: int = 0) -> list[str]:
 def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool):
     import timm
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(info.overrides)
     if size != info.input_size:
         kwargs["img_size"] = size if size[0] != size[1] else size[0]
     if pretrained:
@@ -169,9 +204,11 @@ def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool):
 
 
 def detr_config(small: bool = False, **overrides):
+    """The listed checkpoint's configuration (91-class COCO head and label map), reduced when `small`."""
     from transformers import DeformableDetrConfig
 
     cfg = dict(DETR_SMALL_OVERRIDES) if small else {}
+    cfg.setdefault("id2label", dict(enumerate(COCO_DETECTION_LABELS)))
     cfg.update(overrides)
     backbone = cfg.pop("backbone", "resnet50")
     config = DeformableDetrConfig(**cfg)
@@ -268,6 +305,15 @@ def count_parameters(info: ModelInfo) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def pretrained_tag(info: ModelInfo, model) -> str:
+    """Which pretrained weights were downloaded: timm's architecture.tag, or the hub id (and revision)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if info.source == "timm" and cfg.get("architecture"):
+        return f"timm/{cfg['architecture']}" + (f".{cfg['tag']}" if cfg.get("tag") else "")
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    return info.name + (f"@{commit}" if commit else "")
+
+
 def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None = None) -> dict:
     """Mean, std, size and interpolation the model expects, from timm's data config."""
     size = img_size or info.input_size
@@ -275,7 +321,7 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         from timm.data import resolve_data_config
 
         cfg = resolve_data_config({}, model=model) if model is not None else {}
-        return {
+        out = {
             "input_size": [3, size[0], size[1]],
             "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
             "std": list(map(float, cfg.get("std", (0.229, 0.224, 0.225)))),
@@ -283,8 +329,10 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
             "crop_pct": float(cfg.get("crop_pct", 0.875)) if size == info.input_size else 1.0,
             "crop_mode": cfg.get("crop_mode", "center"),
         }
+        out["resize"] = resize_spec(out)
+        return out
     # Deformable DETR: ImageNet statistics, resize without crop (the DETR image processor's defaults).
-    return {
+    out = {
         "input_size": [3, size[0], size[1]],
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
@@ -292,3 +340,67 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         "crop_pct": 1.0,
         "crop_mode": "squash",
     }
+    out["resize"] = resize_spec(out)
+    return out
+
+
+def resize_spec(pp: dict) -> dict:
+    """What the eval transform resizes to before cropping, as timm's `transforms_imagenet_eval` computes it.
+
+    center: the shorter side to floor(size / crop_pct), aspect kept, then a centre crop;
+    squash: both sides to floor(size / crop_pct), then a centre crop (none at crop_pct 1).
+    """
+    import math
+
+    h, w = (int(v) for v in pp["input_size"][-2:])
+    pct = float(pp.get("crop_pct") or 0.875)
+    mode = pp.get("crop_mode") or "center"
+    scaled = [math.floor(h / pct), math.floor(w / pct)]
+    if mode == "center" and scaled[0] == scaled[1]:
+        return {"mode": "shorter_side", "size": scaled[0], "crop": [h, w]}
+    if mode == "squash":
+        return {"mode": "exact", "size": scaled, "crop": [h, w]}
+    return {"mode": f"{mode} (keep ratio)", "size": scaled, "crop": [h, w]}
+
+
+def labels_for(info: ModelInfo, model=None) -> dict:
+    """The label map: class count, class names where they are known, and where the names come from.
+
+    timm classifiers with an ImageNet head get timm's bundled ImageNet names (the head's
+    index order, whatever the weights); a checkpoint with another head keeps its count
+    without names. transformers models carry `config.id2label`; its placeholder
+    names ("LABEL_0", ...) are not names, so they are left out.
+    """
+    if info.source == "timm":
+        n = int(getattr(model, "num_classes", 0) or 0) if model is not None else 1000
+        names, source = None, None
+        try:
+            from timm.data import ImageNetInfo, infer_imagenet_subset
+
+            subset = infer_imagenet_subset(model) if model is not None else "imagenet-1k"
+            if subset:
+                meta = ImageNetInfo(subset)
+                if meta.num_classes() == n:
+                    names = [meta.index_to_description(i) for i in range(n)]
+                    source = f"{subset} (timm ImageNetInfo)"
+        except Exception:  # timm without its bundled metadata: the count still holds
+            pass
+        return {"num_classes": n, "names": names, "source": source}
+    config = getattr(model, "config", None)
+    id2label = dict(getattr(config, "id2label", None) or {})
+    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(n)] if id2label else None
+    if names and all(name in ("", f"LABEL_{i}") for i, name in enumerate(names)):
+        names = None
+    return {"num_classes": n, "names": names, "source": "config.id2label" if names else None}
+
+
+def postprocessing_for(info: ModelInfo) -> dict:
+    """How raw outputs become predictions, for code that runs the artifact without vitdeploy."""
+    if info.family == "deformable_detr":
+        # Sigmoid focal-loss head: every (query, class) pair is scored on its own; no softmax, no "no object".
+        return {"task": "detection", "scores": {"output": "logits", "activation": "sigmoid", "shape": "[B, queries, classes]"},
+                "boxes": {"output": "pred_boxes", "format": "cxcywh", "normalized": True, "shape": "[B, queries, 4]"},
+                "select": "top-k (query, class) pairs over all queries, then a score threshold"}
+    return {"task": "classification", "scores": {"output": info.outputs[0], "activation": "softmax",
+                                                 "shape": "[B, classes]"}}

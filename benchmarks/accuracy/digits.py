@@ -32,15 +32,37 @@ ARCHS: dict[str, dict] = {
             mlp_ratio=2.0,
         ),
     ),
+    # timm's HaloNet blocks (ByobNet bottleneck + self_attn with HaloAttn) at digits size: HaloAttn
+    # with stride 2 (16->8, 8->4), stride 1 on 4 blocks (8x8) and on one block (4x4).
+    "halonet": dict(
+        cls="ByobNet",
+        kwargs=dict(
+            cfg=dict(
+                blocks=[dict(type="bottle", d=1, c=32, s=1, gs=0, br=0.5),
+                        dict(type="self_attn", d=2, c=64, s=2, gs=0, br=0.5),
+                        dict(type="self_attn", d=2, c=128, s=2, gs=0, br=0.5)],
+                stem_chs=16, stem_type="", stem_pool="", self_attn_layer="halo",
+                self_attn_kwargs=dict(block_size=4, halo_size=1, num_heads=2)),
+            num_classes=10, img_size=IMG, zero_init_last=False,
+        ),
+        passes=["halo"],
+    ),
 }
 
 
 def build(arch: str):
-    """The untrained timm model for `arch` ("vit" or "swin"), in eval mode."""
+    """The untrained timm model for `arch` ("vit", "swin" or "halonet"), in eval mode."""
     import timm.models.swin_transformer as swin
     import timm.models.vision_transformer as vit
 
     spec = ARCHS[arch]
+    if spec["cls"] == "ByobNet":  # HaloNet: timm's ByobNet from a plain-dict config (kept JSON-able)
+        from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
+
+        kw = dict(spec["kwargs"])
+        cfg = dict(kw.pop("cfg"))
+        cfg["blocks"] = tuple(ByoBlockCfg(**b) for b in cfg["blocks"])
+        return ByobNet(ByoModelCfg(**cfg), **kw).eval()
     cls = getattr(vit if spec["cls"] == "VisionTransformer" else swin, spec["cls"])
     return cls(**spec["kwargs"]).eval()
 
@@ -114,6 +136,21 @@ def measure(arch: str, workdir: Path, methods=("entropy", "percentile", "minmax"
         result[f"int8_{method}"] = _entry(logits, fp32, yte, compare_logits)
         result[f"int8_{method}"].update(int8_nodes=len(summary["int8_nodes"]), fp16_nodes=len(summary["fp16_nodes"]),
                                         excluded=summary["excluded"])
+    passes = ARCHS[arch].get("passes")
+    if passes:  # the graph `build` deploys: rewritten (plugin nodes run their FP32 reference here), then converted
+        from vitdeploy.deploy.rewrite.base import run_passes
+
+        rewritten, report = run_passes(onnx.load(str(fp32_path)), passes, "plugin")
+        rw_path = workdir / f"digits_{arch}.rewritten.onnx"
+        onnx.save(rewritten, str(rw_path))
+        replaced = sum(p["replaced"] for p in report["passes"])
+        fp16_rw, _ = convert_fp16(rewritten)
+        result["fp16_rewritten"] = _entry(run_model(fp16_rw, test, batch=64), fp32, yte, compare_logits)
+        qdq, _, summary = quantize_int8(rw_path, calib, "entropy", show_progress=False)
+        result["int8_entropy_rewritten"] = _entry(run_model(qdq, test, batch=64), fp32, yte, compare_logits)
+        result["int8_entropy_rewritten"].update(int8_nodes=len(summary["int8_nodes"]))
+        for key in ("fp16_rewritten", "int8_entropy_rewritten"):
+            result[key]["rewrite"] = {"passes": passes, "replaced": replaced}
     return {"arch": arch, "model": ARCHS[arch], "test_images": int(len(yte)), "calibration_images": int(len(calib)),
             "results": result}
 

@@ -1,7 +1,8 @@
 """Measure FP32 vs FP16 vs INT8 top-1 of the trained digits models (CPU, ONNX Runtime).
 
     python benchmarks/accuracy/measure_digits.py --out benchmarks/results/digits_precision.json
-    python benchmarks/accuracy/measure_digits.py --no-smoke   # skip the swin_t/vit_t photo smoke check
+    python benchmarks/accuracy/measure_digits.py --no-smoke   # skip the swin_t/vit_t/halonet26t photo smoke check
+    python benchmarks/accuracy/measure_digits.py --arch halonet   # one model; the others' records are kept
 
 Needs the checkpoints from train_digits.py. Also records, as a smoke check only,
 FP16/INT8 agreement with FP32 for swin_t and vit_t with random weights on
@@ -23,6 +24,7 @@ import digits  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "motorcycle_left", "immunohistochemistry", "hubble_deep_field")
 TARGETS = {"fp16_drop_points": 0.1, "int8_entropy_drop_points": 1.0}
+SMOKE = {"vit": "vit_t", "swin": "swin_t", "halonet": "halonet26t"}  # the full-size alias of each digits arch
 
 
 def write_photos(folder: Path) -> list[str]:
@@ -78,7 +80,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/digits_precision.json"))
     ap.add_argument("--calib-images", type=int, default=256)
     ap.add_argument("--no-smoke", action="store_true")
+    ap.add_argument("--arch", choices=sorted(digits.ARCHS), action="append",
+                    help="measure only these (repeatable); the other models' records in --out are kept")
     args = ap.parse_args()
+    archs = sorted(args.arch or digits.ARCHS)
 
     from vitdeploy.deploy.artifacts import atomic_write_json
     from vitdeploy.deploy.export_step import versions
@@ -94,9 +99,21 @@ def main() -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": {},
     }
+    this_run = {k: out[k] for k in ("git_commit", "created", "versions")}
+    if args.arch and Path(args.out).is_file():  # a partial run updates the committed record
+        import json
+
+        previous = json.loads(Path(args.out).read_text())
+        for key in ("models", "smoke_photos"):
+            out[key] = previous.get(key) or ({} if key == "models" else None)
+        out = {k: v for k, v in out.items() if v is not None}
+        # the top-level commit/date/versions stay those of the full run; each new record carries its own
+        out.update({k: previous[k] for k in ("git_commit", "created", "versions", "seconds") if k in previous})
     with tempfile.TemporaryDirectory(prefix="vitdeploy-digits-") as tmp:
-        for arch in sorted(digits.ARCHS):
+        for arch in archs:
             res = digits.measure(arch, Path(tmp), calib_images=args.calib_images)
+            if args.arch:
+                res["measured"] = this_run
             r = res["results"]
             res["meets_targets"] = {
                 "fp16": r["fp16"]["drop_points"] <= TARGETS["fp16_drop_points"],
@@ -107,13 +124,18 @@ def main() -> None:
         if not args.no_smoke:
             photos = Path(tmp) / "photos"
             photos.mkdir()
-            out["smoke_photos"] = {"photos": write_photos(photos)}
-            for alias in ("vit_t", "swin_t"):
+            out.setdefault("smoke_photos", {})["photos"] = write_photos(photos)
+            for alias in (SMOKE[a] for a in archs):
                 out["smoke_photos"][alias] = smoke(alias, Path(tmp), photos)
+                if args.arch:
+                    out["smoke_photos"][alias]["measured"] = this_run
                 s = out["smoke_photos"][alias]
                 print(alias, "fp16 agreement", s["fp16_vs_fp32"]["top1_agreement"], "int8 agreement",
                       s["int8_entropy_vs_fp32"]["top1_agreement"])
-    out["seconds"] = round(time.time() - started, 1)
+    if args.arch:
+        out.setdefault("partial_runs", []).append({"archs": archs, "seconds": round(time.time() - started, 1)})
+    else:
+        out["seconds"] = round(time.time() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, out)
     print(f"wrote {args.out}")

@@ -1,4 +1,4 @@
-"""Train the small digits Swin and ViT and save their checkpoints (CPU, 1 thread: ~2 min ViT, ~6 min Swin).
+"""Train the small digits Swin, ViT and HaloNet and save their checkpoints (CPU, 1 thread: ~2 min ViT, ~6 min Swin).
 
     python benchmarks/accuracy/train_digits.py            # both
     python benchmarks/accuracy/train_digits.py --arch vit
@@ -19,7 +19,7 @@ import digits  # noqa: E402
 
 
 # (epochs, peak lr) that produced the committed checkpoints (1 thread, seed 0, batch 32).
-RECIPES = {"vit": (40, 1e-3), "swin": (80, 3e-3)}
+RECIPES = {"vit": (40, 1e-3), "swin": (80, 3e-3), "halonet": (40, 3e-3)}
 
 
 def train(arch: str, epochs: int, lr: float = 1e-3, batch: int = 32, seed: int = 0) -> float:

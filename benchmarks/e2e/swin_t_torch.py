@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     from vitdeploy.commands.bench import parse_batches, print_run
     from vitdeploy.deploy.inputs import random_images
     from vitdeploy.models import build_model, get_info
+    from vitdeploy.weights import for_model
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: this benchmark needs a CUDA GPU (PyTorch sees none); --device cpu only checks the wiring",
@@ -130,7 +131,8 @@ def main(argv=None) -> int:
     runs, failed = [], []
     for name, module in variants.items():
         be = ModuleBackend(module, name=VARIANTS[name], model=args.model, size=size,
-                           precision=args.precision, device=args.device, cuda_graph=not args.no_cuda_graph)
+                           precision=args.precision, device=args.device, cuda_graph=not args.no_cuda_graph,
+                           weights=for_model(args.model), model_record={"alias": args.model, "name": info.name, "reduced": False})
         p = parity[name]
         print(f"{name}: parity vs eager max-abs {p['max_abs']:.3g}, cosine {p['cosine']:.6f} "
               f"({'ok' if p['passed'] else 'MISMATCH'})")

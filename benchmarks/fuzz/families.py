@@ -27,7 +27,7 @@ EXPECT: dict[str, tuple[str, str, str]] = {
     "msda": ("msda", "replace", "Deformable DETR multi-scale deformable attention core"),
 }
 
-PASSES = ("swin", "gpsa", "msda")  # every installed pass, as `vitdeploy rewrite` runs them without a manifest
+PASSES = ("swin", "gpsa", "msda", "halo")  # every installed pass, as `vitdeploy rewrite` runs them without a manifest
 
 
 @dataclass

@@ -1,19 +1,39 @@
 """Regression gate between two bench result files.
 
-Runs pair up by (model, backend, precision, device, mode) and then by batch
-size. Median latency is what the latency threshold gates (p99 is shown but is too
-noisy to gate on); the accuracy threshold gates the drop of each run's headline
-accuracy in percentage points.
+Runs pair up by (model, backend, precision, device, mode), then must measure the same
+thing: every `schema.MUST_MATCH` identity field (input shape, batch profile, resolved
+model, weights, threads, FP16-on-CPU, plugins on the CPU reference or not) and the device
+must be equal, else the comparison is refused (exit 2) naming the first difference. Only
+the code under test may differ, and what it produces: a different artifact sha256 or
+plugin node set is reported, not refused.
+
+Per batch size the gate asks whether the candidate's median latency is more than
+`max_latency_regression` above the baseline's. It answers with a seeded bootstrap
+interval of the median ratio (`stats.median_ratio_ci`), so the spread of both sides
+counts, not just two medians:
+
+    interval entirely above 1 + threshold   -> regression   (exit 1)
+    interval entirely at or below it        -> ok           (exit 0)
+    interval contains the threshold         -> inconclusive (exit 5): the noise is larger
+                                               than the difference the gate must resolve
+
+p99 is shown but too noisy to gate on. The accuracy threshold gates the drop of each
+run's headline figure in percentage points, when both sides measured the same figure on
+the same kind of data with real (non-random) weights.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vitdeploy.bench.accuracy import headline_name, headline_value
+from vitdeploy.bench.accuracy import headline_label, headline_name, headline_value
 from vitdeploy.bench.environment import device_name
-from vitdeploy.bench.schema import run_key
-from vitdeploy.bench.stats import CV_WARN
+from vitdeploy.bench.schema import identity_difference, require_identity, run_environment, run_key, run_label
+from vitdeploy.bench.stats import median_ratio_ci
 from vitdeploy.errors import VitdeployError
+from vitdeploy.weights import is_random
+
+REGRESSION, INCONCLUSIVE, OK = "regression", "inconclusive", "ok"
+DEFAULT_CONFIDENCE = 0.95
 
 
 @dataclass
@@ -25,6 +45,10 @@ class Row:
     acc_base: float | None = None
     acc_cand: float | None = None
     regressions: list[str] = field(default_factory=list)
+    ratio: float = 1.0
+    ci: tuple[float, float] = (1.0, 1.0)
+    latency: str = OK  # the latency verdict: ok / regression / inconclusive
+    why: str = ""  # one line for a regression or an inconclusive row
 
     @property
     def model(self) -> str:
@@ -34,6 +58,12 @@ class Row:
     def config(self) -> str:
         model, backend, precision, device, mode = self.key
         return f"{backend}/{precision} {device}" + ("" if mode == "compute" else f" {mode}")
+
+    @property
+    def verdict(self) -> str:
+        if self.regressions:
+            return REGRESSION
+        return INCONCLUSIVE if self.latency == INCONCLUSIVE else OK
 
     def delta(self, stat: str) -> float:
         b, c = self.base["latency_ms"][stat], self.cand["latency_ms"][stat]
@@ -56,13 +86,25 @@ class Comparison:
     rows: list[Row]
     max_latency_regression: float
     max_accuracy_drop: float
+    confidence: float = DEFAULT_CONFIDENCE
     notes: list[str] = field(default_factory=list)
     devices: tuple[str, str] = ("", "")
     commits: tuple[str, str] = ("", "")
+    accuracy_label: str | None = None  # what the accuracy column holds, when every row holds the same figure
+    accuracy_metric: str | None = None
+    random_weights: bool = False
 
     @property
     def regressed(self) -> bool:
-        return any(r.regressions for r in self.rows)
+        return any(r.verdict == REGRESSION for r in self.rows)
+
+    @property
+    def inconclusive(self) -> bool:
+        return any(r.verdict == INCONCLUSIVE for r in self.rows)
+
+    @property
+    def verdict(self) -> str:
+        return REGRESSION if self.regressed else INCONCLUSIVE if self.inconclusive else OK
 
 
 def parse_percent(text: str) -> float:
@@ -80,12 +122,15 @@ def parse_percent(text: str) -> float:
 def _index(doc: dict) -> dict[tuple, dict]:
     out: dict[tuple, dict] = {}
     for run in doc["runs"]:
-        entry = out.setdefault(run_key(run), {"results": {}, "accuracy": None, "metric": None})
+        entry = out.setdefault(run_key(run), {"results": {}, "accuracy": None, "metric": None, "run": run})
+        entry["run"] = run  # a later run of the same config wins
         for r in run["results"]:
-            entry["results"][r["batch"]] = r  # a later run of the same config wins
+            entry["results"][r["batch"]] = r
         acc = headline_value(run)
         if acc is not None:
-            entry["accuracy"], entry["metric"] = acc, headline_name(run)
+            head = run["accuracy"]["headline"]
+            entry["accuracy"], entry["metric"] = acc, (headline_name(run), head.get("data"))
+            entry["label"] = headline_label(run)
     return out
 
 
@@ -96,12 +141,47 @@ def _commit(doc: dict) -> str:
 
 
 def _device(doc: dict) -> str:
-    devices = sorted({r["device"] for r in doc["runs"]}) or ["cpu"]
-    return ", ".join(device_name(doc["environment"], d) for d in devices)
+    runs = sorted(doc["runs"], key=lambda r: r["device"])
+    names = dict.fromkeys(device_name(run_environment(doc, r), r["device"]) for r in runs)
+    return ", ".join(names) or device_name(doc["environment"], "cpu")
+
+
+def _library(doc: dict, run: dict) -> tuple[str, str | None]:
+    lib = {"ort": "onnxruntime", "trt": "tensorrt"}.get(run["backend"], "torch")
+    return lib, (run_environment(doc, run).get("versions") or {}).get(lib)
+
+
+def _latency_verdict(row: Row, limit: float, confidence: float) -> None:
+    base, cand = row.base.get("samples_ms") or [], row.cand.get("samples_ms") or []
+    if len(base) < 2 or len(cand) < 2:
+        row.ratio = (row.cand["latency_ms"]["median"] / row.base["latency_ms"]["median"]) if row.base["latency_ms"]["median"] else 1.0
+        row.ci = (0.0, float("inf"))
+        row.latency = INCONCLUSIVE
+        row.why = "fewer than 2 recorded samples on a side: no interval; raise --min-iters"
+        return
+    row.ratio, lo, hi = median_ratio_ci(base, cand, confidence)
+    row.ci = (lo, hi)
+    bound = 1.0 + limit
+    ci = f"{confidence:.0%} CI {lo - 1:+.1%}..{hi - 1:+.1%}"
+    if lo > bound:
+        row.latency = REGRESSION
+        row.regressions.append(f"median {row.ratio - 1:+.1%} > +{limit:.1%} ({ci})")
+    elif hi <= bound:
+        row.latency = OK
+    else:
+        row.latency = INCONCLUSIVE
+        cvs = (row.base["latency_ms"]["cv"], row.cand["latency_ms"]["cv"])
+        row.why = (f"median {row.ratio - 1:+.1%}, {ci} contains the +{limit:.1%} limit (CV {cvs[0]:.1%} / {cvs[1]:.1%}): "
+                   "measure longer (--duration-s), pin cores and clocks (docs/benchmarking.md)")
 
 
 def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0.05,
-            max_accuracy_drop: float = 0.3, names: tuple[str, str] = ("baseline", "candidate")) -> Comparison:
+            max_accuracy_drop: float = 0.3, confidence: float = DEFAULT_CONFIDENCE,
+            names: tuple[str, str] = ("baseline", "candidate")) -> Comparison:
+    if not 0.5 <= confidence < 1.0:
+        raise VitdeployError(f"--confidence {confidence:g} is outside [0.5, 1)", "for example --confidence 0.95")
+    require_identity(base_doc, names[0])
+    require_identity(cand_doc, names[1])
     base, cand = _index(base_doc), _index(cand_doc)
     common = [k for k in base if k in cand]
     if not common:
@@ -115,48 +195,78 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
             f"no run matches on model, backend, precision, device and mode ({names[0]}: "
             f"{'; '.join(' '.join(k) for k in base)} | {names[1]}: {'; '.join(' '.join(k) for k in cand)})",
             "benchmark the candidate with the baseline's settings")
-    cmp = Comparison([], max_latency_regression, max_accuracy_drop,
+    cmp = Comparison([], max_latency_regression, max_accuracy_drop, confidence,
                      devices=(_device(base_doc), _device(cand_doc)), commits=(_commit(base_doc), _commit(cand_doc)))
-    if cmp.devices[0] != cmp.devices[1]:
-        cmp.notes.append(f"different devices: {names[0]} ran on {cmp.devices[0]}, {names[1]} on {cmp.devices[1]}")
+    same_setup = "benchmark both with the same setup: only the code under test may differ (docs/benchmarking.md)"
+    for k in common:
+        b, c = base[k]["run"], cand[k]["run"]
+        diff = identity_difference(b, c)
+        if diff:
+            what, vb, vc = diff
+            raise VitdeployError(f"{run_label(b)}: {what} differs ({names[0]} {vb}, {names[1]} {vc})", same_setup)
+        db = device_name(run_environment(base_doc, b), b["device"])
+        dc = device_name(run_environment(cand_doc, c), c["device"])
+        if db != dc:
+            raise VitdeployError(f"{run_label(b)}: device differs ({names[0]} {db}, {names[1]} {dc})", same_setup)
     for k in base:
         if k not in cand:
             cmp.notes.append(f"only in {names[0]}: {' '.join(k)}")
     for k in cand:
         if k not in base:
             cmp.notes.append(f"only in {names[1]}: {' '.join(k)}")
+    labels = set()
     for k in common:
         b, c = base[k], cand[k]
+        ib, ic = b["run"]["identity"], c["run"]["identity"]
+        where = " ".join(k)
+        if ib.get("artifact_sha256") != ic.get("artifact_sha256"):
+            cmp.notes.append(f"{where}: the artifacts differ (sha256 {str(ib.get('artifact_sha256'))[:12]} vs "
+                             f"{str(ic.get('artifact_sha256'))[:12]}): the figures include what the code under test changed in them")
+        nb, nc = ib["plugins"]["nodes"], ic["plugins"]["nodes"]
+        if nb != nc:
+            fmt = lambda n: ", ".join(f"{op}×{cnt}" for op, cnt in sorted(n.items())) or "none"  # noqa: E731
+            cmp.notes.append(f"{where}: plugin nodes differ ({names[0]}: {fmt(nb)}; {names[1]}: {fmt(nc)})")
+        if ib["plugins"]["reference_executed"]:
+            cmp.notes.append(f"{where}: both sides time plugin nodes on the CPU Python reference, not the plugins")
+        lib, vb = _library(base_doc, b["run"])
+        _, vc = _library(cand_doc, c["run"])
+        if vb != vc:
+            cmp.notes.append(f"{where}: {lib} {vb or '?'} in {names[0]}, {vc or '?'} in {names[1]}")
         batches = sorted(set(b["results"]) & set(c["results"]))
         missing = sorted(set(b["results"]) ^ set(c["results"]))
         if missing:
-            cmp.notes.append(f"{' '.join(k)}: batch {', '.join(map(str, missing))} measured on one side only")
+            cmp.notes.append(f"{where}: batch {', '.join(map(str, missing))} measured on one side only")
         acc_b, acc_c = b["accuracy"], c["accuracy"]
-        if acc_b is not None and acc_c is not None and b["metric"] != c["metric"]:
-            cmp.notes.append(f"{' '.join(k)}: accuracy is {b['metric']} in {names[0]} but {c['metric']} in {names[1]}, not gated")
-            acc_b = acc_c = None
+        random = is_random(ib.get("weights"))
+        cmp.random_weights |= random
+        if acc_b is not None and acc_c is not None:
+            if b["metric"] != c["metric"]:
+                cmp.notes.append(f"{where}: accuracy is {b['label']} in {names[0]} but {c['label']} in {names[1]}, not gated")
+                acc_b = acc_c = None
+            elif random:
+                cmp.notes.append(f"{where}: random weights, so the accuracy figures are noise: shown, not gated")
+            else:
+                labels.add((b["label"], b["metric"][0]))
+        elif (acc_b is None) != (acc_c is None):
+            cmp.notes.append(f"{where}: accuracy measured on one side only, not gated")
         for batch in batches:
             row = Row(k, batch, b["results"][batch], c["results"][batch], acc_b, acc_c)
-            d = row.delta("median")
-            if d > max_latency_regression:
-                row.regressions.append(f"median {d:+.1%} > +{max_latency_regression:.1%}")
-                cvs = (row.base["latency_ms"]["cv"], row.cand["latency_ms"]["cv"])
-                if max(cvs) > CV_WARN:
-                    cmp.notes.append(f"{' '.join(k)} batch {batch}: CV {cvs[0]:.1%} / {cvs[1]:.1%}, noisy: "
-                                     "confirm with locked clocks and a longer --duration-s")
+            _latency_verdict(row, max_latency_regression, confidence)
+            if row.latency == INCONCLUSIVE:
+                cmp.notes.append(f"{where} batch {batch}: inconclusive: {row.why}")
             graphs = ((row.base.get("cuda_graph") or {}).get("used"), (row.cand.get("cuda_graph") or {}).get("used"))
             if graphs[0] != graphs[1]:
-                cmp.notes.append(f"{' '.join(k)} batch {batch}: CUDA graph replay {'on' if graphs[0] else 'off'} in "
+                cmp.notes.append(f"{where} batch {batch}: CUDA graph replay {'on' if graphs[0] else 'off'} in "
                                  f"{names[0]} but {'on' if graphs[1] else 'off'} in {names[1]}")
             ad = row.accuracy_delta
-            if ad is not None and -ad > max_accuracy_drop:
+            if ad is not None and not random and -ad > max_accuracy_drop:
                 row.regressions.append(f"accuracy {ad:+.2f} pts < -{max_accuracy_drop:g}")
             cmp.rows.append(row)
-        if (b["accuracy"] is None) != (c["accuracy"] is None):
-            cmp.notes.append(f"{' '.join(k)}: accuracy measured on one side only, not gated")
     if not cmp.rows:
         raise VitdeployError("the two results share no batch size for any matching run",
-                             "benchmark both with the same --batch list")
+                             "benchmark both with the same --batch-sizes list")
+    if len(labels) == 1:
+        cmp.accuracy_label, cmp.accuracy_metric = labels.pop()
     return cmp
 
 
@@ -168,37 +278,78 @@ def _pct(v: float) -> str:
     return f"{v:+.1%}"
 
 
+def _ci(row: Row) -> str:
+    lo, hi = row.ci
+    if hi == float("inf"):
+        return "n/a"
+    return f"{lo - 1:+.1%}..{hi - 1:+.1%}"
+
+
 def _acc(row: Row) -> str:
     if row.accuracy_delta is None:
         return "-"
     return f"{row.acc_base:.2f} → {row.acc_cand:.2f} ({row.accuracy_delta:+.2f})"
 
 
+SHORT_METRICS = {"top1_agreement": "top-1 agreement %", "candidate_top1": "top-1 accuracy %",
+                 "detection_agreement": "detection agreement %", "candidate_map50": "mAP@0.5 %"}
+
+
+def _accuracy_header(cmp: Comparison) -> str:
+    """A short column name; `accuracy_footnote` says in full what the figure is and on which data."""
+    return SHORT_METRICS.get(cmp.accuracy_metric, "accuracy figure %") if cmp.accuracy_label else "accuracy figure %"
+
+
+def accuracy_footnote(cmp: Comparison) -> str | None:
+    if not any(r.accuracy_delta is not None for r in cmp.rows):
+        return None
+    return f"{_accuracy_header(cmp)}: {cmp.accuracy_label or 'differs per run, see the notes'}"
+
+
+def regression_lines(cmp: Comparison) -> list[str]:
+    """One line per failing row, so the reason survives any table width."""
+    return [f"{r.model} {r.config} batch {r.batch}: {'; '.join(r.regressions)}" for r in cmp.rows if r.regressions]
+
+
+def verdict_line(cmp: Comparison) -> str:
+    n_bad = sum(1 for r in cmp.rows if r.verdict == REGRESSION)
+    n_unk = sum(1 for r in cmp.rows if r.verdict == INCONCLUSIVE)
+    if n_bad:
+        return f"{n_bad} regression{'s' if n_bad != 1 else ''}" + (f", {n_unk} inconclusive" if n_unk else "")
+    if n_unk:
+        return f"inconclusive: {n_unk} of {len(cmp.rows)} comparisons cannot tell (noise larger than the limit)"
+    return f"no regression ({len(cmp.rows)} comparisons)"
+
+
 def to_markdown(cmp: Comparison, names: tuple[str, str] = ("baseline", "candidate")) -> str:
     """A pull-request comment: verdict first, then the per-batch table, then notes."""
-    n_bad = sum(1 for r in cmp.rows if r.regressions)
-    verdict = (f"❌ **{n_bad} regression{'s' if n_bad != 1 else ''}**" if n_bad else "✅ **no regression**")
+    icon = {REGRESSION: "❌", INCONCLUSIVE: "⚠️", OK: "✅"}[cmp.verdict]
     lines = [
         "### vitdeploy bench: compare",
         "",
-        f"{verdict} (limits: median latency +{cmp.max_latency_regression:.1%}, accuracy -{cmp.max_accuracy_drop:g} pts)",
+        f"{icon} **{verdict_line(cmp)}** (limits: median latency +{cmp.max_latency_regression:.1%} at "
+        f"{cmp.confidence:.0%} confidence, accuracy -{cmp.max_accuracy_drop:g} pts)",
         "",
         f"{names[0]}: {cmp.devices[0]} `{cmp.commits[0] or '?'}` · {names[1]}: {cmp.devices[1]} `{cmp.commits[1] or '?'}`",
         "",
-        "| model | config | batch | median ms | Δ median | p99 ms | Δ p99 | img/s | Δ img/s | accuracy % | |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        f"| model | config | batch | median ms | Δ median | {cmp.confidence:.0%} CI | p99 ms | Δ p99 | img/s | Δ img/s "
+        f"| {_accuracy_header(cmp)} | |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in cmp.rows:
-        mark = "❌ " + "; ".join(r.regressions) if r.regressions else "✅"
-        dm = _pct(r.delta("median"))
+        mark = {REGRESSION: "❌ " + "; ".join(r.regressions), INCONCLUSIVE: "⚠️ inconclusive", OK: "✅"}[r.verdict]
+        dm = _pct(r.ratio - 1)
         lines.append(
             f"| {r.model} | {r.config} | {r.batch} "
             f"| {_fmt_ms(r.base['latency_ms']['median'])} → {_fmt_ms(r.cand['latency_ms']['median'])} "
-            f"| {'**' + dm + '**' if r.regressions else dm} "
+            f"| {'**' + dm + '**' if r.regressions else dm} | {_ci(r)} "
             f"| {_fmt_ms(r.base['latency_ms']['p99'])} → {_fmt_ms(r.cand['latency_ms']['p99'])} | {_pct(r.delta('p99'))} "
             f"| {r.base['throughput_ips']:.1f} → {r.cand['throughput_ips']:.1f} | {_pct(r.throughput_delta)} "
             f"| {_acc(r)} | {mark} |"
         )
+    foot = accuracy_footnote(cmp)
+    if foot:
+        lines += ["", foot]
     if cmp.notes:
         lines += ["", *[f"- {n}" for n in cmp.notes]]
     return "\n".join(lines) + "\n"
@@ -209,18 +360,20 @@ def to_table(cmp: Comparison):
     from rich.table import Table
 
     t = Table(box=box.SIMPLE_HEAD, title="bench compare (candidate vs baseline)", title_justify="left")
-    for col in ("model", "config", "batch", "median ms", "Δ median", "p99 ms", "Δ p99", "img/s", "Δ img/s", "accuracy %", "status"):
+    cols = ("model", "config", "batch", "median ms", "Δ median", f"{cmp.confidence:.0%} CI", "p99 ms", "Δ p99", "img/s",
+            "Δ img/s", _accuracy_header(cmp), "status")
+    for col in cols:
         t.add_column(col, justify="left" if col in ("model", "config", "status") else "right", no_wrap=True)
     for r in cmp.rows:
-        bad = bool(r.regressions)
-        dm = _pct(r.delta("median"))
+        dm = _pct(r.ratio - 1)
+        # the reasons follow the table, one line each (`regression_lines`), so no column is squeezed
+        status = {REGRESSION: "[bold red]REGRESSION[/]", INCONCLUSIVE: "[yellow]inconclusive[/]", OK: "[green]ok[/]"}[r.verdict]
         t.add_row(
             r.model, r.config, str(r.batch),
             f"{_fmt_ms(r.base['latency_ms']['median'])} → {_fmt_ms(r.cand['latency_ms']['median'])}",
-            f"[bold red]{dm}[/]" if bad and any(x.startswith("median") for x in r.regressions) else dm,
+            f"[bold red]{dm}[/]" if r.latency == REGRESSION else dm, _ci(r),
             f"{_fmt_ms(r.base['latency_ms']['p99'])} → {_fmt_ms(r.cand['latency_ms']['p99'])}", _pct(r.delta("p99")),
             f"{r.base['throughput_ips']:.1f} → {r.cand['throughput_ips']:.1f}", _pct(r.throughput_delta),
-            _acc(r),
-            "[bold red]REGRESSION[/] " + "; ".join(r.regressions) if bad else "[green]ok[/]",
+            _acc(r), status,
         )
     return t

@@ -12,8 +12,35 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitdeploy.bench.accuracy import headline_name, headline_value
+from vitdeploy.bench.accuracy import headline_label, headline_value
 from vitdeploy.bench.environment import device_name
+from vitdeploy.bench.schema import run_device, run_environment
+from vitdeploy.errors import VitdeployError
+
+
+def source_labels(paths: list[str], labels: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """One distinct label per result file: the given `--label`s, else the shortest path suffix that
+    tells the files apart ("main/bench" and "pr/bench" for main/bench.json and pr/bench.json)."""
+    if labels:
+        if len(labels) != len(paths):
+            raise VitdeployError(f"{len(labels)} --label for {len(paths)} result files", "give one --label per file, in order")
+        if len(set(labels)) != len(labels):
+            dup = next(lab for lab in labels if list(labels).count(lab) > 1)
+            raise VitdeployError(f"--label '{dup}' is given twice", "give each result file its own label")
+        return list(labels)
+    parts = [Path(p).resolve().with_suffix("").parts for p in paths]
+    for k in range(1, max((len(x) for x in parts), default=1) + 1):
+        out = ["/".join(x[-k:]) for x in parts]
+        if len(set(out)) == len(out):
+            return out
+    # the same file twice: number the repeats
+    seen: dict[str, int] = {}
+    out = []
+    for x in parts:
+        name = "/".join(x[-2:])
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
 
 
 @dataclass
@@ -31,12 +58,12 @@ def entries(docs: list[tuple[str, dict]]) -> list[Entry]:
     out = []
     for source, doc in docs:
         for run in doc["runs"]:
-            label = f"{run['backend']}/{run['precision']} {run['device']}"
+            label = f"{run['backend']}/{run['precision']} {run_device(run)}"
             if run["mode"] != "compute":
                 label += f" {run['mode']}"
             if many:
                 label += f" [{source}]"
-            out.append(Entry(run, label, source, device_name(doc["environment"], run["device"])))
+            out.append(Entry(run, label, source, device_name(run_environment(doc, run), run["device"])))
     return out
 
 
@@ -138,7 +165,7 @@ def plot_throughput(model: str, items: list[Entry], path: Path) -> bool:
 
 
 def accuracy_points(items: list[Entry]) -> list[tuple[str, float, float, int, str]]:
-    """(label, median latency at the smallest measured batch, headline accuracy %, that batch, metric name)."""
+    """(label, median latency at the smallest measured batch, headline accuracy %, that batch, what the figure is)."""
     pts = []
     for e in items:
         acc = headline_value(e.run)
@@ -146,11 +173,8 @@ def accuracy_points(items: list[Entry]) -> list[tuple[str, float, float, int, st
             continue
         first = min(e.run["results"], key=lambda r: r["batch"])
         pts.append((f"{e.run['model']} {e.label}", first["latency_ms"]["median"], acc, first["batch"],
-                    headline_name(e.run) or "accuracy"))
+                    headline_label(e.run) or "accuracy"))
     return pts
-
-
-METRIC_LABELS = {"candidate_top1": "top-1 accuracy", "top1_agreement": "top-1 agreement with the export"}
 
 
 def plot_accuracy_latency(items: list[Entry], path: Path) -> bool:
@@ -159,14 +183,13 @@ def plot_accuracy_latency(items: list[Entry], path: Path) -> bool:
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    metrics = {METRIC_LABELS.get(p[4], p[4]) for p in pts}
+    metrics = {p[4] for p in pts}
     for label, lat, acc, batch, metric in pts:
-        metric = METRIC_LABELS.get(metric, metric)
         ax.scatter([lat], [acc], s=40)
         extra = f", {metric}" if len(metrics) > 1 else ""
         ax.annotate(f"{label} (b{batch}{extra})", (lat, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("median latency (ms, smallest measured batch)")
-    ax.set_ylabel(f"{metrics.pop() if len(metrics) == 1 else 'accuracy'} (%)")
+    ax.set_ylabel(f"{metrics.pop() if len(metrics) == 1 else 'accuracy figure (see labels)'} (%)", fontsize=8)
     ax.set_title("accuracy vs latency")
     ax.grid(alpha=0.3)
     ax.margins(x=0.25, y=0.2)
@@ -178,17 +201,29 @@ def plot_accuracy_latency(items: list[Entry], path: Path) -> bool:
 
 
 def _summary_table(items: list[Entry]) -> list[str]:
-    lines = ["| model | configuration | device | batch | median ms | p99 ms | CV | img/s | accuracy % |",
+    labels = {headline_label(e.run) for e in items if headline_value(e.run) is not None}
+    header = f"{labels.pop()} (%)" if len(labels) == 1 else "accuracy figure (%)"
+    lines = [f"| model | configuration | device | batch | median ms | p99 ms | CV | img/s | {header} |",
              "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    many = len({headline_label(e.run) for e in items if headline_value(e.run) is not None}) > 1
     for e in items:
         acc = headline_value(e.run)
+        cell = "-" if acc is None else f"{acc:.2f}" + (f" ({headline_label(e.run)})" if many else "")
         for r in sorted(e.run["results"], key=lambda r: r["batch"]):
             s = r["latency_ms"]
             lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {r['batch']} | {s['median']:.4g} | {s['p99']:.4g} "
-                         f"| {s['cv']:.1%} | {r['throughput_ips']:.1f} | {'-' if acc is None else f'{acc:.2f}'} |")
+                         f"| {s['cv']:.1%} | {r['throughput_ips']:.1f} | {cell} |")
         for sk in e.run["skipped"]:
             lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {sk['batch']} | skipped: {sk['reason']} | | | | |")
     return lines
+
+
+def random_weight_runs(docs: list[tuple[str, dict]]) -> list[str]:
+    """'source: model backend' for every run whose identity records random weights."""
+    from vitdeploy.weights import is_random
+
+    return [f"{source}: {run['model']} {run['backend']}" for source, doc in docs for run in doc["runs"]
+            if is_random((run.get("identity") or {}).get("weights"))]
 
 
 def build(docs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
@@ -203,7 +238,9 @@ def build(docs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
         env = doc["environment"]
         git = env.get("git") or {}
         md.append(f"- `{source}`: created {doc.get('created', '?')}, commit `{git.get('commit', '?')[:10]}`"
-                  f"{' (dirty)' if git.get('dirty') else ''}, vitdeploy {doc.get('vitdeploy', '?')}")
+                  f"{' (dirty)' if git.get('dirty') else ''}, vitdeploy {doc.get('vitdeploy', '?')}, schema {doc.get('schema')}")
+    if random_weight_runs(docs):
+        md += ["", "> ⚠ Some runs use random weights: their latency is real, their accuracy figures are noise."]
     md += ["", "## Summary", "", *_summary_table(items), ""]
     for model, group in by_model.items():
         md += [f"## {model}", ""]

@@ -84,6 +84,8 @@ def new_run(backend: Backend, mode: str, settings: Settings) -> dict:
         "mode": mode,
         "settings": settings.to_dict(),
         "timing": backend.describe(),
+        "identity": backend.identity(),
+        "warnings": backend.warnings(),
         "results": [],
         "skipped": [],
         "accuracy": None,

@@ -68,3 +68,35 @@ def downsample(samples, cap: int) -> list[float]:
         return [float(s) for s in samples]
     idx = np.linspace(0, len(samples) - 1, cap).round().astype(int)
     return [float(samples[i]) for i in idx]
+
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def median_ratio_ci(base_ms, cand_ms, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """(ratio, low, high): candidate median / baseline median and its percentile-bootstrap interval.
+
+    Each side is resampled with replacement `resamples` times (seeded, so the same files always
+    give the same interval); the interval holds `confidence` of the resampled median ratios. It
+    widens with the spread of either side and narrows with more samples, which a bare ratio of
+    medians cannot tell. Samples are treated as independent: drift during a run (clocks, heat)
+    is not modelled, so lock clocks rather than trust a narrow interval from a drifting machine.
+    """
+    b = np.asarray(base_ms, dtype=np.float64)
+    c = np.asarray(cand_ms, dtype=np.float64)
+    if b.size == 0 or c.size == 0:
+        raise ValueError("need samples on both sides")
+    ratio = float(np.median(c) / np.median(b))
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - confidence) / 2.0
+    ratios = np.empty(resamples)
+    step = max(1, int(4e6 // max(b.size, c.size)))  # bounded memory: ~32 MB of indices per chunk
+    for lo in range(0, resamples, step):
+        n = min(step, resamples - lo)
+        mb = np.median(b[rng.integers(0, b.size, size=(n, b.size), dtype=np.int32)], axis=1)
+        mc = np.median(c[rng.integers(0, c.size, size=(n, c.size), dtype=np.int32)], axis=1)
+        ratios[lo : lo + n] = mc / mb
+    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return ratio, float(low), float(high)

@@ -61,8 +61,8 @@ def check_cache(cache: dict, model_sha256: str, method: str) -> None:
         )
     if cache.get("method") != method:
         raise VitdeployError(
-            f"calibration cache was measured with --method {cache.get('method')}, this run asks for {method}",
-            f"pass --method {cache.get('method')} or calibrate again",
+            f"calibration cache was measured with --calib-method {cache.get('method')}, this run asks for {method}",
+            f"pass --calib-method {cache.get('method')} or calibrate again",
         )
 
 
@@ -91,5 +91,5 @@ def load_cache(path: str | os.PathLike) -> dict:
     except UnicodeDecodeError:
         raise VitdeployError(f"calibration cache {p.name} is not a JSON text file", "pass the calibration_cache.json 'vitdeploy calibrate' wrote") from None
     if not isinstance(cache, dict) or cache.get("format") != CACHE_FORMAT:
-        raise VitdeployError(f"{p.name} is not a vitdeploy calibration cache", "pass the calibration_cache.json 'vitdeploy calibrate' wrote, or calibrate again without --cache")
+        raise VitdeployError(f"{p.name} is not a vitdeploy calibration cache", "pass the calibration_cache.json 'vitdeploy calibrate' wrote, or calibrate again without --calib-cache")
     return cache

@@ -53,27 +53,11 @@ class CalibrationData:
         return CalibrationData(self.images[:n], labels, self.source, self.skipped, self.files[:n])
 
 
-@contextlib.contextmanager
-def progress(total: int, description: str, show: bool = True):
-    """Yield `advance(n)`; shows a rich progress bar with images/s on stderr (stdout stays clean for JSON)."""
-    if not show:
-        yield lambda n=1: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-    from rich.text import Text
+def progress(total: int, description: str, show: bool = True, unit: str = "images"):
+    """Yield `advance(n)`: a bar in a terminal, count lines in a log (see `vitdeploy.console.progress`)."""
+    from vitdeploy.console import progress as _progress
 
-    from vitdeploy.console import err_console
-
-    class ImagesPerSecond(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.1f} images/s" if speed else "– images/s", style="dim")
-
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond(),
-                   TimeElapsedColumn(), console=err_console, transient=True)
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    return _progress(total, description, show, unit)
 
 
 def _expected_shape(input_shape) -> tuple | None:

@@ -144,8 +144,19 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
         with progress(len(calib), f"calibrating ({method})", show_progress) as advance:
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram details
                 cal.collect_data(_Reader(calib, in_name, batch, advance))
-        with contextlib.redirect_stdout(io.StringIO()):
-            ranges = cal.compute_data()
+        collector = getattr(cal, "collector", None)
+        search = getattr(collector, "get_entropy_threshold", None) if method == "entropy" else None
+        with progress(len(getattr(collector, "histogram_dict", {}) or {}), "entropy threshold search", show_progress and
+                      search is not None, unit="tensors") as advance:
+            if search is not None:  # ORT searches each tensor's histogram in turn: count them
+                def counted(*args, **kwargs):
+                    out = search(*args, **kwargs)
+                    advance(1)
+                    return out
+
+                collector.get_entropy_threshold = counted
+            with contextlib.redirect_stdout(io.StringIO()):
+                ranges = cal.compute_data()
     return ranges
 
 
@@ -188,7 +199,7 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
     if cache is not None:
         check_cache(cache, sha, method)
     elif calib is None:
-        raise VitdeployError("INT8 needs calibration data or a calibration cache", "pass --data DIR or a cache")
+        raise VitdeployError("INT8 needs calibration data or a calibration cache", "pass --calib-data DIR or a --calib-cache")
     else:
         ranges = calibrate(model, calib, method, batch=batch, show_progress=show_progress, entropy_bins=entropy_bins)
         settings = {"entropy_bins": entropy_bins} if method == "entropy" else (

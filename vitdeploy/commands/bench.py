@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+
 from vitdeploy.errors import VitdeployError
 
 BACKEND_NAMES = ["trt", "ort", "torch", "torch-compile"]
@@ -14,9 +16,9 @@ def parse_batches(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise VitdeployError(f"--batch '{text}' is not a comma-separated list of integers", "for example --batch 1,8,64") from None
+        raise VitdeployError(f"--batch-sizes '{text}' is not a comma-separated list of integers", "for example --batch-sizes 1,8,64") from None
     if not values or any(v < 1 for v in values):
-        raise VitdeployError(f"--batch '{text}' needs batch sizes of at least 1", "for example --batch 1,8,64")
+        raise VitdeployError(f"--batch-sizes '{text}' needs batch sizes of at least 1", "for example --batch-sizes 1,8,64")
     return list(dict.fromkeys(values))
 
 
@@ -39,7 +41,7 @@ def _trt_importable() -> bool:
 
 
 def make_backend(artifact: str | None, alias: str | None, backend: str | None, device: str | None,
-                 precision: str | None, img_size: int | None, cuda_graph: bool):
+                 precision: str | None, img_size: int | None, cuda_graph: bool, threads: int | None = None):
     """(backend, resolved artifact or None) for the flags; every impossible combination is a one-line error."""
     from vitdeploy.bench.backends import backend_class
 
@@ -70,10 +72,16 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
             if precision is None and device == "cuda" and art.precision in ("fp16", "bf16"):
                 precision = art.precision
         return backend_class(backend)(alias, device=device or "cpu", precision=precision or "fp32",
-                                      img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph), art
-    if art is None:
-        raise VitdeployError(f"the {backend} backend runs an artifact, not a registry model",
-                             f"export first: vitdeploy export --model {alias} -o out/{alias}, then bench out/{alias}")
+                                      img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph,
+                                      threads=threads), art
+    if art is None:  # --model with an artifact backend: build what it runs, as Ultralytics exports on the fly
+        if backend == "trt" and not _trt_importable():
+            raise VitdeployError("the trt backend needs TensorRT, which is not installed here", "use --backend ort")
+        from vitdeploy.bench.artifact import resolve
+        from vitdeploy.pipeline.on_the_fly import ensure_built
+
+        out, _ = ensure_built(alias, backend, precision, img_size)
+        art, precision, img_size = resolve(str(out)), None, None
     if precision is not None and art.precision and precision != art.precision:
         raise VitdeployError(f"{artifact} is {art.precision}; --precision {precision} applies to the PyTorch backends only",
                              "an artifact's precision is fixed when it is built")
@@ -83,11 +91,15 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
     if backend == "trt":
         if device == "cpu":
             raise VitdeployError("the trt backend runs on the GPU only", "drop --device cpu or use --backend ort")
+        if threads is not None:
+            raise VitdeployError("--threads applies to CPU work (ort, torch on the CPU)", "drop --threads for --backend trt")
         return backend_class("trt")(path, model=art.model, precision=art.precision or "unknown", cuda_graph=cuda_graph), art
-    from vitdeploy.bench.artifact import onnx_precision
+    from vitdeploy.bench.artifact import graph_precision
 
-    prec = art.precision if art.precision and path == art.onnx and art.manifest.get("files") else onnx_precision(path)
-    return backend_class("ort")(path, model=art.model, precision=prec, device=device or "cpu"), art
+    # One label per graph, read from the graph: the same file benched alone or through its directory agrees.
+    prec = art.precision if path == art.onnx and art.precision else graph_precision(path)
+    return backend_class("ort")(path, model=art.model, precision=prec, device=device or "cpu", manifest=art.manifest,
+                                threads=threads), art
 
 
 def print_run(run: dict, env: dict) -> None:
@@ -117,6 +129,8 @@ def print_run(run: dict, env: dict) -> None:
     t.caption = "latencies in ms"
     t.caption_justify = "left"
     wide_print(t)
+    for w in run.get("warnings") or []:
+        console.print(f"  [yellow]warning:[/] {w}")
     for r in run["results"]:
         for w in r["warnings"]:
             console.print(f"  [yellow]batch {r['batch']}:[/] {w}")
@@ -127,7 +141,18 @@ def print_run(run: dict, env: dict) -> None:
         console.print(f"  [yellow]batch {s['batch']} skipped:[/] {s['reason']}")
     acc = run.get("accuracy")
     if acc and acc.get("headline"):
-        console.print(f"  accuracy: {acc['headline']['name']} {acc['headline']['value']:.2f}%")
+        h = acc["headline"]
+        console.print(f"  accuracy: {h.get('label') or h['name']}: {h['value']:.2f}%")
+
+
+def accuracy_why_unjudged(head: dict | None, weights: dict, min_agreement: float) -> str:
+    from vitdeploy.weights import is_random
+
+    if head is None:
+        return ""
+    if is_random(weights):
+        return " (random weights: not judged)"
+    return f" (below --min-agreement {min_agreement:g}%)"
 
 
 def wide_print(renderable) -> None:
@@ -148,25 +173,32 @@ def _ms(v: float) -> str:
 
 @click.command("bench")
 @click.argument("artifact", required=False, type=click.Path())
-@click.option("--model", "alias", help="Registry alias to build in PyTorch (torch / torch-compile backends).")
+@click.option("--model", "alias", help="Registry alias: built in PyTorch (torch backends) or, for ort/trt, built with "
+              "'vitdeploy build' into build/ALIAS_PRECISION first (cached).")
 @click.option("--backend", metavar="NAME[,NAME]", help="trt, ort, torch, torch-compile; several (comma-separated) run one after "
               "another into one result. Default: trt for engines, ort for ONNX, torch for --model.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda for trt, else cpu.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="PyTorch backends only (default fp32).")
 @click.option("--img-size", type=int, help="Square input size for --model (default: the model's).")
-@click.option("--batch", "batch_text", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8,64.")
+@click.option("--batch-sizes", "batch_text", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8,64.")
 @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200, show_default=True, help="Warm-up time per batch.")
 @click.option("--duration-s", type=click.FloatRange(min=0), default=3.0, show_default=True, help="Measured time per batch.")
 @click.option("--min-iters", type=click.IntRange(min=1), default=10, show_default=True, help="Minimum measured iterations per batch.")
 @click.option("--mode", type=click.Choice(["compute", "end-to-end"]), default="compute", show_default=True,
               help="compute: device-resident buffers; end-to-end: adds pinned host<->device copies (CUDA).")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="Replay a CUDA graph when capture succeeds.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the versioned JSON result here.")
+@json_option("the versioned result")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (ORT intra-op, torch); default: the runtime's. "
+              "Recorded: runs with different threads are not compared.")
 @click.option("--accuracy-data", type=click.Path(exists=True),
-              help="Images folder or .npy/.npz: add 'vitdeploy accuracy' figures (final ONNX vs plain export, in ORT).")
+              help="Held-out images folder or .npy/.npz (not the calibration set): add 'vitdeploy accuracy' figures "
+                   "(final ONNX vs the plain export its manifest lists, in ORT).")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=None,
+              help="Top-1 / detection agreement (%) that earns a ✔ (default 99).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@renamed("--batch", "batch_text", "--batch-sizes")
 def command(artifact, alias, backend, device, precision, img_size, batch_text, warmup_ms, duration_s, min_iters, mode,
-            cuda_graph, json_path, accuracy_data, quiet):
+            cuda_graph, json_out, threads, accuracy_data, min_agreement, quiet):
     """Measure latency (min/mean/median/p90/p95/p99/max, CV) and throughput per batch size.
 
     ARTIFACT is an ONNX file, a TensorRT engine plan, or a directory written by
@@ -175,7 +207,8 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
 
     \b
     Examples:
-      vitdeploy bench build/swin_t --backend trt --batch 1,8,64 --json swin_t.json
+      vitdeploy bench build/swin_t --backend trt --batch-sizes 1,8,64 --json swin_t.json
+      vitdeploy bench --model vit_t --backend ort      # builds build/vit_t_fp32 first (reused next time)
       vitdeploy bench --model vit_t --backend torch,torch-compile --device cuda --precision fp16
       vitdeploy bench out/vit_t/model.onnx --duration-s 1
     """
@@ -183,18 +216,31 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
     from vitdeploy.bench.runner import Settings, run_batches
     from vitdeploy.console import console, stage
 
+    json_path = json_out
+    json_to_stdout(json_out)
     batches = parse_batches(batch_text)
     names = parse_backends(backend)
     settings = Settings(warmup_ms=float(warmup_ms), duration_s=float(duration_s), min_iters=int(min_iters))
     env: dict | None = None
     runs: list[dict] = []
     acc_record = None
+    from vitdeploy.bench.accuracy import DEFAULT_MIN_AGREEMENT
+
+    min_agreement = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
+    bannered = False
     for name in names:
-        be, art = make_backend(artifact, alias, name, device, precision, img_size, cuda_graph)
+        be, art = make_backend(artifact, alias, name, device, precision, img_size, cuda_graph, threads)
         if accuracy_data and acc_record is None:  # fail before minutes of timing, not after
             from vitdeploy.bench.accuracy import check_possible
 
-            check_possible(art)
+            check_possible(art, accuracy_data)
+        from vitdeploy.weights import is_random
+
+        if not bannered and is_random(be.identity()["weights"]):
+            from vitdeploy.weights import banner
+
+            banner(alias or artifact)
+            bannered = True
         if env is None:
             env = environment.collect(be.device)
         elif be.device == "cuda" and "gpu" not in env:
@@ -212,7 +258,10 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
                 with stage("accuracy") as st:
                     acc_record = accuracy.measure(art, accuracy_data)
                     head = acc_record["headline"]
-                    st.detail = f"{head['name']} {head['value']:.2f}%" if head else "no headline figure"
+                    st.detail = f"{head['label']}: {head['value']:.2f}%" if head else "no headline figure"
+                    if not (head and accuracy.judged(head["name"], head["value"], acc_record["weights"], min_agreement)):
+                        st.unjudged()
+                        st.detail += accuracy_why_unjudged(head, acc_record["weights"], min_agreement)
             run["accuracy"] = acc_record
         print_run(run, env)
     interrupted = any(r["interrupted"] for r in runs)
@@ -220,7 +269,9 @@ def command(artifact, alias, backend, device, precision, img_size, batch_text, w
         skipped = [s["reason"] for r in runs for s in r["skipped"]]
         raise VitdeployError("no batch size could be measured", skipped[0] if skipped else None)
     doc = schema.new_document(env, runs)
-    if json_path:
+    if json_path == "-":
+        emit_json(doc, "-")
+    elif json_path:
         schema.write(json_path, doc)
         console.print(f"[green]✔[/] wrote {json_path}")
     if interrupted:

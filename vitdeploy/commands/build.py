@@ -33,21 +33,30 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--version-compatible", is_flag=True, help="Let the engine run on later TensorRT of the same major.")
 @click.option("--msda-impl", type=click.Choice(["stock", "vitdeploy"]), default="stock", show_default=True,
               help="Deformable DETR: TensorRT's stock deformable-attention plugin or vitdeploy's Triton one.")
-@click.option("--no-engine", is_flag=True, help="Stop after the ONNX steps (exit 0 even without TensorRT).")
-@click.option("--reduced", is_flag=True, hidden=True,
-              help="Test-sized Deformable DETR (as in 'export --reduced'): same structure, seconds to build.")
+@click.option("--accuracy-data", type=click.Path(exists=False),
+              help="Held-out images (folder or .npy/.npz) for the accuracy step. Default: the calibration images "
+                   "(not held out) with --int8, else 8 seeded random images (agreement on noise).")
+@click.option("--min-agreement", type=float, default=99.0, show_default=True,
+              help="Top-1 / detection agreement (%) the accuracy step needs for its ✔ (below it: a neutral mark).")
+@click.option("--no-engine", is_flag=True, help="Stop after the ONNX steps.")
+@click.option("--require-engine", is_flag=True,
+              help="Exit 4 when no engine could be built here (default: exit 0 with the 'engine skipped' line).")
+@click.option("--triton-repo", type=click.Path(file_okay=False), metavar="REPO",
+              help="Then write a Triton model repository entry (as 'vitdeploy package DIR --triton-repo REPO').")
+@click.option("--reduced", is_flag=True,
+              help="Deformable DETR only: the test-sized configuration (2+2 layers, d_model 64, ResNet-18).")
 @model_source_options
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,
             quantize_first_last, plugins, target, workspace_gb, dla_core, timing_cache, hardware_compat,
-            version_compatible, msda_impl, no_engine, reduced, checkpoint, pretrained, img_size, batch, dynamic_batch,
-            opset, exporter):
+            version_compatible, msda_impl, accuracy_data, min_agreement, no_engine, require_engine, triton_repo, reduced,
+            checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter):
     """Export, rewrite, set precision, check accuracy and build a TensorRT engine.
 
     Each step is cached in the build directory by a hash of its inputs: a rerun
     skips what did not change. Without TensorRT everything up to the engine is
     built and verified, manifest.json is written, and the command ends with the
-    line to run on the target (exit 4; exit 0 with --no-engine).
+    line to run on the target (exit 0; exit 4 with --require-engine).
 
     \b
     Examples:
@@ -58,6 +67,17 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
     from vitdeploy.console import console, next_steps
     from vitdeploy.pipeline import BuildOptions, run_build
     from vitdeploy.errors import EXIT_ENGINE_SKIPPED, VitdeployError
+
+    if no_engine and require_engine:
+        raise VitdeployError("--no-engine and --require-engine contradict each other", "pick one")
+    if reduced and alias and alias != "deformable_detr":
+        raise VitdeployError("--reduced applies to deformable_detr only", "drop --reduced")
+    if triton_repo:
+        from vitdeploy.deploy.serving.triton import check_name, model_config_pb2
+
+        model_config_pb2()  # before minutes of building, not after
+        if alias:
+            check_name(alias)
 
     if onnx_path:
         given = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "pretrained", "img_size", "opset", "exporter", "reduced")
@@ -76,21 +96,36 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         timing_cache=Path(timing_cache) if timing_cache else None, hardware_compat=hardware_compat,
         version_compatible=version_compatible, no_engine=no_engine, img_size=parse_img_size(img_size),
         checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter, msda_impl=msda_impl,
-        small=reduced,
+        small=reduced, accuracy_data=Path(accuracy_data) if accuracy_data else None, min_agreement=min_agreement,
     )
     res = run_build(opts)
     out = res.out_dir
+    if onnx_path:
+        from vitdeploy.weights import banner, from_manifest, is_random
+
+        if is_random(from_manifest(res.manifest)):
+            banner(str(onnx_path))
     console.print(f"[green]✔[/] wrote {out / 'manifest.json'} (final graph: {res.final_onnx.name})")
-    artifact = res.engine or res.final_onnx
-    nxt = [f"vitdeploy infer {artifact} --image IMAGE.jpg"]
+    if triton_repo:
+        from vitdeploy.commands.package import package
+
+        package(out, triton_repo=Path(triton_repo), show_next=False)
+    artifact = res.engine or out
+    # INT8: the documented accuracy path is held-out data, through the directory (its manifest names the export).
+    held_out = int8 and not accuracy_data
+    bench = f"vitdeploy bench {out} --accuracy-data HELD_OUT_IMAGES/" if held_out else f"vitdeploy bench {artifact}"
+    nxt = [f"vitdeploy infer {artifact} --image IMAGE.jpg", bench]
     if res.engine:
-        nxt += [f"vitdeploy bench {res.engine}", f"trtexec --loadEngine={res.engine} --useCudaGraph"]
+        nxt.append(f"trtexec --loadEngine={res.engine} --useCudaGraph")
+    if triton_repo:
+        nxt.append(f"tritonserver --model-repository {triton_repo}")
     else:
-        nxt += [f"vitdeploy bench {res.final_onnx}", *res.target_commands]
+        nxt.append(f"vitdeploy package {out} --triton-repo models")
     next_steps(nxt)
     if res.engine is None and not no_engine:
         console.print(
-            f"[yellow]engine step skipped:[/] {res.skipped_reason}; on the target run: {res.target_commands[0]}"
+            f"[yellow]engine skipped:[/] {res.skipped_reason}; on the target run: {res.target_commands[0]}"
             + (f"  (or: {res.target_commands[1]})" if len(res.target_commands) > 1 else "")
         )
-        sys.exit(EXIT_ENGINE_SKIPPED)  # SystemExit passes through Click and vitdeploy.cli.main unchanged
+        if require_engine:
+            sys.exit(EXIT_ENGINE_SKIPPED)  # SystemExit passes through Click and vitdeploy.cli.main unchanged

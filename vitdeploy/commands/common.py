@@ -44,3 +44,73 @@ def model_source_options(f):
 def check_weights_flags(checkpoint, pretrained) -> None:
     if checkpoint and pretrained:
         raise VitdeployError("--checkpoint and --pretrained cannot be used together", "pick one source of weights")
+
+
+# ----------------------------------------------------------------------------- one vocabulary
+# One flag per concept across commands (README, "Commands"). Old spellings stay as hidden
+# aliases for one release: they still work and print one line naming the new flag.
+
+def renamed(old_flag: str, dest: str, new_flag: str, convert=None, **option_kw):
+    """Decorator: a hidden `old_flag` feeding the parameter `dest` (the option `new_flag`).
+
+    Put it below @click.command with the other options. Passing both spellings is an error.
+    `convert` maps an old value to the new option's value (e.g. --mode native -> --plugins off).
+    """
+    import functools
+
+    param = f"{dest}__old_{old_flag.lstrip('-').replace('-', '_')}"
+
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            old = kwargs.pop(param, None)
+            if old is not None and old != ():
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source(dest) == click.core.ParameterSource.COMMANDLINE:
+                    raise VitdeployError(f"{old_flag} is the old name of {new_flag}: pass one of them", f"use {new_flag}")
+                kwargs[dest] = convert(old) if convert else old
+                from vitdeploy.console import err_console
+
+                err_console.print(f"[yellow]{old_flag} is now {new_flag}[/] (the old name goes in the next release)")
+            return f(*args, **kwargs)
+
+        return click.option(old_flag, param, hidden=True, default=None, **option_kw)(wrapper)
+
+    return deco
+
+
+def json_option(what: str = "the result"):
+    """`--json [FILE]`: JSON on stdout (flag alone, or FILE '-'), or written to FILE."""
+    return click.option("--json", "json_out", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
+                        help=f"Write {what} as JSON to FILE, or to stdout (everything else goes to stderr) "
+                             "when FILE is omitted or '-'.")
+
+
+def json_to_stdout(target: str | None) -> bool:
+    """With `--json` alone (or '-'), route the console to stderr for the rest of the command; True if so."""
+    if target != "-":
+        return False
+    from vitdeploy.console import to_stderr
+
+    click.get_current_context().with_resource(to_stderr())
+    return True
+
+
+def emit_json(doc, target: str | None) -> None:
+    """Print `doc` on stdout ('-') or write it atomically to FILE (its folder is created)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    if target is None:
+        return
+    if target == "-":
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    from vitdeploy.console import console
+    from vitdeploy.deploy.artifacts import atomic_write_json
+
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target, doc)
+    console.print(f"[green]✔[/] wrote {target}")

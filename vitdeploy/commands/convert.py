@@ -33,6 +33,10 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
 
     if not fp16:
         raise VitdeployError("nothing to convert", "pass --fp16")
+    from vitdeploy.weights import banner, beside, is_random
+
+    if is_random(beside(onnx_in)):
+        banner(onnx_in)
     src, dst = Path(onnx_in), Path(onnx_out)
     if not src.is_file():
         raise VitdeployError(f"ONNX file {src} does not exist", "check the path")
@@ -52,7 +56,7 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
     # trtexec cannot load vitdeploy's Python (AOT) plugins: graphs with plugin nodes are built by vitdeploy.
     has_plugins = any(n.domain == NAMESPACE for n in out.graph.node)
     engine = f"vitdeploy build --onnx {dst} -o {dst.parent}" if has_plugins else f"trtexec --onnx={dst} --stronglyTyped"
-    next_steps([f"vitdeploy accuracy {src} {dst} --data DIR", engine])
+    next_steps([f"vitdeploy accuracy {src} {dst} --accuracy-data DIR", engine])
 
 
 def _check(src, model) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from vitdeploy.commands.common import emit_json, json_option, json_to_stdout
+
 
 def _dist_version(name: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
@@ -73,8 +75,8 @@ def collect() -> dict:
 
 
 @click.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def command(as_json):
+@json_option("the findings")
+def command(json_out):
     """Show Python, torch, CUDA, driver, GPUs, TensorRT, Triton, ONNX Runtime and Jetson
     details, and what 'vitdeploy build' will therefore do on this machine.
 
@@ -89,9 +91,11 @@ def command(as_json):
     from vitdeploy.console import console
 
     info = collect()
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
-        return
+    if json_out:
+        json_to_stdout(json_out)
+        emit_json(info, json_out)
+        if json_out == "-":
+            return
     t = Table(title=f"vitdeploy {info['vitdeploy']} doctor", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
@@ -103,6 +107,8 @@ def command(as_json):
     g = info["gpu"]
     cuda = ", ".join(f"{label} {g[k]}" for k, label in (("cuda_driver_api", "driver API"), ("cuda_runtime", "runtime"))
                      if g.get(k))
+    if g.get("cuda_runtime_source"):
+        cuda += f" (runtime from {g['cuda_runtime_source']})"
     t.add_row("CUDA", cuda or (f"torch's CUDA {tv.get('cuda_build')}" if tv.get("cuda_available") else "[yellow]no CUDA runtime found[/]"))
     t.add_row("driver", g.get("driver") or "[yellow]no NVIDIA driver found[/]")
     gpus = g.get("gpus") or []

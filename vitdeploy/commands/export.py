@@ -10,8 +10,8 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--model", "alias", required=True, help="Model alias (see 'vitdeploy models').")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @model_source_options
-@click.option("--reduced", is_flag=True, hidden=True,
-              help="Test-sized Deformable DETR (2+2 layers, d_model 64, ResNet-18): same structure, seconds to export.")
+@click.option("--reduced", is_flag=True,
+              help="Deformable DETR only: the test-sized configuration (2+2 layers, d_model 64, ResNet-18).")
 def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter, reduced):
     """Export a model to DIR/model.onnx and DIR/manifest.json, verified against PyTorch.
 
@@ -25,6 +25,10 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
     from vitdeploy.deploy.export_flow import run_export
 
     check_weights_flags(checkpoint, pretrained)
+    if reduced and alias != "deformable_detr":
+        from vitdeploy.errors import VitdeployError
+
+        raise VitdeployError("--reduced applies to deformable_detr only", "drop --reduced")
     run_export(
         alias,
         out_dir,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from vitdeploy.commands.common import emit_json, json_option, json_to_stdout
+
 
 def resolve_artifact(path: Path) -> tuple[str, Path, dict | None, str | None]:
     """ARTIFACT -> (kind "engine"|"onnx", file, manifest or None, note).
@@ -35,8 +37,19 @@ def resolve_artifact(path: Path) -> tuple[str, Path, dict | None, str | None]:
     return "engine", path, manifest, None
 
 
+def detection_labels(manifest: dict | None) -> dict[int, str]:
+    """class id -> name from the manifest's label map (COCO's 91 for Deformable DETR)."""
+    names = ((manifest or {}).get("labels") or {}).get("names")
+    return {i: str(n) for i, n in enumerate(names)} if isinstance(names, list) else {}
+
+
 def class_names(manifest: dict | None, num_classes: int) -> list[str] | None:
-    """ImageNet-1k names for timm classifiers with 1000 classes (from timm's bundled metadata)."""
+    """The manifest's label map; for older manifests, ImageNet-1k names for timm classifiers with 1000 classes."""
+    labels = (manifest or {}).get("labels") or {}
+    if labels.get("names") and len(labels["names"]) == num_classes:
+        return [str(n) for n in labels["names"]]
+    if "labels" in (manifest or {}):  # recorded without names: do not invent them
+        return None
     model = (manifest or {}).get("model") or {}
     if num_classes != 1000 or model.get("source") != "timm":
         return None
@@ -58,26 +71,39 @@ def _input_size_from_onnx(path: Path) -> tuple[int, int] | None:
     return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
 
-def run(kind: str, file: Path, x):
-    """Outputs as {name: array} from an engine (TensorRT) or an ONNX graph (ONNX Runtime)."""
+def load(kind: str, file: Path):
+    """A callable x -> {name: array} for an engine (TensorRT) or an ONNX graph (ONNX Runtime), and its closer."""
     import numpy as np
 
     if kind == "engine":
         from vitdeploy.deploy.runtime import Engine
 
-        with Engine(file) as engine:
-            return engine(x)
+        engine = Engine(file)
+        return engine, engine.close
     from vitdeploy.onnxrt import session
 
     sess = session(file)
     inp = sess.get_inputs()[0]
     dtype = np.float16 if "float16" in inp.type else np.float32
     batch = inp.shape[0]
-    feed = x.astype(dtype)
-    if isinstance(batch, int) and batch > 1:  # a static batch > 1: pad with copies, keep the first
-        feed = np.repeat(feed, batch, axis=0)
-    outs = sess.run(None, {inp.name: feed})
-    return {o.name: np.asarray(v)[:1] for o, v in zip(sess.get_outputs(), outs)}
+
+    def call(x):
+        feed = x.astype(dtype)
+        if isinstance(batch, int) and batch > 1:  # a static batch > 1: pad with copies, keep the first
+            feed = np.repeat(feed, batch, axis=0)
+        outs = sess.run(None, {inp.name: feed})
+        return {o.name: np.asarray(v)[:1] for o, v in zip(sess.get_outputs(), outs)}
+
+    return call, lambda: None
+
+
+def run(kind: str, file: Path, x):
+    """Outputs as {name: array} from an engine (TensorRT) or an ONNX graph (ONNX Runtime)."""
+    call, close = load(kind, file)
+    try:
+        return call(x)
+    finally:
+        close()
 
 
 def topk(logits, k: int, names: list[str] | None) -> list[dict]:
@@ -91,13 +117,17 @@ def topk(logits, k: int, names: list[str] | None) -> list[dict]:
             for r, i in enumerate(order)]
 
 
+# What `postprocess_detr` returns: the model's normalized (cx, cy, w, h) scaled to the image given.
+BOX_FORMAT = "x0, y0, x1, y1 in pixels of the input image (the model outputs normalized cx, cy, w, h)"
+
+
 @click.command("infer")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--image", required=True, type=click.Path(path_type=Path), help="Image file (JPEG/PNG).")
 @click.option("--topk", "k", type=int, default=5, show_default=True, help="How many classes (or boxes) to show.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Detection score threshold (Deformable DETR).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def command(artifact, image, k, threshold, as_json):
+@json_option("the predictions, latency and weights")
+def command(artifact, image, k, threshold, json_out):
     """Classify an image (or detect objects, for Deformable DETR) with ARTIFACT.
 
     ARTIFACT is an engine (model.plan, run with TensorRT), any ONNX vitdeploy
@@ -115,6 +145,9 @@ def command(artifact, image, k, threshold, as_json):
     from vitdeploy.deploy.preprocess import load_image
     from vitdeploy.errors import VitdeployError
 
+    import time
+
+    as_json = json_to_stdout(json_out)
     if k < 1:
         raise VitdeployError(f"--topk must be at least 1, got {k}", "e.g. --topk 5")
     kind, file, manifest, note = resolve_artifact(artifact)
@@ -126,11 +159,23 @@ def command(artifact, image, k, threshold, as_json):
         size = _input_size_from_onnx(file) if kind == "onnx" else None
         why = "no manifest" if manifest is None else "the manifest records no preprocessing"
         note = (note + "; " if note else "") + f"{why}: ImageNet preprocessing assumed"
-    if ((manifest or {}).get("model") or {}).get("weights") == "random":
-        note = (note + "; " if note else "") + "the model has random weights: its predictions mean nothing"
+    from vitdeploy.weights import banner, from_manifest, is_random
+
+    weights = from_manifest(manifest)  # random (seed) / checkpoint sha256 / pretrained tag / unknown
+    if is_random(weights):
+        banner(str(artifact))
+    t0 = time.perf_counter()
     x, (width, height) = load_image(image, pp or {}, size)
-    outputs = run(kind, file, x)
-    result: dict = {"artifact": str(file), "runtime": "TensorRT" if kind == "engine" else "ONNX Runtime", "image": str(image)}
+    t1 = time.perf_counter()
+    call, close = load(kind, file)
+    try:
+        t2 = time.perf_counter()
+        outputs = call(x)
+        t3 = time.perf_counter()
+    finally:
+        close()
+    result: dict = {"artifact": str(file), "runtime": "TensorRT" if kind == "engine" else "ONNX Runtime", "image": str(image),
+                    "weights": weights}
     if "pred_boxes" in outputs:
         try:
             from vitdeploy.deploy.detection import postprocess_detr
@@ -138,20 +183,29 @@ def command(artifact, image, k, threshold, as_json):
             raise VitdeployError("detection post-processing is not part of this install",
                                  "vitdeploy.deploy.detection comes with the Deformable DETR support") from None
         dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k)[0]
-        result["detections"] = [{"label": d.label, "score": d.score, "box": list(d.box)} for d in dets]
+        names = detection_labels(manifest)
+        result["box_format"] = BOX_FORMAT
+        result["detections"] = [{"label": d.label, "name": names.get(d.label), "score": d.score, "box": list(d.box)}
+                                for d in dets]
     else:
         logits = next(iter(outputs.values()))
         result["topk"] = topk(logits[0], k, class_names(manifest, int(logits.shape[-1])))
+    t4 = time.perf_counter()
+    # One image, one run: the first run includes warm-up (ONNX Runtime's, TensorRT's); `bench` measures steady state.
+    result["latency_ms"] = {"preprocess": round((t1 - t0) * 1e3, 3), "load": round((t2 - t1) * 1e3, 3),
+                            "inference": round((t3 - t2) * 1e3, 3), "postprocess": round((t4 - t3) * 1e3, 3)}
+    result["input_shape"] = list(x.shape)
+    emit_json(result, json_out)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
         return
     if note:
         console.print(f"[yellow]{note}[/]")
     console.print(f"{result['runtime']}: {file}")
     if "detections" in result:
-        table = Table("score", "class", "box (x0, y0, x1, y1)")
+        console.print(f"boxes: {BOX_FORMAT}")
+        table = Table("score", "class", "name", "box (x0, y0, x1, y1)")
         for d in result["detections"]:
-            table.add_row(f"{d['score']:.3f}", str(d["label"]), ", ".join(f"{v:.1f}" for v in d["box"]))
+            table.add_row(f"{d['score']:.3f}", str(d["label"]), d["name"] or "", ", ".join(f"{v:.1f}" for v in d["box"]))
         if not result["detections"]:
             console.print(f"no detection scores above --threshold {threshold}")
     else:
@@ -159,3 +213,7 @@ def command(artifact, image, k, threshold, as_json):
         for row in result["topk"]:
             table.add_row(str(row["rank"]), str(row["class"]), row["name"] or "", f"{row['probability']:.4f}")
     console.print(table)
+    lat = result["latency_ms"]
+    console.print(f"Speed: {lat['preprocess']:.1f} ms preprocess, {lat['inference']:.1f} ms inference, "
+                  f"{lat['postprocess']:.1f} ms postprocess per image at shape {tuple(x.shape)} "
+                  f"(first run; loading took {lat['load']:.0f} ms)")

@@ -9,21 +9,30 @@ import click
 @click.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-def command(results, out_dir):
+@click.option("--label", "labels", multiple=True, metavar="NAME",
+              help="Legend name of each result file, in order (repeat once per file). Default: the shortest path "
+                   "suffix that tells the files apart, e.g. main/bench and pr/bench.")
+def command(results, out_dir, labels):
     """Plot RESULTS.json files: latency distribution per batch, throughput vs batch, accuracy vs latency.
 
     Writes PNGs and a README.md that embeds them (ready for a docs page or a PR).
 
     \b
-    Example:
+    Examples:
       vitdeploy report trt.json ort.json -o report/
+      vitdeploy report main/bench.json pr/bench.json --label main --label pr -o report/
     """
     from vitdeploy.bench import schema
-    from vitdeploy.bench.report import build
+    from vitdeploy.bench.report import build, random_weight_runs, source_labels
     from vitdeploy.console import console
     from vitdeploy.deploy.artifacts import staging
 
-    docs = [(Path(p).stem, schema.read(p)) for p in results]
+    names = source_labels(list(results), labels)
+    docs = [(name, schema.read(p)) for name, p in zip(names, results)]
+    if random_weight_runs(docs):
+        from vitdeploy.weights import banner
+
+        banner(", ".join(random_weight_runs(docs)[:3]) + (" ..." if len(random_weight_runs(docs)) > 3 else ""))
     with staging(out_dir) as tmp:
         written = build(docs, tmp)
     for p in written:

@@ -8,7 +8,7 @@ from vitdeploy.console import console, next_steps, stage
 from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
 from vitdeploy.deploy.export import BatchSpec
 from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
-from vitdeploy.models import check_input_size, get_info
+from vitdeploy.models import check_exporter, check_input_size, get_info
 
 
 def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | None = None, opset=18,
@@ -16,6 +16,11 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
     info = get_info(alias)
     if img_size:
         check_input_size(info, img_size)
+    check_exporter(info, exporter)
+    if not checkpoint and not pretrained:
+        from vitdeploy.weights import banner
+
+        banner(alias)  # the options are valid: say it before the work, once
     opts = ExportOptions(img_size=img_size, batch=batch or BatchSpec(), opset=opset, checkpoint=checkpoint,
                          pretrained=pretrained, exporter=exporter, small=small)
     started = time.time()

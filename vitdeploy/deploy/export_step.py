@@ -10,7 +10,9 @@ from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx, io_sig
 from vitdeploy.deploy.inputs import random_images
 from vitdeploy.deploy.parity import Tolerance, compare_all
 from vitdeploy.errors import VerificationError
-from vitdeploy.models import ModelInfo, build_model, preprocessing
+from vitdeploy.models import (
+    ModelInfo, build_model, check_exporter, labels_for, postprocessing_for, preprocessing, pretrained_tag,
+)
 
 
 @dataclass
@@ -88,13 +90,19 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
     """
     import torch
 
+    from vitdeploy.console import phase
+
+    exporter = check_exporter(info, opts.exporter)
     size = opts.img_size or info.input_size
     torch.manual_seed(0)
+    phase(f"building {info.alias} ({info.source})")
     model = build_model(info, img_size=size, pretrained=opts.pretrained, checkpoint=opts.checkpoint, small=opts.small)
     example = torch.from_numpy(random_images(opts.batch.opt, size))
+    phase(f"exporting to ONNX ({exporter} exporter)")
     res = export_onnx(
-        model, example, out_path, opset=opts.opset, batch=opts.batch, output_names=info.outputs, exporter=opts.exporter
+        model, example, out_path, opset=opts.opset, batch=opts.batch, output_names=info.outputs, exporter=exporter
     )
+    phase(f"parity vs PyTorch ({res.exporter} export, batch {','.join(map(str, parity_batches(opts.batch)))})")
     parity = verify_against_torch(model, out_path, info.outputs, size, parity_batches(opts.batch), opts.tolerance)
     fields = {
         "model": {
@@ -107,6 +115,8 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             "reduced": bool(opts.small),
         },
         "preprocessing": preprocessing(info, model if info.source == "timm" else None, size),
+        "labels": labels_for(info, model),
+        "postprocessing": postprocessing_for(info),
         "batch": opts.batch.to_dict(),
         "export": {
             "exporter": res.exporter,
@@ -116,12 +126,15 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
         },
         "versions": versions(),
     }
+    if opts.pretrained:
+        fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
     if not parity["passed"]:
         bad = [o for r in parity["runs"] for o in r["outputs"] if not o["passed"]][0]
         raise VerificationError(
             f"ONNX export of {info.alias} does not match PyTorch: {bad['name']} max-abs {bad['max_abs']:.3g}, "
             f"cosine {bad['cosine']:.6f} (tolerance atol {opts.tolerance.atol:g}, rtol {opts.tolerance.rtol:g})",
-            f"try --exporter {'torchscript' if res.exporter == 'dynamo' else 'dynamo'} or another --opset",
+            (f"try --exporter {'torchscript' if res.exporter == 'dynamo' else 'dynamo'} or another --opset"
+             if len(info.exporters) > 1 else "try another --opset"),
         )
     return res, fields, parity
 

@@ -50,8 +50,54 @@ def _smi_gpus() -> list[dict]:
     return parse_smi_gpus(out) if out else []
 
 
+_RUNTIME_WHEELS = ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu11")
+
+
+def _cudart_version(lib_path: str) -> str | None:
+    """cudaRuntimeGetVersion of the libcudart at `lib_path` ('13.0'), or None when it cannot be loaded."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(lib_path)
+        v = ctypes.c_int(0)
+        if lib.cudaRuntimeGetVersion(ctypes.byref(v)) != 0 or v.value <= 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return f"{v.value // 1000}.{(v.value % 1000) // 10}"
+
+
+def cuda_runtime() -> dict:
+    """The CUDA runtime (libcudart) this environment loads: {"version", "source"}, or {}.
+
+    First the runtime wheel (nvidia-cuda-runtime*, what torch and cuda-python load in a venv),
+    then the system libcudart. cuda-python's own cudaRuntimeGetVersion is not used: it reports
+    the CUDA version the bindings were generated for (e.g. 13.4), not the runtime present.
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    for name in _RUNTIME_WHEELS:
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        libs = [f for f in dist.files or [] if re.search(r"(^|/)libcudart\.so(\.\d+)*$|(^|/)cudart64_\d+\.dll$", str(f))]
+        for f in libs:
+            v = _cudart_version(str(dist.locate_file(f)))
+            if v:
+                return {"version": v, "source": f"{name} {dist.version} wheel ({Path(str(f)).name})"}
+        return {"version": ".".join(dist.version.split(".")[:2]), "source": f"{name} {dist.version} wheel (version from its metadata)"}
+    import ctypes.util
+
+    for lib in filter(None, (ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.13", "libcudart.so.12")):
+        v = _cudart_version(lib)
+        if v:
+            return {"version": v, "source": f"system {lib}"}
+    return {}
+
+
 def _cuda_python() -> dict:
-    """Driver/runtime CUDA versions and device properties through cuda-python, if installed."""
+    """Driver CUDA version and device properties through cuda-python, if installed."""
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
@@ -64,9 +110,6 @@ def _cuda_python() -> dict:
         err, v = cudart.cudaDriverGetVersion()
         if int(err) == 0 and v:
             info["cuda_driver_api"] = f"{v // 1000}.{(v % 1000) // 10}"
-        err, v = cudart.cudaRuntimeGetVersion()
-        if int(err) == 0 and v:
-            info["cuda_runtime"] = f"{v // 1000}.{(v % 1000) // 10}"
         err, n = cudart.cudaGetDeviceCount()
         gpus = []
         for i in range(n if int(err) == 0 else 0):
@@ -141,9 +184,12 @@ def probe() -> dict:
         env["gpus"] = gpus
         if "driver" in gpus[0]:
             env["driver"] = gpus[0]["driver"]
-    for k in ("cuda_driver_api", "cuda_runtime"):
-        if k in cp:
-            env[k] = cp[k]
+    if "cuda_driver_api" in cp:
+        env["cuda_driver_api"] = cp["cuda_driver_api"]
+    rt = cuda_runtime()
+    if rt:
+        env["cuda_runtime"] = rt["version"]
+        env["cuda_runtime_source"] = rt["source"]
     tegra = jetson()
     if tegra:
         env["jetson"] = tegra

@@ -14,9 +14,16 @@ class OutputParity:
     cosine: float
     ref_max: float
     passed: bool
+    # The effective bound (atol + rtol * max|ref|) and the element that comes closest to it.
+    bound: float = 0.0
+    worst_index: tuple = ()
+    worst_ref: float = 0.0
+    worst_got: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["worst_index"] = list(self.worst_index)
+        return d
 
 
 @dataclass
@@ -45,15 +52,21 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputParity:
     ref = np.asarray(ref, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
+    ref_max = float(np.abs(ref).max(initial=0.0))
+    bound = tol.atol + tol.rtol * ref_max
     if ref.shape != got.shape:
-        return OutputParity(name, float("inf"), float("inf"), 0.0, float(np.abs(ref).max(initial=0)), False)
+        return OutputParity(name, float("inf"), float("inf"), 0.0, ref_max, False, bound)
     diff = np.abs(ref - got)
     finite = bool(np.isfinite(got).all())
     max_abs = float(diff.max(initial=0.0)) if finite else float("inf")
-    ref_max = float(np.abs(ref).max(initial=0.0))
     cos = cosine(ref, got) if finite else 0.0
-    passed = finite and max_abs <= tol.atol + tol.rtol * ref_max and cos >= tol.min_cosine
-    return OutputParity(name, max_abs, float(diff.mean()) if finite else float("inf"), cos, ref_max, passed)
+    passed = finite and max_abs <= bound and cos >= tol.min_cosine
+    worst: tuple = ()
+    if diff.size:
+        flat = int(np.argmax(np.where(np.isfinite(diff), diff, np.inf)))
+        worst = tuple(int(i) for i in np.unravel_index(flat, diff.shape))
+    return OutputParity(name, max_abs, float(diff.mean()) if finite else float("inf"), cos, ref_max, passed, bound,
+                        worst, float(ref[worst]) if worst else 0.0, float(got[worst]) if worst else 0.0)
 
 
 def compare_all(names, refs, gots, tol: Tolerance) -> list[OutputParity]:

@@ -125,8 +125,21 @@ def find_plan(path: str | os.PathLike) -> tuple[Path, dict | None]:
             why = (manifest.get("engine") or {}).get("skipped") or "no engine in this build"
             raise VitdeployError(f"{p} has no engine: {why}", "build one with 'vitdeploy build --onnx ...' on the target")
         return p / rel, manifest
+    if p.suffix == ".onnx":
+        raise VitdeployError(f"{p.name} is an ONNX graph, not a TensorRT engine",
+                             "run it with vitdeploy.onnxrt.session(path) (ONNX Runtime, plugin nodes included), "
+                             "or build an engine from it with 'vitdeploy build --onnx'")
     m = p.parent / MANIFEST_NAME
-    return p, (load_manifest(m) if m.is_file() else None)
+    manifest = load_manifest(m) if m.is_file() else None
+    if not p.exists():
+        engine = (manifest or {}).get("engine") or {}
+        if engine.get("skipped"):
+            final = ((manifest or {}).get("files", {}).get("onnx") or {}).get("path", "model.onnx")
+            raise VitdeployError(f"{p} does not exist: the build skipped the engine step ({engine['skipped']})",
+                                 f"build it where TensorRT is installed: vitdeploy build --onnx {p.parent / final} "
+                                 f"-o {p.parent}; or run {final} with vitdeploy.onnxrt.session")
+        raise VitdeployError(f"engine {p} does not exist", "check the path, or pass the build directory")
+    return p, manifest
 
 
 def check_plan(plan: Path, manifest: dict | None, env: dict | None = None) -> list[str]:

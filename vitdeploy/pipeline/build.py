@@ -22,6 +22,10 @@ def run_build(opts: BuildOptions) -> BuildResult:
 
     started = time.time()
     opts, target = resolve(opts)
+    if opts.alias and not opts.checkpoint and not opts.pretrained:
+        from vitdeploy.weights import banner
+
+        banner(opts.alias)  # the options are valid: say it before minutes of work, not after
     trt_version = tensorrt_version()
     trt_error = tensorrt_import_error() if trt_version is None else None
     decision = select_plugin_mode(opts.plugins, trt_version, target["target"])
@@ -55,7 +59,7 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
         from vitdeploy.deploy.rewrite import PASSES
 
         passes = list(PASSES)  # unknown graph: every pass looks, structure decides
-    rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache)
+    rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache, fields.get("rewrite"))
     if rewrite_report and (decision.mode == "native" or any(p["kind"] == "vitdeploy AOT" for p in rewrite_report["plugins"])):
         console.print(f"  plugins: {decision.mode} ({decision.reason})")
     final, precision, calib_cache = step_precision(rewritten, fields, opts, cache)
@@ -77,6 +81,7 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
             steps[name] = section.pop("step_key")
     inherited_rewrite = fields.get("rewrite")
     inherited_files = fields.pop("inherited_files", {})
+    fields.pop("reference_onnx", None)
     manifest = new_manifest()
     manifest.update(fields)
     files = {"onnx_exported": file_entry(opts.out_dir, exported), **inherited_files,
@@ -94,13 +99,16 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
         manifest["accuracy"] = accuracy
     env = gpu_env.probe()
     machine = {"tensorrt": trt_version, "cuda": env.get("cuda_runtime") or env.get("cuda_driver_api"),
+               "cuda_source": env.get("cuda_runtime_source") or ("driver API" if env.get("cuda_driver_api") else None),
                "driver": env.get("driver"), "gpu": (env.get("gpus") or [None])[0], "jetson": env.get("jetson")}
     engine_record.setdefault("tensorrt", trt_version)
     if engine_record.get("built"):  # the engine is tied to the machine that built it
         for k in ("cuda", "driver", "gpu", "jetson"):
             if machine[k] is not None:
                 engine_record.setdefault(k, machine[k])
-    engine_record["plugin_mode"] = {"mode": decision.mode, "reason": decision.reason, "requested": opts.plugins}
+    # A plugin (and so TensorRT-version) requirement is stated only for a graph that has plugin nodes.
+    reason = decision.reason if plugins else "no plugin nodes in the graph: no plugin requirement"
+    engine_record["plugin_mode"] = {"mode": decision.mode, "reason": reason, "requested": opts.plugins}
     manifest["engine"] = engine_record
     manifest["target"] = target
     manifest["steps"] = steps
@@ -111,6 +119,8 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
         "versions": tool_versions(),
         "machine": machine,
     }
+    if opts.calib_data:  # absolute, so `bench --accuracy-data` can tell the calibration set from held-out data
+        manifest["build"]["calibration_data"] = str(Path(opts.calib_data).resolve())
     atomic_write_json(opts.out_dir / MANIFEST_NAME, manifest)
     skipped = engine_record.get("skipped")
     return BuildResult(opts.out_dir, manifest, final, plan, skipped,

@@ -37,6 +37,8 @@ class BuildOptions:
     opset: int = 18
     exporter: str = "auto"
     small: bool = False  # reduced Deformable DETR (tests)
+    accuracy_data: Path | None = None  # held-out images for the accuracy step (else the calibration set / random)
+    min_agreement: float = 99.0  # agreement (%) the accuracy step needs for its ✔
     msda_impl: str = "stock"  # stock TensorRT plugin | vitdeploy's Triton plugin
 
 
@@ -63,16 +65,21 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
         raise VitdeployError("--calib-data is only used with --int8", "add --int8 or drop --calib-data")
     if opts.calib_data and not Path(opts.calib_data).exists():  # before minutes of export, not after
         raise VitdeployError(f"calibration data {opts.calib_data} does not exist", "pass a folder of images or a .npz")
+    if opts.accuracy_data and not Path(opts.accuracy_data).exists():
+        raise VitdeployError(f"accuracy data {opts.accuracy_data} does not exist", "pass a folder of held-out images or a .npz")
+    if not 0 <= opts.min_agreement <= 100:
+        raise VitdeployError(f"--min-agreement must be a percentage, got {opts.min_agreement:g}", "e.g. --min-agreement 99")
     if opts.calib_images is not None and opts.calib_images < 1:
         raise VitdeployError(f"--calib-images must be at least 1, got {opts.calib_images}", "e.g. --calib-images 256")
     if (opts.int8_exclude or opts.quantize_first_last) and not opts.int8:
         raise VitdeployError("--int8-exclude and --quantize-first-last are only used with --int8", "add --int8")
     if opts.alias:
-        from vitdeploy.models import check_input_size, get_info
+        from vitdeploy.models import check_exporter, check_input_size, get_info
 
         info = get_info(opts.alias)  # unknown alias: one line, before anything is written
         if opts.img_size:
             check_input_size(info, opts.img_size)
+        check_exporter(info, opts.exporter)
     if opts.workspace_gb is not None and opts.workspace_gb <= 0:
         raise VitdeployError(f"--workspace must be positive, got {opts.workspace_gb:g}", "e.g. --workspace 4")
     env = gpu_env.probe()

@@ -16,6 +16,7 @@ from vitdeploy.pipeline.cache import StepCache, file_entry, tmp_path
 from vitdeploy.pipeline.options import BuildOptions
 
 PLAN_NAME = "model.plan"
+CALIBRATION_CACHE_NAME = "calibration_cache.json"  # JSON tensor ranges, as 'calibrate' writes (not TensorRT's binary cache)
 
 def tool_versions() -> dict:
     """Installed versions from package metadata (no imports: a cached rerun stays fast)."""
@@ -69,7 +70,7 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
             rec = cache.store("export", key, {"onnx": dest}, fields, time.perf_counter() - started)
             st.detail = f"model.onnx (opset {res.opset}, {res.exporter} exporter), parity vs PyTorch: {summarize_parity(parity)}"
         else:
-            st.detail = "model.onnx cached"
+            st.detail = "model.onnx (cached)"
         rec["result"]["steps"] = {"export": key}
         return dest, rec["result"]
 
@@ -98,6 +99,9 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
         fields = {k: v for k, v in fields.items() if k not in ("engine", "steps", "files", "created", "build")}
         if inherited_files and dest == src:  # paths are relative to this directory
             fields["inherited_files"] = inherited_files
+        exported = (inherited_files.get("onnx_exported") or {}).get("path")
+        if exported and (src.parent / exported).is_file() and (src.parent / exported) != src:
+            fields["reference_onnx"] = str(src.parent / exported)  # the FP32 export accuracy is measured against
     fields.setdefault("export", {}).update(io_signature(dest))
     fields["source_onnx"] = {"path": str(src), "sha256": sha256_file(dest)}
     st.detail = f"{dest.name} (given with --onnx{', manifest inherited' if 'model' in fields else ''})"
@@ -141,7 +145,9 @@ def _onnx_attr(a):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, cache: StepCache) -> tuple[Path, dict | None]:
+def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, cache: StepCache,
+                 inherited: dict | None = None) -> tuple[Path, dict | None]:
+    """`inherited`: the rewrite record of the manifest that came with a given ONNX (--onnx)."""
     import onnx
 
     from vitdeploy.deploy.rewrite.base import run_passes
@@ -149,6 +155,11 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
 
     have, missing = _available_passes(passes)
     with stage("rewrite") as st:
+        if opts.onnx is not None:
+            done = already_rewritten(src, inherited)
+            if done:
+                st.skip(f"{src.name} is already rewritten ({done}): kept as given")
+                return src, None
         for n in missing:
             console.print(f"  [yellow]rewrite pass '{n}' is not part of this install yet: continuing without it[/]")
         if not have:
@@ -175,13 +186,28 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             rec = cache.store("rewrite", key, {"onnx": dest} if replaced else {}, report, time.perf_counter() - started)
             cached = ""
         else:
-            cached = " cached"
+            cached = " (cached)"
         report = rec["result"]
         found = sum(p["found"] for p in report["passes"])
         replaced = sum(p["replaced"] for p in report["passes"])
-        st.detail = f"{'+'.join(have)} ({mode}): {replaced}/{found} subgraphs replaced{cached}"
+        st.detail = (f"{'+'.join(have)} ({mode}): {replaced}/{found} subgraphs replaced{cached}" if found else
+                     f"{'+'.join(have)} ({mode}): no matching subgraph in {src.name}{cached}")
         report["step_key"] = key
         return (dest if report.get("output") else src), report
+
+
+def already_rewritten(path: Path, inherited: dict | None) -> str | None:
+    """Why a given graph needs no rewrite: its plugin nodes, or its manifest's record of a native rewrite."""
+    import onnx
+
+    nodes = plugin_nodes(onnx.load(str(path), load_external_data=False))
+    if nodes:
+        return ", ".join(f"{p['count']} {p['op']}" for p in nodes) + " plugin nodes"
+    passes = (inherited or {}).get("passes") or []
+    replaced = sum(p.get("replaced", 0) for p in passes)
+    if replaced:
+        return f"{replaced} subgraphs rewritten in {(inherited or {}).get('mode', 'native')} mode, per its manifest"
+    return None
 
 
 def _calib_fingerprint(path: Path) -> dict:
@@ -231,7 +257,7 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
         key = cache.key("precision", inputs)
         stem = src.name.removesuffix(".onnx").removesuffix(".rewritten")
         dest = opts.out_dir / f"{stem}.{'int8' if opts.int8 else 'fp16'}.onnx"
-        cache_file = opts.out_dir / "calibration.cache"
+        cache_file = opts.out_dir / CALIBRATION_CACHE_NAME
         rec = cache.lookup("precision", key)
         if rec is None:
             started = time.perf_counter()
@@ -263,28 +289,47 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
             rec = cache.store("precision", key, outputs, summary, time.perf_counter() - started)
             st.detail = f"{wanted} -> {dest.name}"
         else:
-            st.detail = f"{wanted} -> {dest.name} cached"
+            st.detail = f"{wanted} -> {dest.name} (cached)"
         summary = rec["result"]
         summary["step_key"] = key
-        cal = cache_file if "calibration_cache" in rec["outputs"] else None
+        cal = opts.out_dir / rec["outputs"]["calibration_cache"]["path"] if "calibration_cache" in rec["outputs"] else None
         return dest, summary, cal
 
 
 def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOptions, cache: StepCache) -> dict | None:
     """The final graph against the exported FP32 graph on the same inputs (ONNX Runtime, CPU),
-    through `vitdeploy.calibration.accuracy.compare_models`: the calibration images when
-    given, else seeded random images (agreement, not accuracy: no labels)."""
+    through `vitdeploy.calibration.accuracy.compare_models` (a detection measure for detectors).
+
+    Data, best first: --accuracy-data (held out), the calibration images (not held out: INT8
+    ranges were fitted on them), else seeded random images (agreement on noise, not accuracy).
+    The stage earns its ✔ only with real weights and agreement >= --min-agreement.
+    """
+    from vitdeploy.weights import from_manifest, is_random
+
     with stage("accuracy") as st:
-        if candidate == reference:
-            st.skip("final graph is the exported graph")
+        if candidate == reference and opts.onnx is not None:
+            if fields.get("accuracy"):
+                st.skip(f"kept the figures recorded when {candidate.name} was built")
+                return None
+            reference = fields.get("reference_onnx")
+            if reference is None:
+                st.skip(f"no FP32 export to compare {candidate.name} with (no manifest beside it names one)")
+                return None
+            reference = Path(reference)
+        elif candidate == reference:
+            st.skip("nothing changed the exported graph (no rewrite, FP32)")
             return None
         if importlib.util.find_spec("vitdeploy.calibration.accuracy") is None:
             st.skip("vitdeploy.calibration.accuracy is not part of this install")
             return None
-        source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images} if opts.calib_data \
-            else {"random": ACCURACY_IMAGES}
+        if opts.accuracy_data:
+            source = {"held_out": _calib_fingerprint(opts.accuracy_data)}
+        elif opts.calib_data:
+            source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images}
+        else:
+            source = {"random": ACCURACY_IMAGES}
         key = cache.key("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate),
-                                     "data": source})
+                                     "data": source, "measure": ACCURACY_MEASURE})
         rec = cache.lookup("accuracy", key)
         if rec is None:
             started = time.perf_counter()
@@ -292,15 +337,36 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
             rec = cache.store("accuracy", key, {}, result, time.perf_counter() - started)
             cached = ""
         else:
-            cached = " cached"
+            cached = " (cached)"
         res = rec["result"]
-        st.detail = (f"top-1 agreement {res['top1_agreement']:.1f}%, cosine min {res['cosine_min']:.5f}, "
-                     f"max-abs {res['max_abs_error']:.2e} vs exported FP32 ({res['images']} {res['data']}){cached}")
+        weights = from_manifest(fields)
+        res["weights"] = weights
+        if res.get("task") == "detection":
+            agreement = res["detection_agreement"]
+            st.detail = (f"detection agreement {agreement:.1f}%, matched IoU {res['matched_iou_mean']:.4f}, "
+                         f"score delta max {res['score_delta_max']:.2e}")
+        else:
+            agreement = res["top1_agreement"]
+            st.detail = (f"top-1 agreement {agreement:.1f}%, cosine min {res['cosine_min']:.5f}, "
+                         f"max-abs {res['max_abs_error']:.2e}")
+        st.detail += f" vs exported FP32 ({res['images']} {res['data']}){cached}"
+        if is_random(weights):
+            st.unjudged()
+            st.detail += "; random weights: not judged"
+        elif agreement < opts.min_agreement:
+            st.unjudged()
+            st.detail += f"; below --min-agreement {opts.min_agreement:g}%"
         res["step_key"] = key
         return res
 
 
 ACCURACY_IMAGES = 8
+ACCURACY_MEASURE = 2  # bump when compare_models' figures change, so cached records are remeasured
+DATA_NAMES = {
+    "held-out": "held-out images (--accuracy-data)",
+    "calibration": "calibration images (not held out)",
+    "random": "seeded random images (not real data)",
+}
 
 
 def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOptions) -> dict:
@@ -310,16 +376,22 @@ def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOp
 
     import onnx
 
-    if opts.calib_data:
+    if opts.accuracy_data:
+        data = load_data(opts.accuracy_data, fields.get("preprocessing"), show_progress=False)
+        role = "held-out"
+    elif opts.calib_data:
         data = load_data(opts.calib_data, fields.get("preprocessing"), num_images=opts.calib_images, show_progress=False)
-        what = "calibration images"
+        role = "calibration"
     else:
         _, shape = model_input(onnx.load(str(reference), load_external_data=False))
         size = tuple(int(d) for d in shape[-2:])
         data = CalibrationData(random_images(ACCURACY_IMAGES, size, seed=1234), source="random")
-        what = "seeded random images"
-    result = compare_models(reference, candidate, data)
-    result["data"] = what
+        role = "random"
+    # Class-id labels of a .npz fit classifiers only; a detector's figures need no labels.
+    is_detector = (fields.get("postprocessing") or {}).get("task") == "detection"
+    result = compare_models(reference, candidate, data, None if is_detector else data.labels, show_progress=True)
+    result["data"] = DATA_NAMES[role]
+    result["data_role"] = role
     return result
 
 
@@ -361,7 +433,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             return None, {"built": False, "skipped": "--no-engine", **settings.to_dict()}
         if trt_version is None:
             why = f"TensorRT is not installed here ({trt_error})"
-            st.skip(why)
+            st.skip("no TensorRT here (the last line says what to run on the target)")
             return None, {"built": False, "skipped": why, **settings.to_dict()}
         gpu = gpu_env.primary_gpu() or {}
         key = cache.key("engine", {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,
@@ -380,7 +452,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             rec = cache.store("engine", key, {"plan": plan}, record, time.perf_counter() - started)
             st.detail = f"{PLAN_NAME} ({record['plan']['bytes'] / 2**20:.1f} MiB, TensorRT {trt_version})"
         else:
-            st.detail = f"{PLAN_NAME} cached"
+            st.detail = f"{PLAN_NAME} (cached)"
         record = rec["result"]
         record["step_key"] = key
         return plan, record

@@ -34,6 +34,7 @@ ORT_FACES: dict[str, str] = {
     "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.ort",
     "MultiscaleDeformableAttnPlugin_TRT": "vitdeploy.plugins.msda.ort",
     "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.ort",
+    "HaloAttention": "vitdeploy.plugins.halo_attention.ort",
 }
 
 # Modules with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
@@ -41,6 +42,7 @@ TRT_FACES: dict[str, str] = {
     "WindowAttention": "vitdeploy.plugins.window_attention.trt",
     "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.trt",
     "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.trt",
+    "HaloAttention": "vitdeploy.plugins.halo_attention.trt",
 }
 
 _REGISTER_LOCK = threading.Lock()

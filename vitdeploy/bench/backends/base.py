@@ -40,6 +40,37 @@ class Backend:
     def describe(self) -> dict:
         return {"clock": self.clock}
 
+    def identity(self) -> dict:
+        """What this backend measures (see `vitdeploy.bench.schema`); subclasses fill in what they know."""
+        from vitdeploy.bench.schema import make_identity
+
+        return make_identity(artifact_sha256=None, input=None, batch_profile=None,
+                             model={"alias": self.model, "name": None, "reduced": None}, weights={"kind": "unknown"})
+
+    def warnings(self) -> list[str]:
+        """Why this run's figures do not measure what their labels suggest (printed and recorded)."""
+        ident = self.identity()
+        out = []
+        n = ident["plugins"]["reference_executed"]
+        if n:
+            ops = ", ".join(f"{op}×{c}" for op, c in ident["plugins"]["nodes"].items())
+            out.append(f"{n} plugin node{'s' if n != 1 else ''} ({ops}) run on ONNX Runtime's CPU Python reference: "
+                       "this times the reference, not the plugin; bench the engine (--backend trt) for plugin latency")
+        if ident["fp16_on_cpu"]:
+            out.append("FP16 graph on the CPU: ONNX Runtime's CPU provider has few FP16 kernels and inserts casts, so this "
+                       "is not FP16 speed; bench FP16 on a GPU")
+        return out
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (taskset/cgroup affinity), which bounds every thread pool."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
 
 def host_step(fn: Callable[[], object]) -> Callable[[], Sample]:
     """Time a synchronous call with perf_counter (CPU backends, synchronous runtimes)."""

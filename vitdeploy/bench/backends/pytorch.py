@@ -77,7 +77,8 @@ class ModuleBackend(Backend):
     """Any eval-mode torch module fed [N, 3, H, W] images (e.g. a model with vitdeploy kernels swapped in)."""
 
     def __init__(self, module, *, name: str, model: str, size: tuple[int, int], precision: str = "fp32",
-                 device: str = "cpu", cuda_graph: bool = True):
+                 device: str = "cpu", cuda_graph: bool = True, weights: dict | None = None,
+                 model_record: dict | None = None, threads: int | None = None):
         import torch
 
         self.module, self.name, self.model, self.size = module, name, model, tuple(size)
@@ -85,9 +86,30 @@ class ModuleBackend(Backend):
         self.dtype = getattr(torch, _DTYPES[precision])
         self.clock = "cuda_events" if device == "cuda" else "perf_counter"
         self.use_graph = cuda_graph and device == "cuda"
+        self.weights = weights or {"kind": "unknown"}
+        self.model_record = model_record or {"alias": model, "name": None, "reduced": None}
+        if threads is not None:
+            if threads < 1:
+                raise VitdeployError(f"--threads must be at least 1, got {threads}", "e.g. --threads 4")
+            torch.set_num_threads(threads)
+        self.threads = threads
 
     def describe(self) -> dict:
         return {"clock": self.clock, "cuda_graph_requested": self.use_graph}
+
+    def identity(self) -> dict:
+        import torch
+
+        from vitdeploy.bench.backends.base import usable_cores
+        from vitdeploy.bench.schema import make_identity
+
+        return make_identity(
+            artifact_sha256=None,
+            input={"name": "input", "shape": [3, *self.size], "dtype": str(self.dtype).removeprefix("torch.")},
+            batch_profile={"kind": "dynamic"},  # eager/compiled modules take any batch
+            model=self.model_record, weights=self.weights,
+            threads={"intra_op": torch.get_num_threads(), "usable_cores": usable_cores()} if self.device == "cpu" else None,
+        )
 
     def prepare(self, batch: int, mode: str) -> Prepared:
         return prepare_module(self.module, batch, mode, size=self.size, dtype=self.dtype, device=self.device,
@@ -100,7 +122,7 @@ class TorchBackend(ModuleBackend):
     name = "torch"
 
     def __init__(self, alias: str, *, device: str = "cpu", precision: str = "fp32", img_size=None,
-                 cuda_graph: bool = True, small: bool = False):
+                 cuda_graph: bool = True, small: bool = False, threads: int | None = None):
         import torch
 
         from vitdeploy.models import build_model, get_info
@@ -111,12 +133,15 @@ class TorchBackend(ModuleBackend):
             raise VitdeployError("--device cuda was asked for but PyTorch sees no CUDA GPU", "use --device cpu")
         if device == "cpu" and precision == "fp16":
             raise VitdeployError("FP16 on the CPU is not a meaningful PyTorch benchmark", "use --precision bf16 or fp32 on the CPU")
+        from vitdeploy.weights import RANDOM_SEED, for_model
+
         info = get_info(alias)
         size = img_size or info.input_size
-        torch.manual_seed(0)
+        torch.manual_seed(RANDOM_SEED)
         module = build_model(info, img_size=size, small=small, device=device).to(getattr(torch, _DTYPES[precision]))
         super().__init__(self._wrap(module), name=self.name, model=alias, size=size, precision=precision,
-                         device=device, cuda_graph=cuda_graph)
+                         device=device, cuda_graph=cuda_graph, weights=for_model(alias),
+                         model_record={"alias": alias, "name": info.name, "reduced": bool(small)}, threads=threads)
 
     def _wrap(self, module):
         return module

@@ -76,7 +76,8 @@ class TrtBackend(Backend):
         from vitdeploy.deploy.runtime import check_plan, find_plan
 
         plan, manifest = find_plan(engine_path)
-        self.warnings = check_plan(plan, manifest) if manifest is not None else []
+        self.manifest = manifest or {}
+        self.manifest_warnings = check_plan(plan, manifest) if manifest is not None else []
         logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(logger, "")
         self.plugins = register_plugins()
@@ -98,7 +99,33 @@ class TrtBackend(Backend):
 
     def describe(self) -> dict:
         return {"clock": self.clock, "cuda_graph_requested": self.use_graph, "tensorrt": self.trt.__version__,
-                "plugins": self.plugins, "manifest_warnings": self.warnings}
+                "plugins": self.plugins, "manifest_warnings": self.manifest_warnings}
+
+    def identity(self) -> dict:
+        if getattr(self, "_identity", None) is None:
+            self._identity = self._make_identity()
+        return self._identity
+
+    def _make_identity(self) -> dict:
+        from vitdeploy.bench.artifact import manifest_model
+        from vitdeploy.bench.schema import make_identity
+        from vitdeploy.deploy.artifacts import sha256_file
+        from vitdeploy.weights import from_manifest
+
+        if self.input_shape[0] != -1:
+            profile = {"kind": "static", "batch": int(self.input_shape[0])}
+        else:  # the profile TensorRT chose tactics for: it changes the measured engine
+            lo, opt, hi = (int(s[0]) for s in self.engine.get_tensor_profile_shape(self.input, 0))
+            profile = {"kind": "dynamic", "min": lo, "opt": opt, "max": hi}
+        nodes = {p["op"]: int(p.get("count", 1)) for p in self.manifest.get("plugins") or [] if isinstance(p, dict) and "op" in p}
+        return make_identity(
+            artifact_sha256=sha256_file(self.artifact),
+            input={"name": self.input, "shape": [int(d) for d in self.input_shape[1:]],
+                   "dtype": np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(self.input))).name},
+            batch_profile=profile, model=manifest_model(self.manifest, self.model),
+            weights=from_manifest(self.manifest) if self.manifest else {"kind": "unknown"},
+            plugins={"nodes": nodes, "reference_executed": 0},  # the engine runs the plugins' own kernels
+        )
 
     def unsupported_batch(self, batch: int) -> str | None:
         if self.input_shape[0] != -1:

@@ -11,6 +11,7 @@ PASSES: dict[str, str] = {
     "swin": "vitdeploy.deploy.rewrite.swin:SwinWindowAttentionPass",
     "gpsa": "vitdeploy.deploy.rewrite.gpsa:GpsaPass",
     "msda": "vitdeploy.deploy.rewrite.msda:MsdaPass",
+    "halo": "vitdeploy.deploy.rewrite.halo:HaloAttentionPass",
 }
 
 

@@ -273,7 +273,10 @@ def run_pass(model: onnx.ModelProto, rw: RewritePass, mode: str = "plugin",
     values = capture(model, names, feeds)
     opset = graph.opset
     domains = {**_domains(model), **rw.extra_opsets(mode)}
-    for cand in cands:
+    from vitdeploy.console import phase
+
+    for i, cand in enumerate(cands):
+        phase(f"{rw.name}: verifying candidate {i + 1}/{len(cands)}")
         emission = rw.emit(graph, cand, mode)
         ok, max_abs, cos, why = verify_candidate(cand, emission, values, opset, domains, rw.tolerance, seed)
         if ok:
