@@ -3,7 +3,7 @@ in one fresh process, in a given order, and check every output against the PyTor
 
     python tests/ort_families_child.py {alive|released|threads} FAMILY [FAMILY ...]
 
-FAMILY: swin | convit | detr_vitdeploy | detr_stock (a one-node graph of that plugin, FP32 or, with
+FAMILY: swin | convit | detr_vitdeploy | detr_stock | halo (a one-node graph of that plugin, FP32 or, with
 a `:fp16` suffix, FP16 I/O) or a path to an .onnx file (opened and run on seeded inputs, no reference).
 It runs in its own process because the bug it guards against (ops registered under an open session)
 kills the process with SIGSEGV: the parent sees the exit code instead of losing pytest.
@@ -77,6 +77,17 @@ def _case(family: str, seed: int):
                     sampling_locations=torch.rand(n, lq, m, 2, p, 2, generator=g) * 1.2 - 0.1,
                     attention_weights=torch.rand(n, lq, m, 2, p, generator=g))
         want = msda(*args.values())
+    elif fam == "halo":
+        from vitdeploy.plugins.halo_attention.reference import halo_attention
+        from vitdeploy.plugins.halo_attention.spec import SPEC
+
+        block, halo, heads, dqk, dv, hw = 2, 1, 2, 4, 4, 4
+        win = block + 2 * halo
+        attrs = dict(block_size=block, halo_size=halo, num_heads=heads, dim_head_qk=dqk, dim_head_v=dv,
+                     scale=dqk ** -0.5, scale_pos_embed=0, block_stride=1)
+        args = dict(q=t(2, heads * dqk, hw, hw), kv=t(2, heads * (dqk + dv), hw, hw),
+                    height_rel=t(2 * win - 1, dqk), width_rel=t(2 * win - 1, dqk))
+        want = halo_attention(*args.values(), **attrs)
     else:
         raise SystemExit(f"unknown family {family}")
     if fp16:  # the reference sees what the graph sees: FP16-rounded inputs

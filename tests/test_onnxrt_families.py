@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from vitdeploy.plugins import ORT_FACES
+
 REPO = Path(__file__).resolve().parents[1]
 CHILD = REPO / "tests" / "ort_families_child.py"
 FAMILIES = ("swin", "convit", "detr")
@@ -49,11 +51,10 @@ def test_every_order_with_sessions_kept_open(k, order):
     fams = _expand(order, k)
     res = _child("alive", *fams)
     assert res["checks"] == 2 * len(fams) and res["max_rel_err"] <= 1e-4
-    assert res["registered"] == ["GatedPositionalAttention", "MultiscaleDeformableAttention",
-                                 "MultiscaleDeformableAttnPlugin_TRT", "WindowAttention"]
+    assert res["registered"] == sorted(ORT_FACES)  # every face, whichever family came first
 
 
-@pytest.mark.parametrize("order", [("convit", "detr", "swin:fp16"), ("swin:fp16", "detr", "convit")])
+@pytest.mark.parametrize("order", [("convit", "detr", "swin:fp16"), ("halo", "swin:fp16", "detr", "convit")])
 def test_sessions_released_between_families(order):
     fams = _expand(order, 1)
     res = _child("released", *fams)
@@ -61,7 +62,7 @@ def test_sessions_released_between_families(order):
 
 
 def test_sessions_created_and_run_concurrently_in_threads():
-    fams = ["convit", "detr_stock", "swin", "detr_vitdeploy", "swin:fp16", "convit:fp16"]
+    fams = ["convit", "detr_stock", "swin", "detr_vitdeploy", "swin:fp16", "convit:fp16", "halo"]
     res = _child("threads", *fams)
     assert res["checks"] == 4 * len(fams)
 
@@ -154,5 +155,5 @@ def test_cli_verify_across_families_runs_both_and_reports_the_difference(rewritt
 
 def test_real_rewritten_graphs_kept_open_in_both_orders(rewritten_pair):
     sw, cv = map(str, rewritten_pair)
-    for fams in ([sw, cv, "detr_stock"], ["detr_vitdeploy", cv, sw]):
+    for fams in ([sw, cv, "detr_stock"], ["halo", "detr_vitdeploy", cv, sw]):
         assert _child("alive", *fams)["checks"] == 2 * len(fams)
