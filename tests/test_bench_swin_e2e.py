@@ -43,7 +43,7 @@ def test_swap_matches_eager_with_the_reference(img_size):
         got = model(x)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert len(calls) == 4
-    assert [c["shift_size"] for c in calls] == [0, 2, 0, 2]  # W-MSA then SW-MSA in every stage
+    assert [c["shift_size"] for c in calls] == [(0, 0), (2, 2), (0, 0), (2, 2)]  # W-MSA then SW-MSA in every stage
     assert calls[0]["height"] == img_size // 4
 
 

@@ -1,7 +1,8 @@
 """Issue 5: `vitdeploy build` up to the engine on a machine without TensorRT.
 
 vit_t (cheap, TorchScript exporter) carries the step-cache and manifest tests;
-swin_t runs once the way `make run` runs it (dynamo export, swin rewrite, FP16).
+swin_t runs once the way `make run` runs it (dynamo export, swin rewrite, FP16);
+a test-sized Swin V2 at a non-square size runs the same pipeline through the V2 rewrite.
 """
 import json
 import re
@@ -369,3 +370,22 @@ def test_empty_onnx_is_refused_before_anything_is_written(cli_run, tmp_path):
     assert res.exit_code == EXIT_USAGE, res.output
     assert "empty.onnx is not a readable ONNX model" in res.output
     assert not out.exists()
+
+
+def test_swinv2_non_square_build_up_to_the_engine(tmp_path, cli_run):
+    """`build --model swinv2_t --img-size 224 320 --fp16` (test-sized): V2 blocks, a non-square window
+    among them, all become plugin nodes, FP16, accuracy; exit 4 without TensorRT (--require-engine)."""
+    out = tmp_path / "swinv2"
+    res = cli_run("build", "--model", "swinv2_t", "--reduced", "--img-size", "224", "320", "--fp16",
+                  "--exporter", "torchscript", "--require-engine", "-o", str(out))
+    assert res.exit_code == EXIT_ENGINE_SKIPPED, res.output
+    m = manifest(out)
+    assert m["model"]["family"] == "swinv2" and m["export"]["inputs"][0]["shape"] == [1, 3, 224, 320]
+    swin = next(p for p in m["rewrite"]["passes"] if p["pass"] == "swin")
+    assert swin["found"] == swin["replaced"] == 5
+    g = onnx.load(str(out / "model.fp16.onnx"))
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in g.graph.node if n.op_type == "WindowAttention"]
+    # 56x80, 28x40, 14x20 (padded to 16x24), 7x10 maps; window 8, clamped per dimension in the last stage
+    assert [(a["window_size"], a["shift_size"], a["cosine"]) for a in attrs] == [
+        ([8, 8], [0, 0], 1), ([8, 8], [0, 0], 1), ([8, 8], [0, 0], 1), ([8, 8], [4, 4], 1), ([7, 8], [0, 0], 1)]
+    assert m["accuracy"]["top1_agreement"] >= 75.0

@@ -151,12 +151,41 @@ def test_unknown_alias_suggests_closest(cli_run, tmp_path):
     assert _nothing_written(tmp_path / "o")
 
 
-def test_image_size_swin_cannot_take(cli_run, tmp_path):
-    r = cli_run("export", "--model", "swin_t", "--img-size", "230", "-o", str(tmp_path / "o"))
-    assert r.exit_code == 2
-    assert "230x230 does not fit swin_t" in r.output and "multiple of 32" in r.output and "--img-size 224" in r.output
+@pytest.mark.parametrize("args,problem,fix", [
+    (["230"], "230x230 does not fit swin_t", "--img-size 228"),  # 4x4 patches
+    (["240", "322"], "240x322 does not fit swin_t", "--img-size 240x320"),
+    (["240x322"], "240x322 does not fit swin_t", "--img-size 240x320"),
+    (["16x320"], "16x320 is too small for swin_t", "at least 32 pixels"),
+    (["240x"], "--img-size '240x' is not a size", "HEIGHT WIDTH"),
+    (["0"], "--img-size 0x0 must be positive", "--img-size 240 320"),
+])
+def test_image_size_swin_cannot_take(cli_run, tmp_path, args, problem, fix):
+    r = cli_run("export", "--model", "swin_t", "--img-size", *args, "-o", str(tmp_path / "o"))
+    assert r.exit_code == 2, r.output
+    assert problem in r.output and fix in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert _nothing_written(tmp_path / "o")
+
+
+def test_img_size_forms():
+    """`--img-size 240 320`, `240x320`, `240,320` and `224` (square) all parse; other options are untouched."""
+    from vitdeploy.cli import join_img_size
+    from vitdeploy.commands.common import IMG_SIZE
+
+    assert join_img_size(["export", "--img-size", "240", "320", "-o", "d"]) == ["export", "--img-size", "240x320", "-o", "d"]
+    assert join_img_size(["export", "--img-size", "224", "-o", "d"]) == ["export", "--img-size", "224", "-o", "d"]
+    assert join_img_size(["bench", "a.onnx", "--batch", "1", "8"]) == ["bench", "a.onnx", "--batch", "1", "8"]
+    assert [IMG_SIZE.convert(v, None, None) for v in ("240x320", "240X320", "240,320", "224")] == [
+        (240, 320), (240, 320), (240, 320), (224, 224)]
+
+
+def test_non_square_swin_export(exported):
+    """A Swin at 240x320 (the issue's example, test-sized): exported, verified, and its size recorded."""
+    out, manifest = exported("swin_t", (240, 320), True)
+    assert manifest["model"]["reduced"] is True
+    assert manifest["export"]["parity"]["passed"]
+    assert manifest["export"]["inputs"][0]["shape"] == [1, 3, 240, 320]
+    assert manifest["preprocessing"]["input_size"] == [3, 240, 320]
 
 
 def test_unreadable_checkpoint(cli_run, tmp_path):
@@ -225,6 +254,13 @@ def test_models_lists_every_alias(cli_run):
         assert a in rows
     assert rows["swin_t"]["passes"] == ["swin"] and rows["deformable_detr"]["source"] == "transformers"
     assert rows["vit_b"]["parameters"] == 86567656
+    # Swin V2 (timm's registry names, each checked to exist there)
+    import timm
+
+    for alias, name, size in [("swinv2_t", "swinv2_tiny_window8_256", 256), ("swinv2_s", "swinv2_small_window16_256", 256),
+                              ("swinv2_b", "swinv2_base_window12to24_192to384", 384)]:
+        assert (rows[alias]["name"], rows[alias]["input_size"], rows[alias]["passes"]) == (name, [size, size], ["swin"])
+        assert rows[alias]["family"] == "swinv2" and timm.is_model(name)
 
 
 def test_every_command_has_help_with_an_example(cli_run):

@@ -2,8 +2,12 @@
 
 Reduced timm Swins (same code paths as swin_t: shifted and unshifted blocks, padding, window 12)
 keep exports cheap; one full swin_t check at the end. Both exporters, static and dynamic batch.
+Non-square inputs (per-dimension windows and shifts) and Swin V2 (timm and Hugging Face) below;
+benchmarks/rewrite/swin_configs.py sweeps many more random configurations.
 """
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,6 +20,9 @@ from vitdeploy.deploy.export import BatchSpec, export_onnx
 from vitdeploy.deploy.rewrite.base import run_pass, run_passes
 from vitdeploy.deploy.rewrite.swin import SwinWindowAttentionPass, shift_mask, window_order
 from vitdeploy.onnxrt import session
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "rewrite"))
+from swin_configs import random_swin  # noqa: E402  (the sweep's generator: one definition of "random Swin")
 
 DEPTHS = (1, 1, 2, 1)  # stage 3 has the shifted block; stage 4 (7x7, window 7) is clamped to no shift
 
@@ -119,8 +126,10 @@ def test_dynamo_static_every_block_replaced_and_matches_pytorch(dynamo_static, m
         assert len(nodes) == sum(DEPTHS) and "Softmax" not in ops(out)
         attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
         assert [(a["height"], a["window_size"], a["shift_size"], a["num_heads"]) for a in attrs] == [
-            (56, 7, 0, 1), (28, 7, 0, 2), (14, 7, 0, 4), (14, 7, 3, 4), (7, 7, 0, 8)]
-        assert attrs[0]["plugin_namespace"] == b"vitdeploy" and abs(attrs[0]["scale"] - 32 ** -0.5) < 1e-7
+            (56, [7, 7], [0, 0], 1), (28, [7, 7], [0, 0], 2), (14, [7, 7], [0, 0], 4), (14, [7, 7], [3, 3], 4),
+            (7, [7, 7], [0, 0], 8)]
+        assert attrs[0]["plugin_namespace"] == b"vitdeploy" and abs(attrs[0]["scale"][0] - 32 ** -0.5) < 1e-7
+        assert [(a["cosine"], a["mask_value"], len(a["scale"])) for a in attrs][3] == (0, -100.0, 4)
         assert any(o.domain == "vitdeploy" for o in out.opset_import)
     else:
         assert "WindowAttention" not in ops(out) and ops(out).count("Softmax") == sum(DEPTHS)
@@ -267,9 +276,9 @@ def test_hand_written_official_style_block_is_matched(tmp_path):
         assert np.abs(got - block(x).detach().numpy()).max() < 1e-4
 
 
-def test_torchvision_swin_is_matched_and_its_pad_then_roll_variant_is_not(tmp_path):
-    """torchvision pads *before* rolling: identical to timm without padding (matched), a different
-    token order with padding in shifted blocks (reported, not rewritten)."""
+def test_torchvision_swin_is_matched_with_its_pad_then_roll_order(tmp_path):
+    """torchvision pads *before* rolling: identical to timm without padding, a different token order
+    with padding in shifted blocks (`pad_first`), matched too."""
     from torchvision.models.swin_transformer import SwinTransformer
 
     torch.manual_seed(2)
@@ -282,9 +291,13 @@ def test_torchvision_swin_is_matched_and_its_pad_then_roll_variant_is_not(tmp_pa
     assert np.abs(ort_out(out, x) - torch_out(tv, x)).max() < 1e-4
 
     m = export(tv, 256, tmp_path / "tv256.onnx", "torchscript")  # 16x16 map padded to 21 in the shifted block
-    out, rep = run_pass(m, SwinWindowAttentionPass(), "plugin")
-    assert rep.found == rep.replaced == 4
-    assert len(rep.notes) == 1 and "not timm's roll -> pad -> window partition" in rep.notes[0]
+    out, rep, _ = rewrite(m, "plugin")
+    assert rep["found"] == rep["replaced"] == 5 and rep["notes"] == []
+    pads = [onnx.helper.get_attribute_value(a) for n in out.graph.node if n.op_type == "WindowAttention"
+            for a in n.attribute if a.name == "pad_first"]
+    assert pads == [0, 0, 0, 1, 0]  # only the padded, shifted block differs from timm's order
+    x = np.random.default_rng(7).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    assert np.abs(ort_out(out, x) - torch_out(tv, x)).max() < 1e-4
 
 
 # ----------------------------------------------------------------------------- full-size structure
@@ -314,8 +327,8 @@ def test_swin_s_and_swin_b_block_structure(tmp_path):
     assert notes == [] and len(cands) == 24
     assert [c.name for c in cands][-3:] == ["stage 3 block 18", "stage 4 block 1", "stage 4 block 2"]
     lay = [c.params["layout"] for c in cands]
-    assert [(l.height, l.heads, l.shift) for l in lay[4:6]] == [(14, 16, 0), (14, 16, 3)]
-    assert sum(l.shift > 0 for l in lay) == 1 + 1 + 9  # every second block, except stage 4 (7x7 map)
+    assert [(l.height, l.heads, l.shift) for l in lay[4:6]] == [(14, 16, (0, 0)), (14, 16, (3, 3))]
+    assert sum(l.shifted for l in lay) == 1 + 1 + 9  # every second block, except stage 4 (7x7 map)
 
 
 def test_hugging_face_swin_with_separate_q_k_v_linears_is_matched(tmp_path):
@@ -355,3 +368,109 @@ def test_opset_23_attention_op_from_hugging_face_sdpa_is_matched(tmp_path):
     with torch.no_grad():
         ref = hf(torch.from_numpy(x)).logits.numpy()
     assert np.abs(ort_out(out, x) - ref).max() < 1e-4
+
+
+# ----------------------------------------------------------------------------- non-square inputs, Swin V2
+
+def relative_error(got, ref) -> float:
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+def blocks(model):
+    return [b for layer in model.layers for b in layer.blocks]
+
+
+# (seed, exporter): V1 and V2, each with both exporters
+RANDOM = [(0, "dynamo"), (2, "torchscript"), (1, "torchscript"), (3, "dynamo")]
+
+
+@pytest.mark.parametrize("seed,exporter", RANDOM, ids=[f"{'v2' if s % 2 else 'v1'}-seed{s}-{e}" for s, e in RANDOM])
+def test_random_non_square_swin_every_block_replaced(tmp_path, seed, exporter):
+    model, (h, w) = random_swin(seed)
+    effective = [(tuple(b.window_size), tuple(b.shift_size)) for b in blocks(model)]
+    assert any(wh != ww or sh != sw for (wh, ww), (sh, sw) in effective), effective  # really non-square somewhere
+    path = tmp_path / "m.onnx"
+    export_onnx(model, torch.randn(1, 3, h, w), path, exporter=exporter)
+    out, rep, whole = rewrite(onnx.load(str(path)), "plugin")
+    assert rep["found"] == rep["replaced"] == len(effective) and whole["whole_graph"]["passed"]
+    nodes = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+             for n in out.graph.node if n.op_type == "WindowAttention"]
+    # window and shift were measured from the data movement and agree with timm's per-block values
+    assert [(tuple(a["window_size"]), tuple(a["shift_size"])) for a in nodes] == effective
+    assert {a["cosine"] for a in nodes} == {seed % 2}
+    x = np.random.default_rng(seed).standard_normal((2, 3, h, w)).astype(np.float32)
+    assert relative_error(ort_out(out, x[:1]), torch_out(model, x[:1])) < 1e-4
+
+
+def test_v2_native_mode_and_back_to_plugin(tmp_path):
+    """Swin V2 without plugins: ReduceL2-free normalisation, per-head scale, folded bias; the native
+    graph is still Swin V2 to the matcher."""
+    model, (h, w) = random_swin(5)
+    path = tmp_path / "v2.onnx"
+    export_onnx(model, torch.randn(1, 3, h, w), path, exporter="torchscript")
+    m = onnx.load(str(path))
+    out, rep, whole = rewrite(m, "native")
+    n = len(blocks(model))
+    assert rep["replaced"] == n and whole["whole_graph"]["passed"] and "WindowAttention" not in ops(out)
+    assert ops(m).count("ReduceL2") == 2 * n and "ReduceL2" not in ops(out)  # F.normalize's q and k ...
+    assert ops(out).count("ReduceSum") - ops(m).count("ReduceSum") == 2 * n  # ... now our normalisation
+    assert ops(out).count("Shape") < ops(m).count("Shape")  # the blocks' shape arithmetic is gone
+    x = np.random.default_rng(12).standard_normal((1, 3, h, w)).astype(np.float32)
+    ref = torch_out(model, x)
+    assert relative_error(ort_out(out, x), ref) < 1e-4
+    again, rep2, _ = rewrite(out, "plugin")
+    assert rep2["replaced"] == n and ops(again).count("WindowAttention") == n
+    assert relative_error(ort_out(again, x), ref) < 1e-4
+
+
+def test_hugging_face_swinv2_every_block_replaced(tmp_path):
+    """transformers' Swinv2Model: separate q/k/v Linears (k without bias), cosine attention, a mask the
+    model adds twice (so -200, measured, not assumed), post-norm."""
+    from transformers import Swinv2Config, Swinv2Model
+
+    torch.manual_seed(6)
+    # 160 px: 40x40, 20x20, 10x10 and 5x5 maps, window 7: padded shifted blocks, where Hugging Face
+    # pads before it rolls (`pad_first`)
+    cfg = Swinv2Config(image_size=160, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7)
+    hf = Swinv2Model(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("logit_scale"):
+                p.uniform_(0.5, 4.6)
+    path = tmp_path / "hf_v2.onnx"
+    export_onnx(hf, torch.randn(1, 3, 160, 160), path, exporter="torchscript",
+                output_names=("last_hidden_state", "pooler_output"))
+    out, rep, whole = rewrite(onnx.load(str(path)), "plugin")
+    assert rep["found"] == rep["replaced"] == 5 and whole["whole_graph"]["passed"]
+    nodes = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+             for n in out.graph.node if n.op_type == "WindowAttention"]
+    assert [(a["cosine"], a["shift_size"], a["mask_value"], a["pad_first"]) for a in nodes][2:4] == [
+        (1, [0, 0], -100.0, 0), (1, [3, 3], -200.0, 1)]
+    assert nodes[4]["window_size"] == [5, 5]
+    assert window_movement(out) == ([], [])
+    x = np.random.default_rng(13).standard_normal((1, 3, 160, 160)).astype(np.float32)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(x)).last_hidden_state.numpy()
+    assert relative_error(ort_out(out, x), ref) < 1e-4
+
+
+@pytest.mark.slow
+def test_swinv2_t_all_12_blocks_replaced_and_matches_pytorch(tmp_path):
+    """timm's swinv2_tiny_window8_256 as `vitdeploy` builds it (256x256, window 8), with spread logit
+    scales and q/v biases so the V2 paths are exercised, not just initialised."""
+    from vitdeploy.models import build_model, get_info
+
+    torch.manual_seed(0)
+    model = build_model(get_info("swinv2_t"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("logit_scale"):
+                p.uniform_(0.5, 5.0)
+            elif name.endswith(("q_bias", "v_bias")):
+                p.normal_(0, 0.2)
+    m = export(model, 256, tmp_path / "swinv2_t.onnx", "torchscript")
+    x = np.random.default_rng(14).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    out, rep, whole = rewrite(m, "plugin")
+    assert rep["found"] == rep["replaced"] == 12 and whole["whole_graph"]["passed"]
+    assert window_movement(out) == ([], [])
+    assert relative_error(ort_out(out, x), torch_out(model, x)) < 1e-4

@@ -72,10 +72,26 @@ def cli():
     """
 
 
+def join_img_size(argv: list[str]) -> list[str]:
+    """`--img-size H W` -> `--img-size HxW`: Click options take a fixed number of values, and a
+    non-square size should read as naturally as a square one (`--img-size 224`)."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--img-size" and i + 2 < len(argv) and argv[i + 1].isdigit() and argv[i + 2].isdigit():
+            out += [a, f"{argv[i + 1]}x{argv[i + 2]}"]
+            i += 3
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv=None):
     """Entry point: run the CLI, turning VitdeployError into one line and its exit code."""
     from vitdeploy.errors import VitdeployError
 
+    argv = join_img_size(list(sys.argv[1:] if argv is None else argv))
     try:
         return cli.main(args=argv, prog_name="vitdeploy", standalone_mode=False)
     except VitdeployError as e:

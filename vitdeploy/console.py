@@ -41,12 +41,14 @@ class Stage:
         self.name = name
         self.detail = ""
         self.skipped: str | None = None
+        self.skip_word = "skipped"
         self.neutral = False
         self.seconds = 0.0
         self._status = None
 
-    def skip(self, why: str) -> None:
-        self.skipped = why
+    def skip(self, why: str, word: str = "skipped") -> None:
+        """Finish with `– name  word: why` (`word` when the command says "skipped" elsewhere, so it says it once)."""
+        self.skipped, self.skip_word = why, word
 
     def unjudged(self) -> None:
         """Finish with a neutral mark instead of ✔: the step ran, its figure earns no check mark."""
@@ -82,7 +84,7 @@ def stage(name: str) -> Iterator[Stage]:
         _active.pop()
     st.seconds = time.perf_counter() - start
     if st.skipped is not None:
-        console.print(f"[yellow]–[/] [bold]{name:<10}[/] skipped: {st.skipped}")
+        console.print(f"[yellow]–[/] [bold]{name:<10}[/] {st.skip_word}: {st.skipped}")
     else:
         mark = f"[dim]{NEUTRAL_MARK}[/]" if st.neutral else "[green]✔[/]"
         console.print(f"{mark} [bold]{name:<10}[/] {st.detail}  [dim]{st.seconds:.1f} s[/]")

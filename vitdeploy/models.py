@@ -17,7 +17,7 @@ from vitdeploy.errors import VitdeployError
 @dataclass(frozen=True)
 class ModelInfo:
     alias: str
-    family: str  # vit | deit | swin | convit | mixer | halonet | deformable_detr
+    family: str  # vit | deit | swin | swinv2 | convit | mixer | halonet | deformable_detr
     source: str  # timm | transformers
     name: str  # timm model name, or the HF hub id of the pretrained weights
     input_size: tuple[int, int]  # (H, W) the model was designed for
@@ -50,10 +50,16 @@ REGISTRY: dict[str, ModelInfo] = {
         _timm("deit_s", "deit", "deit_small_patch16_224"),
         _timm("deit_b", "deit", "deit_base_patch16_224"),
         _timm("deit_b_distilled", "deit", "deit_base_distilled_patch16_224"),
-        _timm("swin_t", "swin", "swin_tiny_patch4_window7_224", multiple=32, passes=_SWIN),
-        _timm("swin_s", "swin", "swin_small_patch4_window7_224", multiple=32, passes=_SWIN),
-        _timm("swin_b", "swin", "swin_base_patch4_window7_224", multiple=32, passes=_SWIN),
-        _timm("swin_b_384", "swin", "swin_base_patch4_window12_384", size=384, multiple=32, passes=_SWIN),
+        # Swin: any H, W that are multiples of the 4x4 patch (timm pads odd maps before patch merging
+        # and clamps each block's window to its map per dimension, so non-square inputs work).
+        _timm("swin_t", "swin", "swin_tiny_patch4_window7_224", multiple=4, passes=_SWIN),
+        _timm("swin_s", "swin", "swin_small_patch4_window7_224", multiple=4, passes=_SWIN),
+        _timm("swin_b", "swin", "swin_base_patch4_window7_224", multiple=4, passes=_SWIN),
+        _timm("swin_b_384", "swin", "swin_base_patch4_window12_384", size=384, multiple=4, passes=_SWIN),
+        _timm("swinv2_t", "swinv2", "swinv2_tiny_window8_256", size=256, multiple=4, passes=_SWIN),
+        _timm("swinv2_s", "swinv2", "swinv2_small_window16_256", size=256, multiple=4, passes=_SWIN),
+        _timm("swinv2_b", "swinv2", "swinv2_base_window12to24_192to384", size=384, multiple=4, passes=_SWIN,
+              notes="ImageNet-22k 192px pre-training, fine-tuned at 384 with 24x24 windows"),
         _timm("convit_t", "convit", "convit_tiny", passes=_GPSA),
         _timm("convit_s", "convit", "convit_small", passes=_GPSA),
         _timm("convit_b", "convit", "convit_base", passes=_GPSA),
@@ -76,6 +82,18 @@ REGISTRY: dict[str, ModelInfo] = {
         ),
     ]
 }
+
+# Test-sized Swin (V1 and V2): the four stages, shifted and clamped blocks, padding, at 32 channels.
+SWIN_SMALL_OVERRIDES = dict(depths=(1, 1, 2, 1), embed_dim=32, num_heads=(1, 2, 4, 8))
+REDUCED_FAMILIES = ("deformable_detr", "swin", "swinv2")  # families `--reduced` has a test-sized variant of
+
+
+def check_reduced(alias: str) -> None:
+    """`--reduced` exists for Deformable DETR and Swin / Swin V2 only: one line otherwise."""
+    info = get_info(alias)
+    if info.family not in REDUCED_FAMILIES:
+        raise VitdeployError(f"--reduced has no test-sized variant of {alias}",
+                             "use it with deformable_detr or a Swin / Swin V2 alias, or drop --reduced")
 
 # Test-sized Deformable DETR: every structural element of the real one (4 feature
 # levels, encoder and decoder deformable attention, box head) at a fraction of the cost.
@@ -125,14 +143,20 @@ def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
         )
     if h <= 0 or w <= 0 or h % m or w % m:
         why = {
-            "swin": "Swin's patch embedding and three patch-merging stages halve the map",
+            "swin": "Swin's patch embedding cuts 4x4 patches",
+            "swinv2": "Swin's patch embedding cuts 4x4 patches",
             "deformable_detr": "the ResNet backbone downsamples by 32",
             "halonet": "its last stage cuts the 1/32 feature map into 8x8 attention blocks",
         }.get(info.family, "the patch embedding uses 16x16 patches")
-        lo = max(m, (h // m) * m)
+        lo_h, lo_w = max(m, (h // m) * m), max(m, (w // m) * m)
         raise VitdeployError(
-            f"image size {h}x{w} does not fit {info.alias}: {why}, so it must be a multiple of {m}",
-            f"try --img-size {lo}",
+            f"image size {h}x{w} does not fit {info.alias}: {why}, so height and width must each be a multiple of {m}",
+            f"try --img-size {lo_h}" if lo_h == lo_w else f"try --img-size {lo_h}x{lo_w}",
+        )
+    if info.family in ("swin", "swinv2") and min(h, w) < 32:
+        raise VitdeployError(
+            f"image size {h}x{w} is too small for {info.alias}: three patch-merging stages leave less than one token",
+            "use at least 32 pixels a side, e.g. --img-size 224",
         )
 
 
@@ -164,7 +188,7 @@ def build_model(
     check_input_size(info, size)
     with torch.device(device):
         if info.source == "timm":
-            model = _build_timm(info, size, pretrained)
+            model = _build_timm(info, size, pretrained, small)
         else:
             model = _build_detr(info, pretrained, small)
     if checkpoint is not None:
@@ -192,12 +216,15 @@ def redraw_zero_weights(model, std: float = 0.02, seed: int = 0) -> list[str]:
     return redrawn
 
 
-def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool):
+def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool, small: bool = False):
     import timm
 
     kwargs: dict[str, Any] = dict(info.overrides)
     if size != info.input_size:
         kwargs["img_size"] = size if size[0] != size[1] else size[0]
+    if small:
+        check_reduced(info.alias)
+        kwargs.update(SWIN_SMALL_OVERRIDES)
     if pretrained:
         return _pretrained(lambda: timm.create_model(info.name, pretrained=True, **kwargs), info)
     return timm.create_model(info.name, pretrained=False, **kwargs)

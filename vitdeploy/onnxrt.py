@@ -102,7 +102,7 @@ def adapt_for_ort(model):
             else:
                 outs.append(name)
         op = helper.make_node(node.op_type, ins, outs, name=node.name, domain=ORT_PYOP_DOMAIN)
-        op.attribute.extend(node.attribute)
+        op.attribute.extend(spec.ort_attribute(a) for a in node.attribute)  # list attributes as strings
         new_nodes.append(op)
         new_nodes.extend(post)
     del model.graph.node[:]

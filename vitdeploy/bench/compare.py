@@ -270,10 +270,6 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
     return cmp
 
 
-def _fmt_ms(v: float) -> str:
-    return f"{v:.4g}"
-
-
 def _pct(v: float) -> str:
     return f"{v:+.1%}"
 
@@ -289,6 +285,30 @@ def _acc(row: Row) -> str:
     if row.accuracy_delta is None:
         return "-"
     return f"{row.acc_base:.2f} → {row.acc_cand:.2f} ({row.accuracy_delta:+.2f})"
+
+
+def _pairs(rows: list[Row], value, share=()) -> list[str]:
+    """"base → candidate" cells of one column. Both sides of every row of one run get the same decimals,
+    chosen from that run's values of this column and of the `share` columns (median and p99 alike), so a
+    0.5 ms GPU run and a 14 s CPU run in one file do not force "14220.000" or "0"; never an exponent."""
+    from vitdeploy.bench.tables import decimals, fixed
+
+    places: dict[tuple, int] = {}
+    for key in dict.fromkeys(r.key for r in rows):
+        places[key] = decimals([f(res) for r in rows if r.key == key for f in (value, *share) for res in (r.base, r.cand)])
+    return [f"{fixed(value(r.base), places[r.key])} → {fixed(value(r.cand), places[r.key])}" for r in rows]
+
+
+def _median(res: dict) -> float:
+    return res["latency_ms"]["median"]
+
+
+def _p99(res: dict) -> float:
+    return res["latency_ms"]["p99"]
+
+
+def _ips(res: dict) -> float:
+    return res["throughput_ips"]
 
 
 SHORT_METRICS = {"top1_agreement": "top-1 agreement %", "candidate_top1": "top-1 accuracy %",
@@ -336,15 +356,14 @@ def to_markdown(cmp: Comparison, names: tuple[str, str] = ("baseline", "candidat
         f"| {_accuracy_header(cmp)} | |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
-    for r in cmp.rows:
+    medians, p99s = _pairs(cmp.rows, _median, (_p99,)), _pairs(cmp.rows, _p99, (_median,))
+    ips = _pairs(cmp.rows, _ips)
+    for i, r in enumerate(cmp.rows):
         mark = {REGRESSION: "❌ " + "; ".join(r.regressions), INCONCLUSIVE: "⚠️ inconclusive", OK: "✅"}[r.verdict]
         dm = _pct(r.ratio - 1)
         lines.append(
-            f"| {r.model} | {r.config} | {r.batch} "
-            f"| {_fmt_ms(r.base['latency_ms']['median'])} → {_fmt_ms(r.cand['latency_ms']['median'])} "
-            f"| {'**' + dm + '**' if r.regressions else dm} | {_ci(r)} "
-            f"| {_fmt_ms(r.base['latency_ms']['p99'])} → {_fmt_ms(r.cand['latency_ms']['p99'])} | {_pct(r.delta('p99'))} "
-            f"| {r.base['throughput_ips']:.1f} → {r.cand['throughput_ips']:.1f} | {_pct(r.throughput_delta)} "
+            f"| {r.model} | {r.config} | {r.batch} | {medians[i]} | {'**' + dm + '**' if r.regressions else dm} "
+            f"| {_ci(r)} | {p99s[i]} | {_pct(r.delta('p99'))} | {ips[i]} | {_pct(r.throughput_delta)} "
             f"| {_acc(r)} | {mark} |"
         )
     foot = accuracy_footnote(cmp)
@@ -355,25 +374,43 @@ def to_markdown(cmp: Comparison, names: tuple[str, str] = ("baseline", "candidat
     return "\n".join(lines) + "\n"
 
 
-def to_table(cmp: Comparison):
-    from rich import box
-    from rich.table import Table
+def to_table(cmp: Comparison, width: int | None = None):
+    """The terminal view, fitted to `width` (at most 100 columns) without cutting a number: one block per
+    run (model and configuration, with its accuracy figures, on the block's title line) and a row per batch.
+    Columns that do not fit are left out, least useful first (Δ img/s is Δ median seen from the other
+    side); the Markdown keeps them all."""
+    from rich.console import Group
+    from rich.text import Text
 
-    t = Table(box=box.SIMPLE_HEAD, title="bench compare (candidate vs baseline)", title_justify="left")
-    cols = ("model", "config", "batch", "median ms", "Δ median", f"{cmp.confidence:.0%} CI", "p99 ms", "Δ p99", "img/s",
-            "Δ img/s", _accuracy_header(cmp), "status")
-    for col in cols:
-        t.add_column(col, justify="left" if col in ("model", "config", "status") else "right", no_wrap=True)
-    for r in cmp.rows:
-        dm = _pct(r.ratio - 1)
+    from vitdeploy.bench.tables import Column, fit, left_out_note, render
+
+    rows = cmp.rows
+    status = {REGRESSION: "[bold red]REGRESSION[/]", INCONCLUSIVE: "[yellow]inconclusive[/]", OK: "[green]ok[/]"}
+    columns = [
+        Column("batch", [str(r.batch) for r in rows]),
+        Column("median ms", _pairs(rows, _median, (_p99,))),
+        Column("Δ median", [f"[bold red]{_pct(r.ratio - 1)}[/]" if r.latency == REGRESSION else _pct(r.ratio - 1)
+                            for r in rows]),
+        Column(f"{cmp.confidence:.0%} CI", [_ci(r) for r in rows]),
+        Column("p99 ms", _pairs(rows, _p99, (_median,)), drop=3),
+        Column("Δ p99", [_pct(r.delta("p99")) for r in rows], drop=2),
+        Column("img/s", _pairs(rows, _ips), drop=4),
+        Column("Δ img/s", [_pct(r.throughput_delta) for r in rows], drop=5),
         # the reasons follow the table, one line each (`regression_lines`), so no column is squeezed
-        status = {REGRESSION: "[bold red]REGRESSION[/]", INCONCLUSIVE: "[yellow]inconclusive[/]", OK: "[green]ok[/]"}[r.verdict]
-        t.add_row(
-            r.model, r.config, str(r.batch),
-            f"{_fmt_ms(r.base['latency_ms']['median'])} → {_fmt_ms(r.cand['latency_ms']['median'])}",
-            f"[bold red]{dm}[/]" if r.latency == REGRESSION else dm, _ci(r),
-            f"{_fmt_ms(r.base['latency_ms']['p99'])} → {_fmt_ms(r.cand['latency_ms']['p99'])}", _pct(r.delta("p99")),
-            f"{r.base['throughput_ips']:.1f} → {r.cand['throughput_ips']:.1f}", _pct(r.throughput_delta),
-            _acc(r), status,
-        )
-    return t
+        Column("status", [status[r.verdict] for r in rows], justify="left"),
+    ]
+    layout = fit(columns, width)
+    parts = [Text("bench compare: candidate vs baseline", style="bold")]
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.key, []).append(i)
+    for idx in groups.values():
+        first = rows[idx[0]]
+        title = f"{first.model} {first.config}"
+        if first.accuracy_delta is not None:
+            title += (f" · {_accuracy_header(cmp)}: {first.acc_base:.2f} → {first.acc_cand:.2f} "
+                      f"({first.accuracy_delta:+.2f} pts)")
+        parts += [Text(""), render(layout, title=title, rows=idx)]
+    if layout.left_out:
+        parts.append(Text(left_out_note(layout, "--markdown"), style="dim"))
+    return Group(*parts)

@@ -1,8 +1,8 @@
 """`vitdeploy report`: PNG plots and a Markdown summary from one or more bench result files.
 
-Plots (matplotlib, Agg backend, so no display is needed):
-  latency_<model>.png     latency distribution per batch size, one violin per configuration
-  throughput_<model>.png  images/s against batch size, one line per configuration
+Plots (matplotlib, Agg backend, so no display is needed; drawn by `plots`):
+  latency_<model>.png     latency per batch size: box and strip per configuration, with its n
+  throughput_<model>.png  images/s against batch size (bars when only one batch size was measured)
   accuracy_latency.png    headline accuracy against median latency (runs with accuracy only)
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 from vitdeploy.bench.accuracy import headline_label, headline_value
 from vitdeploy.bench.environment import device_name
+from vitdeploy.bench.plots import plot_accuracy_latency, plot_latency, plot_throughput
 from vitdeploy.bench.schema import run_device, run_environment
+from vitdeploy.bench.tables import decimals, fixed, number_column
 from vitdeploy.errors import VitdeployError
 
 
@@ -51,6 +53,7 @@ class Entry:
     label: str
     source: str
     device: str
+    config: str = ""  # the label without the source: the same configuration measured in several files
 
 
 def entries(docs: list[tuple[str, dict]]) -> list[Entry]:
@@ -58,146 +61,16 @@ def entries(docs: list[tuple[str, dict]]) -> list[Entry]:
     out = []
     for source, doc in docs:
         for run in doc["runs"]:
-            label = f"{run['backend']}/{run['precision']} {run_device(run)}"
+            config = f"{run['backend']}/{run['precision']} {run_device(run)}"
             if run["mode"] != "compute":
-                label += f" {run['mode']}"
-            if many:
-                label += f" [{source}]"
-            out.append(Entry(run, label, source, device_name(run_environment(doc, run), run["device"])))
+                config += f" {run['mode']}"
+            label = f"{config} [{source}]" if many else config
+            out.append(Entry(run, label, source, device_name(run_environment(doc, run), run["device"]), config))
     return out
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_latency(model: str, items: list[Entry], path: Path) -> bool:
-    """One subplot per batch size; in each, a violin of per-iteration latencies per configuration."""
-    plt = _plt()
-    batches = sorted({r["batch"] for e in items for r in e.run["results"]})
-    if not batches:
-        return False
-    cols = min(len(batches), 4)
-    rows = (len(batches) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    labels = [e.label for e in items]
-    for ax, batch in zip(axes.flat, batches):
-        data, pos, cols_used = [], [], []
-        for i, e in enumerate(items):
-            res = next((r for r in e.run["results"] if r["batch"] == batch), None)
-            if res and res["samples_ms"]:
-                data.append(res["samples_ms"])
-                pos.append(i)
-                cols_used.append(colors[i % len(colors)])
-        if not data:
-            ax.set_visible(False)
-            continue
-        parts = ax.violinplot(data, positions=pos, showmedians=True, showextrema=True, widths=0.8)
-        for body, c in zip(parts["bodies"], cols_used):
-            body.set_facecolor(c)
-            body.set_alpha(0.55)
-        for key in ("cmedians", "cmins", "cmaxes", "cbars"):
-            if key in parts:
-                parts[key].set_color("black" if key == "cmedians" else "0.35")
-                parts[key].set_linewidth(1.6 if key == "cmedians" else 0.9)
-        lo = min(min(d) for d in data)
-        hi = max(max(d) for d in data)
-        if lo > 0 and hi / lo > 20:
-            ax.set_yscale("log")
-        ax.set_xticks(range(len(items)))
-        ax.set_xticklabels([str(i + 1) for i in range(len(items))])
-        ax.set_title(f"batch {batch}")
-        ax.set_ylabel("latency (ms)")
-        ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(batches):]:
-        ax.set_visible(False)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i % len(colors)], alpha=0.55) for i in range(len(items))]
-    fig.legend(handles, [f"{i + 1}: {lab}" for i, lab in enumerate(labels)], loc="lower center",
-               ncol=min(len(items), 3), fontsize=8, frameon=False)
-    fig.suptitle(f"{model}: latency distribution per batch (median line, extrema whiskers)")
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * ((len(items) - 1) // 3), 1, 0.95))
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # suptitle and legend may overhang a narrow figure
-    plt.close(fig)
-    return True
-
-
-def plot_throughput(model: str, items: list[Entry], path: Path) -> bool:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    drawn = False
-    all_batches: set[int] = set()
-    markers = "osD^vP*X"
-    for i, e in enumerate(items):
-        res = sorted(e.run["results"], key=lambda r: r["batch"])
-        if not res:
-            continue
-        xs = [r["batch"] for r in res]
-        all_batches.update(xs)
-        # Distinct markers and dashes keep overlapping lines visible.
-        ax.plot(xs, [r["throughput_ips"] for r in res], marker=markers[i % len(markers)],
-                linestyle=("-", "--", ":", "-.")[(i // len(markers)) % 4], label=e.label, alpha=0.85)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return False
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(all_batches))
-    ax.set_xticklabels([str(b) for b in sorted(all_batches)])
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("throughput (images/s, at median latency)")
-    ax.set_title(f"{model}: throughput vs batch")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # suptitle and legend may overhang a narrow figure
-    plt.close(fig)
-    return True
-
-
-def accuracy_points(items: list[Entry]) -> list[tuple[str, float, float, int, str]]:
-    """(label, median latency at the smallest measured batch, headline accuracy %, that batch, what the figure is)."""
-    pts = []
-    for e in items:
-        acc = headline_value(e.run)
-        if acc is None or not e.run["results"]:
-            continue
-        first = min(e.run["results"], key=lambda r: r["batch"])
-        pts.append((f"{e.run['model']} {e.label}", first["latency_ms"]["median"], acc, first["batch"],
-                    headline_label(e.run) or "accuracy"))
-    return pts
-
-
-def plot_accuracy_latency(items: list[Entry], path: Path) -> bool:
-    pts = accuracy_points(items)
-    if not pts:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    metrics = {p[4] for p in pts}
-    for label, lat, acc, batch, metric in pts:
-        ax.scatter([lat], [acc], s=40)
-        extra = f", {metric}" if len(metrics) > 1 else ""
-        ax.annotate(f"{label} (b{batch}{extra})", (lat, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("median latency (ms, smallest measured batch)")
-    ax.set_ylabel(f"{metrics.pop() if len(metrics) == 1 else 'accuracy figure (see labels)'} (%)", fontsize=8)
-    ax.set_title("accuracy vs latency")
-    ax.grid(alpha=0.3)
-    ax.margins(x=0.25, y=0.2)
-    ax.set_xlim(left=0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # suptitle and legend may overhang a narrow figure
-    plt.close(fig)
-    return True
 
 
 def _summary_table(items: list[Entry]) -> list[str]:
@@ -209,10 +82,15 @@ def _summary_table(items: list[Entry]) -> list[str]:
     for e in items:
         acc = headline_value(e.run)
         cell = "-" if acc is None else f"{acc:.2f}" + (f" ({headline_label(e.run)})" if many else "")
-        for r in sorted(e.run["results"], key=lambda r: r["batch"]):
-            s = r["latency_ms"]
-            lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {r['batch']} | {s['median']:.4g} | {s['p99']:.4g} "
-                         f"| {s['cv']:.1%} | {r['throughput_ips']:.1f} | {cell} |")
+        res = sorted(e.run["results"], key=lambda r: r["batch"])
+        # one run's rows share decimals (median and p99 alike, chosen from its values), never an exponent
+        places = decimals([r["latency_ms"][k] for r in res for k in ("median", "p99")])
+        med = [fixed(r["latency_ms"]["median"], places) for r in res]
+        p99 = [fixed(r["latency_ms"]["p99"], places) for r in res]
+        ips = number_column([r["throughput_ips"] for r in res])
+        for i, r in enumerate(res):
+            lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {r['batch']} | {med[i]} | {p99[i]} "
+                         f"| {r['latency_ms']['cv']:.1%} | {ips[i]} | {cell} |")
         for sk in e.run["skipped"]:
             lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {sk['batch']} | skipped: {sk['reason']} | | | | |")
     return lines
@@ -243,6 +121,9 @@ def build(docs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
         md += ["", "> ⚠ Some runs use random weights: their latency is real, their accuracy figures are noise."]
     md += ["", "## Summary", "", *_summary_table(items), ""]
     for model, group in by_model.items():
+        # one configuration from several files side by side (main next to pr), in first-seen order
+        order = {c: k for k, c in enumerate(dict.fromkeys(e.config for e in group))}
+        group = sorted(group, key=lambda e: order[e.config])
         md += [f"## {model}", ""]
         for kind, fn in (("throughput", plot_throughput), ("latency", plot_latency)):
             path = out_dir / f"{kind}_{_slug(model)}.png"

@@ -101,8 +101,9 @@ def run_batches(backend: Backend, batches: list[int], mode: str, settings: Setti
     from vitdeploy.console import console
 
     run = new_run(backend, mode, settings)
+    # a bar only where it can redraw: in a log or a pipe, rich's stopped bar would leave a blank line
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeRemainingColumn(),
-                   console=console, transient=True, disable=not progress)
+                   console=console, transient=True, disable=not progress or not console.is_terminal)
     with bar:
         for batch in batches:
             reason = backend.unsupported_batch(batch)

@@ -54,12 +54,31 @@ def throughput(batch: int, median_ms: float) -> float:
     return batch * 1000.0 / median_ms if median_ms > 0 else float("inf")
 
 
-def cv_warning(stats: LatencyStats, device: str = "cuda") -> str | None:
-    if stats.cv <= CV_WARN:
-        return None
+def _noise_fix(device: str) -> str:
     fix = ("lock GPU clocks (nvidia-smi -lgc, or jetson_clocks on Jetson)" if device == "cuda"
            else "set the CPU governor to performance")
-    return f"latency CV {stats.cv:.1%} is above {CV_WARN:.1%}: results are noisy; {fix}, stop other work, or raise --duration-s"
+    return f"{fix}, stop other work, or raise --duration-s"
+
+
+def cv_warning(stats: LatencyStats, device: str = "cuda") -> str | None:
+    """The warning one batch record carries (in the JSON) when its CV is above `CV_WARN`."""
+    if stats.cv <= CV_WARN:
+        return None
+    return f"latency CV {stats.cv:.1%} is above {CV_WARN:.1%}: results are noisy; {_noise_fix(device)}"
+
+
+def is_cv_warning(text: str) -> bool:
+    """Whether a batch record's warning is the one `cv_warning` wrote (shown once per run by `noise_warning`)."""
+    return text.startswith("latency CV ")
+
+
+def noise_warning(results: list[dict], device: str = "cuda") -> str | None:
+    """One line for a whole run naming every noisy batch, instead of the same advice once per batch."""
+    noisy = [r for r in results if r["latency_ms"]["cv"] > CV_WARN]
+    if not noisy:
+        return None
+    which = ", ".join(f"{r['batch']} ({r['latency_ms']['cv']:.1%})" for r in noisy)
+    return (f"latency CV above {CV_WARN:.1%} at batch {which}: results are noisy; {_noise_fix(device)}")
 
 
 def downsample(samples, cap: int) -> list[float]:

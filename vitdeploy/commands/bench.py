@@ -103,40 +103,29 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
 
 
 def print_run(run: dict, env: dict) -> None:
-    from rich import box
-    from rich.table import Table
-
+    """The run's table (fitted to the console, at most 100 columns, no number cut), then its warnings:
+    the run's own, each batch's, and one noise line for all noisy batches."""
     from vitdeploy.bench.environment import device_name
     from vitdeploy.bench.schema import run_label
-    from vitdeploy.bench.stats import CV_WARN
+    from vitdeploy.bench.stats import is_cv_warning, noise_warning
+    from vitdeploy.bench.tables import console_width, run_table
     from vitdeploy.console import console
 
-    t = Table(title=f"{run_label(run)} on {device_name(env, run['device'])}", title_justify="left",
-              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    for col in ("batch", "iters", "median", "mean", "p90", "p99", "min", "max", "CV", "img/s", "enqueue", "graph"):
-        t.add_column(col, justify="right", no_wrap=True)
-    for r in run["results"]:
-        s = r["latency_ms"]
-        cv = f"{s['cv']:.1%}"
-        enq = r.get("host_enqueue_ms")
-        graph = r.get("cuda_graph") or {}
-        t.add_row(
-            str(r["batch"]), str(r["iterations"]), *(_ms(s[k]) for k in ("median", "mean", "p90", "p99", "min", "max")),
-            f"[yellow]{cv}[/]" if s["cv"] > CV_WARN else cv, f"{r['throughput_ips']:.1f}",
-            _ms(enq["median"]) if enq else "-",
-            "yes" if graph.get("used") else ("failed" if graph.get("error") else "-"),
-        )
-    t.caption = "latencies in ms"
-    t.caption_justify = "left"
-    wide_print(t)
+    if run["results"]:
+        console.print()
+        console.print(run_table(run, f"{run_label(run)} on {device_name(env, run['device'])}", console_width()))
     for w in run.get("warnings") or []:
         console.print(f"  [yellow]warning:[/] {w}")
     for r in run["results"]:
         for w in r["warnings"]:
-            console.print(f"  [yellow]batch {r['batch']}:[/] {w}")
+            if not is_cv_warning(w):
+                console.print(f"  [yellow]batch {r['batch']}:[/] {w}")
         err = (r.get("cuda_graph") or {}).get("error")
         if err:
             console.print(f"  [yellow]batch {r['batch']}:[/] CUDA graph capture failed, timed plain launches ({err})")
+    noise = noise_warning(run["results"], run["device"])
+    if noise:
+        console.print(f"  [yellow]warning:[/] {noise}")
     for s in run["skipped"]:
         console.print(f"  [yellow]batch {s['batch']} skipped:[/] {s['reason']}")
     acc = run.get("accuracy")
@@ -153,22 +142,6 @@ def accuracy_why_unjudged(head: dict | None, weights: dict, min_agreement: float
     if is_random(weights):
         return " (random weights: not judged)"
     return f" (below --min-agreement {min_agreement:g}%)"
-
-
-def wide_print(renderable) -> None:
-    """Print tables full width in logs and pipes (rich assumes 80 columns there and would cut numbers)."""
-    from rich.console import Console
-
-    from vitdeploy.console import console
-
-    if console.is_terminal:
-        console.print(renderable)
-    else:
-        Console(file=console.file, width=200, highlight=False, no_color=console.no_color).print(renderable)
-
-
-def _ms(v: float) -> str:
-    return f"{v:.4g}"
 
 
 @click.command("bench")

@@ -44,7 +44,8 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("--triton-repo", type=click.Path(file_okay=False), metavar="REPO",
               help="Then write a Triton model repository entry (as 'vitdeploy package DIR --triton-repo REPO').")
 @click.option("--reduced", is_flag=True,
-              help="Deformable DETR only: the test-sized configuration (2+2 layers, d_model 64, ResNet-18).")
+              help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18) or Swin / Swin V2 "
+                   "(depths 1-1-2-1, 32 channels).")
 @model_source_options
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,
@@ -62,6 +63,7 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
     Examples:
       vitdeploy build --model swin_t --fp16 -o build/swin_t
       vitdeploy build --model vit_b --int8 --calib-data imgs/ --dynamic-batch 1:8:32
+      vitdeploy build --model swinv2_t --img-size 240 320 --fp16 -o build/swinv2_t_240x320
       vitdeploy build --onnx build/swin_t/model.fp16.onnx --target jetson -o build/swin_t
     """
     from vitdeploy.console import console, next_steps
@@ -70,8 +72,10 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
 
     if no_engine and require_engine:
         raise VitdeployError("--no-engine and --require-engine contradict each other", "pick one")
-    if reduced and alias and alias != "deformable_detr":
-        raise VitdeployError("--reduced applies to deformable_detr only", "drop --reduced")
+    if reduced and alias:
+        from vitdeploy.models import check_reduced
+
+        check_reduced(alias)
     if triton_repo:
         from vitdeploy.deploy.serving.triton import check_name, model_config_pb2
 

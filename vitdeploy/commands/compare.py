@@ -39,7 +39,7 @@ def command(baseline, candidate, max_latency_regression, max_accuracy_drop, conf
         INCONCLUSIVE, REGRESSION, accuracy_footnote, compare, parse_percent, regression_lines, to_markdown, to_table,
         verdict_line,
     )
-    from vitdeploy.commands.bench import wide_print
+    from vitdeploy.bench.tables import console_width
     from vitdeploy.console import console
     from vitdeploy.deploy.artifacts import atomic_write_bytes
     from vitdeploy.errors import EXIT_INCONCLUSIVE, EXIT_REGRESSION
@@ -53,7 +53,7 @@ def command(baseline, candidate, max_latency_regression, max_accuracy_drop, conf
         from vitdeploy.weights import banner
 
         banner(f"the runs in {Path(baseline).name} and {Path(candidate).name}")
-    wide_print(to_table(cmp))
+    console.print(to_table(cmp, console_width()))
     foot = accuracy_footnote(cmp)
     if foot:
         console.print(f"  {foot}")

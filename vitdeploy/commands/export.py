@@ -11,7 +11,8 @@ from vitdeploy.commands.common import check_weights_flags, model_source_options,
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @model_source_options
 @click.option("--reduced", is_flag=True,
-              help="Deformable DETR only: the test-sized configuration (2+2 layers, d_model 64, ResNet-18).")
+              help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18) or Swin / Swin V2 "
+                   "(depths 1-1-2-1, 32 channels).")
 def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter, reduced):
     """Export a model to DIR/model.onnx and DIR/manifest.json, verified against PyTorch.
 
@@ -19,16 +20,17 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
     (exit 3) when max-abs error or cosine similarity exceed tolerance.
 
     \b
-    Example:
+    Examples:
       vitdeploy export --model swin_t -o out/swin_t --dynamic-batch 1:8:32
+      vitdeploy export --model swinv2_t --img-size 240 320 -o out/swinv2_t_240x320
     """
     from vitdeploy.deploy.export_flow import run_export
 
     check_weights_flags(checkpoint, pretrained)
-    if reduced and alias != "deformable_detr":
-        from vitdeploy.errors import VitdeployError
+    if reduced:
+        from vitdeploy.models import check_reduced
 
-        raise VitdeployError("--reduced applies to deformable_detr only", "drop --reduced")
+        check_reduced(alias)
     run_export(
         alias,
         out_dir,

@@ -184,14 +184,20 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
                 atomic_save_onnx(model, dest)
             report["output"] = dest.name if replaced else None
             rec = cache.store("rewrite", key, {"onnx": dest} if replaced else {}, report, time.perf_counter() - started)
-            cached = ""
+            cached = False
         else:
-            cached = " (cached)"
+            cached = True
         report = rec["result"]
         found = sum(p["found"] for p in report["passes"])
         replaced = sum(p["replaced"] for p in report["passes"])
-        st.detail = (f"{'+'.join(have)} ({mode}): {replaced}/{found} subgraphs replaced{cached}" if found else
-                     f"{'+'.join(have)} ({mode}): no matching subgraph in {src.name}{cached}")
+        what = f"{'+'.join(have)} ({mode})"
+        if not cached:
+            st.detail = (f"{what}: {replaced}/{found} subgraphs replaced" if found else
+                         f"{what}: no matching subgraph in {src.name}")
+        elif report.get("output"):  # nothing was replaced in this run: say what was reused, and what it holds
+            st.detail = f"{report['output']} (cached): {what}, {replaced}/{found} subgraphs replaced when it was built"
+        else:
+            st.detail = f"{what}: no matching subgraph in {src.name} (cached)"
         report["step_key"] = key
         return (dest if report.get("output") else src), report
 
@@ -335,9 +341,9 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
             started = time.perf_counter()
             result = compare_graphs(reference, candidate, fields, opts)
             rec = cache.store("accuracy", key, {}, result, time.perf_counter() - started)
-            cached = ""
+            cached = False
         else:
-            cached = " (cached)"
+            cached = True
         res = rec["result"]
         weights = from_manifest(fields)
         res["weights"] = weights
@@ -349,7 +355,9 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
             agreement = res["top1_agreement"]
             st.detail = (f"top-1 agreement {agreement:.1f}%, cosine min {res['cosine_min']:.5f}, "
                          f"max-abs {res['max_abs_error']:.2e}")
-        st.detail += f" vs exported FP32 ({res['images']} {res['data']}){cached}"
+        st.detail += f" vs exported FP32 ({res['images']} {res['data']})"
+        if cached:  # the figures were measured when the graph was built, not in this run
+            st.detail = f"cached figures: {st.detail}"
         if is_random(weights):
             st.unjudged()
             st.detail += "; random weights: not judged"
@@ -433,7 +441,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             return None, {"built": False, "skipped": "--no-engine", **settings.to_dict()}
         if trt_version is None:
             why = f"TensorRT is not installed here ({trt_error})"
-            st.skip("no TensorRT here (the last line says what to run on the target)")
+            st.skip("no TensorRT here (the last line says what to run on the target)", word="not built")
             return None, {"built": False, "skipped": why, **settings.to_dict()}
         gpu = gpu_env.primary_gpu() or {}
         key = cache.key("engine", {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,

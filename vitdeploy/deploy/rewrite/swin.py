@@ -1,4 +1,4 @@
-"""`swin`: Swin v1 (shifted-)window attention -> one `WindowAttention` node, or plain folded ONNX.
+"""`swin`: Swin V1/V2 (shifted-)window attention -> one `WindowAttention` node, or plain folded ONNX.
 
 What is matched, by structure, whatever exporter (dynamo, TorchScript) or implementation wrote it:
 
@@ -7,6 +7,12 @@ What is matched, by structure, whatever exporter (dynamo, TorchScript) or implem
     logits = MatMul(q, kᵀ) [·s] (+ additive terms that depend on no activation)
     MatMul(Softmax(logits), v) ──layout──▶ MatMul(·, Wproj)[+b] ──layout──▶ y
 
+Swin V2 (timm's SwinTransformerV2, transformers' Swinv2) is the same core with cosine attention:
+q and k each L2-normalised over the head dimension (x / max(‖x‖, eps), as F.normalize exports:
+Div(x, Clip/Max(ReduceL2(x)))), logits multiplied by a per-head constant exp(clamp(logit_scale))
+and the continuous position bias 16·sigmoid(MLP(coords)) a constant branch, folded like V1's
+table gather. Post-norm changes nothing here: the block boundary is still the data movement.
+
 "layout" = ops that only move data (Reshape/Transpose/Slice/Concat/Pad/Gather/...): the
 roll, pad, window partition, reverse, crop and roll back. Their shape arithmetic (TorchScript's
 Shape/Gather/Concat chains) belongs to the candidate too. The block's parameters are then
@@ -14,11 +20,16 @@ Shape/Gather/Concat chains) belongs to the candidate too. The block's parameters
 
 - the token layout: x filled with its own (token, channel) codes is pushed through the candidate
   with ONNX Runtime; the codes arriving at the qkv MatMul give the exact gather. It must equal
-  timm's roll -> zero-pad -> partition order for some (H, W, window, shift), else it is no Swin;
+  timm's roll -> zero-pad -> partition order (or torchvision's and Hugging Face's pad -> roll ->
+  partition) for some (H, W), window (wh, ww) and shift (sh, sw), each a per-dimension pair (timm
+  clamps windows and drops shifts per dimension, so non-square inputs give non-square windows),
+  else it is no Swin;
 - the additive logit terms: the q·kᵀ product is forced to zero, what reaches the Softmax is
   relative-position bias + shift mask [nW, heads, N, N]. The mask part must be timm's region-id
-  mask for that shift (checked; a differing mask is reported and the candidate fails verification);
-- the scale: qkv forced to ones gives logits = scale·head_dim + bias.
+  mask for that shift, times a measured value (timm -100; Hugging Face's Swinv2 adds its mask
+  twice, -200); a differing mask is reported and the candidate fails verification;
+- the scale: qkv forced to ones gives logits = scale[h]·head_dim + bias (V1) or scale[h] + bias
+  (V2: normalised ones have q̂·k̂ = 1), per head.
 
 An opset-23 `Attention` node (dynamo export of SDPA code, e.g. transformers' Swin) is the same
 core in one node: its q/k/v and float mask input are matched and read the same way.
@@ -32,6 +43,7 @@ Modes:
 - native (TensorRT 10.3 / JetPack 6, no plugins): one constant Gather for roll+pad+partition,
   4-D MatMul/Softmax attention with ONE constant additive bias (relative-position bias + mask),
   one constant Gather for reverse+crop+roll back. No Shape ops: every Reshape is constant.
+  V2 adds the q/k normalisation (ReduceL2, Max, Div) and the per-head scale.
 """
 from __future__ import annotations
 
@@ -52,7 +64,11 @@ QKV_OPS = LAYOUT_OPS | {"Mul", "Div"}
 # Between q·kᵀ and the Softmax: additive terms, view changes and a scale.
 LOGIT_OPS = {"Add", "Reshape", "Identity", "Mul", "Div", "Squeeze", "Unsqueeze"}
 SHAPE_OPS = {"Shape", "Size"}
+# What F.normalize(x, dim=-1) exports to, besides the Div: the L2 norm over the last axis, clamped.
+NORM_OPS = {"ReduceL2", "ReduceSum", "ReduceSumSquare", "Sqrt", "Pow", "Mul", "Clip", "Max", "Expand", "Abs",
+            "Reshape", "Unsqueeze", "Identity", "Cast"}
 MASK_VALUE = -100.0  # timm's (and torchvision's) value for cross-region pairs
+NATIVE_NORM_EPS = 2.0 ** -14  # native clamp of ‖q‖, ‖k‖: F.normalize uses 1e-12, which FP16 flushes to 0 (0/0 on zero rows)
 
 
 # ----------------------------------------------------------------------------- graph helpers
@@ -111,6 +127,8 @@ class Core:
     channels: int
     moves_data: bool  # any layout op around the attention (plain global attention has none)
     attention: gs.Node | None = None  # opset-23 Attention node holding q·kᵀ, the Softmax and ·v
+    cosine: bool = False  # Swin V2: q and k L2-normalised before q·kᵀ
+    views: tuple[str, ...] = ()  # 4-D reshapes between x and the qkv Linear: they name the map (H, W)
 
     @property
     def qkv_bias(self) -> np.ndarray | None:
@@ -183,11 +201,48 @@ class _Walker:
         return p.inputs[0], (p.inputs[1] if isinstance(p.inputs[1], gs.Constant) else w), (
             b if b is None or isinstance(b, gs.Constant) else bv.reshape(-1))
 
-    def qkv_projection(self, q: gs.Tensor, k: gs.Tensor, v: gs.Tensor):
-        """One fused qkv Linear (timm, torchvision) or three Linears on the same tokens (Hugging Face).
+    def l2_source(self, t: gs.Tensor) -> gs.Tensor | None:
+        """x when t = Div(x, f(x)) with f made only of NORM_OPS and a reduction (F.normalize as
+        exported: x / Expand(Clip(ReduceL2(x, -1), eps))), else None. That f really is the L2
+        norm over the head dimension is then proven by the candidate's verification."""
+        p = _producer(t)
+        if p is None or p.op != "Div" or len(p.inputs) != 2 or not all(self.is_dep(i) for i in p.inputs):
+            return None
+        x, d = p.inputs
+        seen: set[int] = set()
+        reduces = False
+        stack = [d]
+        while stack:
+            u = stack.pop()
+            if u is x or not self.is_dep(u):
+                continue
+            q = _producer(u)
+            if q is None or q.op not in NORM_OPS or len(seen) > 16:
+                return None
+            if id(q) not in seen:
+                seen.add(id(q))
+                reduces |= q.op.startswith("Reduce")
+                stack.extend(self.data_inputs(q))
+        return x if reduces else None
 
-        Returns (projection outputs, w_in, W [C, 3C], b [3C] | None) or None.
+    def _unnormalized(self, t: gs.Tensor) -> tuple[gs.Tensor, bool]:
+        """(the tensor before an L2 normalisation on t's path, True), or (t, False)."""
+        front = self.up([t], QKV_OPS)[0]
+        if len(front) == 1:
+            x = self.l2_source(front[0])
+            if x is not None:
+                return x, True
+        return t, False
+
+    def qkv_projection(self, q: gs.Tensor, k: gs.Tensor, v: gs.Tensor):
+        """One fused qkv Linear (timm, torchvision) or three Linears on the same tokens (Hugging Face);
+        q and k may each be L2-normalised on the way (Swin V2's cosine attention).
+
+        Returns (projection outputs, w_in, W [C, 3C], b [3C] | None, cosine) or None.
         """
+        (q, q_norm), (k, k_norm) = self._unnormalized(q), self._unnormalized(k)
+        if q_norm != k_norm:
+            return None  # one-sided normalisation is not Swin V2
         fronts = [self.up([t], QKV_OPS)[0] for t in (q, k, v)]
         if any(len(f) != 1 for f in fronts):
             return None
@@ -196,7 +251,7 @@ class _Walker:
             lin = self.linear(q0)
             if lin is None or _shape(lin[1])[1] % 3 or _shape(lin[1])[1] != 3 * _shape(lin[1])[0]:
                 return None
-            return [q0], lin[0], lin[1], lin[2]
+            return [q0], lin[0], lin[1], lin[2], q_norm
         if len({id(q0), id(k0), id(v0)}) != 3:
             return None
         lins = [self.linear(t) for t in (q0, k0, v0)]
@@ -208,7 +263,7 @@ class _Walker:
         w = np.concatenate(ws, axis=1)
         bs = [None if lin[2] is None else _value(lin[2]).reshape(-1) for lin in lins]
         b = None if all(x is None for x in bs) else np.concatenate([np.zeros(ws[0].shape[0], w.dtype) if x is None else x for x in bs])
-        return [q0, k0, v0], lins[0][0], w, b
+        return [q0, k0, v0], lins[0][0], w, b, q_norm
 
     def match(self, softmax: gs.Node) -> Core | None:
         """The structural Swin/window-attention match around one Softmax (None: not attention)."""
@@ -235,12 +290,15 @@ class _Walker:
         proj_in = self.qkv_projection(qk_node.inputs[0], qk_node.inputs[1], av.inputs[1])
         if proj_in is None:
             return None
-        qkv, w_in, w_qkv, b_qkv = proj_in
+        qkv, w_in, w_qkv, b_qkv, cosine = proj_in
         xs, pre = self.up([w_in], LAYOUT_OPS)
         if len(xs) != 1:
             return None
         x = xs[0]
-        return self.finish(x, pre, w_in, qkv, w_qkv, b_qkv, av.outputs[0], qk_node.outputs[0], softmax.inputs[0])
+        core = self.finish(x, pre, w_in, qkv, w_qkv, b_qkv, av.outputs[0], qk_node.outputs[0], softmax.inputs[0])
+        if core is not None:
+            core.cosine = cosine
+        return core
 
     def match_attention(self, node: gs.Node) -> Core | None:
         """The same block exported at opset 23 with SDPA: one ONNX `Attention` node, 4-D q/k/v,
@@ -255,9 +313,9 @@ class _Walker:
         proj_in = self.qkv_projection(node.inputs[0], node.inputs[1], node.inputs[2])
         if proj_in is None:
             return None
-        qkv, w_in, w_qkv, b_qkv = proj_in
+        qkv, w_in, w_qkv, b_qkv, cosine = proj_in
         xs, pre = self.up([w_in], LAYOUT_OPS)
-        if len(xs) != 1:
+        if len(xs) != 1 or cosine:  # cosine attention around an Attention node: not seen in any export
             return None
         core = self.finish(xs[0], pre, w_in, qkv, w_qkv, b_qkv, node.outputs[0], None, None)
         if core is not None:
@@ -287,8 +345,9 @@ class _Walker:
         ys, post = self.down(out)
         if len(ys) != 1:
             return None
+        views = tuple(o.name for nd in pre if nd.op == "Reshape" for o in nd.outputs if o.name)
         return Core(x, ys[0], w_in, qkv, qk, logits, w_qkv, b_qkv, proj[1], proj[2],
-                    channels=_shape(w_qkv)[0], moves_data=bool(pre or post))
+                    channels=_shape(w_qkv)[0], moves_data=bool(pre or post), views=views)
 
     def subgraph(self, x: gs.Tensor, y: gs.Tensor) -> tuple[list[gs.Node], list[gs.Variable]]:
         """Nodes computing y from x (with their shape arithmetic and constant-only branches) and
@@ -337,33 +396,48 @@ class _Walker:
 
 # ----------------------------------------------------------------------------- measurement
 
-def window_order(height: int, width: int, window: int, shift: int) -> np.ndarray:
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if np.ndim(v) == 0 else (int(v[0]), int(v[1]))
+
+
+def window_order(height: int, width: int, window, shift, pad_first: bool = False) -> np.ndarray:
     """Token index (row-major, original map) at each window slot after timm's roll -> pad ->
-    partition; -1 marks zero padding. Length = nW * window**2."""
+    partition (`pad_first`: torchvision's and Hugging Face's pad -> roll -> partition); -1 marks
+    zero padding. `window`/`shift`: int or (h, w). Length = nW * wh * ww."""
+    (wh, ww), (sh, sw) = _pair(window), _pair(shift)
     ids = np.arange(height * width).reshape(height, width)
-    if shift:
-        ids = np.roll(ids, (-shift, -shift), axis=(0, 1))
-    hp, wp = math.ceil(height / window) * window, math.ceil(width / window) * window
+    if (sh or sw) and not pad_first:
+        ids = np.roll(ids, (-sh, -sw), axis=(0, 1))
+    hp, wp = math.ceil(height / wh) * wh, math.ceil(width / ww) * ww
     padded = np.full((hp, wp), -1, dtype=np.int64)
     padded[:height, :width] = ids
-    return padded.reshape(hp // window, window, wp // window, window).transpose(0, 2, 1, 3).reshape(-1)
+    if (sh or sw) and pad_first:
+        padded = np.roll(padded, (-sh, -sw), axis=(0, 1))
+    return padded.reshape(hp // wh, wh, wp // ww, ww).transpose(0, 2, 1, 3).reshape(-1)
 
 
-def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
-    """timm's SW-MSA mask [nW, N, N]: 0 within a region of the padded, shifted map, -100 across.
+def region_mismatch(height: int, width: int, window, shift) -> np.ndarray:
+    """[nW, N, N] bool: query and key from different regions of the padded, shifted map (timm's
+    region ids: slices (0, -w), (-w, -s), (-s, None) per axis)."""
+    (wh, ww), (sh, sw) = _pair(window), _pair(shift)
+    hp, wp = math.ceil(height / wh) * wh, math.ceil(width / ww) * ww
+
+    def regions(size, w, s):
+        idx = np.arange(size)
+        return (idx >= size - w).astype(np.int64) + (idx >= size - s)
+
+    ids = regions(hp, wh, sh)[:, None] * 3 + regions(wp, ww, sw)[None, :]
+    win = ids.reshape(hp // wh, wh, wp // ww, ww).transpose(0, 2, 1, 3).reshape(-1, wh * ww)
+    return win[:, None, :] != win[:, :, None]
+
+
+def shift_mask(height: int, width: int, window, shift, value: float = MASK_VALUE) -> np.ndarray:
+    """timm's SW-MSA mask [nW, N, N]: 0 within a region of the padded, shifted map, `value` (-100) across.
 
     Same region ids as `vitdeploy.plugins.window_attention.reference.shift_mask` (a test checks it),
     in numpy so the native mode does not need torch.
     """
-    hp, wp = math.ceil(height / window) * window, math.ceil(width / window) * window
-
-    def regions(size):
-        idx = np.arange(size)
-        return (idx >= size - window).astype(np.int64) + (idx >= size - shift)
-
-    ids = regions(hp)[:, None] * 3 + regions(wp)[None, :]
-    win = ids.reshape(hp // window, window, wp // window, window).transpose(0, 2, 1, 3).reshape(-1, window * window)
-    return np.where(win[:, None, :] != win[:, :, None], MASK_VALUE, 0.0).astype(np.float32)
+    return np.where(region_mismatch(height, width, window, shift), value, 0.0).astype(np.float32)
 
 
 def _probe(nodes: list[gs.Node], feeds: dict[str, np.ndarray], variants: list[tuple[dict[str, float], list[str]]],
@@ -433,24 +507,35 @@ def _decode_tokens(windows: np.ndarray, channels: int) -> np.ndarray | None:
     return tok
 
 
-def _window_grid(order: np.ndarray, grids: list[tuple[int, int]], window: int) -> tuple[int, int, int] | None:
-    """The (height, width, shift) whose timm window order is exactly `order`, if any."""
+def _window_grid(order: np.ndarray, grids: list[tuple[int, int]], n: int):
+    """The (height, width, (wh, ww), (sh, sw), pad_first) whose window order is exactly `order`.
+
+    Window slot 0 always holds original token (sh, sw) (the roll by -shift moves it to the corner,
+    padding goes bottom/right), so the shift is read off the order; each factorisation wh x ww = n
+    of the window is then checked whole, timm's roll -> pad first, then pad -> roll (the two only
+    differ on padded, shifted maps).
+    """
+    if order.size == 0 or order[0] < 0:
+        return None
     for h, w in grids:
-        if math.ceil(h / window) * math.ceil(w / window) * window * window != order.size:
-            continue
-        for s in range(window if h > window and w > window else 1):  # timm: no shift when the map fits a window
-            if np.array_equal(window_order(h, w, window, s), order):
-                return h, w, s
+        sh, sw = divmod(int(order[0]), w)
+        for wh in (d for d in range(1, n + 1) if n % d == 0):
+            ww = n // wh
+            if math.ceil(h / wh) * math.ceil(w / ww) * n != order.size or sh >= wh or sw >= ww:
+                continue
+            for pad_first in (False, True):
+                if np.array_equal(window_order(h, w, (wh, ww), (sh, sw), pad_first), order):
+                    return h, w, (wh, ww), (sh, sw), pad_first
     return None
 
 
 def _attention_terms(core: Core, nodes, feeds, opset):
-    """Probe the attention core: (windows at the qkv Linear, N, heads, scale, additive logit terms
-    [windows, heads, N, N]) or the reason it is not a scaled-dot-product attention with a bias."""
+    """Probe the attention core: (windows at the qkv Linear, N, heads, per-head scales, additive logit
+    terms [windows, heads, N, N]) or the reason it is not a scaled-dot-product attention with a bias."""
     channels = core.channels
     if core.attention is None:
-        (w_in, logits), (a,), (ones,) = _probe(nodes, feeds, [
-            ({}, [core.w_in.name, core.logits.name]),
+        (w_in, logits, *views), (a,), (ones,) = _probe(nodes, feeds, [
+            ({}, [core.w_in.name, core.logits.name, *core.views]),
             ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
             ({t.name: 1.0 for t in core.qkv}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
         ], opset)
@@ -460,36 +545,70 @@ def _attention_terms(core: Core, nodes, feeds, opset):
         if channels % heads:
             return f"{channels} channels do not split into {heads} heads"
         diff = (ones - a).astype(np.float64)
-        scale = float(diff.ravel()[0]) / (channels // heads)
-        if not np.allclose(diff, diff.ravel()[0], rtol=1e-5, atol=1e-5):
+        per_head = diff[0, :, 0, 0]  # q = k = ones: q·kᵀ = head_dim (V1), q̂·k̂ᵀ = 1 (V2)
+        if not np.allclose(diff, per_head[None, :, None, None], rtol=1e-5, atol=1e-5):
             return "the logits are not scale * q·kᵀ + constant"
+        scale = per_head if core.cosine else per_head / (channels // heads)
     else:
         att = core.attention
         mask = att.inputs[3] if len(att.inputs) > 3 and att.inputs[3].name else None
         fetch_mask = mask is not None and not isinstance(mask, gs.Constant)
         got = _probe(nodes, feeds, [({}, [core.w_in.name, att.inputs[0].name, att.inputs[1].name]
-                                      + ([mask.name] if fetch_mask else []))], opset)[0]
+                                      + ([mask.name] if fetch_mask else []) + list(core.views))], opset)[0]
+        views = got[len(got) - len(core.views):] if core.views else []
+        got = got[:len(got) - len(core.views)]
         if mask is not None and not fetch_mask:
             got.append(np.asarray(mask.values))
         w_in, q, k = got[:3]
         if q.ndim != 4 or k.shape != q.shape or (mask is not None and got[3].dtype != np.float32):
             return "Attention inputs are not 4-D q/k/v of equal heads with a float mask"
         heads, n, hd = q.shape[1:]
-        scale = float(att.attrs.get("scale", hd ** -0.5))
+        scale = np.full(heads, float(att.attrs.get("scale", hd ** -0.5)))
         a = np.broadcast_to(got[3] if mask is not None else np.float32(0), (q.shape[0], heads, n, n))
-    return w_in, n, heads, scale, a
+    return w_in, n, heads, scale, a, [v.shape for v in views]
 
 
 @dataclass
 class Layout:
     height: int
     width: int
-    window: int
-    shift: int
+    window: tuple[int, int]  # (wh, ww)
+    shift: tuple[int, int]  # (sh, sw)
     heads: int
-    scale: float
+    scale: tuple[float, ...]  # per head
     rel_bias: np.ndarray  # [heads, N, N]
     mask_diff: int  # entries where the measured mask differs from timm's region-id mask
+    cosine: bool = False
+    mask_value: float = MASK_VALUE
+    pad_first: bool = False  # torchvision / Hugging Face: pad, then roll
+
+    @property
+    def tokens_per_window(self) -> int:
+        return self.window[0] * self.window[1]
+
+    @property
+    def shifted(self) -> bool:
+        return any(self.shift)
+
+
+def _split_bias_and_mask(a: np.ndarray, cross: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """Additive logit terms a [nW, heads, N, N] -> (relative-position bias [heads, N, N], mask value).
+
+    `cross` [nW, N, N] marks cross-region pairs (None: unshifted). The bias is read in a window with
+    no cross-region pair (timm's top-left window, unless one window spans the map), the mask value
+    is what the other windows add on their cross-region pairs (timm -100, Hugging Face Swinv2 -200).
+    """
+    if cross is None:
+        return a[0], MASK_VALUE
+    clean = [k for k in range(len(cross)) if not cross[k].any()]
+    if not clean:  # every window straddles regions (one window row or column): compare windows
+        only_k = np.broadcast_to((cross & ~cross[0][None])[:, None], a.shape)  # cross-region in k, not in window 0
+        value = float(np.median((a - a[0][None])[only_k])) if only_k.any() else MASK_VALUE
+        return a[0] - value * cross[0][None], value
+    rel = a[clean[0]]
+    added = (a - rel[None])[np.broadcast_to(cross[:, None], a.shape)]
+    value = float(np.median(added)) if added.size else MASK_VALUE
+    return rel, value
 
 
 # ----------------------------------------------------------------------------- the pass
@@ -556,10 +675,7 @@ class SwinWindowAttentionPass(RewritePass):
         terms = _attention_terms(core, nodes, feeds, opset)
         if isinstance(terms, str):
             return None, terms
-        w_in, n, heads, scale, a = terms
-        window = math.isqrt(n)
-        if window * window != n:
-            return None, f"{n} tokens per window is not a square window"
+        w_in, n, heads, scale, a, view_shapes = terms
         tok = _decode_tokens(w_in, channels)
         if tok is None:
             return None, "the data movement before the qkv Linear mixes channels"
@@ -571,18 +687,28 @@ class SwinWindowAttentionPass(RewritePass):
             shifted = np.where(tok[b * per:(b + 1) * per] >= 0, tok[b * per:(b + 1) * per] - b * tokens, -1)
             if not np.array_equal(shifted, first):
                 return None, "windows of different images are interleaved"
-        grids = [tuple(x_val.shape[1:3])] if x_val.ndim == 4 else [(h, tokens // h) for h in range(1, tokens + 1) if tokens % h == 0]
-        match = _window_grid(first, grids, window)
+        # a [B, H, W, C] input names its map; for [B, L, C] (Hugging Face, or timm's previous block) the
+        # [B, H, W, C] views inside the block come first, then every grid squarest first (only a window
+        # covering the whole map fits several grids, and then they all compute the same)
+        if x_val.ndim == 4:
+            grids = [tuple(x_val.shape[1:3])]
+        else:
+            views = [tuple(int(d) for d in v[1:3]) for v in view_shapes
+                     if len(v) == 4 and v[3] == channels and v[1] * v[2] == tokens]
+            every = sorted(((h, tokens // h) for h in range(1, tokens + 1) if tokens % h == 0),
+                           key=lambda g: (abs(g[0] - g[1]), g[0]))
+            grids = list(dict.fromkeys(views + every))
+        match = _window_grid(first, grids, n)
         if match is None:
             return None, "the token order is not timm's roll -> pad -> window partition"
-        h, w, s = match
+        h, w, window, shift, pad_first = match
         nw = per // n
         a = a.reshape(-1, nw, heads, n, n)[0].astype(np.float32)  # first image: [nW, heads, N, N]
-        rel = a[0]
-        measured = a - rel[None]
-        want = shift_mask(h, w, window, s)[:, None] if s else np.zeros((nw, 1, n, n), np.float32)
-        mask_diff = int(np.sum(~np.isclose(measured, want, atol=1e-3)))
-        return Layout(h, w, window, s, heads, scale, rel, mask_diff), None
+        rel, mask_value = _split_bias_and_mask(a, region_mismatch(h, w, window, shift) if any(shift) else None)
+        want = rel[None] + (mask_value * region_mismatch(h, w, window, shift)[:, None] if any(shift) else 0.0)
+        mask_diff = int(np.sum(~np.isclose(a, want, atol=1e-3)))
+        return Layout(h, w, window, shift, heads, tuple(float(v) for v in scale), rel, mask_diff,
+                      cosine=core.cosine, mask_value=mask_value, pad_first=pad_first), None
 
     # -- emit
     def emit(self, graph, cand, mode):
@@ -601,7 +727,8 @@ class SwinWindowAttentionPass(RewritePass):
             qkv = e.linear(t, core.w_qkv, core.b_qkv)
             pad = core.qkv_bias if core.b_qkv is not None else np.zeros(3 * c, np.float32)
             attrs = SPEC.node_attrs(window_size=lay.window, shift_size=lay.shift, num_heads=lay.heads,
-                                    height=lay.height, width=lay.width, scale=lay.scale)
+                                    height=lay.height, width=lay.width, scale=lay.scale, cosine=int(lay.cosine),
+                                    mask_value=lay.mask_value, pad_first=int(lay.pad_first))
             t = e.op(SPEC.name, [qkv, e.const(lay.rel_bias), e.const(pad)], attrs, domain=SPEC.domain)
         else:
             t = _native_attention(e, t, core, lay)
@@ -654,9 +781,9 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
     back (reverse+crop+roll back)."""
     c = core.channels
     tokens = lay.height * lay.width
-    n, heads = lay.window ** 2, lay.heads
+    n, heads = lay.tokens_per_window, lay.heads
     hd = c // heads
-    order = window_order(lay.height, lay.width, lay.window, lay.shift)
+    order = window_order(lay.height, lay.width, lay.window, lay.shift, lay.pad_first)
     nw = order.size // n
     if (order < 0).any():  # a zero token before the qkv Linear, exactly as timm pads
         t = e.op("Pad", [t, e.const(np.asarray([0, 0, 0, 0, 1, 0], np.int64))], {"mode": "constant"})
@@ -664,13 +791,17 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
     t = e.op("Gather", [t, e.const(order.astype(np.int64))], {"axis": 1})  # [B, nW*N, C]
     qkv = e.reshape(e.linear(t, core.w_qkv, core.b_qkv), [-1, n, 3 * c])  # [B*nW, N, 3C]
     q, k, v = e.op("Split", [qkv, e.const(np.asarray([c, c, c], np.int64))], {"axis": 2}, n_out=3)
-    q = e.op("Transpose", [e.reshape(q, [-1, n, heads, hd])], {"perm": [0, 2, 1, 3]})
-    k = e.op("Transpose", [e.reshape(k, [-1, n, heads, hd])], {"perm": [0, 2, 3, 1]})
+    q, k = e.reshape(q, [-1, n, heads, hd]), e.reshape(k, [-1, n, heads, hd])
+    if lay.cosine:  # Swin V2: q and k normalised over the head dimension
+        q, k = _l2_normalize(e, q), _l2_normalize(e, k)
+    q = e.op("Transpose", [q], {"perm": [0, 2, 1, 3]})
+    k = e.op("Transpose", [k], {"perm": [0, 2, 3, 1]})
     v = e.op("Transpose", [e.reshape(v, [-1, n, heads, hd])], {"perm": [0, 2, 1, 3]})
-    q = e.op("Mul", [q, e.const(np.asarray(lay.scale, np.float32))])
+    scale = np.asarray(lay.scale, np.float32)
+    q = e.op("Mul", [q, e.const(scale[0] if np.all(scale == scale[0]) else scale.reshape(1, heads, 1, 1))])
     logits = e.op("MatMul", [q, k])  # [B*nW, heads, N, N]
-    if lay.shift:
-        bias = lay.rel_bias[None] + shift_mask(lay.height, lay.width, lay.window, lay.shift)[:, None]
+    if lay.shifted:
+        bias = lay.rel_bias[None] + shift_mask(lay.height, lay.width, lay.window, lay.shift, lay.mask_value)[:, None]
         logits = e.reshape(logits, [-1, nw, heads, n, n])
         logits = e.reshape(e.op("Add", [logits, e.const(bias, np.float32)]), [-1, heads, n, n])
     else:
@@ -681,3 +812,10 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
     real = order < tokens
     inverse[order[real]] = np.nonzero(real)[0]
     return e.op("Gather", [out, e.const(inverse)], {"axis": 1})  # [B, H*W, C]
+
+
+def _l2_normalize(e: _Emitter, t):
+    """t / max(‖t‖₂ over the last axis, eps): F.normalize with an eps that survives FP16."""
+    sq = e.op("ReduceSum", [e.op("Mul", [t, t]), e.const(np.asarray([-1], np.int64))], {"keepdims": 1})
+    norm = e.op("Max", [e.op("Sqrt", [sq]), e.const(np.asarray(NATIVE_NORM_EPS, np.float32))])
+    return e.op("Div", [t, norm])

@@ -10,31 +10,34 @@ import math
 
 import torch
 
-from vitdeploy.plugins.window_attention.spec import MASK_VALUE
+from vitdeploy.plugins.window_attention.spec import MASK_VALUE, NORM_EPS, head_scales, pair
 
 
-def padded_size(height: int, width: int, window_size: int) -> tuple[int, int]:
-    """Feature map size after timm pads it up to a multiple of the window."""
-    return math.ceil(height / window_size) * window_size, math.ceil(width / window_size) * window_size
+def padded_size(height: int, width: int, window_size) -> tuple[int, int]:
+    """Feature map size after timm pads it up to a multiple of the window (int or (wh, ww))."""
+    wh, ww = pair(window_size)
+    return math.ceil(height / wh) * wh, math.ceil(width / ww) * ww
 
 
 def region_ids(size: int, window_size: int, shift_size: int) -> torch.Tensor:
     """Per-row (or per-column) region id on the padded, shifted map, as timm's slices assign it.
 
-    timm labels slices (0, -ws), (-ws, -shift), (-shift, None) of the padded map 0, 1, 2.
+    timm labels slices (0, -ws), (-ws, -shift), (-shift, None) of the padded map 0, 1, 2. With
+    shift 0 in one dimension timm's slices there collapse to one region; these ids then split the
+    last window row from the others, which gives the same mask (a window never straddles them).
     """
     idx = torch.arange(size)
     return (idx >= size - window_size).long() + (idx >= size - shift_size).long()
 
 
-def shift_mask(height: int, width: int, window_size: int, shift_size: int) -> torch.Tensor:
-    """timm's SW-MSA mask [num_windows, N, N]: 0 within a region, -100 across regions."""
-    hp, wp = padded_size(height, width, window_size)
-    ids = region_ids(hp, window_size, shift_size)[:, None] * 3 + region_ids(wp, window_size, shift_size)[None, :]
-    ws = window_size
-    win = ids.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+def shift_mask(height: int, width: int, window_size, shift_size, mask_value: float = MASK_VALUE) -> torch.Tensor:
+    """timm's SW-MSA mask [num_windows, N, N]: 0 within a region, `mask_value` (-100) across regions."""
+    (wh, ww), (sh, sw) = pair(window_size), pair(shift_size)
+    hp, wp = padded_size(height, width, (wh, ww))
+    ids = region_ids(hp, wh, sh)[:, None] * 3 + region_ids(wp, ww, sw)[None, :]
+    win = ids.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
     diff = win[:, None, :] - win[:, :, None]
-    return torch.where(diff != 0, MASK_VALUE, 0.0)
+    return torch.where(diff != 0, mask_value, 0.0)
 
 
 def window_attention(
@@ -42,64 +45,96 @@ def window_attention(
     bias: torch.Tensor,
     pad_qkv: torch.Tensor | None = None,
     *,
-    window_size: int,
-    shift_size: int,
+    window_size,
+    shift_size,
     num_heads: int,
     height: int,
     width: int,
-    scale: float,
+    scale,
+    cosine: int = 0,
+    mask_value: float = MASK_VALUE,
+    pad_first: int = 0,
 ) -> torch.Tensor:
     """qkv [B, H*W, 3C] (original order) -> attention output [B, H*W, C] (original order).
 
-    Computes in FP32 (or FP64 if given) and returns the input dtype.
+    `window_size`/`shift_size`: int (square) or (height, width); `scale`: float or one per head;
+    `cosine`: Swin V2's cosine attention; `pad_first`: pad, then roll the padded map (torchvision,
+    Hugging Face) instead of timm's roll, then pad. Computes in FP32 (or FP64 if given), returns
+    the input dtype.
     """
     in_dtype = qkv.dtype
     cdt = torch.float64 if in_dtype == torch.float64 else torch.float32
     B, L, C3 = qkv.shape
-    H, W, ws, s = height, width, window_size, shift_size
+    H, W = height, width
+    (wh, ww), (sh, sw) = pair(window_size), pair(shift_size)
     if L != H * W or C3 % (3 * num_heads):
         raise ValueError(f"qkv shape {tuple(qkv.shape)} does not fit height={H} width={W} num_heads={num_heads}")
     C = C3 // 3
     hd = C // num_heads
-    N = ws * ws
+    N = wh * ww
+    shifted = bool(sh or sw)
     x = qkv.to(cdt).view(B, H, W, C3)
-    if s:
-        x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-    hp, wp = padded_size(H, W, ws)
+    if shifted and not pad_first:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    hp, wp = padded_size(H, W, (wh, ww))
     if (hp, wp) != (H, W):
         fill = torch.zeros(C3, dtype=cdt, device=qkv.device) if pad_qkv is None else pad_qkv.to(cdt).reshape(C3)
         padded = fill.expand(B, hp, wp, C3).clone()
         padded[:, :H, :W] = x
         x = padded
-    nh, nw = hp // ws, wp // ws
-    win = x.view(B, nh, ws, nw, ws, C3).permute(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, N, 3, num_heads, hd)
+    if shifted and pad_first:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    nh, nw = hp // wh, wp // ww
+    win = x.view(B, nh, wh, nw, ww, C3).permute(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, N, 3, num_heads, hd)
     q, k, v = win.permute(2, 0, 3, 1, 4).unbind(0)  # each [B*nW, heads, N, hd]
-    attn = (q * scale) @ k.transpose(-2, -1) + bias.to(cdt).view(1, num_heads, N, N)
-    if s:
-        mask = shift_mask(H, W, ws, s).to(device=qkv.device, dtype=cdt)
+    s = torch.tensor(head_scales(scale, num_heads), dtype=cdt, device=qkv.device).view(1, num_heads, 1, 1)
+    if cosine:  # Swin V2, as timm: F.normalize(q) @ F.normalize(k)^T * exp(clamped logit_scale)
+        q = torch.nn.functional.normalize(q, dim=-1, eps=NORM_EPS)
+        k = torch.nn.functional.normalize(k, dim=-1, eps=NORM_EPS)
+        attn = (q @ k.transpose(-2, -1)) * s
+    else:  # Swin V1, as timm: (q * scale) @ k^T
+        attn = (q * s) @ k.transpose(-2, -1)
+    attn = attn + bias.to(cdt).view(1, num_heads, N, N)
+    if shifted:
+        mask = shift_mask(H, W, (wh, ww), (sh, sw), mask_value).to(device=qkv.device, dtype=cdt)
         attn = (attn.view(B, nh * nw, num_heads, N, N) + mask[None, :, None]).view(-1, num_heads, N, N)
     out = attn.softmax(-1) @ v  # [B*nW, heads, N, hd]
-    out = out.transpose(1, 2).reshape(B, nh, nw, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
+    out = out.transpose(1, 2).reshape(B, nh, nw, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
+    if shifted and pad_first:
+        out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
     out = out[:, :H, :W]
-    if s:
-        out = torch.roll(out, shifts=(s, s), dims=(1, 2))
+    if shifted and not pad_first:
+        out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
     return out.reshape(B, H * W, C).to(in_dtype)
 
 
 def inputs_from_timm_block(block) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """(attrs, bias [heads, N, N], pad_qkv [3C]) for a timm `SwinTransformerBlock`.
+    """(attrs, bias [heads, N, N], pad_qkv [3C]) for a timm `SwinTransformerBlock` (V1) or
+    `SwinTransformerV2Block` (V2: cosine attention, continuous position bias, q/v biases only).
 
     Uses the block's *effective* window/shift (after timm's clamping to the map size).
     """
     attn = block.attn
-    wh, ww = block.window_size
-    sh, sw = block.shift_size
-    if wh != ww or sh != sw:
-        raise ValueError(f"WindowAttention supports square windows/shifts, got window {block.window_size} shift {block.shift_size}")
     H, W = block.input_resolution
+    window, shift = pair(block.window_size), pair(block.shift_size)
     with torch.no_grad():
-        bias = attn._get_rel_pos_bias()[0].detach().clone()
-        qb = attn.qkv.bias
-        pad = qb.detach().clone() if qb is not None else torch.zeros(attn.qkv.out_features)
-    attrs = dict(window_size=wh, shift_size=sh, num_heads=attn.num_heads, height=H, width=W, scale=float(attn.scale))
+        if hasattr(attn, "logit_scale"):  # V2
+            table = attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads)
+            n = window[0] * window[1]
+            bias = table[attn.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+            bias = (16 * torch.sigmoid(bias)).detach().clone()
+            scale = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp().flatten().tolist()
+            if attn.q_bias is not None:
+                pad = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias)).detach().clone()
+            else:
+                pad = torch.zeros(attn.qkv.out_features)
+            cosine = 1
+        else:
+            bias = attn._get_rel_pos_bias()[0].detach().clone()
+            qb = attn.qkv.bias
+            pad = qb.detach().clone() if qb is not None else torch.zeros(attn.qkv.out_features)
+            scale = [float(attn.scale)] * attn.num_heads
+            cosine = 0
+    attrs = dict(window_size=window, shift_size=shift, num_heads=attn.num_heads, height=H, width=W,
+                 scale=scale, cosine=cosine, mask_value=MASK_VALUE, pad_first=0)
     return attrs, bias, pad
