@@ -19,10 +19,10 @@ import numpy as np
 #   untouched: the pass leaves the block as it is (no reason owed: it is not a block it knows).
 EXPECT: dict[str, tuple[str, str, str]] = {
     "swin_window": ("swin", "replace", "Swin v1 window attention, square window, one shift for both axes"),
-    "swin_nonsquare_window": ("swin", "decline", "non-square window (map smaller than the window on one side): issue 14"),
-    "swin_axis_shift": ("swin", "decline", "shift on one axis only (WindowAttention takes one shift): issue 14"),
-    "swin_pad_then_roll": ("swin", "decline", "torchvision/HF pad before rolling: another token order than timm's"),
-    "swinv2_window": ("swin", "untouched", "Swin V2 cosine attention: not rewritten yet (issue 14)"),
+    "swin_nonsquare_window": ("swin", "replace", "non-square window (map smaller than the window on one side): issue 14"),
+    "swin_axis_shift": ("swin", "replace", "shift on one axis only: issue 14"),
+    "swin_pad_then_roll": ("swin", "replace", "torchvision/HF pad before rolling (issue 14 matches that order)"),
+    "swinv2_window": ("swin", "replace", "Swin V2 cosine attention (issue 14)"),
     "gpsa": ("gpsa", "replace", "ConViT gated positional self-attention"),
     "msda": ("msda", "replace", "Deformable DETR multi-scale deformable attention core"),
 }
