@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # torch 2.14.1 + torchvision 0.29.1 is the pair that gives timm a working torchvision here.
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test venv clean
+.PHONY: run test fuzz venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# Rewrite fuzz suite: random small models through every pass, compared with PyTorch (see benchmarks/fuzz/run.py).
+CASES ?= 200
+SEED ?= 0
+fuzz: $(STAMP)
+	$(PY) benchmarks/fuzz/run.py --cases $(CASES) --seed $(SEED) --out benchmarks/results/rewrite_fuzz.json
 
 clean:
 	rm -rf build .pytest_cache

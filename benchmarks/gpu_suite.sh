@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
-# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e gate matrix aot; default all)
+# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e gate matrix fusion aot; default all)
 #   kernels: window_attention times Swin-T's, SwinV2-T's and two non-square stages (6x7 and 8x8/(0,4) windows).
 #   matrix: benchmarks/matrix_gpu.toml (torch/ort GPU suites) through a one-node Ray cluster (needs ray).
+#   fusion: needs TensorRT (trtexec); without it the JSON says so.
 #   aot: TensorRT's AOT plugin launch reproduced with the CUDA driver (benchmarks/aot_launch.py).
 # Results (JSON) go to RESULTS_DIR; commit them under benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
-suites=${*:-tests kernels e2e gate matrix aot}
+suites=${*:-tests kernels e2e gate matrix fusion aot}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -25,6 +26,12 @@ for s in $suites; do
         echo "== kernel benchmark: $k"
         $py benchmarks/kernels/$k.py --out "$out/kernel_$k.json" || status=1
       done ;;
+    fusion)  # needs TensorRT (trtexec): did each plain attention block become an mha/fmha kernel?
+      for spec in "swin_t --plugins off" "convit_t --plugins off" "vit_t"; do
+        set -- $spec; d="$out/fusion_$1"
+        $py -m vitdeploy build --model "$@" --fp16 --no-engine -o "$d" >/dev/null || status=1
+      done
+      $py benchmarks/attention_fusion.py "$out"/fusion_* --out "$out/attention_fusion.json" || status=1 ;;
     e2e)
       [ -f benchmarks/e2e/swin_t_torch.py ] && { echo "== e2e swin_t"; $py benchmarks/e2e/swin_t_torch.py --out "$out/e2e_swin_t.json" || status=1; } ;;
     gate)

@@ -67,8 +67,14 @@ def test_without_tensorrt_exit_0_and_one_line_saying_what_to_run(vit):
     assert f"vitdeploy build --onnx {out / 'model.onnx'} -o {out} --dynamic-batch 1:2:4" in last
     assert (f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --noTF32 --saveEngine={out / 'model.plan'} "
             "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224") in last
-    for step in ("export", "rewrite", "precision", "accuracy", "engine"):
+    for step in ("export", "rewrite", "precision", "accuracy", "lint", "engine"):
         assert re.search(rf"^[✔–•] {step}", text, re.M), step
+    assert "TensorRT 10.3: 0 error(s)" in stage_line(text, "lint")  # no TensorRT here, no plugins: from 10.3 on
+    # Next: the trtexec line that shows whether the 12 attention blocks fused, and what to look for
+    prof = next(line.strip() for line in text.splitlines() if "--exportLayerInfo=" in line)
+    assert prof.startswith(f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped") and "--profilingVerbosity=detailed" in prof
+    assert prof.endswith(f"--exportLayerInfo={out / 'layer_info.json'} --skipInference")
+    assert "look for an mha/fmha (fused attention) kernel per attention block: 12 block(s), 12 in the fusible form" in text
     assert re.search(r"^✔ export .* \d+\.\d s$", text, re.M)  # each step reports its wall time
     assert re.search(r"^… export +started$", text, re.M)  # without a TTY: a start line before minutes of work
     assert text.count("TensorRT is not installed here") == 1  # once, on the last line; the stage line points there
@@ -109,6 +115,10 @@ def test_manifest_contents(vit):
     assert m["target"]["target"] == "gpu"
     assert m["precision"] == {"applied": "fp32"}
     assert m["plugins"] == []
+    lint = m["lint"]
+    assert lint["target"] == "10.3" and lint["open_ended"] and lint["errors"] == 0 and lint["tensorrt"] == "10.3"
+    assert len(lint["attention"]) == 12 and {a["form"] for a in lint["attention"]} == {"fusible"}
+    assert m["target"]["tensorrt"] == "10.3+"
     # Issue 15 item 13: no plugin nodes, so no plugin (TensorRT >= 10.9) requirement
     assert "10.9" not in json.dumps(m["engine"]) and "no plugin nodes" in eng["plugin_mode"]["reason"]
     assert m["model"]["weights"] == "random" and m["postprocessing"]["task"] == "classification"
@@ -203,6 +213,9 @@ def test_int8_records_qdq_summary_and_calibration_cache(vit, cli_run, tmp_path):
     graph = onnx.load(str(out / "model.int8.onnx"))
     ops = [n.op_type for n in graph.graph.node]
     assert q["quantize_linear"] == ops.count("QuantizeLinear") > 0
+    # Q/DQ per consumer op type: only the Linear MatMuls (4 per block; the head is FP16), none on attention
+    assert q["qdq_per_op"] == {"MatMul": {"nodes": 48, "quantize": 48, "dequantize": 96}}
+    assert m["lint"]["qdq"] == q["qdq_per_op"] and not [a for a in m["lint"]["attention"] if a["quantized"]]
     assert m["files"]["calibration_cache"]["sha256"] == sha256_file(out / "calibration_cache.json")  # as 'calibrate' names it
     assert m["accuracy"]["data"] == "calibration images (not held out)" and m["accuracy"]["images"] == 2
     assert f"vitdeploy bench {out} --accuracy-data HELD_OUT_IMAGES/" in res.output  # the documented path: held out
@@ -241,13 +254,13 @@ def test_int8_exclude_reaches_the_quantizer(vit, cli_run, tmp_path):
     assert res.exit_code == 0, res.output
     q = manifest(out)["precision"]["int8"]
     excluded = [k for k, why in q["excluded"].items() if why == "--int8-exclude *blocks.11/*"]
-    assert len(excluded) == 6  # qkv, q@k, attn@v, proj, fc1, fc2 of the last block
+    assert len(excluded) == 4  # qkv, proj, fc1, fc2 of the last block (q@k and attn@v are FP16 in every block)
     assert not any("blocks.11/" in n["name"] for n in q["int8_nodes"])
-    assert sum("blocks.10/" in n["name"] for n in q["int8_nodes"]) == 6
+    assert sum("blocks.10/" in n["name"] for n in q["int8_nodes"]) == 4
     graph = onnx.load(str(out / "model.int8.onnx"))
     dq_fed = {i for n in graph.graph.node if n.op_type == "DequantizeLinear" for i in n.output}
     kept = [n for n in graph.graph.node if n.name in excluded]
-    assert len(kept) == 6 and not any(i in dq_fed for n in kept for i in n.input)  # no Q/DQ on their inputs
+    assert len(kept) == 4 and not any(i in dq_fed for n in kept for i in n.input)  # no Q/DQ on their inputs
 
 
 @pytest.mark.parametrize("args,message", [

@@ -52,19 +52,30 @@ def test_qdq_placement(tiny, int8):
     producer = {o: n for n in qdq.graph.node for o in n.output}
     consumers = _consumers(qdq)
     fp32 = onnx.load(str(path))
-    mm_fp32 = [n.name for n in fp32.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
-    first, last = mm_fp32[0], mm_fp32[-1]
-    # Every MatMul (weights and the two attention batched matmuls) reads DQ on both inputs ...
+    inits = {i.name for i in fp32.graph.initializer}
+    mm_fp32 = [n for n in fp32.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
+    linear = [n.name for n in mm_fp32 if n.input[1] in inits]  # constant weight: Conv, Linears, head
+    bmm = [n.name for n in mm_fp32 if n.input[1] not in inits]  # q·kᵀ and attn·v of each block
+    assert len(bmm) == 4 and len(linear) == len(mm_fp32) - 4
+    first, last = linear[0], linear[-1]
+    # Every Linear reads DQ on both inputs (activation, INT8 weight) ...
     for n in qdq.graph.node:
         if n.op_type not in ("MatMul", "Gemm", "Conv"):
             continue
         srcs = [producer.get(i) for i in n.input[:2]]
-        if n.name in (first, last):  # ... except the patch embedding and the head (FP16 by default)
-            assert not any(s is not None and s.op_type == "DequantizeLinear" for s in srcs), n.name
+        if n.name in (first, last) or n.name in bmm:
+            # ... except the patch embedding and the head (FP16 by default) and the attention BMMs, which
+            # stay FP16 (no Q/DQ on q, kᵀ, v or the Softmax output) for TensorRT's fused attention
+            assert not any(s is not None and s.op_type in ("DequantizeLinear", "QuantizeLinear") for s in srcs), n.name
         else:
             assert [s.op_type for s in srcs] == ["DequantizeLinear", "DequantizeLinear"], n.name
-    assert summary["excluded"] == {first: "first layer", last: "last layer"}
-    assert len(summary["int8_nodes"]) == len(mm_fp32) - 2
+    reason = "activation x activation MatMul (attention): FP16, for TensorRT's fused attention"
+    assert summary["excluded"] == {**{b: reason for b in bmm}, first: "first layer", last: "last layer"}
+    assert len(summary["int8_nodes"]) == len(linear) - 2
+    assert summary["qdq_per_op"] == {"MatMul": {"nodes": len(linear) - 2, "quantize": len(linear) - 2,
+                                                "dequantize": 2 * (len(linear) - 2)}}
+    softmax_out = {n.output[0] for n in qdq.graph.node if n.op_type == "Softmax"}
+    assert not [n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in softmax_out]
     # DQ feeds only MatMul/Gemm/Conv: no Q/DQ before LayerNorm, Softmax, Add, GELU (Erf), nor on outputs.
     for n in qdq.graph.node:
         if n.op_type == "DequantizeLinear":
@@ -83,11 +94,11 @@ def test_qdq_placement(tiny, int8):
     assert all(onnx.numpy_helper.to_array(init[n.input[1]]).size > 1 for n in weight_dqs)  # per channel
     # Everything else is FP16; I/O stays FP32; activation scales are normal FP16 numbers.
     assert summary["precision"]["io"] == {"input": "float32", "logits": "float32"}
-    assert summary["precision"]["fp32_ops"] == {"LayerNormalization": 5, "Softmax": 2}
+    assert summary["precision"]["fp32_ops"] == {"LayerNormalization": 5}
     assert all(init[n.input[1]].data_type == TensorProto.FLOAT16 for n in qdq.graph.node if n.op_type == "DequantizeLinear")
     scales = int8_input_scales(qdq)
     assert scales and min(scales) > 6.1e-5
-    onnx.checker.check_model(qdq)
+    onnx.checker.check_model(qdq, full_check=True)
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile", "minmax"])
@@ -146,10 +157,11 @@ def test_int8_exclude_patterns(tiny):
     path, calib = tiny
     _, _, s = quantize_int8(path, calib.take(8), "minmax", exclude=["blocks.1.*"], **FAST)
     excluded = [k for k, v in s["excluded"].items() if v == "--int8-exclude blocks.1.*"]
-    assert len(excluded) == 6  # qkv, q@k, attn@v, proj, fc1, fc2 of block 1
+    assert len(excluded) == 4  # qkv, proj, fc1, fc2 of block 1 (its q@k and attn@v are FP16 anyway)
     assert all(n["scope"].startswith("blocks.0") for n in s["int8_nodes"])
     _, _, s = quantize_int8(path, calib.take(8), "minmax", quantize_first_last=True, **FAST)
-    assert s["excluded"] == {} and s["fp16_nodes"] == []
+    assert set(s["excluded"].values()) == {"activation x activation MatMul (attention): FP16, for TensorRT's fused attention"}
+    assert sorted(n["name"] for n in s["fp16_nodes"]) == sorted(s["excluded"]) and len(s["excluded"]) == 4
     with pytest.raises(VitdeployError, match="matches no MatMul/Gemm/Conv"):
         quantize_int8(path, calib.take(8), "minmax", exclude=["nothing.here*"], **FAST)
 
@@ -297,3 +309,40 @@ def test_cli_calibrate_next_trtexec_has_the_exports_batch_profile(tiny, int8, tm
                                  "--calib-cache", str(tmp_path / "cache.json"), "-o", str(tmp_path / "out")], capsys)
     assert code == 0, err
     assert "--minShapes=input:1x3x16x16 --optShapes=input:4x3x16x16 --maxShapes=input:16x3x16x16" in stdout
+
+
+def test_dynamic_batch_calibrates_any_image_count(tiny):
+    """Issue 12 finding 8: 11 images on a dynamic-batch graph (batch 8) crashed ORT's calibrator on the short
+    last batch; now every image is used (8 + 3, merged), for each method, and the ranges match one run
+    over all 11 images at batch 1 for minmax (min/max merge exactly)."""
+    from vitdeploy.calibration.quantization import calibrate
+
+    path, calib = tiny
+    eleven = calib.take(11)
+    model = onnx.load(str(path))
+    for method in ("minmax", "entropy", "percentile"):
+        _, cache, summary = quantize_int8(path, eleven, method, **FAST)
+        assert cache["num_images"] == 11 and summary["calibration_images"] == 11
+    at8 = calibrate(model, eleven, "minmax", batch=8, show_progress=False)
+    at1 = calibrate(model, eleven, "minmax", batch=1, show_progress=False)
+    assert set(at8.data) == set(at1.data)
+    for name in at1.data:
+        np.testing.assert_allclose(at8.data[name].range_value, at1.data[name].range_value, rtol=1e-6)
+    three = calibrate(model, calib.take(3), "entropy", batch=8, show_progress=False, entropy_bins=512)  # < one batch
+    assert len(three.data) == len(at1.data)
+
+
+def test_subnormal_activation_scale_is_refused(tiny):
+    """A Q scale below FP16's smallest normal number clips its tensor (at 127 x scale): refused, naming the tensor."""
+    from vitdeploy.calibration.quantization import check_activation_scales
+
+    qdq = onnx.ModelProto()
+    qdq.CopyFrom(quantize_int8(tiny[0], tiny[1].take(8), "minmax", **FAST)[0])
+    check_activation_scales(qdq)  # the real graph passes
+    init = {i.name: i for i in qdq.graph.initializer}
+    q = next(n for n in qdq.graph.node if n.op_type == "QuantizeLinear")
+    init[q.input[1]].CopyFrom(onnx.numpy_helper.from_array(np.array(4.9e-5, np.float16), q.input[1]))
+    with pytest.raises(VitdeployError) as e:
+        check_activation_scales(qdq)
+    assert f"INT8 scale of tensor {q.input[0]} is 4.9e-05, a subnormal FLOAT16 number" in e.value.message
+    assert "--int8-exclude" in e.value.hint

@@ -244,7 +244,7 @@ def test_merged_json_matches_a_local_serial_run(ray_run):
         assert set(r["node"]) == set(lr["node"])
     (prep,) = json.loads((tmp / "local" / "summary.json").read_text())["prepares"]
     assert prep == ray_run["cells"]["ort-cpu/vit_t/fp16@devtype_a"]["prepare"]  # same content, same prepare
-    assert "model.onnx cached" in (tmp / "local" / "prepare" / prep / "prepare.log").read_text()  # the step cache
+    assert "model.onnx (cached)" in (tmp / "local" / "prepare" / prep / "prepare.log").read_text()  # the step cache
 
 
 def test_resume_reruns_nothing(ray_run, cluster):

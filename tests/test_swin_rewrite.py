@@ -134,14 +134,19 @@ def test_dynamo_static_every_block_replaced_and_matches_pytorch(dynamo_static, m
     else:
         assert "WindowAttention" not in ops(out) and ops(out).count("Softmax") == sum(DEPTHS)
         assert ops(out).count("Gather") == 2 * sum(DEPTHS) and "Shape" not in ops(out)
-        # the shifted block's mask and relative-position bias are ONE constant [nW, heads, N, N]
+        # the shifted block's mask and relative-position bias are ONE 4-D constant [1, nW*heads, N, N]
+        # (windows folded into the head axis), the others' bias [1, heads, N, N]: TensorRT's fused form
         g = gs.import_onnx(out)
         biases = [t.values.shape for n in g.nodes if n.op == "Add" for t in n.inputs
                   if isinstance(t, gs.Constant) and t.values.ndim >= 3]
-        assert (4, 4, 49, 49) in biases and (1, 49, 49) in biases
-        # plain attention over constant gathers is still Swin: a native graph converts to plugin nodes
+        assert sorted(biases) == [(1, 1, 49, 49), (1, 2, 49, 49), (1, 4, 49, 49), (1, 8, 49, 49), (1, 16, 49, 49)]
+        # plain attention over constant gathers is still Swin: a native graph converts to plugin nodes --
+        # except the shifted block, whose windows now sit in the head axis [B, nW*heads, N, N], a layout
+        # the matcher does not measure (it refuses it, and the graph stays correct)
         again, rep2, _ = rewrite(out, "plugin")
-        assert rep2["replaced"] == sum(DEPTHS) and ops(again).count("WindowAttention") == sum(DEPTHS)
+        assert rep2["replaced"] == sum(DEPTHS) - 1 and ops(again).count("WindowAttention") == sum(DEPTHS) - 1
+        assert [c["name"] for c in rep2["candidates"] if c["replaced"]] == [
+            "stage 1 block 1", "stage 2 block 1", "stage 3 block 1", "stage 4 block 1"]
         onnx.checker.check_model(again)
         assert np.abs(ort_out(again, x) - torch_out(model, x)).max() < 1e-4
 
@@ -178,7 +183,7 @@ def test_window_12_at_384(tmp_path):
     assert rep["replaced"] == sum(DEPTHS)
     g = gs.import_onnx(out)
     consts = [t.values.shape for n in g.nodes if n.op in ("Add", "Gather") for t in n.inputs if isinstance(t, gs.Constant)]
-    assert (4, 4, 144, 144) in consts  # the shifted 24x24 block: 2x2 windows of 12x12, one folded bias
+    assert (1, 16, 144, 144) in consts  # the shifted 24x24 block: 2x2 windows of 12x12 x 4 heads, one folded bias
     assert (96 * 96,) in consts and (12 * 12,) in consts  # token gathers of stage 1 and stage 4
     x = np.random.default_rng(5).standard_normal((1, 3, 384, 384)).astype(np.float32)
     assert np.abs(ort_out(out, x) - torch_out(model, x)).max() < 1e-4
@@ -418,8 +423,11 @@ def test_v2_native_mode_and_back_to_plugin(tmp_path):
     x = np.random.default_rng(12).standard_normal((1, 3, h, w)).astype(np.float32)
     ref = torch_out(model, x)
     assert relative_error(ort_out(out, x), ref) < 1e-4
+    # back to plugin nodes -- except shifted blocks, whose windows the native form folds into the head axis
+    # ([B, nW*heads, N, N], one 4-D bias), a layout the matcher does not re-measure (issue 12)
+    shifted = sum(1 for b in blocks(model) if any(tuple(b.shift_size)))
     again, rep2, _ = rewrite(out, "plugin")
-    assert rep2["replaced"] == n and ops(again).count("WindowAttention") == n
+    assert 0 < shifted < n and rep2["replaced"] == n - shifted and ops(again).count("WindowAttention") == n - shifted
     assert relative_error(ort_out(again, x), ref) < 1e-4
 
 

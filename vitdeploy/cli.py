@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rewrite": ("vitdeploy.commands.rewrite", "Replace attention subgraphs with plugin nodes, verified."),
     "verify": ("vitdeploy.commands.verify", "Check that two ONNX graphs compute the same outputs."),
     "convert": ("vitdeploy.commands.convert", "Convert an ONNX graph to FP16 (explicit casts)."),
+    "lint": ("vitdeploy.commands.lint", "Check an ONNX graph against a TensorRT version's parser and fusions."),
     "calibrate": ("vitdeploy.commands.calibrate", "INT8 calibration: write a Q/DQ ONNX and a calibration cache."),
     "accuracy": ("vitdeploy.commands.accuracy", "Compare a candidate graph's predictions with a reference."),
     "package": ("vitdeploy.commands.package", "Write a Triton model repository entry or a DeepStream config for a build."),

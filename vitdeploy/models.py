@@ -34,7 +34,7 @@ def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelI
 
 
 _SWIN = ("swin",)
-_GPSA = ("gpsa",)
+_GPSA = ("gpsa", "attention_scale")  # then ConViT's MHSA blocks get their scale on q
 # HaloNet (timm byoanet): random weights with zero_init_last=False, else every residual branch's last
 # BatchNorm starts at zero and a random-weight model's output would not depend on its attention at all.
 # Only the dynamo exporter: TorchScript cannot export HaloAttn's Tensor.unfold.

@@ -6,14 +6,48 @@ registered as an onnxruntime-extensions Python op. That op API serves one fixed
 domain and FP32 only, so the graph is adapted in memory: plugin nodes move to
 that domain and FP16 plugin inputs/outputs get casts around them. The file on
 disk is never changed.
+
+Every vitdeploy op is registered before the first session that loads the library
+(`vitdeploy.plugins.register_ort_faces`): onnxruntime-extensions hands sessions pointers
+into a vector that grows with each registration, so an op registered while a session is
+open would leave that session dangling (the SIGSEGV of a process that opened a Swin and
+then a ConViT graph). Any order of graphs, sessions kept or released, threads: all safe.
 """
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 
 import numpy as np
 
 from vitdeploy.errors import VitdeployError
+
+
+# Sessions this module created with onnxruntime-extensions loaded (they hold its op pointers).
+_PLUGIN_SESSIONS: "weakref.WeakSet" = weakref.WeakSet()
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _prepare_extensions() -> str:
+    """Register every vitdeploy op (once), refuse if someone else grew the op table under open
+    sessions, and return the library path to give the session options."""
+    from onnxruntime_extensions import get_library_path
+
+    from vitdeploy.plugins import base, register_ort_faces
+
+    register_ort_faces()
+    with _SESSIONS_LOCK:
+        added = base.ort_ops_added_since_seal()
+        if added:
+            if len(_PLUGIN_SESSIONS):
+                raise VitdeployError(
+                    f"{added} onnxruntime-extensions Python op(s) were registered outside vitdeploy while "
+                    f"{len(_PLUGIN_SESSIONS)} vitdeploy plugin session(s) were open, which invalidates them",
+                    "register your own onnx_op functions before the first vitdeploy.onnxrt.session",
+                )
+            base.seal_ort_ops()  # no session holds the old table: accept the new ops
+    return get_library_path()
 
 
 def _plugin_nodes(model):
@@ -97,15 +131,17 @@ def session(path_or_model, *, providers: list[str] | None = None, threads: int |
     if threads:
         so.intra_op_num_threads = threads
     if has_plugins:
-        from onnxruntime_extensions import get_library_path
-
-        so.register_custom_ops_library(get_library_path())
+        so.register_custom_ops_library(_prepare_extensions())
     data = model.SerializeToString()
     try:
-        return ort.InferenceSession(data, so, providers=providers or ["CPUExecutionProvider"])
+        sess = ort.InferenceSession(data, so, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:
         msg = str(e).splitlines()[0][:300]
         raise VitdeployError(f"ONNX Runtime cannot load the graph: {msg}", "run 'vitdeploy doctor' and check the model") from None
+    if has_plugins:
+        with _SESSIONS_LOCK:
+            _PLUGIN_SESSIONS.add(sess)
+    return sess
 
 
 def run(sess, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

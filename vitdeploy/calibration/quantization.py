@@ -1,12 +1,15 @@
 """INT8 as explicit Q/DQ ONNX, calibrated with ONNX Runtime on the CPU.
 
 The recipe transformer deployments converged on (FasterTransformer, ModelOpt):
-quantize only the inputs of MatMul/Gemm/Conv, weights per output channel and
-activations per tensor, both symmetric (zero point 0, as TensorRT requires);
-leave LayerNorm, Softmax, GELU, residual Adds and plugin nodes unquantized, and
-put no Q/DQ on the outputs, so TensorRT's explicit-quantization fusions fold
-each DQ->MatMul into an INT8 GEMM. Everything that is not INT8 is FP16: TensorRT
-10/11 strongly typed networks take precision from the ONNX alone.
+quantize only the inputs of Linear layers (MatMul/Gemm whose second operand is a
+constant weight) and Convs, weights per output channel and activations per tensor,
+both symmetric (zero point 0, as TensorRT requires); leave the attention BMMs
+(q·kᵀ, attn·v), LayerNorm, Softmax, GELU, residual Adds and plugin nodes
+unquantized, and put no Q/DQ on the outputs, so TensorRT's explicit-quantization
+fusions fold each DQ->MatMul into an INT8 GEMM and the FP16 attention can become
+TensorRT's fused attention kernel. Everything that is not INT8 is FP16: TensorRT
+10/11 strongly typed networks take precision from the ONNX alone. Every activation
+scale must be a normal FP16 number (`check_activation_scales`).
 
 `onnxruntime.quantization` does the work. We run its calibrators ourselves
 (rather than through `quantize_static`) so that graphs with vitdeploy plugin
@@ -65,15 +68,41 @@ def quantizable_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type in QUANT_OPS and n.domain in ("", "ai.onnx")]
 
 
+BMM_REASON = "activation x activation MatMul (attention): FP16, for TensorRT's fused attention"
+CONST_A_REASON = "constant first operand: not a weight TensorRT can quantize per channel"
+
+
+def _constants(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+
+
+def structural_exclusions(model: onnx.ModelProto) -> dict[str, str]:
+    """MatMul/Gemm/Conv that must stay FP16 whatever the user asks: only a constant weight operand
+    (input 1) is quantized. Activation x activation MatMuls (q·kᵀ, attn·v) keep attention in FP16, the
+    form of TensorRT's FP16 fused attention (INT8 MHA would also need Q/DQ after the second BMM,
+    which TensorRT's recipe places and ours does not); a constant *first* operand (ConViT's folded g·P)
+    would get a per-channel DQ on a non-weight input, which TensorRT's IDequantizeLayer does not support."""
+    const = _constants(model)
+    why = {}
+    for n in quantizable_nodes(model):
+        if len(n.input) < 2 or n.input[1] not in const:
+            why[n.name] = BMM_REASON if n.op_type == "MatMul" else "non-constant weight"
+        elif n.input[0] in const:
+            why[n.name] = CONST_A_REASON
+    return why
+
+
 def select_exclusions(model: onnx.ModelProto, exclude=(), quantize_first_last=False) -> dict[str, str]:
-    """node name -> why it stays in FP16 (first/last layer, or the --int8-exclude pattern it matched)."""
-    nodes = quantizable_nodes(model)
-    why: dict[str, str] = {}
+    """node name -> why it stays in FP16 (attention BMM, constant first operand, first/last layer, or the
+    --int8-exclude pattern it matched)."""
+    why = structural_exclusions(model)
+    nodes = [n for n in quantizable_nodes(model) if n.name not in why]
     if nodes and not quantize_first_last:
         why[nodes[0].name] = "first layer"
         why.setdefault(nodes[-1].name, "last layer")
     used = set()
-    for n in nodes:
+    for n in quantizable_nodes(model):
         scope = node_scope(n)
         for pat in exclude or ():
             if fnmatch.fnmatchcase(n.name, pat) or (scope and fnmatch.fnmatchcase(scope, pat)):
@@ -85,6 +114,25 @@ def select_exclusions(model: onnx.ModelProto, exclude=(), quantize_first_last=Fa
             f"--int8-exclude {unused[0]} matches no MatMul/Gemm/Conv node",
             "patterns match node names or module paths, e.g. 'blocks.0.*' or '*head*'",
         )
+    return why
+
+
+FP16_TINY = float(np.finfo(np.float16).tiny)  # 6.1e-5: smallest normal FP16 number
+
+
+def tiny_range_exclusions(model: onnx.ModelProto, ranges: dict) -> dict[str, str]:
+    """Layers whose calibrated input range is so small that its INT8 scale (range / 127) would be an
+    FP16 subnormal (or zero): they stay FP16 (a tensor spanning +-0.002 loses nothing there) instead of
+    getting a scale that `check_activation_scales` must refuse. Seen with random weights (e.g. a
+    Deformable DETR projection); the manifest names each one."""
+    why = {}
+    for n in quantizable_nodes(model):
+        r = ranges.get(n.input[0]) if n.input else None
+        if r is None:
+            continue
+        amax = max(abs(float(r[0])), abs(float(r[1])))
+        if amax / 127.0 < FP16_TINY:
+            why[n.name] = f"input {n.input[0]} spans only +-{amax:.3g}: its INT8 scale would be an FP16 subnormal"
     return why
 
 
@@ -127,6 +175,7 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
     declare_plugin_outputs(m, onnx.TensorProto.FLOAT)
     in_name, shape = model_input(m)
     check_shape(calib.images, calib.source or "the calibration data", shape)
+    parts = [calib]
     if shape and isinstance(shape[0], int) and shape[0] > 0:  # static batch: whole batches only
         batch = shape[0]
         if len(calib) < batch:
@@ -134,6 +183,13 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
             calib = CalibrationData(np.concatenate([calib.images] * reps)[:batch], None, calib.source)
         else:
             calib = calib.take(len(calib) - len(calib) % batch)
+        parts = [calib]
+    elif len(calib) % batch:
+        # Dynamic batch: ORT's calibrators stack the outputs of one collect_data call into one array, so
+        # every batch of a call must have the same size. Whole batches first, then the rest in a second
+        # call; both calibrators merge ranges/histograms across calls.
+        whole = len(calib) - len(calib) % batch
+        parts = [p for p in (_slice(calib, 0, whole), _slice(calib, whole, len(calib))) if len(p)]
     with tempfile.TemporaryDirectory(prefix="vitdeploy-calib-") as tmp:
         src, aug = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "augmented.onnx")
         onnx.save(m, src)
@@ -143,7 +199,8 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
         cal.infer_session = session(aug)  # runs plugin nodes through their ORT faces
         with progress(len(calib), f"calibrating ({method})", show_progress) as advance:
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram details
-                cal.collect_data(_Reader(calib, in_name, batch, advance))
+                for part in parts:
+                    cal.collect_data(_Reader(part, in_name, min(batch, len(part)), advance))
         collector = getattr(cal, "collector", None)
         search = getattr(collector, "get_entropy_threshold", None) if method == "entropy" else None
         with progress(len(getattr(collector, "histogram_dict", {}) or {}), "entropy threshold search", show_progress and
@@ -158,6 +215,11 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
             with contextlib.redirect_stdout(io.StringIO()):
                 ranges = cal.compute_data()
     return ranges
+
+
+def _slice(calib: CalibrationData, start: int, stop: int) -> CalibrationData:
+    labels = None if calib.labels is None else calib.labels[start:stop]
+    return CalibrationData(calib.images[start:stop], labels, calib.source)
 
 
 @contextlib.contextmanager
@@ -206,6 +268,8 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
             {"percentile": PERCENTILE} if method == "percentile" else {})
         cache = make_cache(ranges, sha, method, len(calib), settings)
     why = select_exclusions(model, exclude, quantize_first_last)
+    for name, reason in tiny_range_exclusions(model, cache["ranges"]).items():
+        why.setdefault(name, reason)
     declared = onnx.ModelProto.FromString(model.SerializeToString())
     declare_plugin_outputs(declared, onnx.TensorProto.FLOAT)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-qdq-") as tmp:
@@ -230,12 +294,36 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
         except Exception as e:
             raise VitdeployError(f"INT8 quantization failed: {str(e).splitlines()[0][:200]}", "try --int8-exclude for the failing node") from None
         qdq = onnx.load(out)
+    float_for_other_consumers(qdq)
     _require_opset(qdq, 19)
     fp16, precision = convert_fp16(qdq, keep_io_fp32=True)
+    check_activation_scales(fp16)
     summary = qdq_summary(fp16)
     summary.update(method=method, excluded={k: v for k, v in why.items()}, precision=precision,
                    calibration_images=cache.get("num_images"), model_sha256=sha)
     return fp16, cache, summary
+
+
+def float_for_other_consumers(model: onnx.ModelProto) -> int:
+    """ORT's QDQ quantizer feeds the DequantizeLinear output to *every* consumer of a quantized tensor
+    (e.g. Deformable DETR's LayerNorm output reaching an Unsqueeze next to its MatMul); give the
+    consumers that are not quantized ops their float tensor back, so Q/DQ sit only before the
+    MatMul/Gemm/Conv they quantize (nothing between a DQ and its consumer). Returns how many inputs moved."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    outputs = {o.name for o in model.graph.output}
+    moved = 0
+    for dq in [n for n in model.graph.node if n.op_type == "DequantizeLinear"]:
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or dq.output[0] in outputs:
+            continue
+        for c in model.graph.node:
+            if c.op_type in QUANT_OPS or c.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            for k, name in enumerate(c.input):
+                if name == dq.output[0]:
+                    c.input[k] = q.input[0]
+                    moved += 1
+    return moved
 
 
 def _require_opset(model: onnx.ModelProto, version: int) -> None:
@@ -249,8 +337,27 @@ def _require_opset(model: onnx.ModelProto, version: int) -> None:
             op.version = version
 
 
+def check_activation_scales(model: onnx.ModelProto) -> None:
+    """Refuse a QuantizeLinear whose scale is zero, negative, not finite or subnormal in its (FP16) type:
+    TensorRT accepts a subnormal scale, but it clips the tensor at 127 * scale (e.g. attention
+    probabilities at 0.0074), so it is a calibration failure, named here before anything is written."""
+    from vitdeploy.deploy.lint.qdq import scale_problem
+
+    init = {i.name: i for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and len(n.input) > 1 and n.input[1] in init:
+            t = init[n.input[1]]
+            why = scale_problem(onnx.numpy_helper.to_array(t), t.data_type)
+            if why:
+                users = [c.name for c in model.graph.node if any(i in n.output for i in c.input)]
+                raise VitdeployError(
+                    f"INT8 scale of tensor {n.input[0]} {why}",
+                    f"try --calib-method minmax or percentile, or keep its consumer FP16 with --int8-exclude "
+                    f"'{users[0] if users else n.input[0]}'")
+
+
 def qdq_summary(model: onnx.ModelProto) -> dict:
-    """Which MatMul/Gemm/Conv nodes read DequantizeLinear outputs, and Q/DQ counts."""
+    """Which MatMul/Gemm/Conv nodes read DequantizeLinear outputs, and Q/DQ counts (also per op type)."""
     producer = {o: n for n in model.graph.node for o in n.output}
     quantized, float_nodes = [], []
     for n in quantizable_nodes(model):
@@ -258,10 +365,14 @@ def qdq_summary(model: onnx.ModelProto) -> dict:
         (quantized if all(s is not None and s.op_type == "DequantizeLinear" for s in srcs[:1]) else float_nodes).append(
             {"name": n.name, "op_type": n.op_type, "scope": node_scope(n)}
         )
+    from vitdeploy.deploy.lint.core import GraphIndex
+    from vitdeploy.deploy.lint.qdq import qdq_counts
+
     ops = [n.op_type for n in model.graph.node]
     return {
         "quantize_linear": ops.count("QuantizeLinear"),
         "dequantize_linear": ops.count("DequantizeLinear"),
+        "qdq_per_op": qdq_counts(GraphIndex(model)),  # consumer op type -> nodes, Q and DQ feeding them
         "int8_nodes": quantized,
         "fp16_nodes": float_nodes,
     }

@@ -125,7 +125,13 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         nxt.append(f"tritonserver --model-repository {triton_repo}")
     else:
         nxt.append(f"vitdeploy package {out} --triton-repo models")
+    if res.profile_command:
+        nxt.append(res.profile_command)
     next_steps(nxt)
+    if res.profile_hint:
+        from rich.markup import escape
+
+        console.print(f"  [dim]{escape(res.profile_hint)}[/]")
     if res.engine is None and not no_engine:
         console.print(
             f"[yellow]engine skipped:[/] {res.skipped_reason}; on the target run: {res.target_commands[0]}"

@@ -37,9 +37,9 @@ def command(alias, onnx_path, checkpoint, img_size, dynamic_batch, data_path, me
             quantize_first_last, cache_path, out_dir):
     """Calibrate a model with ONNX Runtime and write DIR/model.int8.onnx (Q/DQ + FP16).
 
-    Q/DQ goes on the inputs of MatMul/Gemm/Conv only (weights per channel,
-    activations per tensor, symmetric); LayerNorm, Softmax, GELU, residual adds
-    and plugin nodes stay FP16. Also writes DIR/calibration_cache.json (tensor
+    Q/DQ goes on the inputs of Linear layers (MatMul/Gemm with a constant weight)
+    and Convs only (weights per channel, activations per tensor, symmetric);
+    attention BMMs, LayerNorm, Softmax, GELU, residual adds and plugin nodes stay FP16. Also writes DIR/calibration_cache.json (tensor
     ranges keyed by the model's sha256) and DIR/calibration.json (what was
     quantized, and INT8-vs-FP32 agreement on the calibration images).
 

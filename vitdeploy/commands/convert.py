@@ -11,9 +11,9 @@ import click
 @click.option("--keep-io-fp32/--no-keep-io-fp32", default=True, show_default=True,
               help="Keep graph inputs/outputs FP32 (casts inside the graph).")
 @click.option("--fp32-op", "fp32_ops", multiple=True, metavar="OP",
-              help="Extra op type to keep in FP32 (repeatable); LayerNormalization, Softmax, ReduceMean, Pow always are.")
+              help="Extra op type to keep in FP32 (repeatable), e.g. Softmax; normalisations (LayerNorm, GroupNorm, InstanceNorm, ReduceMean, Pow) always are.")
 def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
-    """Write an FP16 copy of IN.onnx: LayerNorm/Softmax stay FP32, plugin nodes FP16.
+    """Write an FP16 copy of IN.onnx: normalisations stay FP32, plugin nodes FP16.
 
     Uses ONNX Runtime's float16 converter, checks every node sees one float type,
     and reports how far the FP16 graph's outputs are from the FP32 graph's on

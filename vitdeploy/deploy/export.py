@@ -143,6 +143,15 @@ class _OutputAdapter:
         return Wrapped().eval()
 
 
+def check_opset(opset: int, exporter: str) -> None:
+    """One line when the opset cannot be written by the chosen exporter (before any work is done)."""
+    if not 17 <= opset <= 23:
+        raise VitdeployError(f"--opset {opset} is not supported", "use an opset from 17 to 23 (LayerNormalization needs 17)")
+    if exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
+        raise VitdeployError(f"the TorchScript exporter writes opsets up to {TORCHSCRIPT_MAX_OPSET}, not {opset}",
+                             f"use --opset {TORCHSCRIPT_MAX_OPSET} or less, or --exporter dynamo")
+
+
 def export_onnx(
     model,
     example,
@@ -158,11 +167,7 @@ def export_onnx(
     import onnx
     import torch
 
-    if not 17 <= opset <= 23:
-        raise VitdeployError(f"--opset {opset} is not supported", "use an opset from 17 to 23 (LayerNormalization needs 17)")
-    if exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
-        raise VitdeployError(f"the TorchScript exporter writes opsets up to {TORCHSCRIPT_MAX_OPSET}, not {opset}",
-                             f"use --opset {TORCHSCRIPT_MAX_OPSET} or less, or --exporter dynamo")
+    check_opset(opset, exporter)
     batch = batch or BatchSpec()
     path = Path(path)
     wrapped = _OutputAdapter(model, list(output_names))
@@ -193,12 +198,46 @@ def export_onnx(
                     f"{TORCHSCRIPT_MAX_OPSET}, not {opset}", f"use --opset {TORCHSCRIPT_MAX_OPSET} or less")
             _export_torchscript(wrapped, example, path, opset, in_names, out_names, batch)
             used = "torchscript"
+    drop_default_scatter_reduction(path)
     onnx.checker.check_model(str(path))
     real_opset = _opset_of(path)
     if real_opset != opset:
         raise VitdeployError(f"the {used} exporter wrote opset {real_opset}, not the requested {opset}",
                              "try another --opset or --exporter")
     return ExportResult(path, used, real_opset, in_names, out_names, fallback_reason)
+
+
+SCATTER_OPS = ("ScatterND", "ScatterElements")
+
+
+def drop_scatter_reduction_none(model) -> int:
+    """Delete `reduction="none"` from ScatterND/ScatterElements nodes (in place); returns how many.
+
+    "none" is the default, so the graph means the same; the dynamo exporter writes it out (for the
+    `aten.slice_scatter` in e.g. Deformable DETR's box head) and TensorRT < 10.9 rejects ScatterND's
+    `reduction` attribute whatever its value (onnx-tensorrt 10.1-GA onnxOpImporters.cpp ScatterND).
+    """
+    dropped = 0
+    for node in model.graph.node:
+        if node.op_type in SCATTER_OPS and node.domain in ("", "ai.onnx"):
+            for a in list(node.attribute):
+                if a.name == "reduction" and a.s in (b"none", "none"):
+                    node.attribute.remove(a)
+                    dropped += 1
+    return dropped
+
+
+def drop_default_scatter_reduction(path: Path) -> int:
+    """drop_scatter_reduction_none on the file at `path`, rewritten only when something changed."""
+    import onnx
+
+    from vitdeploy.deploy.artifacts import atomic_save_onnx
+
+    model = onnx.load(str(path))
+    dropped = drop_scatter_reduction_none(model)
+    if dropped:
+        atomic_save_onnx(model, path)
+    return dropped
 
 
 def _opset_of(path: Path) -> int | None:

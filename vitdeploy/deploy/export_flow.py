@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vitdeploy.console import console, next_steps, stage
 from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
-from vitdeploy.deploy.export import BatchSpec
+from vitdeploy.deploy.export import BatchSpec, check_opset
 from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
 from vitdeploy.models import check_exporter, check_input_size, get_info
 
@@ -16,7 +16,7 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
     info = get_info(alias)
     if img_size:
         check_input_size(info, img_size)
-    check_exporter(info, exporter)
+    check_opset(opset, check_exporter(info, exporter))
     if not checkpoint and not pretrained:
         from vitdeploy.weights import banner
 
@@ -31,6 +31,9 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
             st.detail = f"model.onnx (opset {res.opset}, {res.exporter} exporter)"
             if res.fallback_reason:
                 console.print(f"  [yellow]dynamo exporter failed, used TorchScript:[/] {res.fallback_reason}")
+        oldest = opset_limit_note(res.opset, Path(out_dir) / "model.onnx")
+        if oldest:
+            console.print(f"  [yellow]{oldest}[/]")
         console.print(f"  parity vs PyTorch: {summarize_parity(parity)}")
         manifest = new_manifest()
         manifest.update(fields)
@@ -45,6 +48,20 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
     if show_next:
         _print_next(out, manifest, bool(info.passes))
     return manifest
+
+
+def opset_limit_note(opset: int, path: Path | str = "model.onnx") -> str | None:
+    """One line when the opset is beyond what older TensorRT parsers document (export has no target;
+    `build` lowers the opset for its target, `lint` checks a given one)."""
+    from vitdeploy.deploy.lint.tables import OPSET_MAX, opset_since
+
+    if opset <= OPSET_MAX[0][1]:
+        return None
+    since = opset_since(opset)
+    att = "; its ONNX Attention nodes import only from TensorRT 10.14" if opset >= 23 else ""
+    first = f"TensorRT >= {since[0]}.{since[1]}" if since else "no TensorRT release yet"
+    return (f"opset {opset} is documented by {first} (JetPack 6's 10.3 stops at {OPSET_MAX[0][1]}){att}: "
+            f"check with vitdeploy lint {path} --trt 10.3")
 
 
 def trtexec_shapes(manifest: dict) -> str:

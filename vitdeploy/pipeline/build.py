@@ -1,6 +1,7 @@
 """The whole build: resolve options, run the steps in order, write manifest.json."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -12,12 +13,13 @@ from vitdeploy.pipeline.cache import CACHE_DIR, StepCache, file_entry
 from vitdeploy.pipeline.options import BuildOptions, BuildResult, resolve
 from vitdeploy.pipeline.steps import (
     PLAN_NAME, plugin_nodes, tool_versions, engine_settings, step_accuracy, step_engine, step_export,
-    step_precision, step_rewrite,
+    step_lint, step_precision, step_rewrite,
 )
 
 def run_build(opts: BuildOptions) -> BuildResult:
     """Run every step into opts.out_dir and write manifest.json; a failure before any step
     finished leaves no directory behind."""
+    from vitdeploy.deploy.lint.targets import build_target
     from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_import_error, tensorrt_version
 
     started = time.time()
@@ -29,9 +31,12 @@ def run_build(opts: BuildOptions) -> BuildResult:
     trt_version = tensorrt_version()
     trt_error = tensorrt_import_error() if trt_version is None else None
     decision = select_plugin_mode(opts.plugins, trt_version, target["target"])
+    lint_target = build_target(trt_version, target["target"], decision.mode)
+    target["tensorrt"] = lint_target.label
+    bound_opset(opts, lint_target, target)
     opts.out_dir, created = ensure_writable_dir(opts.out_dir)
     try:
-        return _run_steps(opts, target, trt_version, trt_error, decision, started)
+        return _run_steps(opts, target, trt_version, trt_error, decision, lint_target, started)
     except BaseException:
         cache_dir = opts.out_dir / CACHE_DIR
         if created and not (cache_dir.is_dir() and any(cache_dir.iterdir())):
@@ -39,9 +44,28 @@ def run_build(opts: BuildOptions) -> BuildResult:
         raise
 
 
-def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decision, started: float) -> BuildResult:
+def bound_opset(opts: BuildOptions, lint_target, record: dict) -> None:
+    """Lower `--opset` to what the target TensorRT's parser documents, saying so in one line (model mode;
+    a given ONNX keeps its opset and `lint` refuses what the target cannot parse)."""
+    from vitdeploy.deploy.lint import fmt
+    from vitdeploy.deploy.lint.tables import opset_max
+
+    if not opts.alias:
+        return
+    top = opset_max(lint_target.version)
+    if opts.opset > top:
+        record["opset"] = {"requested": opts.opset, "used": top}
+        console.print(f"  [yellow]--opset {opts.opset} lowered to {top}[/]: TensorRT {fmt(lint_target.version)} "
+                      f"({lint_target.reason}) documents opsets up to {top}"
+                      + ("; opset 23's ONNX Attention imports only from TensorRT 10.14" if opts.opset >= 23 else ""))
+        opts.opset = top
+
+
+def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decision, lint_target,
+               started: float) -> BuildResult:
     from vitdeploy.deploy import gpu_env
     from vitdeploy.deploy.engine import target_commands
+    from vitdeploy.deploy.lint.targets import for_final_graph
     from vitdeploy.deploy.trt_env import supports_aot_plugins
     from vitdeploy.models import get_info
 
@@ -73,8 +97,14 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
             f"{final.name} has vitdeploy plugin nodes, which need TensorRT >= 10.9; this machine has {trt_version}",
             "rebuild from the model with --plugins off (or auto) so the graph uses the plugin-free rewrite",
         )
+    lint_target = for_final_graph(lint_target, any(p["kind"] == "vitdeploy AOT" for p in plugins))
+    lint = step_lint(final, lint_target)  # an error stops the build here, before the engine
+    target["tensorrt"] = (lint.get("requires") or lint["target"]) + ("+" if lint["open_ended"] else "")
     settings = engine_settings(opts, final, fields, decision.mode, target["target"])
     plan, engine_record = step_engine(final, settings, plugins, opts, cache, trt_version, trt_error)
+    profile, hint = profile_command(final, opts.out_dir, settings, plugins, lint)
+    if profile:  # what benchmarks/attention_fusion.py runs on a TensorRT machine
+        lint["layer_info_command"] = profile
 
     for name, section in (("rewrite", rewrite_report), ("precision", precision), ("accuracy", accuracy), ("engine", engine_record)):
         if section and section.get("step_key"):
@@ -97,6 +127,7 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     manifest["precision"] = precision or manifest.get("precision") or {"applied": "fp32"}
     if accuracy is not None:
         manifest["accuracy"] = accuracy
+    manifest["lint"] = lint
     env = gpu_env.probe()
     machine = {"tensorrt": trt_version, "cuda": env.get("cuda_runtime") or env.get("cuda_driver_api"),
                "cuda_source": env.get("cuda_runtime_source") or ("driver API" if env.get("cuda_driver_api") else None),
@@ -124,4 +155,23 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     atomic_write_json(opts.out_dir / MANIFEST_NAME, manifest)
     skipped = engine_record.get("skipped")
     return BuildResult(opts.out_dir, manifest, final, plan, skipped,
-                       target_commands(final, opts.out_dir / PLAN_NAME, settings, plugins))
+                       target_commands(final, opts.out_dir / PLAN_NAME, settings, plugins), profile, hint)
+
+
+def profile_command(final: Path, out_dir: Path, settings, plugins: list[dict], lint: dict) -> tuple[str | None, str | None]:
+    """The trtexec line that builds the engine with detailed layer info, and what to look for in it:
+    whether TensorRT fused each plain attention block can only be seen in the built engine. None for
+    graphs with vitdeploy plugins (trtexec cannot register Python plugins) or without plain attention."""
+    from vitdeploy.deploy.engine import trtexec_command
+
+    blocks = [a for a in lint.get("attention", []) if a.get("form") in ("fusible", "not fusible")]
+    if not blocks or any(p["kind"] == "vitdeploy AOT" for p in plugins):
+        return None, None
+    info = out_dir / "layer_info.json"
+    cmd = trtexec_command(final, out_dir / PLAN_NAME, settings)
+    cmd += f" --profilingVerbosity=detailed --exportLayerInfo={shlex.quote(str(info))} --skipInference"
+    fusible = sum(1 for a in blocks if a["form"] == "fusible")
+    hint = (f"in {info.name} look for an mha/fmha (fused attention) kernel per attention block: {len(blocks)} "
+            f"block(s), {fusible} in the fusible form ({shlex.join(['grep', '-oiE', '[a-z0-9_]*f?mha[a-z0-9_]*', str(info)])}"
+            " | sort | uniq -c); MatMul/Softmax layers left there mean the block was not fused")
+    return cmd, hint

@@ -50,6 +50,8 @@ class BuildResult:
     engine: Path | None
     skipped_reason: str | None = None  # why there is no engine (None when built)
     target_commands: list[str] = field(default_factory=list)
+    profile_command: str | None = None  # trtexec with detailed layer info: do the attention blocks fuse?
+    profile_hint: str | None = None  # what to look for in that layer info
 
 
 

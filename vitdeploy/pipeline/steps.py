@@ -302,6 +302,9 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
             atomic_save_onnx(model, dest)
             rec = cache.store("precision", key, outputs, summary, time.perf_counter() - started)
             st.detail = f"{wanted} -> {dest.name}"
+            tiny = [k for k, why in (summary.get("int8") or {}).get("excluded", {}).items() if "spans only" in why]
+            if tiny:
+                st.detail += f" ({len(tiny)} layer(s) kept FP16: input range too small for an FP16 INT8 scale)"
         else:
             st.detail = f"{wanted} -> {dest.name} (cached)"
         summary = rec["result"]
@@ -481,3 +484,46 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
         return plan, record
 
 
+
+
+# ----------------------------------------------------------------------------- lint
+
+def step_lint(final_onnx: Path, target) -> dict:
+    """`vitdeploy lint` on the final graph for the build's target TensorRT (`deploy.lint.targets`).
+
+    An error stops the build here, before the engine step. With no TensorRT here the target is a lowest
+    version (open-ended): a graph that only a later TensorRT parses (e.g. the stock deformable-attention
+    plugin v2, from 10.11) raises that requirement with one line instead of failing; a machine with
+    TensorRT runs the same check against its exact version and refuses there.
+    """
+    from rich.markup import escape
+
+    from vitdeploy.deploy.lint import fmt, lint_file
+
+    with stage("lint") as st:
+        report = lint_file(final_onnx, target.version)
+        requires, raised_by = None, None
+        if report.errors and target.open_ended and all(f.fixed_in for f in report.errors):
+            later = max(f.fixed_in for f in report.errors)
+            retry = lint_file(final_onnx, later)
+            if not retry.errors:
+                requires, raised_by = later, report.errors[0]
+                report = retry
+        for f in report.findings:
+            if f.severity in ("error", "warning"):
+                console.print(f"  [{'red' if f.severity == 'error' else 'yellow'}]{escape(f.line())}[/]")
+        if requires is not None:
+            console.print(f"  [yellow]this graph needs TensorRT >= {fmt(requires)}: {escape(raised_by.message)} "
+                          f"(node {escape(raised_by.node or '?')}); build the engine on TensorRT >= {fmt(requires)}[/]")
+        record = {**report.to_dict(), "target": fmt(target.version), "open_ended": target.open_ended,
+                  "reason": target.reason}
+        if requires is not None:
+            record["requires"] = fmt(requires)
+        if report.errors:
+            first = report.errors[0]
+            raise VitdeployError(
+                f"{final_onnx.name} would not build on TensorRT {fmt(report.tensorrt)}: {first.node or ''} "
+                f"{first.message}".replace("  ", " "),
+                f"{first.fix}; all findings: vitdeploy lint {final_onnx} --trt {fmt(report.tensorrt)}")
+        st.detail = report.summary()
+        return record

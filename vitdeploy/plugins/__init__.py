@@ -1,13 +1,34 @@
 """vitdeploy's plugins, one folder each; this module knows where to find their ORT faces.
 
-Importing this package imports no plugin: `vitdeploy.onnxrt` loads a plugin's
-ORT face only when a graph uses it, and TensorRT faces load only in the engine step.
+Importing this package imports no plugin: `vitdeploy.onnxrt` loads the ORT faces when the
+first graph with plugin nodes needs a session, and TensorRT faces load only in the engine step.
+
+How a plugin's ORT face registers (read this before adding one)
+----------------------------------------------------------------
+onnxruntime-extensions keeps every Python op in one C++ `std::vector<PyCustomOpFactory>`
+(`PyOp_container()` in its pyop/pyfunc.cc); each session that loads the library gets raw
+pointers into that vector, and ONNX Runtime's `CustomOpKernel` keeps a reference to its op
+for the kernel's lifetime (it calls `KernelDestroy`/`KernelCompute` through it). Registering
+one more op (`onnx_op`/`add_custom_op` -> `emplace_back`) can reallocate the vector, leaving
+every open session with dangling op pointers: SIGSEGV when that session runs or is freed.
+That is what one process opening a Swin graph and then a ConViT graph hit.
+
+So every vitdeploy op is registered once, together, before any session loads the library:
+`register_ort_faces()` imports every module in `ORT_FACES` (each calls
+`plugins.base.register_ort_op` at import) and then seals the registry; a registration after
+the seal raises instead of corrupting live sessions. To add a plugin's ORT face:
+
+1. write `vitdeploy/plugins/<name>/ort.py` that calls `register_ort_op(SPEC, compute)` (or one
+   call per spec, exposing `SPECS`) at import, and never `onnx_op` directly;
+2. add its op type(s) to `ORT_FACES` below. That is all: `vitdeploy.onnxrt.session` registers it
+   with the others before the first session, whatever order graphs arrive in.
 """
 from __future__ import annotations
 
 import importlib
+import threading
 
-# op_type -> module whose import registers the ORT CPU op (and exposes SPEC).
+# op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS).
 ORT_FACES: dict[str, str] = {
     "WindowAttention": "vitdeploy.plugins.window_attention.ort",
     "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.ort",
@@ -24,15 +45,41 @@ TRT_FACES: dict[str, str] = {
     "HaloAttention": "vitdeploy.plugins.halo_attention.trt",
 }
 
+_REGISTER_LOCK = threading.Lock()
 
-def load_ort_face(op_type: str):
-    """Import (and so register) the ORT op for `op_type`; returns its module or None."""
-    mod = ORT_FACES.get(op_type)
-    if mod is None:
-        return None
+
+def _import_face(module: str):
     try:
-        return importlib.import_module(mod)
+        return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("vitdeploy.plugins"):
-            return None
+            return None  # a plugin that is not part of this install
         raise
+
+
+def load_ort_face(op_type: str):
+    """The ORT face module for `op_type` (SPEC/SPECS, compute), or None if no plugin serves it.
+
+    Importing a face before `register_ort_faces()` registers its op early, which is harmless;
+    after the seal every face is already imported, so this never registers anything late.
+    """
+    mod = ORT_FACES.get(op_type)
+    return None if mod is None else _import_face(mod)
+
+
+def register_ort_faces() -> None:
+    """Register every installed ORT face's ops with onnxruntime-extensions, then seal the registry.
+
+    Idempotent and thread-safe; `vitdeploy.onnxrt.session` calls it before it gives the library
+    to any session, so the op vector never grows under a live session.
+    """
+    from vitdeploy.plugins import base
+
+    if base.ort_sealed():
+        return
+    with _REGISTER_LOCK:
+        if base.ort_sealed():
+            return
+        for module in dict.fromkeys(ORT_FACES.values()):
+            _import_face(module)
+        base.seal_ort_ops()

@@ -143,15 +143,52 @@ class PluginSpec:
 ORT_PYOP_DOMAIN = "ai.onnx.contrib"
 
 _ORT_REGISTERED: dict[str, PluginSpec] = {}
+# Python ops onnxruntime-extensions held when vitdeploy sealed its registry (None: not sealed).
+# Why sealing matters, and how a new face registers: the docstring of `vitdeploy.plugins`.
+_ORT_SEALED_AT: int | None = None
+
+
+def _pyop_count() -> int:
+    """How many Python ops onnxruntime-extensions has registered in this process (any library's)."""
+    from onnxruntime_extensions import Opdef
+
+    # Opdef.create (onnxruntime_extensions/_ocos.py) keeps one entry per add_custom_op call; a
+    # version without that private table makes this 0, which only turns the foreign-op check off.
+    return len(getattr(Opdef, "_odlist", ()))
+
+
+def ort_sealed() -> bool:
+    return _ORT_SEALED_AT is not None
+
+
+def seal_ort_ops() -> None:
+    """No more vitdeploy ops may be registered: a session is about to hold pointers into the op vector.
+
+    Calling it again accepts ops others registered since (safe only while no plugin session is open)."""
+    global _ORT_SEALED_AT
+    _ORT_SEALED_AT = _pyop_count()
+
+
+def ort_ops_added_since_seal() -> int:
+    """Python ops registered (by anyone) after the seal; each may have invalidated open sessions."""
+    return 0 if _ORT_SEALED_AT is None else _pyop_count() - _ORT_SEALED_AT
 
 
 def register_ort_op(spec: PluginSpec, compute: Callable[..., Any]) -> None:
     """Register `compute(*numpy_inputs, **attrs) -> numpy | tuple` as the plugin's ORT CPU op.
 
     `compute` receives FP32 float inputs and the spec's attributes; it must return FP32.
+    Only from an ORT face module listed in `vitdeploy.plugins.ORT_FACES`, so that
+    `register_ort_faces()` registers it before the first session; once sealed this raises.
     """
     if spec.name in _ORT_REGISTERED:
         return
+    if _ORT_SEALED_AT is not None:
+        raise RuntimeError(
+            f"ORT op {spec.name} registered after an ONNX Runtime session loaded onnxruntime-extensions; "
+            "registering now could reallocate the op table under that session and crash the process. "
+            "List its face module in vitdeploy.plugins.ORT_FACES so it is registered before the first session."
+        )
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
     dt = {"float": PyCustomOpDef.dt_float, "int32": PyCustomOpDef.dt_int32, "int64": PyCustomOpDef.dt_int64}

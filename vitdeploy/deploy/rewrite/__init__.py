@@ -12,6 +12,7 @@ PASSES: dict[str, str] = {
     "gpsa": "vitdeploy.deploy.rewrite.gpsa:GpsaPass",
     "msda": "vitdeploy.deploy.rewrite.msda:MsdaPass",
     "halo": "vitdeploy.deploy.rewrite.halo:HaloAttentionPass",
+    "attention_scale": "vitdeploy.deploy.rewrite.attention_scale:AttentionScalePass",
 }
 
 

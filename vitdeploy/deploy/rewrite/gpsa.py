@@ -19,7 +19,7 @@ under which timm's renormalisation is a no-op.
 Modes:
 - plugin: GatedPositionalAttention(qk, v, P [heads, N, N], g [heads]).
 - native (TensorRT 10.3, no plugins): plain ONNX with the positional branch folded:
-  (1-g)·softmax(q kᵀ·scale)·V + (g·P)·V. timm's renormalisation is dropped in both modes:
+  (1-g)·softmax((q·scale) kᵀ)·V + (g·P)·V. timm's renormalisation is dropped in both modes:
   each blended row already sums to 1 (proved in tests/test_gpsa_plugin.py); the
   verify-then-replace check compares against the original graph, division included.
 """
@@ -294,7 +294,7 @@ class GpsaPass(RewritePass):
         """Plain ONNX: (1-g)·[softmax(q kᵀ·scale)·V] + (g·P)·V, with g·P and 1-g folded to constants.
 
         Distributing V over the blend keeps the content term the textbook
-        MatMul-Mul-Softmax-MatMul chain TensorRT fuses into its own attention kernel; the
+        Mul(q, scale)-MatMul-Softmax-MatMul chain TensorRT fuses into its own attention kernel; the
         positional term is one batched MatMul with a constant. Blending the N×N matrices
         first (as timm does) would put elementwise ops between Softmax and MatMul and block that fusion.
         """
@@ -315,7 +315,10 @@ class GpsaPass(RewritePass):
         q = op("Gather", [qk5, const("i0", np.array(0, np.int64))], axis=0)
         kt = op("Transpose", [op("Gather", [qk5, const("i1", np.array(1, np.int64))], axis=0)], perm=[0, 1, 3, 2])
         vh = op("Transpose", [op("Reshape", [v, const("v_shape", np.array([0, 0, h, d], np.int64))])], perm=[0, 2, 1, 3])
-        scores = op("Mul", [op("MatMul", [q, kt]), const("scale", np.array(p["scale"], dt))])
+        # The scale on q before MatMul(q, kᵀ), nothing between that MatMul and the Softmax: the form
+        # TensorRT's fused attention matches (its docs: Q or K "multiplied with the attention scale ...
+        # before going into the first Batched Matrix Multiply").
+        scores = op("MatMul", [op("Mul", [q, const("scale", np.array(p["scale"], dt))]), kt])
         content = op("MatMul", [op("Softmax", [scores], axis=-1), vh])
         positional = op("MatMul", [const("gated_pos", (g * p["pos"][None].astype(np.float64)).astype(dt)), vh])
         blended = op("Add", [op("Mul", [content, const("one_minus_gate", (1.0 - g).astype(dt))]), positional])

@@ -94,22 +94,32 @@ def _sampling_mismatch(gsn: gs.Node) -> str | None:
             "align_corners=0, so the semantics differ; core not rewritten")
 
 
-def _stack_of(gsn: gs.Node) -> tuple[gs.Node, int]:
-    """GridSample -> (Unsqueeze/Reshape)* -> Concat (torch.stack over levels); returns the Concat and input index."""
+def _stack_of(gsn: gs.Node) -> tuple[gs.Node, int, int]:
+    """GridSample -> (Unsqueeze/Reshape)* -> Concat (torch.stack over levels): (Concat, input index, levels).
+
+    With one feature level the stack has one input, and the dynamo exporter drops that Concat: the
+    sample's views then feed the attention-weight multiply directly, and the GridSample is its own
+    one-level stack.
+    """
     t = gsn.outputs[0]
     while True:
         n = _sole_consumer(t)
         if n is None:
             raise NotACore(f"GridSample {gsn.name} output is not stacked with the other levels")
         if n.op == "Concat":
-            return n, [i for i, x in enumerate(n.inputs) if x is t][0]
+            return n, [i for i, x in enumerate(n.inputs) if x is t][0], len(n.inputs)
+        if n.op == "Mul" and t is not gsn.outputs[0]:
+            return gsn, 0, 1
         if n.op not in ("Unsqueeze", "Reshape", "Identity"):
             raise NotACore(f"GridSample {gsn.name} feeds {n.op}, not a stack over levels")
         t = n.outputs[0]
 
 
 def _tail(stack: gs.Node) -> tuple[gs.Node, gs.Tensor, gs.Tensor]:
-    """Concat -> view* -> Mul(weights) -> ReduceSum -> Reshape -> Transpose[0,2,1]: (Mul, weights operand, core output)."""
+    """Concat -> view* -> Mul(weights) -> ReduceSum -> Reshape -> Transpose[0,2,1]: (Mul, weights operand, core output).
+
+    `stack` is the Concat, or for one elided level the GridSample (its Unsqueeze is then a view here).
+    """
     t = stack.outputs[0]
     while True:
         n = _sole_consumer(t)
@@ -117,7 +127,7 @@ def _tail(stack: gs.Node) -> tuple[gs.Node, gs.Tensor, gs.Tensor]:
             raise NotACore("stacked samples have no single consumer")
         if n.op == "Mul":
             break
-        if n.op not in ("Reshape", "Flatten", "Identity"):
+        if n.op not in ("Reshape", "Flatten", "Identity", "Unsqueeze"):
             raise NotACore(f"stacked samples feed {n.op}, not the attention-weight multiply")
         t = n.outputs[0]
     mul = n
@@ -246,32 +256,32 @@ class MsdaPass(RewritePass):
 
     def find(self, graph: gs.Graph) -> tuple[list[Candidate], list[str]]:
         notes: list[str] = []
-        groups: dict[int, tuple[gs.Node, dict[int, gs.Node]]] = {}
+        groups: dict[int, tuple[gs.Node, int, dict[int, gs.Node]]] = {}
         order: list[int] = []
         for gsn in (n for n in graph.nodes if n.op == "GridSample"):
             try:
-                stack, pos = _stack_of(gsn)
+                stack, pos, n_levels = _stack_of(gsn)
             except NotACore as e:
                 notes.append(str(e))
                 continue
             if id(stack) not in groups:
-                groups[id(stack)] = (stack, {})
+                groups[id(stack)] = (stack, n_levels, {})
                 order.append(id(stack))
-            groups[id(stack)][1][pos] = gsn
+            groups[id(stack)][2][pos] = gsn
         cands = []
         for k, key in enumerate(order):
-            stack, by_pos = groups[key]
+            stack, n_levels, by_pos = groups[key]
             label = f"deformable attention core {k}"
             try:
-                cands.append(self._match(label, stack, by_pos))
+                cands.append(self._match(label, stack, n_levels, by_pos))
             except NotACore as e:
                 notes.append(f"{label}: {e}")
         return cands, notes
 
-    def _match(self, label: str, stack: gs.Node, by_pos: dict[int, gs.Node]) -> Candidate:
-        if sorted(by_pos) != list(range(len(stack.inputs))):
+    def _match(self, label: str, stack: gs.Node, n_levels: int, by_pos: dict[int, gs.Node]) -> Candidate:
+        if sorted(by_pos) != list(range(n_levels)):
             raise NotACore("the stack mixes GridSample outputs with other tensors")
-        samplers = [by_pos[i] for i in range(len(stack.inputs))]
+        samplers = [by_pos[i] for i in range(n_levels)]
         for gsn in samplers:
             why = _sampling_mismatch(gsn)
             if why:

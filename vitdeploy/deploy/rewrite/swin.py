@@ -777,8 +777,15 @@ class _Emitter:
 
 def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
     """Plain ONNX for [B, H*W, C] tokens -> attention output [B, H*W, C] before proj: a constant
-    Gather (roll+pad+partition), 4-D attention with ONE folded additive bias, a constant Gather
-    back (reverse+crop+roll back)."""
+    Gather (roll+pad+partition), attention in the form TensorRT's fused attention matches --
+    MatMul(q·scale, kᵀ) -> Add(ONE 4-D constant) -> Softmax -> MatMul(·, v), nothing else between
+    the two MatMuls -- and a constant Gather back (reverse+crop+roll back).
+
+    Unshifted blocks attend over [B·nW, heads, N, hd] with the relative-position bias [1, heads, N, N].
+    Shifted blocks fold the windows into the head axis, [B, nW·heads, N, hd], so bias + shift mask is one
+    constant [1, nW·heads, N, N] broadcast over the image batch: the same graph for a static and a
+    dynamic batch, no B-fold tiled copy of the bias and no 5-D reshape between MatMul and Softmax.
+    """
     c = core.channels
     tokens = lay.height * lay.width
     n, heads = lay.tokens_per_window, lay.heads
@@ -789,25 +796,43 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
         t = e.op("Pad", [t, e.const(np.asarray([0, 0, 0, 0, 1, 0], np.int64))], {"mode": "constant"})
         order = np.where(order < 0, tokens, order)
     t = e.op("Gather", [t, e.const(order.astype(np.int64))], {"axis": 1})  # [B, nW*N, C]
-    qkv = e.reshape(e.linear(t, core.w_qkv, core.b_qkv), [-1, n, 3 * c])  # [B*nW, N, 3C]
-    q, k, v = e.op("Split", [qkv, e.const(np.asarray([c, c, c], np.int64))], {"axis": 2}, n_out=3)
-    q, k = e.reshape(q, [-1, n, heads, hd]), e.reshape(k, [-1, n, heads, hd])
-    if lay.cosine:  # Swin V2: q and k normalised over the head dimension
-        q, k = _l2_normalize(e, q), _l2_normalize(e, k)
-    q = e.op("Transpose", [q], {"perm": [0, 2, 1, 3]})
-    k = e.op("Transpose", [k], {"perm": [0, 2, 3, 1]})
-    v = e.op("Transpose", [e.reshape(v, [-1, n, heads, hd])], {"perm": [0, 2, 1, 3]})
-    scale = np.asarray(lay.scale, np.float32)
-    q = e.op("Mul", [q, e.const(scale[0] if np.all(scale == scale[0]) else scale.reshape(1, heads, 1, 1))])
-    logits = e.op("MatMul", [q, k])  # [B*nW, heads, N, N]
+    scale = np.asarray(lay.scale, np.float32)  # one per head (Swin V2's learnt logit scale), usually all equal
+    uniform = bool(np.all(scale == scale[0]))
     if lay.shifted:
+        qkv = e.reshape(e.linear(t, core.w_qkv, core.b_qkv), [-1, nw, n, 3 * c])  # [B, nW, N, 3C]
+        q, k, v = e.op("Split", [qkv, e.const(np.asarray([c, c, c], np.int64))], {"axis": 3}, n_out=3)
+        q, k, v = (e.reshape(x, [-1, nw, n, heads, hd]) for x in (q, k, v))
+        if lay.cosine:  # Swin V2: q and k normalised over the head dimension
+            q, k = _l2_normalize(e, q), _l2_normalize(e, k)
+
+        def heads_of(x, perm, shape):  # [B, nW, N, heads, hd] -> [B, nW*heads, ...]
+            return e.reshape(e.op("Transpose", [x], {"perm": perm}), shape)
+
+        q = heads_of(q, [0, 1, 3, 2, 4], [-1, nw * heads, n, hd])
+        k = heads_of(k, [0, 1, 3, 4, 2], [-1, nw * heads, hd, n])
+        v = heads_of(v, [0, 1, 3, 2, 4], [-1, nw * heads, n, hd])
+        scale_c = e.const(scale[0] if uniform else np.tile(scale, nw).reshape(1, nw * heads, 1, 1))
         bias = lay.rel_bias[None] + shift_mask(lay.height, lay.width, lay.window, lay.shift, lay.mask_value)[:, None]
-        logits = e.reshape(logits, [-1, nw, heads, n, n])
-        logits = e.reshape(e.op("Add", [logits, e.const(bias, np.float32)]), [-1, heads, n, n])
+        bias = bias.reshape(1, nw * heads, n, n)  # [nW, heads, N, N] with windows outer, as the heads axis
     else:
-        logits = e.op("Add", [logits, e.const(lay.rel_bias, np.float32)])
-    out = e.op("MatMul", [e.op("Softmax", [logits], {"axis": -1}), v])  # [B*nW, heads, N, hd]
-    out = e.reshape(e.op("Transpose", [out], {"perm": [0, 2, 1, 3]}), [-1, nw * n, c])  # [B, nW*N, C]
+        qkv = e.reshape(e.linear(t, core.w_qkv, core.b_qkv), [-1, n, 3 * c])  # [B*nW, N, 3C]
+        q, k, v = e.op("Split", [qkv, e.const(np.asarray([c, c, c], np.int64))], {"axis": 2}, n_out=3)
+        q, k = e.reshape(q, [-1, n, heads, hd]), e.reshape(k, [-1, n, heads, hd])
+        if lay.cosine:
+            q, k = _l2_normalize(e, q), _l2_normalize(e, k)
+        q = e.op("Transpose", [q], {"perm": [0, 2, 1, 3]})
+        k = e.op("Transpose", [k], {"perm": [0, 2, 3, 1]})
+        v = e.op("Transpose", [e.reshape(v, [-1, n, heads, hd])], {"perm": [0, 2, 1, 3]})
+        scale_c = e.const(scale[0] if uniform else scale.reshape(1, heads, 1, 1))
+        bias = lay.rel_bias[None]  # [1, heads, N, N]
+    logits = e.op("MatMul", [e.op("Mul", [q, scale_c]), k])
+    logits = e.op("Add", [logits, e.const(bias, np.float32)])
+    out = e.op("MatMul", [e.op("Softmax", [logits], {"axis": -1}), v])
+    if lay.shifted:  # [B, nW*heads, N, hd] -> [B, nW, N, heads, hd] -> [B, nW*N, C]
+        out = e.op("Transpose", [e.reshape(out, [-1, nw, heads, n, hd])], {"perm": [0, 1, 3, 2, 4]})
+    else:  # [B*nW, heads, N, hd] -> [B*nW, N, heads, hd]
+        out = e.op("Transpose", [out], {"perm": [0, 2, 1, 3]})
+    out = e.reshape(out, [-1, nw * n, c])  # [B, nW*N, C]
     inverse = np.empty(tokens, np.int64)
     real = order < tokens
     inverse[order[real]] = np.nonzero(real)[0]

@@ -1,0 +1,1 @@
+"""Fuzzing of the rewrite passes (see run.py)."""
