@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
-# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e gate matrix fusion; default all)
+# Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e gate matrix fusion aot; default all)
 #   kernels: window_attention times Swin-T's, SwinV2-T's and two non-square stages (6x7 and 8x8/(0,4) windows).
 #   matrix: benchmarks/matrix_gpu.toml (torch/ort GPU suites) through a one-node Ray cluster (needs ray).
 #   fusion: needs TensorRT (trtexec); without it the JSON says so.
+#   aot: TensorRT's AOT plugin launch reproduced with the CUDA driver (benchmarks/aot_launch.py).
 # Results (JSON) go to RESULTS_DIR; commit them under benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}; shift || true
-suites=${*:-tests kernels e2e gate matrix fusion}
+suites=${*:-tests kernels e2e gate matrix fusion aot}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -41,6 +42,9 @@ for s in $suites; do
     matrix)
       echo "== vitdeploy matrix on a one-node Ray cluster (torch-gpu, ort-gpu)"
       $py benchmarks/matrix_cluster.py --mode gpu --out "$out/matrix_gpu" || status=1 ;;
+    aot)
+      # TensorRT's AOT plugin launch through the CUDA driver, every plugin node at full size, vs reference and JIT
+      echo "== AOT launch (CUDA driver)"; $py benchmarks/aot_launch.py --out "$out/aot_launch.json" || status=1 ;;
   esac
 done
 exit $status

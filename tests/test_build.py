@@ -65,7 +65,7 @@ def test_without_tensorrt_exit_0_and_one_line_saying_what_to_run(vit):
     last = text.strip().splitlines()[-1]
     assert last.startswith("engine skipped: TensorRT is not installed here")
     assert f"vitdeploy build --onnx {out / 'model.onnx'} -o {out} --dynamic-batch 1:2:4" in last
-    assert (f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --saveEngine={out / 'model.plan'} "
+    assert (f"trtexec --onnx={out / 'model.onnx'} --stronglyTyped --noTF32 --saveEngine={out / 'model.plan'} "
             "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224") in last
     for step in ("export", "rewrite", "precision", "accuracy", "lint", "engine"):
         assert re.search(rf"^[✔–•] {step}", text, re.M), step
@@ -305,7 +305,8 @@ def test_engine_commands_for_the_target():
     s = EngineSettings(profiles=[], workspace_gb=1.0, dla_core=0, target="jetson", timing_cache=Path("/c/t.cache"))
     vd, te = target_commands(Path("b/m.onnx"), Path("b/model.plan"), s, plugins=[])
     assert vd == "vitdeploy build --onnx b/m.onnx -o b --target jetson --dla-core 0"
-    assert te == ("trtexec --onnx=b/m.onnx --stronglyTyped --saveEngine=b/model.plan --memPoolSize=workspace:1024M "
+    # --noTF32: the engine vitdeploy builds (Polygraphy CreateConfig) has TF32 off; trtexec defaults to on
+    assert te == ("trtexec --onnx=b/m.onnx --stronglyTyped --noTF32 --saveEngine=b/model.plan --memPoolSize=workspace:1024M "
                   "--timingCacheFile=/c/t.cache --useDLACore=0 --allowGPUFallback")
     with_plugin = target_commands(Path("m.onnx"), Path("model.plan"), s, plugins=[{"kind": "vitdeploy AOT"}])
     assert len(with_plugin) == 1  # trtexec cannot register Python plugins at build time

@@ -45,7 +45,10 @@ def test_build_rewrites_every_core_to_the_stock_plugin_and_converts_to_fp16(buil
     msda = next(p for p in m["rewrite"]["passes"] if p["pass"] == "msda")
     assert msda["found"] == msda["replaced"] == 4  # 2 encoder + 2 decoder layers
     assert m["plugins"] == [{"op": "MultiscaleDeformableAttnPlugin_TRT", "domain": "trt.plugins", "namespace": "",
-                             "version": "2", "count": 4, "kind": "TensorRT stock"}]
+                             "version": "1", "count": 4, "kind": "TensorRT stock"}]
+    # no TensorRT here: version 1, which every TensorRT registers (v2 only from 10.11), and the manifest says why
+    stock = m["rewrite"]["stock_plugins"]["MultiscaleDeformableAttnPlugin_TRT"]
+    assert stock["version"] == "1" and "no TensorRT here" in stock["reason"]
     assert m["precision"]["applied"] == "fp16" and m["files"]["onnx"]["path"] == "model.fp16.onnx"
     ops = [n.op_type for n in onnx.load(str(out / "model.fp16.onnx")).graph.node]
     assert "GridSample" not in ops and ops.count("MultiscaleDeformableAttnPlugin_TRT") == 4

@@ -42,6 +42,28 @@ def test_doctor_on_a_jetpack6_jetson(monkeypatch):
     assert "Jetson" in plan and "--dla-core" in plan
 
 
+def test_doctor_shows_each_plugins_ptx_and_refuses_an_old_driver(monkeypatch):
+    """Issue 11: per plugin, the .target and pinned PTX ISA an engine built here gets; an 11.8 driver
+    cannot JIT Hopper's ISA 8.0, and doctor says the build will refuse."""
+    from vitdeploy.commands import doctor
+    from vitdeploy.deploy import gpu_env, trt_env
+
+    monkeypatch.delenv("VITDEPLOY_PTX_ARCH", raising=False)
+    monkeypatch.delenv("VITDEPLOY_PTX_ISA", raising=False)
+    h100 = {"gpus": [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}], "cuda_driver_api": "12.8"}
+    monkeypatch.setattr(gpu_env, "probe", lambda: h100)
+    monkeypatch.setattr(trt_env, "tensorrt_version", lambda: "10.13.0.35")
+    info = doctor.collect()["plugin_ptx"]
+    assert info["driver_max_isa"] == "8.7"
+    for op in ("WindowAttention", "GatedPositionalAttention", "MultiscaleDeformableAttention"):
+        e = info["plugins"][op]
+        assert (e["none"]["target"], e["none"]["ptx_isa"], e["none"]["driver_ok"]) == ("sm_90a", "8.0", True)
+        assert (e["ampere_plus"]["target"], e["ampere_plus"]["ptx_isa"], e["ampere_plus"]["portable"]) == ("sm_80", "7.8", True)
+    monkeypatch.setattr(gpu_env, "probe", lambda: {**h100, "cuda_driver_api": "11.8"})
+    plan = "\n".join(doctor.collect()["build_will"])
+    assert "WindowAttention: this driver JITs PTX ISA <= 7.8, the plugin PTX needs 8.0" in plan
+
+
 def test_cuda_runtime_comes_from_the_runtime_not_cuda_bindings(cli_run, monkeypatch):
     """Issue 15 item 12: doctor printed cuda-bindings' CUDA version (13.4/13.5) as "CUDA runtime"; the runtime wheel is 13.0."""
     from importlib.metadata import PackageNotFoundError, version

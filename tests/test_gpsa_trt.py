@@ -35,7 +35,7 @@ def test_engine_matches_reference(tmp_path):
         pytest.skip("needs a CUDA GPU")
     import onnx
     from onnx import TensorProto
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, TrtRunner
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, TrtRunner
 
     from test_gpsa_plugin import _plugin_model  # tests/ is on sys.path (pytest rootdir-less import)
     from vitdeploy.plugins.gated_positional_attention import trt as face
@@ -50,7 +50,10 @@ def test_engine_matches_reference(tmp_path):
     onnx.save(_plugin_model(b, n, c, heads, TensorProto.FLOAT16, pos, gate), str(path))
     qk = rng.standard_normal((b, n, 2 * c)).astype(np.float16)
     v = rng.standard_normal((b, n, c)).astype(np.float16)
-    engine = EngineFromNetwork(NetworkFromOnnxPath(str(path), strongly_typed=True), CreateConfig())
+    # the batch is symbolic ("B"): without a profile Polygraphy would build min=opt=max=1 and refuse batch 2
+    profile = Profile().add("qk", min=(1, n, 2 * c), opt=(b, n, 2 * c), max=(b, n, 2 * c)) \
+                       .add("v", min=(1, n, c), opt=(b, n, c), max=(b, n, c))
+    engine = EngineFromNetwork(NetworkFromOnnxPath(str(path), strongly_typed=True), CreateConfig(profiles=[profile]))
     with TrtRunner(engine) as runner:
         got = runner.infer({"qk": qk, "v": v})["out"]
     ref = gated_positional_attention(*(torch.from_numpy(a.astype(np.float32)) for a in (qk, v, pos.astype(np.float16), gate.astype(np.float16))),

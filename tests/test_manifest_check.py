@@ -20,8 +20,8 @@ def engine(**kw):
     return base
 
 
-def env(trt="10.9.0.34", gpu=H100, jetson=None):
-    return {"tensorrt": trt, "gpu": gpu, "jetson": jetson}
+def env(trt="10.9.0.34", gpu=H100, jetson=None, cuda_driver=None):
+    return {"tensorrt": trt, "gpu": gpu, "jetson": jetson, "cuda_driver": cuda_driver}
 
 
 def test_same_environment_passes():
@@ -35,11 +35,15 @@ def test_other_tensorrt_is_refused_naming_both_versions():
         ensure_compatible(engine(), env(trt="10.13.0.35"))
 
 
-def test_version_compatible_engine_runs_on_later_same_major_only():
+def test_version_compatible_engine_runs_on_later_tensorrt_including_the_next_major():
+    """TensorRT's Engine Compatibility docs: version-compatible engines built with 10 run with 11."""
     vc = engine(version_compatible=True)
     assert differences(vc, env(trt="10.13.0.35"))[0] == []
-    assert differences(vc, env(trt="10.8.0"))[0]  # older than the builder
-    assert differences(vc, env(trt="11.0.0"))[0]  # another major
+    assert differences(vc, env(trt="11.0.0"))[0] == []
+    refuse, _ = differences(vc, env(trt="10.8.0"))  # older than the builder
+    assert "runs on TensorRT >= 10.9.0.34 only" in refuse[0]
+    refuse, _ = differences(engine(version_compatible=True, tensorrt="8.6.1"), env(trt="11.1.0"))
+    assert "from 8 to 9/10 and 10 to 11" in refuse[0]  # the 11.4 support matrix: no 8 -> 11
 
 
 def test_other_compute_capability_is_refused():
@@ -58,6 +62,32 @@ def test_hardware_compatible_engine():
     assert differences(hc, env(gpu=H100))[0] == []
     refuse, _ = differences(hc, env(gpu=T4))
     assert "8.0" in refuse[0]
+
+
+PTX_H100 = {"WindowAttention": {"target": "sm_90a", "ptx_isa": "8.0", "portable": False, "max_shared_bytes": 24832}}
+PTX_PORTABLE = {"WindowAttention": {"target": "sm_80", "ptx_isa": "7.0", "portable": True, "max_shared_bytes": 24832}}
+
+
+def test_hardware_compatible_plugin_engine_needs_portable_ptx_on_another_gpu():
+    """Finding 5: sm_90a plugin PTX loads on exactly Hopper; only portable sm_80 PTX goes elsewhere."""
+    fixed = engine(hardware_compatibility="ampere_plus", plugins_registered=["WindowAttention"], plugin_ptx=PTX_H100)
+    refuse, _ = differences(fixed, env(gpu=A100))
+    assert len(refuse) == 1 and "plugin kernels (WindowAttention) were compiled for the build GPU only" in refuse[0]
+    assert differences(fixed, env(gpu=H100))[0] == []  # same compute capability: fine
+    old = engine(hardware_compatibility="ampere_plus", plugins_registered=["WindowAttention"])  # manifest without PTX record
+    assert differences(old, env(gpu=A100))[0]
+    portable = engine(hardware_compatibility="ampere_plus", plugins_registered=["WindowAttention"], plugin_ptx=PTX_PORTABLE)
+    assert differences(portable, env(gpu=A100))[0] == []
+    assert differences(portable, env(gpu=T4))[0]  # still Ampere or later only
+
+
+def test_driver_too_old_for_the_plugin_ptx_is_refused_in_one_line():
+    eng = engine(plugins_registered=["WindowAttention"], plugin_ptx=PTX_H100)
+    assert differences(eng, env(cuda_driver="12.0"))[0] == []  # ISA 8.0: CUDA 12.0 drivers JIT it
+    refuse, _ = differences(eng, env(cuda_driver="11.8"))
+    assert refuse == ["this machine's CUDA driver (CUDA 11.8) JIT-compiles PTX ISA up to 7.8, but the engine's "
+                      "WindowAttention PTX is ISA 8.0 (sm_90a); update the driver"]
+    assert differences(eng, env(cuda_driver=None))[0] == []  # unknown driver: TensorRT checks at load
 
 
 def test_jetson_engine_on_a_discrete_gpu_and_no_tensorrt_both_named():

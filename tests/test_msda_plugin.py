@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto, helper
 
 from vitdeploy.plugins.msda.reference import msda, msda_grid_sample
-from vitdeploy.plugins.msda.spec import STOCK_SPEC, VITDEPLOY_SPEC, spec_for
+from vitdeploy.plugins.msda.spec import STOCK_SPEC, STOCK_V1_SPEC, VITDEPLOY_SPEC, spec_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,9 @@ def test_stock_node_contract_matches_tensorrt_sources():
     assert [t.kind for t in STOCK_SPEC.inputs] == ["float", "int32", "int32", "float", "float"]
     assert [t.name for t in STOCK_SPEC.inputs] == [t.name for t in VITDEPLOY_SPEC.inputs]
     assert VITDEPLOY_SPEC.node_attrs() == {"plugin_namespace": "vitdeploy", "plugin_version": "1"}
-    assert spec_for("stock") is STOCK_SPEC and spec_for("vitdeploy") is VITDEPLOY_SPEC
+    # stock: version 1 unless the target TensorRT is known to be >= 10.11 (deploy.trt_env.stock_msda_version)
+    assert spec_for("stock") is STOCK_V1_SPEC and spec_for("stock", "plugin", "2") is STOCK_SPEC
+    assert spec_for("vitdeploy") is VITDEPLOY_SPEC
     # native mode (TensorRT without Python plugins, e.g. 10.3): the stock plugin's version 1, same IO
     v1 = spec_for("vitdeploy", "native")
     assert (v1.name, v1.node_attrs()["plugin_version"], v1.inputs) == (STOCK_SPEC.name, "1", STOCK_SPEC.inputs)

@@ -15,6 +15,32 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
+def plugin_ptx(env: dict) -> dict:
+    """Per vitdeploy AOT plugin: the PTX `.target` and pinned ISA an engine built here gets (and with
+    --hardware-compat ampere_plus), and whether this machine's driver can JIT it."""
+    from vitdeploy.deploy.trt_env import parse_version
+    from vitdeploy.errors import VitdeployError
+    from vitdeploy.plugins import TRT_FACES, ptx_target
+
+    gpus = env.get("gpus") or []
+    v = parse_version((gpus[0] if gpus else {}).get("compute_capability"))
+    arch = v[0] * 10 + (v[1] if len(v) > 1 else 0) if v else None
+    have = ptx_target.driver_isa(env.get("cuda_driver_api"))
+    out: dict = {"driver_max_isa": f"{have // 10}.{have % 10}" if have else None, "plugins": {}}
+    for op in TRT_FACES:
+        entry: dict = {}
+        for level in ("none", "ampere_plus"):
+            try:
+                t = ptx_target.for_engine(level, arch) if (arch or level == "ampere_plus") else None
+            except VitdeployError as e:
+                entry[level] = {"error": e.one_line()}
+                continue
+            if t is not None:
+                entry[level] = {**t.to_dict(), "driver_ok": have is None or have >= t.isa}
+        out["plugins"][op] = entry
+    return out
+
+
 def collect() -> dict:
     """Everything doctor shows, as data (also what `--json` prints)."""
     import platform
@@ -42,6 +68,7 @@ def collect() -> dict:
     trt = tensorrt_version()
     info["tensorrt"] = {"version": trt, "aot_plugins": supports_aot_plugins(trt),
                         "error": None if trt else tensorrt_import_error()}
+    info["plugin_ptx"] = plugin_ptx(env)
     info["polygraphy"] = _dist_version("polygraphy")
     info["cuda_python"] = _dist_version("cuda-python") or _dist_version("cuda-bindings")
     info["pycuda"] = _dist_version("pycuda")
@@ -68,6 +95,11 @@ def collect() -> dict:
     plan.append(f"--plugins auto -> {decision.mode}: {decision.reason}")
     if trt is not None and not supports_aot_plugins(trt):
         plan.append(f"--plugins on is refused here (needs TensorRT >= {need})")
+    for op, e in info["plugin_ptx"]["plugins"].items():
+        t = e.get("none") or {}
+        if t.get("driver_ok") is False:
+            plan.append(f"{op}: this driver JITs PTX ISA <= {info['plugin_ptx']['driver_max_isa']}, the plugin PTX needs "
+                        f"{t['ptx_isa']}: engines with vitdeploy plugins are refused here until the driver is updated")
     if env.get("jetson"):
         plan.append("Jetson: --target auto means jetson (FP16, 1 GiB workspace; --dla-core N to use a DLA with GPU fallback)")
     info["build_will"] = plan
@@ -117,6 +149,15 @@ def command(json_out):
     tr = info["tensorrt"]
     t.add_row("TensorRT", f"{tr['version']} (ahead-of-time plugins: {'yes' if tr['aot_plugins'] else 'no, needs >= 10.9'})"
               if tr["version"] else f"{miss} ({tr['error']})")
+    px = info["plugin_ptx"]
+
+    def _ptx(e: dict) -> str:
+        return e.get("error") or f"{e['target']} PTX ISA {e['ptx_isa']}" + ("" if e.get("driver_ok", True) else " [red](driver too old)[/]")
+
+    t.add_row("plugin PTX", "\n".join(
+        f"{op}: " + (f"{_ptx(e['none'])}; " if "none" in e else "for the build GPU (e.g. sm_90a ISA 8.0, sm_87 ISA 7.8); ")
+        + f"--hardware-compat ampere_plus: {_ptx(e['ampere_plus'])}" for op, e in px["plugins"].items())
+        + (f"\n(this driver JITs PTX ISA up to {px['driver_max_isa']})" if px["driver_max_isa"] else ""))
     t.add_row("polygraphy", info["polygraphy"] or miss)
     t.add_row("CUDA Python", ", ".join(f"{n} {v}" for n, v in (("cuda-python", info["cuda_python"]), ("pycuda", info["pycuda"])) if v)
               or f"{miss} (needed by vitdeploy.Engine: pip install 'vitdeploy[cuda]')")

@@ -11,6 +11,7 @@ TensorRT is imported only inside the functions that build.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shlex
@@ -111,18 +112,67 @@ def register_plugins(plugins: list[dict]) -> list[str]:
     return done
 
 
+def _gpu_arch(gpu: dict) -> int | None:
+    from vitdeploy.deploy.trt_env import parse_version
+
+    v = parse_version(gpu.get("compute_capability"))
+    return v[0] * 10 + (v[1] if len(v) > 1 else 0) if v else None
+
+
+def plugin_ptx_target(settings: EngineSettings, plugins: list[dict], gpu: dict, cuda_driver: str | None):
+    """The PTX target vitdeploy's AOT plugins compile for in this build (None without such plugins).
+
+    `--hardware-compat ampere_plus` gets portable sm_80 PTX (the build GPU's PTX would be
+    `sm_90a` on Hopper, which no other GPU loads); otherwise the build GPU's architecture.
+    Refused here, in one line, when this machine's driver cannot JIT the pinned PTX ISA.
+    """
+    from vitdeploy.plugins import ptx_target
+
+    if not any(p["kind"] == "vitdeploy AOT" for p in plugins):
+        return None
+    target = ptx_target.for_engine(settings.hardware_compatibility, _gpu_arch(gpu))
+    ptx_target.check_driver(target, cuda_driver)
+    return target
+
+
+def check_stock_plugins(trt, plugins: list[dict]) -> None:
+    """Every TensorRT stock plugin node must name a creator this TensorRT registers (else the parser fails
+    deep inside with "Plugin not found")."""
+    registry = trt.get_plugin_registry()
+    for p in plugins:
+        if p["kind"] != "TensorRT stock":
+            continue
+        if registry.get_creator(p["op"], p["version"], p.get("namespace", "")) is None:
+            raise VitdeployError(
+                f"TensorRT {trt.__version__} has no {p['op']} version {p['version']} (the ONNX was rewritten for another TensorRT)",
+                "rebuild from the model on this machine (vitdeploy build --model ...), which picks the version this TensorRT has",
+            )
+
+
+_LOGGER = None
+
+
+def _logger():
+    """One process-wide TensorRT logger: init_libnvinfer_plugins keeps a raw pointer to it."""
+    global _LOGGER
+    if _LOGGER is None:
+        from polygraphy.backend.trt import util as trt_util
+
+        _LOGGER = trt_util.get_trt_logger()
+    return _LOGGER
+
+
 def _network(onnx_path: Path, prefer_aot: bool):
     """(builder, network, parser), strongly typed. With vitdeploy plugins, ask TensorRT to prefer
     their AOT implementation (needed when a plugin also defines a JIT `impl`)."""
     import tensorrt as trt
     from polygraphy.backend.trt import NetworkFromOnnxPath
-    from polygraphy.backend.trt import util as trt_util
 
     if not prefer_aot:
         return NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)()
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
-    logger = trt_util.get_trt_logger()
+    logger = _logger()
     builder = trt.Builder(logger)
     network = builder.create_network(flags)
     trt.init_libnvinfer_plugins(logger, "")
@@ -140,9 +190,13 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
 
     from vitdeploy.deploy import gpu_env
+    from vitdeploy.plugins import ptx_target
 
-    registered = register_plugins(plugins)
     gpu = gpu_env.primary_gpu() or {}
+    target = plugin_ptx_target(settings, plugins, gpu, gpu_env.probe().get("cuda_driver_api"))
+    registered = register_plugins(plugins)
+    trt.init_libnvinfer_plugins(_logger(), "")
+    check_stock_plugins(trt, plugins)
     timing = settings.timing_cache or default_timing_cache(trt.__version__, gpu.get("compute_capability"))
     timing.parent.mkdir(parents=True, exist_ok=True)
     profiles = []
@@ -172,9 +226,14 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
             cfg.DLA_core = settings.dla_core
         return cfg
 
-    network = _network(onnx_path, prefer_aot=bool(registered))
+    ptx_target.reset()
+    compile_for = ptx_target.compile_for(target) if target is not None else contextlib.nullcontext()
     try:
-        plan = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing))()
+        with compile_for:  # every aot_impl TensorRT calls compiles for this target
+            network = _network(onnx_path, prefer_aot=bool(registered))
+            plan = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing))()
+    except VitdeployError:
+        raise
     except Exception as e:
         raise VitdeployError(f"TensorRT could not build the engine: {str(e).splitlines()[0][:300]}",
                              "see the TensorRT log above; 'vitdeploy doctor' shows the environment") from None
@@ -188,14 +247,19 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
         "gpu": gpu,
         "strongly_typed": True,
         "plugins_registered": registered,
+        # per plugin: .target, pinned PTX ISA, largest shared memory, portability (manifest_check reads it)
+        "plugin_ptx": ptx_target.compiled() if target is not None else {},
         **settings.to_dict(),
         "timing_cache": str(timing),
     }
 
 
 def trtexec_command(onnx_path: Path, plan_path: Path, settings: EngineSettings) -> str:
-    """The trtexec line that builds the same engine (for graphs without Python plugins)."""
-    args = ["trtexec", f"--onnx={onnx_path}", "--stronglyTyped", f"--saveEngine={plan_path}"]
+    """The trtexec line that builds the same engine (for graphs without Python plugins).
+
+    `--noTF32`: Polygraphy's CreateConfig clears the TF32 flag unless asked, trtexec sets it unless told.
+    """
+    args = ["trtexec", f"--onnx={onnx_path}", "--stronglyTyped", "--noTF32", f"--saveEngine={plan_path}"]
     for prof in settings.profiles[:1]:
         for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
             args.append(flag + "=" + ",".join(f"{n}:{'x'.join(map(str, s[key]))}" for n, s in prof.items()))

@@ -67,10 +67,15 @@ class _CudaPython:
 
 
 class _PyCuda:
-    """The same calls through pycuda (optional extra)."""
+    """The same calls through pycuda (optional extra).
+
+    `pycuda.autoprimaryctx` retains the device's *primary* context, the one the CUDA runtime (and so
+    TensorRT) uses; `pycuda.autoinit` would create a second context, and buffers and the stream made
+    in it are invalid handles for the engine's kernels.
+    """
 
     def __init__(self):
-        import pycuda.autoinit  # noqa: F401  (creates the context)
+        import pycuda.autoprimaryctx  # noqa: F401  (makes the primary context current)
         import pycuda.driver as drv
 
         self.drv = drv
@@ -103,6 +108,17 @@ class _PyCuda:
 
     def close(self) -> None:
         self._allocs.clear()
+
+
+_LOGGER = None
+
+
+def _logger(trt):
+    """One logger for the process: init_libnvinfer_plugins keeps a raw pointer to the one it is given."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
 
 
 def _cuda():
@@ -170,7 +186,9 @@ class Engine:
         except ImportError:
             raise VitdeployError("TensorRT is not installed here", "install TensorRT (pip install tensorrt) on the GPU machine") from None
         self.trt = trt
-        logger = trt.Logger(trt.Logger.WARNING)
+        # CUDA first: with pycuda that makes the primary context current before TensorRT allocates in it
+        self.cuda = _cuda()
+        logger = _logger(trt)
         trt.init_libnvinfer_plugins(logger, "")  # stock plugins (e.g. MultiscaleDeformableAttnPlugin_TRT)
         self.runtime = trt.Runtime(logger)
         if (self.manifest or {}).get("engine", {}).get("version_compatible"):
@@ -180,7 +198,6 @@ class Engine:
             raise VitdeployError(f"TensorRT could not deserialize {self.plan_path.name}",
                                  "the file is damaged or from another TensorRT/GPU: rebuild it here")
         self.context = self.engine.create_execution_context()
-        self.cuda = _cuda()
         self.inputs, self.outputs = [], []
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device ptr, capacity bytes)
         for i in range(self.engine.num_io_tensors):

@@ -17,6 +17,9 @@ from vitdeploy.errors import VitdeployError
 
 AOT_PLUGINS_MIN = (10, 9)
 PLUGIN_CHOICES = ("auto", "on", "off")
+# MultiscaleDeformableAttnPlugin_TRT version 2 (IPluginV3) exists from TensorRT 10.11; version 1
+# (IPluginV2DynamicExt, same IO and no fields) from 8.6 on, kept as the "Legacy" creator through 11.1.
+STOCK_MSDA_V2_MIN = (10, 11)
 
 
 def parse_version(text: str | None) -> tuple[int, ...] | None:
@@ -87,6 +90,33 @@ def select_plugin_mode(requested: str, trt_version: str | None, target: str = "g
     return PluginDecision(
         "native", f"TensorRT {trt_version} predates ahead-of-time plugins (>= {need}): using the plugin-free rewrite"
     )
+
+
+@dataclass(frozen=True)
+class StockPluginChoice:
+    version: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "reason": self.reason}
+
+
+def stock_msda_version(trt_version: str | None) -> StockPluginChoice:
+    """Which `MultiscaleDeformableAttnPlugin_TRT` version the graph asks for, by the TensorRT that builds it.
+
+    Version 2 only from 10.11 (multiscaleDeformableAttnPlugin.cpp: DMHA_VERSION "1" up to 10.10,
+    "2" from 10.11, with v1 moved to ...PluginLegacy.cpp and still registered in 11.1's
+    inferPlugin.cpp). The two have the same inputs, output and (no) fields, so v1 is the safe
+    choice when the target TensorRT is not known here.
+    """
+    v = parse_version(trt_version)
+    need = ".".join(map(str, STOCK_MSDA_V2_MIN))
+    if v is None:
+        return StockPluginChoice("1", f"no TensorRT here: version 1, which every TensorRT since 8.6 registers "
+                                      f"(version 2 needs >= {need})")
+    if v[:2] >= STOCK_MSDA_V2_MIN:
+        return StockPluginChoice("2", f"TensorRT {trt_version} has version 2 (IPluginV3; version 1 is deprecated since {need})")
+    return StockPluginChoice("1", f"TensorRT {trt_version} predates version 2 ({need})")
 
 
 def supports_dla(version: str | None) -> bool:

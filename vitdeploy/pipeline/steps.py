@@ -165,7 +165,10 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         if not have:
             st.skip("no rewrite passes apply" if not passes else f"pass module(s) missing: {', '.join(missing)}")
             return src, None
-        pass_options = {"msda_impl": opts.msda_impl}
+        from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+
+        stock = stock_msda_version(tensorrt_version())  # the stock MSDA plugin version this TensorRT has
+        pass_options = {"msda_impl": opts.msda_impl, "msda_stock_version": stock.version}
         key = cache.key("rewrite", {"onnx": sha256_file(src), "passes": have, "mode": mode, "options": pass_options})
         rec = cache.lookup("rewrite", key)
         dest = opts.out_dir / f"{src.name.removesuffix('.onnx')}.rewritten.onnx"
@@ -180,6 +183,11 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             check_whole_graph(report, "rerun with --plugins off, or report the model")
             replaced = sum(p["replaced"] for p in report["passes"])
             report["plugins"] = plugin_nodes(model)
+            stock_nodes = {p["op"]: p["version"] for p in report["plugins"] if p["kind"] == "TensorRT stock"}
+            if "MultiscaleDeformableAttnPlugin_TRT" in stock_nodes:  # which version, and why (manifest)
+                why = stock.reason if mode == "plugin" else "native mode: version 1, which TensorRT without Python plugins ships"
+                report["stock_plugins"] = {"MultiscaleDeformableAttnPlugin_TRT": {
+                    "version": stock_nodes["MultiscaleDeformableAttnPlugin_TRT"], "reason": why}}
             if replaced:
                 atomic_save_onnx(model, dest)
             report["output"] = dest.name if replaced else None
@@ -447,9 +455,16 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             st.skip("no TensorRT here (the last line says what to run on the target)", word="not built")
             return None, {"built": False, "skipped": why, **settings.to_dict()}
         gpu = gpu_env.primary_gpu() or {}
-        key = cache.key("engine", {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,
-                                   "gpu": [gpu.get("name"), gpu.get("compute_capability")],
-                                   "settings": settings.to_dict(key_only=True)})
+        import os
+
+        # the plugins' PTX follows these overrides (plugins/ptx_target.py), so they are part of the key
+        ptx_env = {k: os.environ.get(k) for k in ("VITDEPLOY_PTX_ARCH", "VITDEPLOY_PTX_ISA") if os.environ.get(k)}
+        inputs = {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,
+                  "gpu": [gpu.get("name"), gpu.get("compute_capability")],
+                  "settings": settings.to_dict(key_only=True)}
+        if ptx_env:  # absent by default: earlier cache keys stay valid
+            inputs["ptx_env"] = ptx_env
+        key = cache.key("engine", inputs)
         rec = cache.lookup("engine", key)
         if rec is None:
             started = time.perf_counter()

@@ -222,18 +222,24 @@ def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], 
     """Compile a @triton.jit kernel ahead of time to PTX for sm_`arch`, without a GPU.
 
     Returns (kernel_name, ptx_text, metadata). Used by the `aot_impl` TensorRT faces and the
-    AOT tests (sm_87 Jetson Orin, sm_90 Hopper). `aligned` names pointer arguments the caller
-    guarantees 16-byte aligned (TensorRT's plugin I/O buffers are): the JIT infers that from the
-    actual pointers, AOT must be told, else every load/store is scalar.
+    AOT tests (sm_87 Jetson Orin, sm_90 Hopper). The PTX ISA is pinned to
+    `ptx_target.pinned_isa(arch)` (the lowest the architecture accepts) instead of Triton's
+    default, its bundled ptxas's, so older drivers can JIT it; Triton still assembles the PTX
+    with its ptxas, which rejects any instruction the pinned ISA lacks. `aligned` names pointer
+    arguments the caller guarantees 16-byte aligned (TensorRT's plugin I/O buffers are): the JIT
+    infers that from the actual pointers, AOT must be told, else every load/store is scalar.
     """
     import triton
     from triton.backends.compiler import GPUTarget
+
+    from vitdeploy.plugins.ptx_target import pinned_isa
 
     names = list(signature)
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in aligned}
     src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs), attrs=attrs or None)
     target = GPUTarget("cuda", arch, 32)
-    compiled = triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages})
+    options = {"num_warps": num_warps, "num_stages": num_stages, "ptx_version": pinned_isa(arch)}
+    compiled = triton.compile(src, target=target, options=options)
     return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
 
 
@@ -286,21 +292,40 @@ def ptxas_path() -> str | None:
 
 
 def target_arch(plugin: str) -> int:
-    """SM version the TensorRT faces compile PTX for: $VITDEPLOY_PTX_ARCH (e.g. 87), else the current GPU.
+    """SM version the TensorRT faces compile PTX for now (see `ptx_target.resolve`).
 
-    Building a Jetson Orin engine on a workstation (or in CI) sets VITDEPLOY_PTX_ARCH=87.
+    Inside an engine build it is the build GPU's (or portable sm_80 for --hardware-compat
+    ampere_plus); `VITDEPLOY_PTX_ARCH` (e.g. 87) lets CPU-only code compile and inspect PTX for
+    a GPU it does not have. It does not build a plan for that GPU: a TensorRT plan is built and
+    timed on, and tied to, the GPU that builds it (a Jetson plan is built on the Jetson).
     """
-    import os
+    from vitdeploy.plugins.ptx_target import resolve
 
-    env = os.environ.get("VITDEPLOY_PTX_ARCH")
-    if env:
-        return int(env.removeprefix("sm_"))
-    import torch
+    return resolve(plugin).arch
 
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"no CUDA device to compile {plugin} for; set VITDEPLOY_PTX_ARCH (e.g. 87)")
-    major, minor = torch.cuda.get_device_capability()
-    return major * 10 + minor
+
+def finish_for_tensorrt(plugin: str, name: str, ptx: str, meta, *, inputs: int, extras: int, outputs: int = 1):
+    """(name, PTX, metadata) as a TensorRT AOT face returns it: Triton's unused scratch parameters
+    dropped, then checked against what TensorRT's launcher does (parameter list, block size, no more
+    than 48 KiB of shared memory, pinned ISA, portability) and recorded for the manifest.
+
+    Raises ValueError naming the problem: inside TensorRT's build that fails the build at once,
+    where a wrong kernel would otherwise fail at launch, on some GPU, later.
+    """
+    from vitdeploy.plugins import ptx as ptxinfo
+    from vitdeploy.plugins import ptx_target
+
+    ptx = strip_unused_scratch_params(ptx, name, keep=inputs + extras + outputs)
+    info = ptxinfo.parse(ptx, name)
+    target = ptx_target.active() or ptx_target.PtxTarget(info.arch, ptx_target.pinned_isa(info.arch))
+    bad = ptxinfo.problems(info, abi=ptxinfo.tensorrt_abi(inputs, extras, outputs), block=meta.num_warps * 32,
+                           shared=meta.shared, max_isa=target.isa, portable=target.portable)
+    if info.arch != target.arch:
+        bad.append(f"compiled for sm_{info.arch}, the engine is built for {target.name}")
+    if bad:
+        raise ValueError(f"{plugin} kernel {name} ({info.target}): " + "; ".join(bad))
+    ptx_target.record(plugin, target, info.isa, info.target, meta.shared + info.static_shared)
+    return name, ptx, meta
 
 
 def run_plugin_network(feeds: dict, add_layer, out_shape, what: str):
@@ -334,3 +359,31 @@ def run_plugin_network(feeds: dict, add_layer, out_shape, what: str):
         raise RuntimeError("TensorRT execution failed")
     stream.synchronize()
     return out
+
+
+# --- registering a TensorRT face --------------------------------------------------------------------
+
+_REGISTRATIONS: dict[str, tuple[object, BaseException | None]] = {}
+
+
+def register_once(spec: PluginSpec, define: Callable[[], None]) -> None:
+    """Run a face's `tensorrt.plugin` decorators (`define`) once per imported `tensorrt.plugin`.
+
+    The plugin is marked before decorating: `@trtp.register` defines the op at once, so a
+    failure in a later decorator would otherwise make the next call fail with "already has a
+    definition" and hide the real error. Here a retry re-raises the first error instead.
+    """
+    import tensorrt.plugin as trtp
+
+    state = _REGISTRATIONS.get(spec.plugin_id)
+    if state is not None and state[0] is trtp.op:
+        if state[1] is None:
+            return
+        raise RuntimeError(f"registering {spec.plugin_id} with tensorrt.plugin failed earlier in this process: "
+                           f"{type(state[1]).__name__}: {state[1]}") from state[1]
+    _REGISTRATIONS[spec.plugin_id] = (trtp.op, None)
+    try:
+        define()
+    except Exception as e:
+        _REGISTRATIONS[spec.plugin_id] = (trtp.op, e)
+        raise

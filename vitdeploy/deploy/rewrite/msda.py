@@ -10,7 +10,8 @@ TorchScript exporter, and emits
 
     value [N,S,M,D], spatial_shapes [L,2] int32, level_start_index [L] int32,
     locations [N,Lq,M,L,P,2], weights [N,Lq,M,L,P]
-      -> MultiscaleDeformableAttnPlugin_TRT (v2)  (or vitdeploy's MultiscaleDeformableAttention)
+      -> MultiscaleDeformableAttnPlugin_TRT (v1, or v2 for TensorRT >= 10.11)  (or vitdeploy's
+         MultiscaleDeformableAttention)
       -> Reshape [0, 0, -1]  = [N, Lq, M*D], what output_proj consumes.
 
 In "native" mode (graphs for TensorRT without Python-plugin support) the node is the
@@ -237,12 +238,18 @@ class MsdaPass(RewritePass):
     name = "msda"
     description = ("Deformable DETR multi-scale deformable attention -> TensorRT's MultiscaleDeformableAttnPlugin_TRT "
                    "(or vitdeploy's Triton MultiscaleDeformableAttention with impl=vitdeploy)")
-    # plugin: stock v2 (or vitdeploy's Triton plugin with msda_impl=vitdeploy); native: stock v1, which
-    # TensorRT versions without Python-plugin support (JetPack 6's 10.3) still ship.
+    # plugin: the stock plugin at the version the target TensorRT has (option msda_stock_version, else
+    # the TensorRT here decides: trt_env.stock_msda_version), or vitdeploy's Triton plugin with
+    # msda_impl=vitdeploy; native: stock v1, which TensorRT without Python-plugin support (10.3) ships.
     modes = ("plugin", "native")
 
     def spec(self, mode: str = "plugin"):
-        return spec_for(self.options.get("msda_impl") or self.options.get("impl") or "stock", mode)
+        version = self.options.get("msda_stock_version")
+        if version is None:
+            from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+
+            version = stock_msda_version(tensorrt_version()).version
+        return spec_for(self.options.get("msda_impl") or self.options.get("impl") or "stock", mode, version)
 
     def extra_opsets(self, mode: str) -> dict[str, int]:
         return {self.spec(mode).domain: 1}

@@ -194,8 +194,9 @@ def compile_ptx(arch: int, dtype: str, num_heads: int, head_dim: int, scale: flo
 
 
 def ptx_for_tensorrt(arch: int, dtype: str, num_heads: int, head_dim: int, scale: float, tactic: int = 0):
-    """Like `compile_ptx`, with Triton's hidden scratch parameters dropped so the entry takes the 6 TensorRT passes."""
-    from vitdeploy.plugins.base import strip_unused_scratch_params
+    """Like `compile_ptx`, with Triton's hidden scratch parameters dropped so the entry takes the 6 TensorRT
+    passes, and checked (<= 48 KiB shared memory, pinned ISA) by `plugins.base.finish_for_tensorrt`."""
+    from vitdeploy.plugins.base import finish_for_tensorrt
 
     name, ptx, meta = compile_ptx(arch, dtype, num_heads, head_dim, scale, tactic)
-    return name, strip_unused_scratch_params(ptx, name, keep=NUM_KERNEL_ARGS), meta
+    return finish_for_tensorrt("GatedPositionalAttention", name, ptx, meta, inputs=4, extras=1, outputs=1)

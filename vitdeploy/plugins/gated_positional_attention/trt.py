@@ -9,12 +9,10 @@ compiled into the PTX as constants; N travels as the one extra scalar argument.
 """
 # No `from __future__ import annotations`: tensorrt.plugin reads the annotations with
 # inspect.signature and compares them with real types (TensorDesc, int, float).
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 from vitdeploy.plugins.gated_positional_attention.spec import SPEC
-from vitdeploy.plugins.base import target_arch as _target_arch
-
-_REGISTERED = False
+from vitdeploy.plugins.base import register_once, target_arch as _target_arch
 
 
 def target_arch() -> int:
@@ -22,10 +20,12 @@ def target_arch() -> int:
 
 
 def register() -> None:
-    """Register vitdeploy::GatedPositionalAttention with TensorRT's plugin registry (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Register the plugin with `tensorrt.plugin` (idempotent; a failed attempt is re-raised, not hidden)."""
+    register_once(SPEC, _define)
+
+
+def _define() -> None:
+    """The `tensorrt.plugin` decorators (run once by `register`)."""
     import tensorrt as trt
     import tensorrt.plugin as trtp
 
@@ -45,12 +45,14 @@ def register() -> None:
 
     @trtp.aot_impl(SPEC.plugin_id)
     def _aot(qk: trtp.TensorDesc, v: trtp.TensorDesc, pos: trtp.TensorDesc, gate: trtp.TensorDesc,
-             num_heads: int, scale: float, outputs: Tuple[trtp.TensorDesc], tactic: int):
+             num_heads: int, scale: float, outputs: Tuple[trtp.TensorDesc], tactic: int
+             ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
+        # the return annotation is required: tensorrt.plugin's _validate_aot_impl raises without one
         dtype = "fp16" if qk.dtype == trt.float16 else "fp32"
         channels = v.shape_expr[2]
         if not channels.is_constant:
             raise ValueError("GatedPositionalAttention needs a static channel dimension")
-        head_dim = channels.constant_value // num_heads
+        head_dim = channels.constant_value() // num_heads
         name, ptx, meta = K.ptx_for_tensorrt(target_arch(), dtype, num_heads, head_dim, scale, tactic)
         block_m = K.config(dtype, tactic)[0]
         batch, tokens = qk.shape_expr[0], qk.shape_expr[1]
@@ -62,5 +64,3 @@ def register() -> None:
         extra = trtp.SymIntExprs(1)
         extra[0] = trtp.SymInt32(tokens)
         return name, ptx, launch, extra
-
-    _REGISTERED = True

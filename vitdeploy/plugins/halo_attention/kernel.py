@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-from vitdeploy.plugins.base import strip_unused_scratch_params
+from vitdeploy.plugins.base import finish_for_tensorrt
 from vitdeploy.plugins.halo_attention.spec import check_attrs, window_size
 
 KERNEL_NAME = "halo_attention_kernel"
@@ -282,4 +282,5 @@ def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
     if meta.shared > SHARED_MEMORY_LIMIT:
         raise ValueError(f"HaloAttention {dtype} tiles {cfg.block_m}x{cfg.block_n} need {meta.shared} B of shared "
                          f"memory (> {SHARED_MEMORY_LIMIT})")
-    return name, strip_unused_scratch_params(ptx, name, keep=NUM_KERNEL_ARGS), meta
+    # scratch parameters dropped, ABI/shared memory/pinned ISA checked, recorded for the manifest
+    return finish_for_tensorrt("HaloAttention", name, ptx, meta, inputs=4, extras=1, outputs=1)

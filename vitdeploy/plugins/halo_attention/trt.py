@@ -13,11 +13,9 @@ constants (only the batch may be dynamic). TensorRT is imported only inside thes
 # No `from __future__ import annotations`: tensorrt.plugin inspects real annotation objects.
 from typing import List, Tuple, Union
 
-from vitdeploy.plugins.base import target_arch as _target_arch
+from vitdeploy.plugins.base import register_once, target_arch as _target_arch
 from vitdeploy.plugins.halo_attention import kernel
 from vitdeploy.plugins.halo_attention.spec import SPEC
-
-_REGISTERED = False
 
 
 def target_arch() -> int:
@@ -36,17 +34,14 @@ def _constant(expr, what: str) -> int:
 
 
 def register() -> None:
-    """Register vitdeploy::HaloAttention with TensorRT's plugin registry (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED is True:
-        return
-    if _REGISTERED == "partial":  # defining it again would raise "already has a definition" and hide why
-        raise RuntimeError(f"an earlier register() of {SPEC.plugin_id} failed part-way (see its error); "
-                           "start a new process to retry")
+    """Register vitdeploy::HaloAttention with TensorRT's plugin registry (idempotent; once per imported
+    tensorrt.plugin, and a failed attempt is re-raised rather than hidden: plugins.base.register_once)."""
+    register_once(SPEC, _define)
+
+
+def _define() -> None:
     import tensorrt as trt
     import tensorrt.plugin as trtp
-
-    _REGISTERED = "partial"
 
     @trtp.register(SPEC.plugin_id)
     def _desc(q: trtp.TensorDesc, kv: trtp.TensorDesc, height_rel: trtp.TensorDesc, width_rel: trtp.TensorDesc,
@@ -85,8 +80,6 @@ def register() -> None:
         extra = trtp.SymIntExprs(1)
         extra[0] = trtp.SymInt32(batch)
         return name, ptx, launch, extra
-
-    _REGISTERED = True
 
 
 def run_one_node(q, kv, height_rel, width_rel, **attrs):

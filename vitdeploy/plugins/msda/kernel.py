@@ -160,8 +160,8 @@ def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
 
 def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
     """PTX whose entry takes exactly the 9 arguments TensorRT's AOT launcher passes (Triton's unused
-    trailing scratch pointers removed), with its name and metadata."""
-    from vitdeploy.plugins.base import strip_unused_scratch_params
+    trailing scratch pointers removed), with its name and metadata, checked by `plugins.base.finish_for_tensorrt`."""
+    from vitdeploy.plugins.base import finish_for_tensorrt
 
     name, ptx, meta = compile_ptx(arch, dtype, cfg)
-    return name, strip_unused_scratch_params(ptx, name, keep=NUM_KERNEL_ARGS), meta
+    return finish_for_tensorrt("MultiscaleDeformableAttention", name, ptx, meta, inputs=5, extras=3, outputs=1)

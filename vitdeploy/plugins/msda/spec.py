@@ -1,7 +1,9 @@
 """The multi-scale deformable attention contract, shared by two ONNX node types.
 
-`MultiscaleDeformableAttnPlugin_TRT` version "2" is the plugin TensorRT ships
-(IPluginV3, libnvinfer_plugin). `MultiscaleDeformableAttention` (namespace
+`MultiscaleDeformableAttnPlugin_TRT` is the plugin TensorRT ships (libnvinfer_plugin): version
+"2" (IPluginV3) from TensorRT 10.11, version "1" (IPluginV2DynamicExt) before and, as the
+"Legacy" creator, after; which one a graph asks for follows the TensorRT that builds it
+(`deploy.trt_env.stock_msda_version`, recorded in the manifest). `MultiscaleDeformableAttention` (namespace
 vitdeploy) is vitdeploy's own Triton implementation of the same op, with the
 same inputs and output, selectable with `--msda-impl vitdeploy`.
 
@@ -106,14 +108,22 @@ VITDEPLOY_SPEC = PluginSpec(
 SPECS = {"stock": STOCK_SPEC, "vitdeploy": VITDEPLOY_SPEC}
 
 
-def spec_for(impl: str, mode: str = "plugin") -> PluginSpec:
+STOCK_SPECS = {"1": STOCK_V1_SPEC, "2": STOCK_SPEC}
+
+
+def spec_for(impl: str, mode: str = "plugin", stock_version: str = "1") -> PluginSpec:
     """The node type `--msda-impl stock|vitdeploy` selects in a rewrite mode.
 
-    "plugin" mode: the stock v2 plugin or vitdeploy's. "native" mode (no vitdeploy/Python
-    plugins, e.g. TensorRT 10.3): the stock v1 plugin, which every TensorRT 8.6-10.x ships.
+    "plugin" mode: the stock plugin at `stock_version` ("1" everywhere, "2" from TensorRT 10.11;
+    see deploy.trt_env.stock_msda_version) or vitdeploy's. "native" mode (no vitdeploy/Python
+    plugins, e.g. TensorRT 10.3): the stock v1 plugin, which every TensorRT 8.6-11.1 ships.
     """
     from vitdeploy.errors import VitdeployError
 
     if impl not in SPECS:
         raise VitdeployError(f"unknown --msda-impl '{impl}'", "choose stock or vitdeploy")
-    return STOCK_V1_SPEC if mode == "native" else SPECS[impl]
+    if str(stock_version) not in STOCK_SPECS:
+        raise VitdeployError(f"MultiscaleDeformableAttnPlugin_TRT has no version '{stock_version}'", "use 1 or 2")
+    if mode == "native" or impl == "stock":
+        return STOCK_V1_SPEC if mode == "native" else STOCK_SPECS[str(stock_version)]
+    return SPECS[impl]

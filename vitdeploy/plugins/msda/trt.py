@@ -14,9 +14,8 @@ engine, so the engine runs without Python. TensorRT is imported only inside thes
 
 from vitdeploy.plugins.msda import kernel
 from vitdeploy.plugins.msda.spec import VITDEPLOY_SPEC as SPEC
-from vitdeploy.plugins.base import target_arch as _target_arch
+from vitdeploy.plugins.base import register_once, target_arch as _target_arch
 
-_REGISTERED = False
 BLOCK_Q_TACTICS = (16, 32, 64)  # tactic = queries per program; TensorRT times each
 
 
@@ -27,14 +26,16 @@ def target_arch() -> int:
 def _static(expr, what: str) -> int:
     if not expr.is_constant:
         raise ValueError(f"MultiscaleDeformableAttention: {what} must be known when the engine is built")
-    return expr.constant_value
+    return expr.constant_value()
 
 
 def register() -> None:
-    """Register the plugin with `tensorrt.plugin` (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Register the plugin with `tensorrt.plugin` (idempotent; a failed attempt is re-raised, not hidden)."""
+    register_once(SPEC, _define)
+
+
+def _define() -> None:
+    """The `tensorrt.plugin` decorators (run once by `register`)."""
     from typing import List, Tuple, Union
 
     import tensorrt as trt
@@ -80,13 +81,24 @@ def register() -> None:
         extra[2] = trtp.SymInt32(heads)
         return name, ptx, launch, extra
 
-    _REGISTERED = True
+_LOGGER = None
+
+
+def _logger():
+    """One logger for the life of the process: init_libnvinfer_plugins keeps a raw pointer to it
+    (inferPlugin.cpp stores it in a global), so a temporary would dangle."""
+    global _LOGGER
+    if _LOGGER is None:
+        import tensorrt as trt
+
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
 
 
 def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *, stock: bool = False):
     """Build and run a one-node TensorRT network with the plugin (FP32); returns a CUDA tensor [N, Lq, M, D].
 
-    `stock=True` runs TensorRT's own MultiscaleDeformableAttnPlugin_TRT v2 instead, so the
+    `stock=True` runs TensorRT's own MultiscaleDeformableAttnPlugin_TRT instead (v2 from TensorRT 10.11, else v1), so the
     `trt`-marked tests check both node types against the reference.
     """
     import tensorrt as trt
@@ -98,13 +110,18 @@ def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, a
 
     def add_layer(network, itensors):
         if stock:
-            from vitdeploy.plugins.msda.spec import STOCK_SPEC
+            from vitdeploy.deploy.trt_env import stock_msda_version
+            from vitdeploy.plugins.msda.spec import STOCK_SPECS
 
-            trt.init_libnvinfer_plugins(trt.Logger(trt.Logger.WARNING), "")
-            creator = trt.get_plugin_registry().get_creator(STOCK_SPEC.name, STOCK_SPEC.version, "")
+            spec = STOCK_SPECS[stock_msda_version(trt.__version__).version]
+            trt.init_libnvinfer_plugins(_logger(), "")
+            creator = trt.get_plugin_registry().get_creator(spec.name, spec.version, "")
             if creator is None:
-                raise RuntimeError(f"{STOCK_SPEC.name} version {STOCK_SPEC.version} is not in this TensorRT's plugin registry")
-            plugin = creator.create_plugin(STOCK_SPEC.name, trt.PluginFieldCollection([]), trt.TensorRTPhase.BUILD)
+                raise RuntimeError(f"{spec.name} version {spec.version} is not in this TensorRT's plugin registry")
+            fields = trt.PluginFieldCollection([])
+            if spec.version == "1":  # IPluginV2DynamicExt
+                return network.add_plugin_v2(itensors, creator.create_plugin(spec.name, fields))
+            plugin = creator.create_plugin(spec.name, fields, trt.TensorRTPhase.BUILD)
             return network.add_plugin_v3(itensors, [], plugin)
         import tensorrt.plugin as trtp
 

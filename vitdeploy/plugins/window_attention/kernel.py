@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-from vitdeploy.plugins.base import strip_unused_scratch_params
+from vitdeploy.plugins.base import finish_for_tensorrt
 from vitdeploy.plugins.window_attention.spec import MASK_VALUE, head_scales, pair
 
 KERNEL_NAME = "window_attention_kernel"
@@ -336,6 +336,7 @@ NUM_KERNEL_ARGS = 5  # qkv, bias, pad_qkv, batch, out
 
 
 def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
-    """(name, PTX, metadata) whose entry takes exactly the 5 arguments TensorRT passes."""
+    """(name, PTX, metadata) whose entry takes exactly the 5 arguments TensorRT passes, checked
+    (<= 48 KiB shared memory, pinned ISA) and recorded by `plugins.base.finish_for_tensorrt`."""
     name, ptx, meta = compile_ptx(arch, dtype, cfg)
-    return name, strip_unused_scratch_params(ptx, name, keep=NUM_KERNEL_ARGS), meta
+    return finish_for_tensorrt("WindowAttention", name, ptx, meta, inputs=3, extras=1, outputs=1)

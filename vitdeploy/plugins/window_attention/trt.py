@@ -10,9 +10,7 @@ so the engine runs without Python. TensorRT is imported only inside these functi
 
 from vitdeploy.plugins.window_attention import kernel
 from vitdeploy.plugins.window_attention.spec import SPEC
-from vitdeploy.plugins.base import target_arch as _target_arch
-
-_REGISTERED = False
+from vitdeploy.plugins.base import register_once, target_arch as _target_arch
 
 
 def target_arch() -> int:
@@ -32,10 +30,12 @@ def register() -> None:
 
     List attributes (window_size, shift_size, scale) reach the plugin as the INT32 / FLOAT32 arrays
     TensorRT's ONNX parser makes of INTS / FLOATS, hence the `numpy.typing.NDArray` annotations.
+    Once per imported tensorrt.plugin; a failed attempt is re-raised, not hidden (base.register_once).
     """
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    register_once(SPEC, _define)
+
+
+def _define() -> None:
     from typing import List, Tuple, Union
 
     import numpy as np
@@ -66,8 +66,6 @@ def register() -> None:
         return launch(qkv, pad_qkv, window_size=window_size, shift_size=shift_size, num_heads=num_heads,
                       height=height, width=width, scale=scale, cosine=cosine, mask_value=mask_value,
                       pad_first=pad_first, tactic=tactic, fp16=qkv.dtype == trt.float16)
-
-    _REGISTERED = True
 
 
 def launch(qkv, pad_qkv, *, window_size, shift_size, num_heads, height, width, scale, cosine, mask_value, pad_first,
