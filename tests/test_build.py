@@ -329,6 +329,32 @@ def test_step_cache_keys(tmp_path):
     assert c.lookup("precision", k) is None
 
 
+def test_step_keys_follow_the_code_of_their_step(tmp_path, monkeypatch):
+    """A fix to a pass or plugin (same vitdeploy version) must redo the rewrite, not reuse a stale graph."""
+    from vitdeploy.pipeline import StepCache, cache
+
+    pkg = tmp_path / "pkg"
+    (pkg / "plugins" / "p").mkdir(parents=True)
+    (pkg / "plugins" / "p" / "spec.py").write_text("VERSION = 1\n")
+    (pkg / "models.py").write_text("X = 1\n")
+    before = cache.code_digest(("plugins",), pkg)
+    assert before == cache.code_digest(("plugins",), pkg)
+    (pkg / "models.py").write_text("X = 2\n")  # not the rewrite's code
+    cache.code_digest.cache_clear()
+    assert cache.code_digest(("plugins",), pkg) == before
+    (pkg / "plugins" / "p" / "spec.py").write_text("VERSION = 2\n")
+    cache.code_digest.cache_clear()
+    assert cache.code_digest(("plugins",), pkg) != before
+
+    c = StepCache(tmp_path)
+    inputs = {"onnx": "a" * 64}
+    k, k_export = c.key("rewrite", inputs), c.key("export", inputs)
+    real = cache.code_digest
+    monkeypatch.setattr(cache, "code_digest", lambda parts, root=None: "changed" if parts and "plugins" in parts else real(parts))
+    assert c.key("rewrite", inputs) != k  # the plugin code changed
+    assert c.key("export", inputs) == k_export  # the export's code did not
+
+
 def test_dynamic_batch_needs_a_dynamic_graph(tmp_path):
     from vitdeploy.deploy.engine import profiles_for
     from vitdeploy.deploy.export import BatchSpec
@@ -384,6 +410,24 @@ def test_empty_onnx_is_refused_before_anything_is_written(cli_run, tmp_path):
     assert res.exit_code == EXIT_USAGE, res.output
     assert "empty.onnx is not a readable ONNX model" in res.output
     assert not out.exists()
+
+
+def test_dynamic_onnx_without_a_batch_range_is_refused_before_anything_is_written(cli_run, tmp_path):
+    """A given ONNX with a symbolic batch and no manifest: the engine profile would silently be 1:1:1."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])
+    g = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    src = tmp_path / "in" / "dyn.onnx"
+    src.parent.mkdir()
+    onnx.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 18)]), str(src))
+    out = tmp_path / "out"
+    res = cli_run("build", "--onnx", str(src), "-o", str(out), "--no-engine")
+    assert res.exit_code == EXIT_USAGE, res.output
+    assert "dyn.onnx has a dynamic batch dimension (input 'x')" in res.output and "--dynamic-batch" in res.output
+    assert not out.exists()
+    res = cli_run("build", "--onnx", str(src), "-o", str(out), "--no-engine", "--dynamic-batch", "1:4:8")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "manifest.json").read_text())["engine"]["profiles"][0]["x"]["max"] == [8, 3, 8, 8]
 
 
 def test_swinv2_non_square_build_up_to_the_engine(tmp_path, cli_run):

@@ -15,8 +15,7 @@ import torch
 from onnx import TensorProto, helper
 from timm.layers.halo_attn import HaloAttn
 
-from vitdeploy.plugins import base
-from vitdeploy.plugins.halo_attention.reference import halo_attention, inputs_from_timm, relative_index
+from vitdeploy.plugins.halo_attention.reference import halo_attention, inputs_from_timm
 from vitdeploy.plugins.halo_attention.spec import SPEC
 
 REPO = Path(__file__).resolve().parents[1]

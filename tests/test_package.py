@@ -127,7 +127,7 @@ def test_config_parses_with_tritons_protobuf_and_declares_the_served_graphs_io(s
 
 @pytest.mark.parametrize("name,form", [
     ("swin_t", "swin rewritten in native mode, 12 subgraphs"),
-    ("convit_t", "gpsa rewritten in native mode, 10 subgraphs"),
+    ("convit_t", "gpsa+attention_scale rewritten in native mode, 12 subgraphs"),
     ("detr", "the un-rewritten export; msda left as exported"),
 ])
 def test_served_onnx_is_plugin_free_and_says_which_it_is(served, name, form):
@@ -369,7 +369,7 @@ def test_manifest_carries_the_detection_post_processing(served):
     assert post["task"] == "detection" and post["scores"] == {"output": "logits", "activation": "sigmoid",
                                                               "shape": "[B, queries, classes]"}
     assert post["boxes"]["format"] == "cxcywh" and post["boxes"]["normalized"] is True
-    assert m["labels"]["num_classes"] == 10  # the reduced head; names come with the model when it has them
+    assert m["labels"]["num_classes"] == 91 and m["labels"]["names"][1] == "person"  # the listed model's COCO head
     assert m["preprocessing"]["resize"] == {"mode": "exact", "size": [64, 64], "crop": [64, 64]}
     spec = json.loads((served["detr"][1] / "detr" / "preprocess.json").read_text())
     assert spec["postprocessing"] == post and spec["input"]["static_batch"] == 1

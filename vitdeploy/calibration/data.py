@@ -7,7 +7,6 @@ every precision variant see bit-identical inputs.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

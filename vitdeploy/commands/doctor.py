@@ -116,7 +116,6 @@ def command(json_out):
     Example:
       vitdeploy doctor
     """
-    import json
 
     from rich.table import Table
 

@@ -1,7 +1,6 @@
 """`vitdeploy infer`: one image through an engine or any vitdeploy ONNX."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click

@@ -102,7 +102,6 @@ def command(a, b, atol, rtol, min_cosine, inputs_npz, batch, seed, json_out):
       vitdeploy verify out/swin_t/model.onnx out/swin_t/model.rewritten.onnx
       vitdeploy verify a.onnx b.onnx --atol 1e-3 --inputs batch.npz
     """
-    import json
     import time
 
     from vitdeploy.console import console

@@ -1,6 +1,7 @@
 """The step cache: one JSON record per build step, keyed by a content hash of its inputs."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -10,6 +11,34 @@ from pathlib import Path
 from vitdeploy.deploy.artifacts import atomic_write_json, sha256_file
 
 CACHE_DIR = ".vitdeploy/steps"
+
+# The code each step's output depends on, relative to the vitdeploy package. The package version
+# alone is not enough: an editable install (or a fix between releases) changes what a step writes --
+# plugin attributes, the INT8 recipe -- without changing the version, and a stale cached graph would
+# then reach TensorRT. A step not listed here depends on the whole package.
+STEP_CODE = {
+    "export": ("deploy/export.py", "deploy/export_step.py", "deploy/parity.py", "models.py", "weights.py"),
+    "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py"),
+    "precision": ("calibration", "plugins"),
+    "accuracy": ("calibration", "deploy/detection.py", "onnxrt.py"),
+    "engine": ("deploy/engine.py", "deploy/trt_env.py", "plugins"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(parts: tuple[str, ...] | None, root: Path | None = None) -> str:
+    """sha256 over the Python sources under `parts` of `root` (the vitdeploy package; all of it when None)."""
+    root = root or Path(__file__).resolve().parent.parent
+    files: list[Path] = []
+    for part in parts or ("",):
+        p = root / part
+        files.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else [])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
@@ -25,7 +54,8 @@ class StepCache:
     def key(self, step: str, inputs: dict) -> str:
         from vitdeploy import __version__
 
-        return _digest({"step": step, "vitdeploy": __version__, "inputs": inputs})
+        code = code_digest(STEP_CODE.get(step))
+        return _digest({"step": step, "vitdeploy": __version__, "code": code, "inputs": inputs})
 
     def lookup(self, step: str, key: str) -> dict | None:
         """The stored record when its key matches and every output file is intact; else None."""

@@ -55,6 +55,32 @@ class BuildResult:
 
 
 
+def _check_onnx_batch(path: Path) -> None:
+    """A given ONNX with a symbolic batch needs a range for its optimisation profile: from the
+    manifest beside it, or from --dynamic-batch / --batch. Without one the engine would silently be
+    built for batch 1 only."""
+    import json
+
+    from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_onnx
+
+    if not path.is_file():
+        raise VitdeployError(f"ONNX file {path} does not exist", "check the --onnx path")
+    graph = load_onnx(path, hint="pass an .onnx file", load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    dims = [i.type.tensor_type.shape.dim for i in inputs]
+    symbolic = [i.name for i, d in zip(inputs, dims) if d and not d[0].HasField("dim_value")]
+    if not symbolic:
+        return
+    try:
+        recorded = json.loads((path.parent / MANIFEST_NAME).read_text()).get("batch")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not recorded:
+        raise VitdeployError(f"{path.name} has a dynamic batch dimension (input '{symbolic[0]}') and no manifest "
+                             "beside it says its range", "pass --dynamic-batch MIN:OPT:MAX (e.g. 1:8:32) or --batch N")
+
+
 def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
     """Check flag combinations and fill target defaults; returns (opts, target record)."""
     from vitdeploy.deploy import gpu_env
@@ -82,6 +108,8 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
         if opts.img_size:
             check_input_size(info, opts.img_size)
         check_exporter(info, opts.exporter)
+    elif opts.batch is None:
+        _check_onnx_batch(Path(opts.onnx))
     if opts.workspace_gb is not None and opts.workspace_gb <= 0:
         raise VitdeployError(f"--workspace must be positive, got {opts.workspace_gb:g}", "e.g. --workspace 4")
     env = gpu_env.probe()

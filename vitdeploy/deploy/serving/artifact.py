@@ -156,7 +156,6 @@ def _fallback_precision(applied: str) -> tuple[str, str | None]:
 
 def plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
     """The plain export, rewritten plugin-free where that removes every plugin, at the build's precision; cached."""
-    import onnx
 
     from vitdeploy.console import stage
     from vitdeploy.deploy.artifacts import atomic_save_onnx
@@ -262,15 +261,23 @@ def _make_plugin_free(exported: Path, passes: list[str], precision: str):
 
 
 def _verify(reference: Path, candidate: Path) -> dict:
-    """The plugin-free graph against the FP32 export on seeded random images (ONNX Runtime, CPU)."""
-    from vitdeploy.calibration.accuracy import compare_models
+    """The plugin-free graph against the FP32 export on seeded random images (ONNX Runtime, CPU).
+
+    Raw outputs, every one of them, per image: the served graph must compute what the build's
+    graph computes, whatever the task (logits, or a detector's logits and boxes)."""
+    import numpy as np
+
+    from vitdeploy.calibration.accuracy import run_models_all
     from vitdeploy.calibration.data import CalibrationData, model_input
     from vitdeploy.deploy.inputs import random_images
+    from vitdeploy.deploy.parity import cosine
 
     _, shape = model_input(load_onnx(reference, load_external_data=False))
     n = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else VERIFY_IMAGES  # a static graph's own batch
     total = -(-VERIFY_IMAGES // n) * n
     data = CalibrationData(random_images(total, (int(shape[-2]), int(shape[-1])), seed=4321), source="random")
-    res = compare_models(reference, candidate, data, batch=n)
-    return {"images": res["images"], "cosine_min": res["cosine_min"], "max_abs_error": res["max_abs_error"],
+    (ref, cand), _ = run_models_all([reference, candidate], data, batch=n)
+    cos = min(cosine(r[i], c[i]) for r, c in zip(ref, cand) for i in range(len(r)))
+    err = max(float(np.abs(r.astype(np.float64) - c).max()) for r, c in zip(ref, cand))
+    return {"images": total, "outputs": len(ref), "cosine_min": cos, "max_abs_error": err,
             "data": "seeded random images"}
