@@ -27,7 +27,6 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -168,30 +167,9 @@ def prepare(case: str, index: int, precision: str, arch: int, batch: int, warm_j
 
 def _time(fn, reps: int) -> dict:
     """Median kernel time of `fn`, replayed from a CUDA graph (no Python launch cost), in microseconds."""
-    import torch
+    from benchmarks.kernels.common import time_cuda
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    for _ in range(10):
-        graph.replay()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b) * 1e3)
-    samples.sort()
-    return {"median_us": statistics.median(samples), "min_us": samples[0], "reps": reps}
+    return time_cuda(fn, 10, reps, graphs=True)
 
 
 def aot_args(inputs, extras: list[int], out) -> list:

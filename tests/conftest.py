@@ -39,30 +39,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def cli_run():
     """Run the real entry point (error mapping included) and capture output and exit code."""
-    from click.testing import CliRunner
-
-    from vitdeploy.cli import main
+    from cli_runner import invoke
 
     def run(*args):
-        runner = CliRunner()
-        return runner.invoke(_Entry(main), list(args), catch_exceptions=False)
+        return invoke(args)
 
     return run
-
-
-class _Entry:
-    """Adapter so CliRunner can drive `vitdeploy.cli.main` (which maps errors to exit codes)."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.name = "vitdeploy"
-
-    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
-        import sys
-
-        rc = 0
-        try:
-            self.fn(args)
-        except SystemExit as e:
-            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        sys.exit(rc)

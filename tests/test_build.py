@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from cli_runner import invoke as _invoke
 from vitdeploy.deploy.artifacts import sha256_file
 from vitdeploy.errors import EXIT_ENGINE_SKIPPED, EXIT_USAGE
 
@@ -34,27 +35,6 @@ def vit(tmp_path_factory):
         res = _invoke([*VIT, *extra, "-o", str(out)])
         runs.append((res.exit_code, res.output, manifest(out)))
     return out, runs
-
-
-def _invoke(args):
-    """The real entry point (error mapping and exit codes included) under Click's runner."""
-    import sys
-
-    from click.testing import CliRunner
-
-    from vitdeploy.cli import main
-
-    class Entry:
-        name = "vitdeploy"
-
-        def main(self, args=None, **_):
-            try:
-                main(args)
-            except SystemExit as e:
-                sys.exit(e.code)
-            sys.exit(0)
-
-    return CliRunner().invoke(Entry(), args, catch_exceptions=False)
 
 
 def test_without_tensorrt_exit_0_and_one_line_saying_what_to_run(vit):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,29 +22,12 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from cli_runner import invoke as _invoke
 from vitdeploy.errors import EXIT_USAGE
 
 pytestmark = pytest.mark.slow
 
 TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64"}
-
-
-def _invoke(args):
-    from click.testing import CliRunner
-
-    from vitdeploy.cli import main
-
-    class Entry:
-        name = "vitdeploy"
-
-        def main(self, args=None, **_):
-            try:
-                main(args)
-            except SystemExit as e:
-                sys.exit(e.code)
-            sys.exit(0)
-
-    return CliRunner().invoke(Entry(), args, catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

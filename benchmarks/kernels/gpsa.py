@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from benchmarks.kernels.common import environment  # noqa: E402
+from benchmarks.kernels.common import environment, time_cuda  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from vitdeploy.plugins.gated_positional_attention.kernel import CONFIGS, TILES, gated_positional_attention_triton  # noqa: E402
@@ -103,37 +102,6 @@ def triton_fn(bm, bn, nw, ns):
     return run
 
 
-def time_cuda(fn, warmup: int, reps: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b) * 1e3)
-    samples.sort()
-    return {"median_us": statistics.median(samples), "min_us": samples[0],
-            "p90_us": samples[int(0.9 * (len(samples) - 1))], "reps": reps}
-
-
-def time_cuda_graph(fn, warmup: int, reps: int) -> dict:
-    """Same, replaying a CUDA graph of `fn`: launch overhead (Python, Triton's launcher) removed, as in TensorRT."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return time_cuda(graph.replay, warmup, reps)
-
-
 def bench(model, heads, hd, B, N, device, dry, args) -> dict:
     dtype = torch.float16 if device == "cuda" else torch.float32
     c = Case(B, N, heads, hd, device, dtype)
@@ -161,7 +129,7 @@ def bench(model, heads, hd, B, N, device, dry, args) -> dict:
             return row
         for name, fn in impls.items():
             row["times"][name] = time_cuda(lambda: fn(c), args.warmup, args.reps)
-            row["times_cuda_graph"][name] = time_cuda_graph(lambda: fn(c), args.warmup, args.reps)
+            row["times_cuda_graph"][name] = time_cuda(lambda: fn(c), args.warmup, args.reps, graphs=True)
     t = row["times"]
     tri = [k for k in t if k.startswith("triton")]
     best = min(tri, key=lambda k: t[k]["median_us"])

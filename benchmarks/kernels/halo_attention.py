@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.kernels.common import environment, time_cpu  # noqa: E402
+from benchmarks.kernels.common import environment, time_cpu, time_cuda  # noqa: E402
 from vitdeploy.plugins.halo_attention import kernel as K  # noqa: E402
 from vitdeploy.plugins.halo_attention.reference import halo_attention  # noqa: E402
 
@@ -153,49 +152,6 @@ def sdpa_unfold(q, kv, pe, a):
 
 
 # --- measurement ---------------------------------------------------------------------------------------
-
-
-def time_cuda(fn, warmup: int, reps: int, inner: int, graphs: bool) -> dict:
-    """Median/min/p90 microseconds per call; each sample times `inner` back-to-back calls (CUDA events),
-    replayed from one CUDA graph unless `graphs` is off or capture fails (then said in `mode`)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-
-    def launch_all():
-        for _ in range(inner):
-            fn()
-
-    block, mode = launch_all, "python-launch"
-    if graphs:
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    fn()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                launch_all()
-            block, mode = graph.replay, "cuda-graph"
-        except Exception as e:
-            mode = f"python-launch (graph capture failed: {type(e).__name__})"
-            torch.cuda.synchronize()
-    for _ in range(3):
-        block()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        block()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b) * 1000.0 / inner)
-    samples.sort()
-    return {"median_us": statistics.median(samples), "min_us": samples[0],
-            "p90_us": samples[int(0.9 * (len(samples) - 1))], "reps": reps, "inner": inner, "mode": mode}
 
 
 def peak_bandwidth(device) -> dict:

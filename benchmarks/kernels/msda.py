@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from benchmarks.kernels.common import environment, time_cpu  # noqa: E402
+from benchmarks.kernels.common import environment, time_cpu, time_cuda  # noqa: E402
 
 from vitdeploy.plugins.msda.kernel import msda_triton  # noqa: E402
 from vitdeploy.plugins.msda.reference import msda, msda_grid_sample  # noqa: E402
@@ -65,23 +64,6 @@ def make_inputs(shapes, batch, queries, dtype, device, seed=0, heads=HEADS, head
     starts = torch.tensor([0] + list(torch.tensor([h * w for h, w in shapes]).cumsum(0)[:-1].tolist()), dtype=torch.int32)
     to = dict(device=device, dtype=dtype)
     return value.to(**to), spatial.to(device), starts.to(device), loc.to(**to), weights.to(**to)
-
-
-def time_cuda(fn, warmup: int, reps: int) -> dict:
-    """Median/min/p90 microseconds per call, CUDA events around each call after warm-up."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b) * 1000.0)
-    samples.sort()
-    return {"median_us": statistics.median(samples), "min_us": samples[0], "p90_us": samples[int(0.9 * (len(samples) - 1))], "reps": reps}
 
 
 def bench_case(name, shapes, batch, queries, dtype, device, dry, args) -> dict:

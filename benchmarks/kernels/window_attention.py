@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from benchmarks.kernels.common import environment  # noqa: E402
+from benchmarks.kernels.common import environment, time_cpu, time_cuda  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from vitdeploy.plugins.window_attention import kernel as wa_kernel  # noqa: E402
@@ -162,63 +160,6 @@ def sdpa_subgraph(qkv, attn_mask, B, H, W, ws, s, heads, scale, cosine):
 
 
 # --- measurement ---------------------------------------------------------------------------------------
-
-
-def time_cuda(fn, warmup: int, reps: int, inner: int, graphs: bool) -> dict:
-    """Median/min/p90 microseconds per call; each sample times `inner` back-to-back calls with CUDA events.
-
-    With `graphs`, the `inner` calls are captured once in a CUDA graph and replayed, so the numbers
-    are GPU time without Python launch overhead (as inside a TensorRT engine); if capture fails the
-    calls are launched from Python and the entry says so.
-    """
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-
-    def launch_all():
-        for _ in range(inner):
-            fn()
-
-    block, mode = launch_all, "python-launch"
-    if graphs:
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    fn()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                launch_all()
-            block, mode = graph.replay, "cuda-graph"
-        except Exception as e:  # record why, keep measuring without the graph
-            mode = f"python-launch (graph capture failed: {type(e).__name__})"
-            torch.cuda.synchronize()
-    for _ in range(3):
-        block()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        block()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b) * 1000.0 / inner)
-    samples.sort()
-    return {"median_us": statistics.median(samples), "min_us": samples[0],
-            "p90_us": samples[int(0.9 * (len(samples) - 1))], "reps": reps, "inner": inner, "mode": mode}
-
-
-def time_cpu(fn, reps: int = 2) -> dict:
-    """Dry-run stand-in (wall clock, interpreter): exercises the code path, means nothing."""
-    samples = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1e6)
-    return {"median_us": statistics.median(samples), "min_us": min(samples), "p90_us": max(samples), "reps": reps, "inner": 1}
 
 
 def max_err(got, want) -> float:
