@@ -117,3 +117,17 @@ def test_binary_manifest_is_bad_input(tmp_path):
     (tmp_path / "manifest.json").write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(VitdeployError, match="is not a JSON text file"):
         resolve(str(tmp_path))
+
+
+@pytest.mark.parametrize("sidecar", [b'{"model": "vit_t"}', b"[1, 2]", b"{not json", b"\xff\xfebinary"],
+                         ids=["model-not-an-object", "not-an-object", "broken-json", "binary"])
+def test_a_loose_file_with_an_unusable_manifest_beside_it_is_still_benchable(tmp_path, sidecar):
+    """A manifest.json beside a loose .onnx/.engine only adds provenance; a bad one is ignored, not a crash."""
+    onnx_path = tmp_path / "m.onnx"
+    tiny_graph(onnx_path)
+    plan = tmp_path / "m.engine"
+    plan.write_bytes(b"x")
+    (tmp_path / "manifest.json").write_bytes(sidecar)
+    for path, field in ((onnx_path, "onnx"), (plan, "engine")):
+        art = resolve(str(path))
+        assert getattr(art, field) == path and art.model == "m" and art.manifest in ({}, {"model": "vit_t"})

@@ -129,6 +129,24 @@ def plugin_node_counts(path_or_model) -> dict[str, int]:
     return counts
 
 
+def _sidecar_manifest(p: Path) -> dict | None:
+    """The manifest.json beside a file, or None when there is none or it is not a JSON object
+    (a loose file is still benchable; only its provenance is unknown)."""
+    sidecar = p.parent / "manifest.json"
+    if not sidecar.is_file():
+        return None
+    try:
+        manifest = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _alias(manifest: dict, default: str) -> str:
+    model = manifest.get("model")
+    return model.get("alias", default) if isinstance(model, dict) else default
+
+
 def _plain_export(manifest: dict, base: Path, exclude: Path) -> Path | None:
     """The FP32 export a manifest lists ('onnx_exported' in a build, 'onnx' in an export), if it is not `exclude`."""
     files = dict(_files(manifest, base))
@@ -171,30 +189,18 @@ def resolve(path: str) -> Artifact:
         return art
     if p.suffix == ".onnx":
         art = Artifact(onnx=p, model=p.stem, base=p.parent)
-        sidecar = p.parent / "manifest.json"
-        if sidecar.is_file():
-            try:
-                manifest = json.loads(sidecar.read_text())
-                if isinstance(manifest, dict):
-                    art.manifest = manifest
-                    art.model = (manifest.get("model") or {}).get("alias", p.stem)
-                    # The same file benched on its own or through its directory must measure the same thing.
-                    art.reference = _plain_export(manifest, p.parent, p)
-            except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-                pass
+        if (manifest := _sidecar_manifest(p)) is not None:
+            art.manifest = manifest
+            art.model = _alias(manifest, p.stem)
+            # The same file benched on its own or through its directory must measure the same thing.
+            art.reference = _plain_export(manifest, p.parent, p)
         art.precision = graph_precision(p)
         return art
     if p.suffix in ENGINE_SUFFIXES:
         art = Artifact(engine=p, model=p.stem, base=p.parent)
-        sidecar = p.parent / "manifest.json"
-        if sidecar.is_file():
-            try:
-                manifest = json.loads(sidecar.read_text())
-                if isinstance(manifest, dict):
-                    art.manifest = manifest
-                    art.model = (manifest.get("model") or {}).get("alias", p.stem)
-            except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-                pass
+        if (manifest := _sidecar_manifest(p)) is not None:
+            art.manifest = manifest
+            art.model = _alias(manifest, p.stem)
         art.precision = engine_precision(art)
         return art
     raise VitdeployError(f"cannot tell what {p.name} is", f"pass a .onnx file, an engine ({', '.join(ENGINE_SUFFIXES)}) or a directory")
