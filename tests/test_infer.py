@@ -169,3 +169,26 @@ def test_infer_says_which_preprocessing_it_assumed(cli_run, artifact, photo, tmp
     (tmp_path / "manifest.json").unlink()
     res = cli_run("infer", str(tmp_path / "model.onnx"), "--image", str(photo))
     assert res.exit_code == 0 and "no manifest: ImageNet preprocessing assumed" in res.output
+
+
+def test_the_transform_is_built_once_before_the_timed_preprocessing(tmp_path, monkeypatch):
+    """infer's 'Speed: ... ms preprocess' once included importing timm and torch (2.6 s for one image):
+    the loader builds timm's transform up front, and each image only runs it (same numbers as load_image)."""
+    import numpy as np
+    from PIL import Image
+
+    from vitdeploy.deploy import preprocess
+
+    img = tmp_path / "x.png"
+    Image.fromarray((np.arange(40 * 60 * 3) % 251).astype(np.uint8).reshape(40, 60, 3)).save(img)
+    pp = {"input_size": [3, 32, 32]}
+    want, size = preprocess.load_image(img, pp)
+    built = []
+    real = preprocess.transform
+    monkeypatch.setattr(preprocess, "transform", lambda *a, **k: built.append(1) or real(*a, **k))
+    load = preprocess.image_loader(pp)
+    assert built == [1]
+    for _ in range(2):
+        x, got_size = load(img)
+        assert np.array_equal(x, want) and got_size == size == (60, 40) and x.shape == (1, 3, 32, 32)
+    assert built == [1]

@@ -141,7 +141,7 @@ def command(artifact, image, k, threshold, json_out):
     from rich.table import Table
 
     from vitdeploy.console import console
-    from vitdeploy.deploy.preprocess import load_image
+    from vitdeploy.deploy.preprocess import check_image, image_loader
     from vitdeploy.errors import VitdeployError
 
     import time
@@ -149,6 +149,7 @@ def command(artifact, image, k, threshold, json_out):
     as_json = json_to_stdout(json_out)
     if k < 1:
         raise VitdeployError(f"--topk must be at least 1, got {k}", "e.g. --topk 5")
+    check_image(image)
     kind, file, manifest, note = resolve_artifact(artifact)
     if kind == "engine" and manifest is None:  # preprocessing and the engine check both need it
         raise VitdeployError(f"no manifest.json next to {file}", "keep the manifest 'vitdeploy build' wrote beside the engine")
@@ -163,8 +164,9 @@ def command(artifact, image, k, threshold, json_out):
     weights = from_manifest(manifest)  # random (seed) / checkpoint sha256 / pretrained tag / unknown
     if is_random(weights):
         banner(str(artifact))
+    load_image = image_loader(pp or {}, size)  # imports timm/torch: set-up, not preprocessing time
     t0 = time.perf_counter()
-    x, (width, height) = load_image(image, pp or {}, size)
+    x, (width, height) = load_image(image)
     t1 = time.perf_counter()
     call, close = load(kind, file)
     try:

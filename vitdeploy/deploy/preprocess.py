@@ -17,14 +17,20 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interp
             "crop_pct": 0.875, "crop_mode": "center"}
 
 
-def open_rgb(path: str | os.PathLike):
-    from PIL import Image, UnidentifiedImageError
-
+def check_image(path: str | os.PathLike) -> Path:
+    """The path as a file that exists, else the one-line error (before any slow set-up)."""
     p = Path(path)
     if p.is_dir():
         raise VitdeployError(f"image {p} is a directory", "pass one image file")
     if not p.is_file():
         raise VitdeployError(f"image {p} does not exist", "check the --image path")
+    return p
+
+
+def open_rgb(path: str | os.PathLike):
+    from PIL import Image, UnidentifiedImageError
+
+    p = check_image(path)
     try:
         with Image.open(p) as im:
             return im.convert("RGB")
@@ -51,6 +57,16 @@ def transform(preprocessing: dict, input_size: tuple[int, int] | None = None):
 
 def load_image(path: str | os.PathLike, preprocessing: dict, input_size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """(1, C, H, W) FP32 input and the original (width, height)."""
-    img = open_rgb(path)
-    x = transform(preprocessing, input_size)(img).numpy().astype(np.float32)
-    return x[None], img.size
+    return image_loader(preprocessing, input_size)(path)
+
+
+def image_loader(preprocessing: dict, input_size: tuple[int, int] | None = None):
+    """`load_image` with the transform built once: building it imports timm and torch (seconds), which
+    is set-up, not per-image preprocessing time."""
+    tf = transform(preprocessing, input_size)
+
+    def load(path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, int]]:
+        img = open_rgb(path)
+        return tf(img).numpy().astype(np.float32)[None], img.size
+
+    return load
