@@ -85,7 +85,7 @@ def collect() -> dict:
     plan = []
     if trt is None:
         plan.append("no TensorRT: build stops after the ONNX steps (export, rewrite, precision, accuracy) and prints "
-                    "the command for the target; exit 4, or 0 with --no-engine")
+                    "the command for the target; exit 0 (4 with --require-engine)")
     elif not env.get("gpus"):
         plan.append(f"TensorRT {trt} but no GPU found: the engine step will fail; use --no-engine")
     else:
