@@ -8,7 +8,9 @@ modes: benchmarks/halo_rewrite.py.
 from __future__ import annotations
 
 import collections
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,13 +19,16 @@ import pytest
 import torch
 from timm.layers.halo_attn import HaloAttn
 
-from vitdeploy.deploy.export import BatchSpec, export_onnx
-from vitdeploy.deploy.rewrite.base import run_passes
-from vitdeploy.deploy.rewrite.halo import Geometry, neighbourhood_index
-from vitdeploy.models import build_model, get_info
-from vitdeploy.onnxrt import session
-from vitdeploy.plugins.halo_attention.reference import relative_index
-from vitdeploy.plugins.halo_attention.spec import SPEC
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.halo_rewrite import bytes_written  # noqa: E402  (the figure the benchmark records)
+from vitdeploy.deploy.export import BatchSpec, export_onnx  # noqa: E402
+from vitdeploy.deploy.rewrite.base import run_passes  # noqa: E402
+from vitdeploy.deploy.rewrite.halo import Geometry, neighbourhood_index  # noqa: E402
+from vitdeploy.models import build_model, get_info  # noqa: E402
+from vitdeploy.onnxrt import session  # noqa: E402
+from vitdeploy.plugins.halo_attention.reference import relative_index  # noqa: E402
+from vitdeploy.plugins.halo_attention.spec import SPEC  # noqa: E402
 
 # id: (HaloAttn kwargs, H, W)
 MODULES = {
@@ -123,24 +128,12 @@ def test_every_variant_is_measured_and_replaced(module_exports, case, mode):
     assert err <= 1e-4, (err, ref)
 
 
-def _intermediate_bytes(m: onnx.ModelProto) -> int:
-    """Bytes of every tensor the graph's nodes write (static shapes), the Conv outputs included."""
-    inferred = onnx.shape_inference.infer_shapes(m)
-    sizes = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.output]:
-        t = vi.type.tensor_type
-        dims = [d.dim_value for d in t.shape.dim]
-        if dims and all(d > 0 for d in dims):
-            sizes[vi.name] = int(np.prod(dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
-    return sum(sizes.get(o, 0) for n in m.graph.node for o in n.output)
-
-
 def test_native_mode_moves_fewer_bytes_than_the_exporter(module_exports):
     """halo 3 on 8x8 blocks: the exporter's pad/unfold/transpose/split chain and the expanded rel logits
     write several copies of the 3x larger neighbourhoods; native writes each neighbourhood once."""
     _, _, src = module_exports["stride2-halo3"]
     out, _, _ = _rewrite(src, "native")
-    before, after = _intermediate_bytes(src), _intermediate_bytes(out)
+    before, after = bytes_written(src), bytes_written(out)
     assert after < 0.6 * before, (before, after)
 
 
