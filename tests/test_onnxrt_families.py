@@ -75,7 +75,7 @@ def test_an_op_registered_after_the_seal_is_refused_not_crashed():
     register_ort_faces()
     assert ort_sealed()
     late = PluginSpec("LateAttention", (TensorSpec("x"),), (TensorSpec("y"),))
-    with pytest.raises(RuntimeError, match="List its face module in vitdeploy.plugins.ORT_FACES"):
+    with pytest.raises(RuntimeError, match="Give its op type a row in vitdeploy/plugins/registry.py"):
         register_ort_op(late, lambda x: x)
 
 

@@ -18,7 +18,7 @@ CACHE_DIR = ".vitdeploy/steps"
 # then reach TensorRT. A step not listed here depends on the whole package.
 STEP_CODE = {
     "export": ("deploy/export.py", "deploy/export_step.py", "deploy/parity.py", "models.py", "weights.py"),
-    "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py"),
+    "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py", "onnxgraph.py"),
     "precision": ("calibration", "plugins"),
     "accuracy": ("calibration", "deploy/detection.py", "onnxrt.py"),
     "engine": ("deploy/engine.py", "deploy/trt_env.py", "plugins"),

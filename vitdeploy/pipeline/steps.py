@@ -12,6 +12,7 @@ from vitdeploy.console import console, stage
 from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_save_onnx, publish, sha256_file
 from vitdeploy.deploy.export import BatchSpec
 from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxgraph import plugin_nodes
 from vitdeploy.pipeline.cache import StepCache, file_entry, tmp_path
 from vitdeploy.pipeline.options import BuildOptions
 
@@ -117,32 +118,6 @@ def _available_passes(names: list[str]) -> tuple[list[str], list[str]]:
         mod = PASSES.get(n, "").split(":")[0]
         (have if mod and importlib.util.find_spec(mod) is not None else missing).append(n)
     return have, missing
-
-
-def plugin_nodes(model) -> list[dict]:
-    """vitdeploy / TensorRT stock plugin nodes in a graph: op, namespace, version, count."""
-    from vitdeploy.plugins import ORT_FACES
-
-    seen: dict[tuple, dict] = {}
-    for node in model.graph.node:
-        if node.domain != "vitdeploy" and node.op_type not in ORT_FACES:
-            continue
-        attrs = {a.name: _onnx_attr(a) for a in node.attribute}
-        key = (node.op_type, node.domain)
-        entry = seen.setdefault(key, {
-            "op": node.op_type, "domain": node.domain or "ai.onnx",
-            "namespace": attrs.get("plugin_namespace", ""), "version": str(attrs.get("plugin_version", "1")),
-            "count": 0, "kind": "vitdeploy AOT" if node.domain == "vitdeploy" else "TensorRT stock",
-        })
-        entry["count"] += 1
-    return list(seen.values())
-
-
-def _onnx_attr(a):
-    import onnx
-
-    v = onnx.helper.get_attribute_value(a)
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, cache: StepCache,

@@ -20,30 +20,22 @@ the seal raises instead of corrupting live sessions. To add a plugin's ORT face:
 
 1. write `vitdeploy/plugins/<name>/ort.py` that calls `register_ort_op(SPEC, compute)` (or one
    call per spec, exposing `SPECS`) at import, and never `onnx_op` directly;
-2. add its op type(s) to `ORT_FACES` below. That is all: `vitdeploy.onnxrt.session` registers it
-   with the others before the first session, whatever order graphs arrive in.
+2. give its op type(s) a row in `vitdeploy/plugins/registry.py` (ORT_FACES below is derived from
+   it). That is all: `vitdeploy.onnxrt.session` registers it with the others before the first
+   session, whatever order graphs arrive in.
 """
 from __future__ import annotations
 
 import importlib
 import threading
 
-# op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS).
-ORT_FACES: dict[str, str] = {
-    "WindowAttention": "vitdeploy.plugins.window_attention.ort",
-    "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.ort",
-    "MultiscaleDeformableAttnPlugin_TRT": "vitdeploy.plugins.msda.ort",
-    "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.ort",
-    "HaloAttention": "vitdeploy.plugins.halo_attention.ort",
-}
+from vitdeploy.plugins.registry import faces
 
-# Modules with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
-TRT_FACES: dict[str, str] = {
-    "WindowAttention": "vitdeploy.plugins.window_attention.trt",
-    "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.trt",
-    "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.trt",
-    "HaloAttention": "vitdeploy.plugins.halo_attention.trt",
-}
+# op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS); from the registry.
+ORT_FACES: dict[str, str] = faces("ort")
+
+# op_type -> module with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
+TRT_FACES: dict[str, str] = faces("trt")
 
 _REGISTER_LOCK = threading.Lock()
 

@@ -88,7 +88,7 @@ def precision_of(manifest: dict) -> str:
 
 def resolve(build_dir: Path, platform: str = "auto", manifest: dict | None = None) -> Served:
     """The artifact to serve from `build_dir`: "auto" (engine if built, else ONNX), "tensorrt" or "onnx"."""
-    from vitdeploy.pipeline.steps import plugin_nodes
+    from vitdeploy.onnxgraph import plugin_nodes
 
     manifest = manifest or load_build(build_dir)
     plan = engine_file(build_dir, manifest)
@@ -161,7 +161,7 @@ def plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
     from vitdeploy.deploy.artifacts import atomic_save_onnx
     from vitdeploy.deploy.export import io_signature
     from vitdeploy.pipeline.cache import StepCache
-    from vitdeploy.pipeline.steps import plugin_nodes
+    from vitdeploy.onnxgraph import plugin_nodes
 
     files = manifest.get("files") or {}
     final = build_dir / files["onnx"]["path"]
@@ -231,7 +231,7 @@ def _make_plugin_free(exported: Path, passes: list[str], precision: str):
     from vitdeploy.deploy.rewrite import load_pass
     from vitdeploy.deploy.rewrite.base import run_passes
     from vitdeploy.deploy.rewrite_flow import check_whole_graph, installed_passes
-    from vitdeploy.pipeline.steps import plugin_nodes
+    from vitdeploy.onnxgraph import plugin_nodes
 
     model = onnx.load(str(exported))
     have = [p for p in passes if p in installed_passes()]
