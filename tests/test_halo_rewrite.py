@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.halo_rewrite import bytes_written  # noqa: E402  (the figure the benchmark records)
 from vitdeploy.deploy.export import BatchSpec, export_onnx  # noqa: E402
-from vitdeploy.deploy.rewrite.base import run_passes  # noqa: E402
+from vitdeploy.deploy.rewrite.driver import run_passes  # noqa: E402
 from vitdeploy.deploy.rewrite.halo import Geometry, neighbourhood_index  # noqa: E402
 from vitdeploy.models import build_model, get_info  # noqa: E402
 from vitdeploy.onnxrt import session  # noqa: E402

@@ -115,7 +115,7 @@ def _tiny_rewritten(tmp: Path, family: str) -> Path:
     import torch
 
     from vitdeploy.deploy.export import export_onnx
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
 
     torch.manual_seed(0)
     if family == "swin":

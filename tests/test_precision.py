@@ -171,7 +171,7 @@ def test_rewritten_swin_fp16_and_int8_run_with_fp16_plugins(tmp_path):
     from vitdeploy.calibration.data import CalibrationData
     from vitdeploy.calibration.quantization import quantize_int8
     from vitdeploy.deploy.rewrite import load_pass
-    from vitdeploy.deploy.rewrite.base import run_pass
+    from vitdeploy.deploy.rewrite.driver import run_pass
 
     torch.manual_seed(0)
     m = SwinTransformer(img_size=16, patch_size=2, window_size=4, num_classes=5, embed_dim=16, depths=(2,),

@@ -1,4 +1,4 @@
-"""Facts about an ONNX graph that every stage asks: which plugin nodes it holds.
+"""Facts about an ONNX graph that every stage asks: which plugin nodes it holds, which value_info is stale.
 
 A base module: it imports nothing from vitdeploy but the plugin registry (pure data), so the
 rewrite, precision, lint, build, bench and serving code all ask it the same question the same way.
@@ -38,3 +38,36 @@ def _attr(a):
 
     v = onnx.helper.get_attribute_value(a)
     return v.decode() if isinstance(v, bytes) else v
+
+
+def _describes_a_computed_tensor(model):
+    """vi -> whether a value_info entry is live: a tensor some node produces, not an initializer or graph input."""
+    g = model.graph
+    declared = {i.name for i in g.initializer} | {i.name for i in g.input}
+    produced = {o for n in g.node for o in n.output}
+    return lambda vi: vi.name not in declared and vi.name in produced
+
+
+def stale_value_info(model) -> list:
+    """value_info entries that describe initializers or graph inputs (whose type the graph already states)
+    or tensors nothing produces."""
+    live = _describes_a_computed_tensor(model)
+    return [vi for vi in model.graph.value_info if not live(vi)]
+
+
+def strip_stale_value_info(model) -> int:
+    """Drop the stale entries in place; returns how many.
+
+    A rewrite leaves entries for tensors it removed; the exporter's entries for initializers make
+    the FP16 converter type an FP32 initializer FP16 (and `onnx.checker` full_check fail).
+    """
+    import onnx
+
+    g = model.graph
+    live = _describes_a_computed_tensor(model)
+    kept = [onnx.ValueInfoProto.FromString(vi.SerializeToString()) for vi in g.value_info if live(vi)]
+    dropped = len(g.value_info) - len(kept)
+    if dropped:
+        del g.value_info[:]
+        g.value_info.extend(kept)
+    return dropped

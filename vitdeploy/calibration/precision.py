@@ -118,7 +118,7 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
 
     if any(vi.type.tensor_type.elem_type == TensorProto.FLOAT16 for vi in model.graph.input):
         raise VitdeployError("the model already has FP16 inputs", "convert the FP32 model instead")
-    from vitdeploy.deploy.lint.checker import strip_stale_value_info
+    from vitdeploy.onnxgraph import strip_stale_value_info
 
     blocked = set(fp32_ops) - PLUGIN_OPS
     m = onnx.ModelProto.FromString(model.SerializeToString())

@@ -28,7 +28,7 @@ def compare_graphs(a: str, b: str, *, atol: float, rtol: float, min_cosine: floa
                    batch: int = 2, seed: int = 0) -> dict:
     """Both graphs on the same inputs through `vitdeploy.onnxrt.session`; per-output parity."""
     from vitdeploy.deploy.parity import Tolerance, compare
-    from vitdeploy.deploy.rewrite.base import static_feeds
+    from vitdeploy.deploy.rewrite.probe import static_feeds
     from vitdeploy.deploy.rewrite_flow import load_model
     from vitdeploy.errors import VitdeployError
     from vitdeploy.onnxrt import session

@@ -64,7 +64,7 @@ def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None,
                 options: dict | None = None, as_json: bool = False) -> dict:
     """Rewrite IN into OUT; returns the report (the same dict `--json` prints)."""
     from vitdeploy.console import console, stage
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
 
     src, dst = Path(in_path), Path(out_path)
     if dst.resolve() == src.resolve():

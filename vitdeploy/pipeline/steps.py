@@ -125,7 +125,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
     """`inherited`: the rewrite record of the manifest that came with a given ONNX (--onnx)."""
     import onnx
 
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
     from vitdeploy.deploy.rewrite_flow import check_whole_graph
 
     have, missing = _available_passes(passes)

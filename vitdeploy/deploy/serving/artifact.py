@@ -229,7 +229,7 @@ def _make_plugin_free(exported: Path, passes: list[str], precision: str):
     import onnx
 
     from vitdeploy.deploy.rewrite import load_pass
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
     from vitdeploy.deploy.rewrite_flow import check_whole_graph, installed_passes
     from vitdeploy.onnxgraph import plugin_nodes
 
