@@ -21,7 +21,7 @@ STEP_CODE = {
     "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py", "onnxgraph.py"),
     "precision": ("calibration", "plugins"),
     "accuracy": ("calibration", "deploy/detection.py", "onnxrt.py"),
-    "engine": ("deploy/engine.py", "deploy/trt_env.py", "plugins"),
+    "engine": ("deploy/engine.py", "deploy/trt_env.py", "tensorrt_session.py", "plugins"),
 }
 
 

@@ -59,6 +59,35 @@ def load_ort_face(op_type: str):
     return None if mod is None else _import_face(mod)
 
 
+def register_trt_faces(ops=None, *, strict: bool = True) -> dict[str, str]:
+    """Register vitdeploy's TensorRT faces (every one, or those of `ops`) with `tensorrt.plugin`; op -> "ok" or why not.
+
+    `strict` (an engine build: the graph needs every plugin it holds) raises at the first failure;
+    otherwise (bench loading a plan, which may use none of them) the status says why each one failed,
+    e.g. a TensorRT before 10.9 has no `tensorrt.plugin`.
+    """
+    from vitdeploy.errors import VitdeployError
+
+    status: dict[str, str] = {}
+    for op in (TRT_FACES if ops is None else ops):
+        if op not in TRT_FACES:
+            if strict:
+                raise VitdeployError(f"no TensorRT implementation registered for plugin {op}",
+                                     "rebuild the ONNX with --plugins off")
+            status[op] = "no TensorRT face"
+            continue
+        try:
+            importlib.import_module(TRT_FACES[op]).register()
+        except Exception as e:
+            if strict:
+                raise
+            status[op] = (f"not available ({e.name})" if isinstance(e, ModuleNotFoundError) else
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+            continue
+        status[op] = "ok"
+    return status
+
+
 def register_ort_faces() -> None:
     """Register every installed ORT face's ops with onnxruntime-extensions, then seal the registry.
 

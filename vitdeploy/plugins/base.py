@@ -337,7 +337,9 @@ def run_plugin_network(feeds: dict, add_layer, out_shape, what: str):
     import tensorrt as trt
     import torch
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    from vitdeploy.tensorrt_session import logger as process_logger
+
+    logger = process_logger()
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     itensors = [network.add_input(n, trt.int32 if t.dtype == torch.int32 else trt.float32, tuple(t.shape))

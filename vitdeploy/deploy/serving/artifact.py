@@ -130,10 +130,10 @@ def plan_io(plan: Path) -> tuple[dict | None, str]:
         import tensorrt as trt
     except Exception as e:  # absent, or a registry stub that raises at import
         return None, f"TensorRT is not importable here: {type(e).__name__}"
-    logger = trt.Logger(trt.Logger.WARNING)
-    trt.init_libnvinfer_plugins(logger, "")  # stock plugins (MultiscaleDeformableAttnPlugin_TRT)
+    from vitdeploy.tensorrt_session import load_plan
+
     try:
-        engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
+        _runtime, engine = load_plan(trt, plan)  # the process's one logger (a temporary one would dangle)
     except Exception as e:
         return None, f"TensorRT could not deserialize the plan here: {str(e).splitlines()[0][:120]}"
     if engine is None:
