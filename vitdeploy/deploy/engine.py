@@ -228,6 +228,19 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
     }
 
 
+def trtexec_shapes(manifest: dict) -> str:
+    """` --minShapes=... --optShapes=... --maxShapes=...` for a dynamic-batch export ("" for a static one).
+
+    Without them trtexec builds a batch-1-only engine from a dynamic-batch graph.
+    """
+    batch = manifest.get("batch") or {}
+    inputs = (manifest.get("export") or {}).get("inputs") or []
+    if not batch.get("dynamic") or not inputs:
+        return ""
+    return "".join(f" {flag}=" + ",".join(f"{i['name']}:" + "x".join(map(str, [batch[key], *i["shape"][1:]])) for i in inputs)
+                   for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")))
+
+
 def trtexec_command(onnx_path: Path, plan_path: Path, settings: EngineSettings) -> str:
     """The trtexec line that builds the same engine (for graphs without Python plugins).
 
