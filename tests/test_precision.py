@@ -7,8 +7,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from vitdeploy.calibration.precision import convert_fp16, node_precision, tensor_types
+from vitdeploy.calibration.precision import convert_fp16, node_precision
+
 from vitdeploy.deploy.export import BatchSpec, export_onnx
+from vitdeploy.onnxgraph import tensor_types
 from vitdeploy.onnxrt import session
 
 

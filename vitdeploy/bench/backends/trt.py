@@ -86,9 +86,9 @@ class TrtBackend(Backend):
         return self._identity
 
     def _make_identity(self) -> dict:
+        from vitdeploy.artifact import sha256_file
         from vitdeploy.bench.artifact import manifest_model
         from vitdeploy.bench.schema import make_identity
-        from vitdeploy.deploy.artifacts import sha256_file
         from vitdeploy.weights import from_manifest
 
         if self.input_shape[0] != -1:
