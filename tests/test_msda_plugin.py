@@ -225,7 +225,7 @@ def ptx_sm90_fp16():
 
 @pytest.mark.parametrize("arch,dtype", [(87, "fp32"), (90, "fp16")])
 def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
-    from vitdeploy.plugins.base import entry_params
+    from vitdeploy.plugins.ptx import entry_params
     from vitdeploy.plugins.msda import kernel
 
     if (arch, dtype) == (90, "fp16"):
@@ -241,7 +241,7 @@ def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
 
 
 def test_stripped_ptx_assembles_with_ptxas(ptx_sm90_fp16):
-    from vitdeploy.plugins.base import ptxas_path
+    from vitdeploy.plugins.ptx import ptxas_path
 
     ptxas = ptxas_path()
     if ptxas is None:

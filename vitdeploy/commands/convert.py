@@ -29,7 +29,7 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
     from vitdeploy.calibration.precision import DEFAULT_FP32_OPS, convert_fp16
     from vitdeploy.console import console, next_steps, stage
     from vitdeploy.errors import VitdeployError
-    from vitdeploy.plugins.base import NAMESPACE
+    from vitdeploy.plugins.spec import NAMESPACE
 
     if not fp16:
         raise VitdeployError("nothing to convert", "pass --fp16")

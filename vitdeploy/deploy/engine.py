@@ -93,7 +93,7 @@ def default_timing_cache(trt_version: str, compute_capability: str | None) -> Pa
 
 def register_plugins(plugins: list[dict]) -> list[str]:
     """Register the vitdeploy plugins a graph uses with tensorrt.plugin; returns their op names."""
-    from vitdeploy.plugins import register_trt_faces
+    from vitdeploy.plugins.trt import register_trt_faces
 
     ops = [p["op"] for p in plugins if p["kind"] == "vitdeploy AOT"]  # stock plugins come with libnvinfer_plugin
     register_trt_faces(ops, strict=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from vitdeploy.bench.backends.base import Backend, Prepared, Sample
 from vitdeploy.errors import VitdeployError
-from vitdeploy.plugins import register_trt_faces
+from vitdeploy.plugins.trt import register_trt_faces
 from vitdeploy.tensorrt_session import import_tensorrt, init_stock_plugins, load_plan
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitdeploy.plugins.base import PluginSpec, TensorSpec
+from vitdeploy.plugins.spec import PluginSpec, TensorSpec
 
 STOCK_NAME = "MultiscaleDeformableAttnPlugin_TRT"
 STOCK_VERSION = "2"
