@@ -103,9 +103,9 @@ def run(alias: str, dynamic: bool, workdir: Path) -> dict:
 def main(argv=None) -> int:
     import tempfile
 
-    from benchmarks.kernels.common import environment
+    from benchmarks.kernels.timing import environment
     from vitdeploy.artifact import atomic_write_json
-    from vitdeploy.deploy.export_step import versions
+    from vitdeploy.deploy.export import versions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/halo_rewrite.json")

@@ -127,7 +127,7 @@ def test_cli_refuses_before_running(cli_run, tmp_path, monkeypatch):
     r = cli_run("matrix", str(SHIPPED), "--suite", "trtt", "-o", str(tmp_path / "o"))
     assert r.exit_code == 2 and "did you mean 'trt'?" in r.output and not (tmp_path / "o").exists()
     pytest.importorskip("ray")
-    from vitdeploy.matrix.local_cluster import free_ports
+    from vitdeploy.matrix.ray_test_cluster import free_ports
 
     port = free_ports(1)[0]  # nothing listens there: one line at once, not minutes of ray.init retries
     r = cli_run("matrix", str(SHIPPED), "--suite", "ort-cpu", "--ray", f"127.0.0.1:{port}", "-o", str(tmp_path / "o"))

@@ -303,7 +303,7 @@ def test_engine_configs_for_the_tensorrt_backend(served):
     """The tensorrt_plan config for an engine's I/O (here the final graph's: no engine can be built on this
     machine). A config-writer test, not an engine test: the plan's own I/O is read with TensorRT where it exists."""
     from vitdeploy.deploy.serving import triton
-    from vitdeploy.deploy.serving.artifact import Served, batch_of
+    from vitdeploy.deploy.serving.served import Served, batch_of
     from vitdeploy.onnxgraph import io_signature
 
     for name, op in (("swin_t", "vitdeploy AOT"), ("detr", "TensorRT stock")):

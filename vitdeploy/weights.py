@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RANDOM_SEED = 0  # export_step seeds torch with it before building a random-weight model
+RANDOM_SEED = 0  # deploy.export.export_verified seeds torch with it before building a random-weight model
 KINDS = ("random", "checkpoint", "pretrained", "unknown")
 
 

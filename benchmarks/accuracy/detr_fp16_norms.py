@@ -40,7 +40,7 @@ def main() -> None:
     from vitdeploy.artifact import atomic_write_json
     from vitdeploy.calibration.data import load_data
     from vitdeploy.calibration.precision import DEFAULT_FP32_OPS, convert_fp16
-    from vitdeploy.deploy.export_step import ExportOptions, export_verified, versions
+    from vitdeploy.deploy.export import ExportOptions, export_verified, versions
     from vitdeploy.models import get_info
     from vitdeploy.onnxrt import session
 

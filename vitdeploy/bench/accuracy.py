@@ -166,7 +166,7 @@ def data_role(data_path: str, manifest: dict, base: Path | None, precision: str 
 
 
 def measure(artifact, data_path: str) -> dict:
-    """Accuracy record for a resolved artifact (`vitdeploy.bench.artifact.Artifact`)."""
+    """Accuracy record for a resolved artifact (`vitdeploy.bench.identity.Artifact`)."""
     check_possible(artifact, data_path)
     compare_models = load_compare_models()
     from vitdeploy.calibration.accuracy import input_shape

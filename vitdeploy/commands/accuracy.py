@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+from vitdeploy.commands.options import emit_json, json_option, json_to_stdout, renamed
 
 
 def _same_file(a, b) -> bool:

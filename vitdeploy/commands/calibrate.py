@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import renamed
+from vitdeploy.commands.options import renamed
 
 METHODS = ["entropy", "percentile", "minmax"]
 

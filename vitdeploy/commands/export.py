@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import check_weights_flags, model_source_options, parse_batch, parse_img_size
+from vitdeploy.commands.options import check_weights_flags, model_source_options, parse_batch, parse_img_size
 
 
 @click.command("export")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.commands.common import emit_json, json_option, json_to_stdout
+from vitdeploy.commands.options import emit_json, json_option, json_to_stdout
 
 
 def resolve_artifact(path: Path) -> tuple[str, Path, dict | None, str | None]:
@@ -176,11 +176,8 @@ def command(artifact, image, k, threshold, json_out):
     result: dict = {"artifact": str(file), "runtime": "TensorRT" if kind == "engine" else "ONNX Runtime", "image": str(image),
                     "weights": weights}
     if "pred_boxes" in outputs:
-        try:
-            from vitdeploy.calibration.detection import postprocess_detr
-        except ImportError:
-            raise VitdeployError("detection post-processing is not part of this install",
-                                 "vitdeploy.calibration.detection comes with the Deformable DETR support") from None
+        from vitdeploy.calibration.detection import postprocess_detr
+
         dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k)[0]
         names = detection_labels(manifest)
         result["box_format"] = BOX_FORMAT

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+from vitdeploy.commands.options import emit_json, json_option, json_to_stdout, renamed
 
 
 def load_inputs(path: str, names: list[str]) -> dict:

@@ -1,7 +1,7 @@
 """The one place stages are orchestrated: `vitdeploy build` (export -> rewrite -> precision -> accuracy
 -> lint -> engine, each step cached), the single-stage commands (`export.py`, `rewrite.py`,
 `calibrate.py`), the plugin-free graph `package` serves (`plugin_free.py`) and the builds `bench`
-makes on the fly (`on_the_fly.py`).
+makes on the fly (`for_backend.py`).
 
 It sits above `deploy/` (export, rewrite, engine) and `calibration/` (precision, INT8), because it
 drives both; neither of them imports it. A stage's work is one function in those packages, called

@@ -22,7 +22,7 @@ CACHE_DIR = ".vitdeploy/steps"
 # plugin attributes, the INT8 recipe -- without changing the version, and a stale cached graph would
 # then reach TensorRT. A step not listed here depends on the whole package.
 STEP_CODE = {
-    "export": ("deploy/export.py", "deploy/export_step.py", "parity.py", "models.py", "weights.py"),
+    "export": ("deploy/export.py", "parity.py", "models.py", "weights.py"),
     "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py", "onnxgraph.py"),
     "precision": ("calibration", "plugins"),
     "accuracy": ("calibration", "onnxrt.py"),

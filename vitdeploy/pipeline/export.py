@@ -1,6 +1,6 @@
 """`vitdeploy export`: the export stage on its own: stage it, verify it, publish model.onnx + manifest.json.
 
-The export and its parity are `deploy.export_step.export_verified`, as in the build's export step;
+The export and its parity are `deploy.export.export_verified`, as in the build's export step;
 this adds the staging directory, the stage line and the Next block.
 """
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 from vitdeploy.artifact import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
 from vitdeploy.console import console, next_steps, stage
 from vitdeploy.deploy.engine import trtexec_shapes
-from vitdeploy.deploy.export import BatchSpec, check_opset
-from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
+from vitdeploy.deploy.export import BatchSpec, ExportOptions, check_opset, export_verified, summarize_parity
 from vitdeploy.models import check_exporter, check_input_size, get_info
 
 

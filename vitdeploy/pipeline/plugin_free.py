@@ -4,7 +4,7 @@ ONNX Runtime servers cannot run vitdeploy's plugin nodes, so the plain export is
 the plugin-free (`native`) mode at the build's precision; a pass whose native form still needs
 a TensorRT plugin (Deformable DETR's stock deformable-attention plugin) leaves its subgraphs as
 exported. The graph is verified against the FP32 export and cached in the build directory like
-every build step (`StepCache.run`). Which file is served is `deploy.serving.artifact.resolve`'s
+every build step (`StepCache.run`). Which file is served is `deploy.serving.served.resolve`'s
 choice; `served_artifact` runs this step when that choice needs it.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitdeploy.artifact import atomic_save_onnx, load_onnx, sha256_file
-from vitdeploy.deploy.serving.artifact import PluginFreeNeeded, Served, batch_of, precision_of, resolve
+from vitdeploy.deploy.serving.served import PluginFreeNeeded, Served, batch_of, precision_of, resolve
 from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.onnxgraph import plugin_nodes
 from vitdeploy.pipeline.cache import StepCache
@@ -23,7 +23,7 @@ MIN_COSINE = 0.99  # FP16 of a verified rewrite stays far above this; a broken g
 
 
 def served_artifact(build_dir: Path, platform: str = "auto", manifest: dict | None = None) -> Served:
-    """What to serve from `build_dir` (see `deploy.serving.artifact.resolve`), making the plugin-free graph if needed."""
+    """What to serve from `build_dir` (see `deploy.serving.served.resolve`), making the plugin-free graph if needed."""
     served = resolve(build_dir, platform, manifest)
     if isinstance(served, PluginFreeNeeded):
         served = step_plugin_free(served.build_dir, served.manifest, served.reason)

@@ -30,8 +30,8 @@ def tool_versions() -> dict:
 
 
 def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
-    """Model mode: export + parity (vitdeploy.deploy.export_step). --onnx mode: take the file as given."""
-    from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
+    """Model mode: export + parity (vitdeploy.deploy.export). --onnx mode: take the file as given."""
+    from vitdeploy.deploy.export import ExportOptions, export_verified, summarize_parity
     from vitdeploy.models import check_input_size, get_info
 
     out = opts.out_dir

@@ -91,15 +91,6 @@ def ort_registered() -> dict[str, PluginSpec]:
 _REGISTER_LOCK = threading.Lock()
 
 
-def _import_face(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("vitdeploy.plugins"):
-            return None  # a plugin that is not part of this install
-        raise
-
-
 def load_ort_face(op_type: str):
     """The ORT face module for `op_type` (SPEC/SPECS, compute), or None if no plugin serves it.
 
@@ -107,7 +98,7 @@ def load_ort_face(op_type: str):
     after the seal every face is already imported, so this never registers anything late.
     """
     mod = ORT_FACES.get(op_type)
-    return None if mod is None else _import_face(mod)
+    return None if mod is None else importlib.import_module(mod)
 
 
 def register_ort_faces() -> None:
@@ -122,5 +113,5 @@ def register_ort_faces() -> None:
         if ort_sealed():
             return
         for module in dict.fromkeys(ORT_FACES.values()):
-            _import_face(module)
+            importlib.import_module(module)
         seal_ort_ops()

@@ -57,7 +57,7 @@ class OrtBackend(Backend):
     def identity(self) -> dict:
         if self._identity is None:
             from vitdeploy.artifact import sha256_file
-            from vitdeploy.bench.artifact import manifest_model, plugin_node_counts
+            from vitdeploy.bench.identity import manifest_model, plugin_node_counts
             from vitdeploy.bench.backends.base import usable_cores
             from vitdeploy.bench.schema import make_identity
             from vitdeploy.weights import from_manifest

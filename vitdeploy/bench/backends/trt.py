@@ -87,7 +87,7 @@ class TrtBackend(Backend):
 
     def _make_identity(self) -> dict:
         from vitdeploy.artifact import sha256_file
-        from vitdeploy.bench.artifact import manifest_model
+        from vitdeploy.bench.identity import manifest_model
         from vitdeploy.bench.schema import make_identity
         from vitdeploy.weights import from_manifest
 

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitdeploy.deploy.serving.artifact import Served
+from vitdeploy.deploy.serving.served import Served
 from vitdeploy.errors import VitdeployError
 
 CONFIG_NAME = "config_infer_primary.txt"

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vitdeploy.deploy.serving.artifact import Served
+from vitdeploy.deploy.serving.served import Served
 from vitdeploy.errors import VitdeployError
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
