@@ -55,9 +55,11 @@ def lint_versions(mode: str) -> tuple[str, ...]:
     return ("10.3", "10.9", "11.4") if mode == "native" else ("10.9", "11.4")
 
 
-def build_cells(alias: str, batch: str, cells, workdir: Path, calib: Path | None, calib_images: int | None = None) -> dict:
+def build_cells(alias: str, batch: str, cells, workdir: Path, calib: Path | None, calib_images: int | None = None,
+                reduced: bool | None = None) -> dict:
     """(mode, precision) -> path of the final graph, for one export of `alias` at `batch`; through the
-    build's own steps and step cache (so an export is shared by every cell)."""
+    build's own steps and step cache (so an export is shared by every cell). `reduced`: the family's
+    test-sized variant (`--reduced`; default: Deformable DETR only, at 64x64)."""
     from vitdeploy.console import console
     from vitdeploy.deploy.export import BatchSpec
     from vitdeploy.models import get_info
@@ -69,7 +71,7 @@ def build_cells(alias: str, batch: str, cells, workdir: Path, calib: Path | None
     out.mkdir(parents=True, exist_ok=True)
     detr = alias == "deformable_detr"
     opts = BuildOptions(out_dir=out, alias=alias, batch=BatchSpec.parse(DYNAMIC) if batch == "dynamic" else None,
-                        small=detr, img_size=(64, 64) if detr else None, calib_method="minmax",
+                        small=detr if reduced is None else reduced, img_size=(64, 64) if detr else None, calib_method="minmax",
                         calib_images=calib_images)
     cache = StepCache(out)
     with console.capture():  # the steps print a line each; a sweep wants its own summary

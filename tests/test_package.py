@@ -1,11 +1,13 @@
 """Issue 18: `vitdeploy package` hands build directories to Triton and DeepStream.
 
 Three real build directories (no TensorRT here, so no engine): swin_t FP16 with a dynamic
-batch 1:8:32, convit_t FP32 through `build --triton-repo`, and the reduced Deformable DETR
-FP16. Every config.pbtxt is parsed with Triton's own ModelConfig protobuf here, in the test,
-and compared with the ONNX file it serves; that file runs through vitdeploy.onnxrt.session
-with the config's shapes; client.py is driven against a minimal KServe-v2 HTTP stand-in
-(this is not Triton: it checks the request against config.pbtxt and runs the served ONNX).
+batch 1:8:32 (`--reduced`: Swin's windows, shifts, patch merging and 224x224 input at depths
+1-1-2-1 and 32 channels; nothing here depends on width or depth), convit_t FP32 through
+`build --triton-repo`, and the reduced Deformable DETR FP16. Every config.pbtxt is parsed with
+Triton's own ModelConfig protobuf here, in the test, and compared with the ONNX file it serves;
+that file runs through vitdeploy.onnxrt.session with the config's shapes; client.py is driven
+against a minimal KServe-v2 HTTP stand-in (this is not Triton: it checks the request against
+config.pbtxt and runs the served ONNX).
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ def served(tmp_path_factory):
     repo = root / "models"
     out = {}
     swin = root / "swin_t"
-    r = _invoke(["build", "--model", "swin_t", "--fp16", "--dynamic-batch", "1:8:32", "--no-engine", "-o", str(swin)])
+    r = _invoke(["build", "--model", "swin_t", "--reduced", "--fp16", "--dynamic-batch", "1:8:32", "--no-engine",
+                 "-o", str(swin)])
     assert r.exit_code == 0, r.output
     r = _invoke(["package", str(swin), "--triton-repo", str(repo), "--instances", "2", "--max-queue-delay-us", "500"])
     assert r.exit_code == 0, r.output
@@ -108,7 +111,7 @@ def test_config_parses_with_tritons_protobuf_and_declares_the_served_graphs_io(s
 
 
 @pytest.mark.parametrize("name,form", [
-    ("swin_t", "swin rewritten in native mode, 12 subgraphs"),
+    ("swin_t", "swin rewritten in native mode, 5 subgraphs"),  # reduced swin_t: 1+1+2+1 blocks
     ("convit_t", "gpsa+attention_scale rewritten in native mode, 12 subgraphs"),
     ("detr", "the un-rewritten export; msda left as exported"),
 ])

@@ -112,10 +112,15 @@ def adapt_for_ort(model):
     return model, True
 
 
-def session(path_or_model, *, providers: list[str] | None = None, threads: int | None = None):
+def session(path_or_model, *, providers: list[str] | None = None, threads: int | None = None, spin: bool = False):
     """An `onnxruntime.InferenceSession` that can run every graph vitdeploy writes.
 
     `path_or_model` is a path or an `onnx.ModelProto`. Plugin nodes run on the CPU reference.
+    Intra-op threads wait without spinning unless `spin`: vitdeploy's own runs verify, they are not
+    timed, and ONNX Runtime's default busy-wait burns a core per idle thread (on a shared or
+    2-core machine, the cores other work needs). The `ort` bench backend, which times runs, asks
+    for ONNX Runtime's default (spinning). Spinning changes when a thread picks up work, never what
+    it computes.
     """
     import onnxruntime as ort
 
@@ -128,6 +133,8 @@ def session(path_or_model, *, providers: list[str] | None = None, threads: int |
     model, has_plugins = adapt_for_ort(model)
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
     if has_plugins:

@@ -35,7 +35,7 @@ class OrtBackend(Backend):
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if threads is not None and threads < 1:
             raise VitdeployError(f"--threads must be at least 1, got {threads}", "e.g. --threads 4")
-        self.sess = session(onnx_path, providers=providers, threads=threads)
+        self.sess = session(onnx_path, providers=providers, threads=threads, spin=True)  # timed: ORT's default waits
         self.model, self.precision, self.device = model, precision, device
         self.artifact = str(onnx_path)
         self.manifest = manifest or {}
