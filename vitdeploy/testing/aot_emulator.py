@@ -311,11 +311,21 @@ class Job:
     first_result: dict = field(default_factory=dict)  # with diag_from: what the launch itself gave
     run: bool = True  # False: its static problems are the finding (a mutant that needs no launch)
 
+    def input_names(self) -> list[str]:
+        """The spec's names of the node's inputs (qk, v, ...), not the graph's tensor names."""
+        import importlib as _il
+
+        from vitdeploy.plugins import TRT_FACES
+
+        spec = _il.import_module(TRT_FACES[self.node.op]).SPEC
+        names = [t.name for t in spec.inputs]
+        return names if len(names) == len(self.node.inputs) else [t.name for t in self.node.inputs]
+
     def shapes(self) -> str:
         dims = []
-        for t, ty in zip(self.node.inputs, self.in_types):
+        for name, t, ty in zip(self.input_names(), self.node.inputs, self.in_types):
             shape = [self.batch if isinstance(d, str) else d for d in t.dims]
-            dims.append(f"{t.name} {ty}{list(shape)}")
+            dims.append(f"{name} {ty}{list(shape)}")
         return ", ".join(dims) + " -> " + ", ".join(f"{ty}{list(s)}" for ty, s in zip(self.out_types, self.out_shapes))
 
     def where(self) -> str:
@@ -490,9 +500,9 @@ def describe(job: Job, res: dict) -> list[str]:
         out.append(f"extra scalars: aot_impl returns {job.extras} (in this order), but the kernel computes the reference "
                    f"only when given {got}")
     elif diag and diag.get("inputs") is not None:
-        names = [job.node.inputs[k].name for k in diag["inputs"]]
-        out.append(f"input pointers: TensorRT passes {[t.name for t in job.node.inputs]} in input order, but the kernel "
-                   f"computes the reference only when given {names}")
+        names = job.input_names()
+        out.append(f"input pointers: TensorRT passes ({', '.join(names)}) in input order, but the kernel computes the "
+                   f"reference only when given ({', '.join(names[k] for k in diag['inputs'])})")
     if res.get("error"):
         out.append(res["error"])
     if res.get("shape_mismatch"):
@@ -506,8 +516,9 @@ def describe(job: Job, res: dict) -> list[str]:
     if res.get("inputs_written"):
         out.append(f"arguments: the kernel wrote into input buffers {res['inputs_written']}")
     if res.get("wrong_written"):
-        where = "written elements" if res.get("unwritten") else "output"
-        out.append(f"{where} differ from the reference: max error {res['err_written']:.3g} > {plugin_io.TOL[job.precision]:g}"
+        where = "the elements written" if res.get("unwritten") else "the output"
+        out.append(f"values: {where} differ from the reference, max error {res['err_written']:.3g} > "
+                   f"{plugin_io.TOL[job.precision]:g}"
                    + ("" if diag else " (no permutation of the extra scalars or same-typed input pointers explains it)"))
     if res.get("diagnosis_crashes"):
         out.append(f"({res['diagnosis_crashes']} other argument orders crashed the interpreter while diagnosing)")
@@ -733,7 +744,7 @@ def _execute(job: Job, extras_order=None, input_order=None) -> dict:
     outside = int((arena[~inside] != 0xFF).sum())
     if outside:
         res["outside"] = outside
-    written = [job.node.inputs[k].name for k, (v, t) in enumerate(zip(views[:n_in], inputs))
+    written = [job.input_names()[k] for k, (v, t) in enumerate(zip(views[:n_in], inputs))
                if not torch.equal(v.view(torch.uint8), t.contiguous().view(torch.uint8))]
     if written:
         res["inputs_written"] = written
