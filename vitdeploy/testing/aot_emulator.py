@@ -323,14 +323,17 @@ class Job:
 
     def shapes(self) -> str:
         dims = []
-        for name, t, ty in zip(self.input_names(), self.node.inputs, self.in_types):
+        types = self.in_types or [""] * len(self.node.inputs)  # empty when the plugin layer failed
+        for name, t, ty in zip(self.input_names(), self.node.inputs, types):
             shape = [self.batch if isinstance(d, str) else d for d in t.dims]
             dims.append(f"{name} {ty}{list(shape)}")
-        return ", ".join(dims) + " -> " + ", ".join(f"{ty}{list(s)}" for ty, s in zip(self.out_types, self.out_shapes))
+        outs = ", ".join(f"{ty}{list(s)}" for ty, s in zip(self.out_types, self.out_shapes))
+        return ", ".join(dims) + (f" -> {outs}" if outs else "")
 
     def where(self) -> str:
         first = self.graphs[0].split(":")[0]
-        return (f"{self.plugin} {first} {self.precision} tactic {self.tactic} batch {self.batch}, "
+        tactic = f"tactic {self.tactic}" if self.tactic else "every tactic"
+        return (f"{self.plugin} {first} {self.precision} {tactic} batch {self.batch}, "
                 f"{self.node.op}({self.shapes()})")
 
 
@@ -377,8 +380,15 @@ def prepare(layer, node, precision: str, *, target, batches=BATCHES, first_id: i
     from vitdeploy.plugins import ptx_target
 
     small, note = reduce(node)
-    with record_compiles() as records, ptx_target.compile_for(target):
-        r = contract.drive(layer, small, precision)
+    try:
+        with record_compiles() as records, ptx_target.compile_for(target):
+            r = contract.drive(layer, small, precision)
+    except Exception as e:  # the build would fail here: one finding for the node, the other nodes still run
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        return [Job(first_id, plugin_folder(node.op), list(covers or [f"{node.graph}: {node.key}"]), note, small, precision,
+                    0, batches[0], None, (), (), 0, [], [], [], [],
+                    [f"plugin layer: TensorRT's build calls fail for this node ({type(e).__name__}: {first})"],
+                    run=False)]
     n_in = len(small.inputs)
     in_types = [t.name for t in r.chosen[0][:n_in]]
     out_types = [t.name for t in r.chosen[0][n_in:]]
