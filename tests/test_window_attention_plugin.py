@@ -179,7 +179,7 @@ def test_list_attributes_round_trip_through_onnx_and_the_ort_encoding():
     types = {a.name: a.type for a in node.attribute}
     assert types["window_size"] == onnx.AttributeProto.INTS and types["scale"] == onnx.AttributeProto.FLOATS
     raw = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    assert SPEC.read_attrs(raw) == dict(attrs, scale=(2.5, 10.0, 100.0))
+    assert SPEC.read_attrs(raw) == dict(attrs, scale=(2.5, 10.0, 100.0), partition=0, q_stride=1)
     ort_side = {a.name: helper.get_attribute_value(SPEC.ort_attribute(a)) for a in node.attribute}
     assert ort_side["window_size"] == b"4,6" and SPEC.read_attrs(ort_side) == SPEC.read_attrs(raw)
     legacy = dict(window_size=7, shift_size=3, num_heads=2, height=14, width=14, scale=0.25)  # before pairs

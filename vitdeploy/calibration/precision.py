@@ -26,7 +26,7 @@ DEFAULT_FP32_OPS: tuple[str, ...] = ("LayerNormalization", "GroupNormalization",
                                      "ReduceMean", "Pow")
 # Plugin nodes vitdeploy writes; they run in FP16 (their kernels and TensorRT plugins support it).
 PLUGIN_OPS: frozenset[str] = frozenset(
-    {"WindowAttention", "GatedPositionalAttention", "MultiscaleDeformableAttnPlugin_TRT", "MultiscaleDeformableAttention"}
+    {"WindowAttention", "WindowAttentionRelPos", "GatedPositionalAttention", "MultiscaleDeformableAttnPlugin_TRT", "MultiscaleDeformableAttention"}
 )
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
 

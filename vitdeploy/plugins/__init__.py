@@ -31,6 +31,7 @@ import threading
 # op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS).
 ORT_FACES: dict[str, str] = {
     "WindowAttention": "vitdeploy.plugins.window_attention.ort",
+    "WindowAttentionRelPos": "vitdeploy.plugins.window_attention_relpos.ort",
     "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.ort",
     "MultiscaleDeformableAttnPlugin_TRT": "vitdeploy.plugins.msda.ort",
     "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.ort",
@@ -40,6 +41,7 @@ ORT_FACES: dict[str, str] = {
 # Modules with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
 TRT_FACES: dict[str, str] = {
     "WindowAttention": "vitdeploy.plugins.window_attention.trt",
+    "WindowAttentionRelPos": "vitdeploy.plugins.window_attention_relpos.trt",
     "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.trt",
     "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.trt",
     "HaloAttention": "vitdeploy.plugins.halo_attention.trt",
