@@ -120,7 +120,7 @@ def session(path_or_model, *, providers: list[str] | None = None, threads: int |
     import onnxruntime as ort
 
     if isinstance(path_or_model, (str, os.PathLike)):
-        from vitdeploy.deploy.artifacts import load_onnx
+        from vitdeploy.artifact import load_onnx
 
         model = load_onnx(path_or_model)
     else:
