@@ -322,8 +322,8 @@ def _record(args, env, records, started) -> dict:
 
 
 def _reason(text: str) -> str:
-    """A decline without the block's name: 'stage 2 block 1: x' / "window attention at 'n' not rewritten: x" -> x."""
-    text = re.sub(r"^(window attention at '[^']*' not rewritten|[^:]*(block|layer|core|blend)[^:]*): ", "", text)
+    """A decline without the block's name: 'stage 2 block 1: x' / "attention at 'n' not rewritten: x" -> x."""
+    text = re.sub(r"^((window )?attention at '[^']*' not rewritten|[^:]*(block|layer|core|blend)[^:]*): ", "", text)
     return re.sub(r"\d+", "N", text)  # '12 tokens per window ...' and '6 tokens ...' are one reason
 
 

@@ -6,8 +6,10 @@ lists its attention blocks with a *kind*. Kinds are read from the built modules 
 really sees (a forward hook on one example), not re-derived from the constructor's arithmetic.
 
 A block whose single window covers its whole map in the original token order (a SAM block whose window
-equals the map, TinyViT's and MaxViT's last stage, Hiera with one mask unit) is global attention, whatever
-the module calls it: nothing moves, so there is nothing for the window plugin to gain, and the pass names it.
+equals the map, Twins' LSA on a map no larger than its window, Hiera with one mask unit) is global attention,
+whatever the module calls it: nothing moves, and the pass names it and leaves it to TensorRT -- unless it adds
+a constant relative-position bias (TinyViT's and MaxViT's stage whose map equals the window), which the
+window plugin carries like its windowed neighbours (as the Swin pass always did for Swin's last stage).
 """
 from __future__ import annotations
 
@@ -203,8 +205,8 @@ def build_tinyvit(cfg, gen):
     blocks = []
     for i, (blk, shape) in enumerate(_shapes_seen(model.eval(), x, TinyVitBlock)):
         h, w = shape[1:3]
-        ws = blk.window_size
-        kind = "global_attention" if (h, w) == (ws, ws) else "tinyvit_window"
+        ws = blk.window_size  # a map equal to the window is one window, but with TinyViT's offset biases
+        kind = "tinyvit_window"
         blocks.append({"kind": kind, "where": f"block {i} ({h}x{w} map, window {ws})"})
     return Built(model, x, blocks)
 
@@ -224,9 +226,7 @@ def build_maxvit(cfg, gen):
     blocks = []
     for i, (blk, shape) in enumerate(_shapes_seen(model.eval(), x, PartitionAttentionCl)):
         h, w = shape[1:3]
-        kind = "maxvit_block" if blk.partition_block else "maxvit_grid"
-        if tuple(blk.partition_size) == (h, w):
-            kind = "global_attention"  # one window over the map (block) or a stride-1 grid: nothing moves
+        kind = "maxvit_block" if blk.partition_block else "maxvit_grid"  # a one-window stage keeps its bias
         blocks.append({"kind": kind, "where": f"block {i} ({h}x{w} map, {'window' if blk.partition_block else 'grid'} "
                                               f"{tuple(blk.partition_size)})"})
     return Built(model, x, blocks)
