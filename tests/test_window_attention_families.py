@@ -296,7 +296,7 @@ def test_triton_kernel_matches_reference_on_interpreter(kernel_results, case):
 # --- ahead-of-time PTX: each node type's entry takes exactly its node's inputs ------------------------------
 
 
-@pytest.mark.parametrize("variant", ["grid", "q-pool", "relpos-sam-b", "relpos-sam-h-fp32"])
+@pytest.mark.parametrize("variant", ["grid", "q-pool", "relpos-sam-h-fp32"])
 def test_variants_compile_with_the_entry_tensorrt_calls(variant):
     from vitdeploy.plugins import base
     from vitdeploy.plugins.window_attention import kernel, trt as wa_trt
@@ -308,9 +308,7 @@ def test_variants_compile_with_the_entry_tensorrt_calls(variant):
                                     channels=64, partition=1), 87, "fp16"),
         "q-pool": (kernel.make_config(window_size=(64, 1), shift_size=0, num_heads=2, height=64, width=49, scale=0.18,
                                       channels=192, q_stride=4), 90, "fp16"),
-        # SAM ViT-B (head_dim 64) and ViT-H (head_dim 80 -> 128-wide tiles) at 14x14 windows
-        "relpos-sam-b": (kernel.make_config(window_size=14, shift_size=0, num_heads=12, height=64, width=64,
-                                            scale=0.125, channels=768, rel_pos=True), 90, "fp16"),
+        # SAM ViT-H (head_dim 80 -> 128-wide tiles, 32-row query blocks) at 14x14 windows, FP32: the largest tiles
         "relpos-sam-h-fp32": (kernel.make_config(window_size=14, shift_size=0, num_heads=16, height=64, width=64,
                                                  scale=80 ** -0.5, channels=1280, rel_pos=True), 87, "fp32"),
     }[variant]
@@ -318,3 +316,109 @@ def test_variants_compile_with_the_entry_tensorrt_calls(variant):
     entry = base.entry_params(base.strip_unused_scratch_params(ptx, name, keep=kernel.num_kernel_args(cfg)), name)
     assert entry == [".u64"] * (4 if cfg.rel_pos else 3) + [".u32", ".u64"]
     assert 0 < meta.shared <= wa_trt.MAX_STATIC_SHARED
+
+
+# --- on a CUDA GPU (skipped elsewhere): full-size shapes of each variant ------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("H,W,C,heads,window,partition,q_stride,rel", [
+    (64, 64, 768, 12, (14, 14), 0, 1, True),  # SAM ViT-B windowed blocks at 1024 (padded to 70x70)
+    (64, 64, 1280, 16, (14, 14), 0, 1, True),  # SAM ViT-H: head_dim 80
+    (128, 128, 128, 4, (7, 7), 0, 1, False),  # MobileSAM / TinyViT-5M stage 2 at 1024 (padded)
+    (56, 56, 64, 2, (7, 7), 1, 1, False),  # MaxViT-T stage 1 grid attention
+    (64, 49, 192, 2, (64, 1), 0, 4, False),  # Hiera-T stage-2 transition block: queries pooled by 4
+])
+def test_triton_kernel_on_gpu_matches_reference(dtype, tol, H, W, C, heads, window, partition, q_stride, rel):
+    from vitdeploy.plugins.window_attention.kernel import window_attention_triton
+
+    g = torch.Generator().manual_seed(H + W + C)
+    hd, n = C // heads, window[0] * window[1]
+    qkv = torch.randn(2, H * W, 3 * C, generator=g).to(dtype)
+    pad = torch.randn(3 * C, generator=g).to(dtype)
+    attrs = dict(window_size=window, shift_size=0, num_heads=heads, height=H, width=W, scale=hd ** -0.5,
+                 partition=partition, q_stride=q_stride)
+    if rel:
+        rh, rw = ((0.3 * torch.randn(heads, 2 * w - 1, hd, generator=g)).to(dtype) for w in window)
+        out = window_attention_triton(qkv.cuda(), None, pad.cuda(), rel_h=rh.cuda(), rel_w=rw.cuda(), **attrs)
+        want = window_attention_relpos(qkv.float(), rh.float(), rw.float(), pad.float(), **attrs)
+    else:
+        bias = torch.randn(heads, n // q_stride, n, generator=g).to(dtype)
+        out = window_attention_triton(qkv.cuda(), bias.cuda(), pad.cuda(), **attrs)
+        want = window_attention(qkv.float(), bias.float(), pad.float(), **attrs)
+    assert (out.float().cpu() - want).abs().max().item() < tol * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.trt
+def test_tensorrt_plugins_match_reference():
+    """Engines (TensorRT + GPU only): a grid node, a pooled-query node and a WindowAttentionRelPos node."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT needs a CUDA GPU")
+    from vitdeploy.plugins.window_attention import trt as wa_trt
+    from vitdeploy.plugins.window_attention_relpos import trt as rel_trt
+
+    g = torch.Generator().manual_seed(0)
+    C, heads = 64, 2
+    for kind, H, W, extra in ORT_CASES.values():  # grid, pooled queries, SAM's decomposed position
+        attrs = dict(num_heads=heads, height=H, width=W, scale=[0.3, 0.2], **extra)
+        (wh, ww), qs = extra["window_size"], extra.get("q_stride", 1)
+        qkv, pad = torch.randn(2, H * W, 3 * C, generator=g), torch.randn(3 * C, generator=g)
+        if kind == "rel":
+            rh, rw = (0.3 * torch.randn(heads, 2 * w - 1, C // heads, generator=g) for w in (wh, ww))
+            out, want = rel_trt.run_one_node(qkv, rh, rw, pad, **attrs), window_attention_relpos(qkv, rh, rw, pad, **attrs)
+        else:
+            bias = torch.randn(heads, wh * ww // qs, wh * ww, generator=g)
+            out, want = wa_trt.run_one_node(qkv, bias, pad, **attrs), window_attention(qkv, bias, pad, **attrs)
+        assert (out.cpu() - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item()), extra
+
+
+# --- TensorRT's plugin layer (contract): the new node kinds as the parser and builder drive them ------------
+
+
+def _synthetic(kind: str):
+    from vitdeploy.plugins import contract
+
+    F = 1  # onnx.TensorProto.FLOAT
+    z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+    base = dict(shift_size=0, num_heads=2, scale=[0.25, 0.25])
+    if kind == "relpos":  # SAM: 3x4 windows on a padded 7x10 map
+        return contract.synthetic_node("WindowAttentionRelPos", dict(base, window_size=(3, 4), height=7, width=10), [
+            ("qkv", F, ("batch", 70, 96), None), ("rel_h", F, (2, 5, 16), z(2, 5, 16)),
+            ("rel_w", F, (2, 7, 16), z(2, 7, 16)), ("pad_qkv", F, (96,), z(96))])
+    extra = dict(window_size=(16, 1), height=16, width=6, q_stride=4) if kind == "q-pool" else \
+        dict(window_size=(2, 3), height=8, width=12, partition=1)
+    n, nq = extra["window_size"][0] * extra["window_size"][1], extra["window_size"][0] * extra["window_size"][1] // \
+        extra.get("q_stride", 1)
+    return contract.synthetic_node("WindowAttention", dict(base, **extra), [
+        ("qkv", F, ("batch", extra["height"] * extra["width"], 96), None), ("bias", F, (2, nq, n), z(2, nq, n)),
+        ("pad_qkv", F, (96,), z(96))])
+
+
+@pytest.mark.parametrize("kind", ["relpos", "q-pool", "grid"])
+def test_tensorrt_plugin_layer_contract(kind):
+    """Each new kind of node through TensorRT's real `tensorrt.plugin` (over the stand-in core): fields as the
+    parser loads them, output shape = the ONNX Runtime face's at batch 3 (Hiera's pooled tokens), the PTX
+    entry = exactly the node's inputs, the batch and the output (one tactic, FP16)."""
+    from vitdeploy.plugins import contract, ptx_target
+    from vitdeploy.plugins.window_attention import kernel
+
+    if kernel.interpreter_active():
+        pytest.skip("AOT compilation needs TRITON_INTERPRET unset")
+    node = _synthetic(kind)
+    target = ptx_target.PtxTarget(90, ptx_target.pinned_isa(90))
+    with contract.plugin_layer() as layer:
+        with ptx_target.compile_for(target):
+            r = contract.drive(layer, node, "fp16", only=1)
+        assert not contract.problems(r, layer, max_isa=target.isa)
+    assert r.output_dims(3) == contract.reference_output_shapes(node, 3)
+    assert [f[0] for f in r.fields] == list(SPEC.attrs) and r.tactics == [1, 2]
+    inputs = 4 if kind == "relpos" else 3
+    assert base_entry(r.launches[0]) == [".u64"] * inputs + [".u32", ".u64"]
+
+
+def base_entry(launch) -> list[str]:
+    from vitdeploy.plugins import base
+
+    return base.entry_params(launch.ptx, launch.kernel_name)

@@ -140,3 +140,23 @@ def test_grid_partition_and_query_pooling_are_attributes(family):
         assert [a["partition"] for a in attrs] == [0, 1] * 3 + [0, 0]
     else:  # the stage-transition blocks pool their queries by 2x2
         assert sorted(a["q_stride"] for a in attrs) == [1, 1, 4, 4]
+
+
+def test_fuzz_generators_of_these_families_build_what_they_say():
+    """benchmarks/fuzz/windowed.py (run by `make fuzz`): each generator's configurations build, and every block
+    they list has a kind the expectation table knows (the 200-case run is benchmarks/results/rewrite_fuzz.json)."""
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from benchmarks.fuzz import families as F
+    from benchmarks.fuzz import windowed as W
+
+    for fam in W.GENERATORS:
+        cfg = F.generate(11, 0, [fam])
+        assert cfg["family"] == fam and cfg["exporter"] in W.EXPORTERS.get(fam, ("dynamo", "torchscript"))
+        built = F.build(cfg)
+        assert built.blocks and all(b["kind"] in F.EXPECT for b in built.blocks), (fam, built.blocks)
+        assert F.generate(11, 0, [fam]) == cfg  # a case replays from its seed

@@ -88,15 +88,18 @@ def gen_twins(rng) -> dict:
 
 
 def gen_halonet(rng) -> dict:
+    """One or two HaloAttn layers after a stride-4 stem; every layer's map a multiple of its block, so the
+    stem's map is a multiple of block * 2**(stride-2 layers before the last)."""
     layers = []
-    size = [int(v) for v in rng.integers(1, 4, size=2)]
     block = _pick(rng, [2, 4, 8])
     for _ in range(int(rng.integers(1, 3))):
         stride = _pick(rng, [1, 1, 2]) if block > 2 else 1
         layers.append(dict(block=block, halo=int(rng.integers(1, block // 2 + 2)), stride=stride,
                            heads=_pick(rng, [1, 2, 4]), avg_down=bool(rng.random() < 0.3),
                            scale_pos_embed=bool(rng.random() < 0.3)))
-    return dict(img=[size[0] * block * 4, size[1] * block * 4], dim=_pick(rng, [16, 32]), layers=layers)
+    step = block * 2 ** sum(layer["stride"] == 2 for layer in layers[:-1])
+    size = [int(v) * step for v in rng.integers(1, 4, size=2)]
+    return dict(img=[size[0] * 4, size[1] * 4], dim=_pick(rng, [16, 32]), layers=layers)
 
 
 GENERATORS = {"sam": gen_sam, "hiera": gen_hiera, "tinyvit": gen_tinyvit, "maxvit": gen_maxvit, "twins": gen_twins,

@@ -534,8 +534,8 @@ def _global_by_shape(core: Core, values) -> None:
     tokens = x.size // max(x.shape[0], 1) // core.channels_in
     if isinstance(keys, int) and keys == tokens and not core.has_bias:
         what = "a bias computed from the query" if core.q_bias is not None else "no bias"
-        raise Declined(f"global attention over {tokens} tokens (every token a key of every query; {what}): "
-                       "left to TensorRT's fused attention", kind="global")
+        raise Declined(f"global attention over {tokens} tokens (one window holding the whole map, nothing moves; "
+                       f"{what}): left to TensorRT's fused attention", kind="global")
 
 
 def _measure(core: Core, nodes, extras, values, opset) -> Measured:
