@@ -564,6 +564,10 @@ def _measure(core: Core, nodes, extras, values, opset) -> Measured:
     if pad_in is not None and not pad_in.any():
         pad_in = None
     av_shape, proj_shape = tuple(av_val.shape), tuple(proj_val.shape)
+    if av_shape[-2] == tokens and not core.has_bias and pad_in is None and not (tok < 0).any():
+        what = "a bias computed from the query" if core.q_bias is not None else "no bias"  # before a dozen more runs
+        raise Declined(f"global attention over {tokens} tokens (one window holding the whole map, nothing moves; "
+                       f"{what}): left to TensorRT's fused attention", kind="global")
     views = [tuple(int(d) for d in v.shape[1:3]) for v in view_vals
              if v.ndim == 4 and v.shape[3] == c_in and v.shape[1] * v.shape[2] == tokens]
 
