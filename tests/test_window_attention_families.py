@@ -296,22 +296,17 @@ def test_triton_kernel_matches_reference_on_interpreter(kernel_results, case):
 # --- ahead-of-time PTX: each node type's entry takes exactly its node's inputs ------------------------------
 
 
-@pytest.mark.parametrize("variant", ["grid", "q-pool", "relpos-sam-h-fp32"])
-def test_variants_compile_with_the_entry_tensorrt_calls(variant):
+def test_sam_vit_h_fp32_tiles_fit_48k_of_shared_memory():
+    """SAM ViT-H's heads are 80 wide (128-wide tiles): queries go in 32-row blocks, so its FP32 relpos kernel
+    at 14x14 windows stays within the 48 KiB a launch gets without an opt-in (64 rows needed 57,344 B)."""
     from vitdeploy.plugins import base
     from vitdeploy.plugins.window_attention import kernel, trt as wa_trt
 
     if kernel.interpreter_active():
         pytest.skip("AOT compilation needs TRITON_INTERPRET unset")
-    cfg, arch, dtype = {
-        "grid": (kernel.make_config(window_size=7, shift_size=0, num_heads=2, height=56, width=56, scale=0.18,
-                                    channels=64, partition=1), 87, "fp16"),
-        "q-pool": (kernel.make_config(window_size=(64, 1), shift_size=0, num_heads=2, height=64, width=49, scale=0.18,
-                                      channels=192, q_stride=4), 90, "fp16"),
-        # SAM ViT-H (head_dim 80 -> 128-wide tiles, 32-row query blocks) at 14x14 windows, FP32: the largest tiles
-        "relpos-sam-h-fp32": (kernel.make_config(window_size=14, shift_size=0, num_heads=16, height=64, width=64,
-                                                 scale=80 ** -0.5, channels=1280, rel_pos=True), 87, "fp32"),
-    }[variant]
+    cfg, arch, dtype = kernel.make_config(window_size=14, shift_size=0, num_heads=16, height=64, width=64,
+                                          scale=80 ** -0.5, channels=1280, rel_pos=True), 87, "fp32"
+    assert cfg.block_m == 32 and cfg.block_d == 128
     name, ptx, meta = kernel.compile_ptx(arch, dtype, cfg)
     entry = base.entry_params(base.strip_unused_scratch_params(ptx, name, keep=kernel.num_kernel_args(cfg)), name)
     assert entry == [".u64"] * (4 if cfg.rel_pos else 3) + [".u32", ".u64"]
@@ -378,7 +373,7 @@ def test_tensorrt_plugins_match_reference():
 
 
 def _synthetic(kind: str):
-    from vitdeploy.plugins import contract
+    from vitdeploy.testing import contract
 
     F = 1  # onnx.TensorProto.FLOAT
     z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
@@ -401,7 +396,8 @@ def test_tensorrt_plugin_layer_contract(kind):
     """Each new kind of node through TensorRT's real `tensorrt.plugin` (over the stand-in core): fields as the
     parser loads them, output shape = the ONNX Runtime face's at batch 3 (Hiera's pooled tokens), the PTX
     entry = exactly the node's inputs, the batch and the output (one tactic, FP16)."""
-    from vitdeploy.plugins import contract, ptx_target
+    from vitdeploy.plugins import ptx_target
+    from vitdeploy.testing import contract
     from vitdeploy.plugins.window_attention import kernel
 
     if kernel.interpreter_active():
@@ -422,3 +418,23 @@ def base_entry(launch) -> list[str]:
     from vitdeploy.plugins import base
 
     return base.entry_params(launch.ptx, launch.kernel_name)
+
+
+def test_aot_launch_of_the_new_node_kinds_computes_the_reference():
+    """The launch level: the kernels `aot_impl` returned for the synthetic SAM relpos, pooled-query and grid
+    nodes, run on Triton's interpreter with exactly the grid, scalars and argument order TensorRT would use
+    (`vitdeploy.testing.aot_emulator`), FP16 and FP32, every tactic, equal the PyTorch reference."""
+    from vitdeploy.plugins import ptx_target
+    from vitdeploy.plugins.window_attention import kernel
+    from vitdeploy.testing import aot_emulator, contract
+
+    if kernel.interpreter_active():
+        pytest.skip("AOT compilation needs TRITON_INTERPRET unset")
+    nodes = [_synthetic(k) for k in ("relpos", "q-pool", "grid")]
+    with contract.plugin_layer() as layer:
+        outcomes = aot_emulator.emulate(layer, nodes, target=ptx_target.PtxTarget(90, ptx_target.pinned_isa(90)))
+    bad = [o.message() for o in outcomes if not o.ok]
+    assert not bad, "\n".join(bad)
+    assert {(o.job.node.op, o.job.precision, o.job.tactic) for o in outcomes} == {
+        (op, p, t) for op in ("WindowAttentionRelPos", "WindowAttention") for p in ("fp16", "fp32") for t in (1, 2)}
+    assert len(outcomes) == 3 * 2 * 2
