@@ -53,7 +53,7 @@ Modes:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -82,7 +82,6 @@ NORM_OPS = frozenset({"ReduceL2", "ReduceSum", "ReduceSumSquare", "Sqrt", "Pow",
 # A logit term computed from q (SAM's get_decomposed_rel_pos_bias: einsums with gathered tables, broadcast add).
 BIAS_OPS = LAYOUT_OPS | {"Einsum", "MatMul", "Add", "Mul", "Expand", "Cast"}
 NATIVE_NORM_EPS = 2.0 ** -14  # native clamp of ‖q‖, ‖k‖: F.normalize uses 1e-12, which FP16 flushes to 0 (0/0 on zero rows)
-ATOL = 1e-4  # what "constant" and "equal" mean for measured FP32 logits
 
 
 # ----------------------------------------------------------------------------- structure
