@@ -45,17 +45,18 @@ _HALO = dict(size=256, multiple=256, passes=("halo",), overrides={"zero_init_las
 # The SAM-style encoders output their feature map (num_classes=0, no pooling), not class logits.
 _ENCODER = dict(outputs=("image_embeddings",), overrides={"num_classes": 0, "global_pool": ""})
 _WINDOWED_ENCODERS = (
-    # timm's samvit: the dynamo exporter cannot export its SDPA call on 3-D q/k/v (torch 2.14), TorchScript can
+    # SAM, Hiera and Twins: the dynamo exporter cannot export timm's SDPA call on their 3-D / 5-D q, k, v
+    # (torch 2.14; check_exporter says so), TorchScript can
     _timm("sam_vit_b", "sam", "samvit_base_patch16", size=1024, multiple=16, passes=_SWIN, exporters=("torchscript",),
           notes="SAM ViT-B image encoder: 14x14 windows with decomposed relative position, 4 global blocks", **_ENCODER),
     _timm("mobile_sam", "tinyvit", "tiny_vit_5m_224", size=1024, multiple=32, passes=_SWIN,
           notes="MobileSAM's encoder backbone: timm TinyViT-5M at 1024 (windows 7/14 padded), features at 1/32",
           **_ENCODER),
-    _timm("hiera_t", "hiera", "hiera_tiny_224", multiple=32, passes=_SWIN,
+    _timm("hiera_t", "hiera", "hiera_tiny_224", multiple=32, passes=_SWIN, exporters=("torchscript",),
           notes="SAM 2's encoder family: mask-unit attention (stages 1-2, query pooling), global after"),
     _timm("maxvit_t", "maxvit", "maxvit_tiny_tf_224", multiple=32, passes=_SWIN,
           notes="block (window) + grid attention, window = image / 32"),
-    _timm("twins_svt_s", "twins", "twins_svt_small", multiple=32, passes=_SWIN,
+    _timm("twins_svt_s", "twins", "twins_svt_small", multiple=32, passes=_SWIN, exporters=("torchscript",),
           notes="locally-grouped (7x7 windows, padded) + global sub-sampled attention"),
 )
 # Families whose timm constructor takes no img_size (the blocks size their windows from the input).
@@ -203,7 +204,9 @@ def check_exporter(info: ModelInfo, exporter: str) -> str:
         return info.exporters[0]
     if exporter != "auto" and exporter not in info.exporters:
         only = " and ".join(info.exporters)
-        why = " (the TorchScript exporter cannot export HaloAttn's unfold)" if info.family == "halonet" else ""
+        why = {"halonet": " (the TorchScript exporter cannot export HaloAttn's unfold)",
+               **dict.fromkeys(("sam", "hiera", "twins"), " (the dynamo exporter cannot export timm's scaled_dot_product_attention "
+                                                        "call on its 3-D/5-D q, k, v)")}.get(info.family, "")
         raise VitdeployError(f"{info.alias} exports with the {only} exporter only{why}",
                              f"drop --exporter {exporter} or use --exporter {info.exporters[0]}")
     return exporter
