@@ -215,7 +215,8 @@ class _Walker(Walker):
             if all(lins[id(f)].input is not q_in for f in fronts[1:]):
                 return None, ("global attention with keys/values from another tensor than the queries (spatially "
                               "reduced or cross attention): left to TensorRT's fused attention")
-            return None, "q, k and v come from Linears on different tensors"
+            return None, ("global attention with q, k and v projected from different tensors (e.g. positional "
+                          "embeddings added to q and k only, as DETR's): left to TensorRT's fused attention")
         on_path = [{id(t) for n in nodes for t in n.outputs} | {id(f)} for nodes, f in zip(paths, fronts)]
         kv_path = on_path[1] | on_path[2]
         q_path = (on_path[0] | {id(qn)}) - kv_path  # what only the query passes through
