@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
 # Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e gate matrix fusion aot; default all)
-#   kernels: window_attention times Swin-T's, SwinV2-T's and two non-square stages (6x7 and 8x8/(0,4) windows).
+#   kernels: window_attention times Swin-T's, SwinV2-T's and two non-square stages (6x7 and 8x8/(0,4) windows),
+#            and issue 24's encoders: SAM-B windows (WindowAttentionRelPos), MobileSAM/TinyViT (padded), MaxViT-T
+#            block + grid, Hiera-T mask units (query pooling), Twins-SVT-S (those alone: window_attention.py
+#            --stages sam_b,mobile_sam,maxvit_t,hiera_t,twins_s; targets >= 8x eager, >= 2x SDPA).
 #   matrix: benchmarks/matrix_gpu.toml (torch/ort GPU suites) through a one-node Ray cluster (needs ray).
 #   fusion: needs TensorRT (trtexec); without it the JSON says so.
 #   aot: TensorRT's AOT plugin launch reproduced with the CUDA driver (benchmarks/aot_launch.py).

@@ -179,7 +179,7 @@ def test_list_attributes_round_trip_through_onnx_and_the_ort_encoding():
     types = {a.name: a.type for a in node.attribute}
     assert types["window_size"] == onnx.AttributeProto.INTS and types["scale"] == onnx.AttributeProto.FLOATS
     raw = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    assert SPEC.read_attrs(raw) == dict(attrs, scale=(2.5, 10.0, 100.0))
+    assert SPEC.read_attrs(raw) == dict(attrs, scale=(2.5, 10.0, 100.0), partition=0, q_stride=1)
     ort_side = {a.name: helper.get_attribute_value(SPEC.ort_attribute(a)) for a in node.attribute}
     assert ort_side["window_size"] == b"4,6" and SPEC.read_attrs(ort_side) == SPEC.read_attrs(raw)
     legacy = dict(window_size=7, shift_size=3, num_heads=2, height=14, width=14, scale=0.25)  # before pairs
@@ -440,9 +440,12 @@ def test_benchmark_dry_run_checks_correctness_and_writes_json(tmp_path):
     assert {"torch", "triton", "device", "date_utc"} <= set(data["environment"])
     rows = data["results"]
     assert {(r["stage"], r["batch"]) for r in rows} == {("tiny-a", 1), ("tiny-a", 2), ("tiny-b", 1), ("tiny-v2", 1),
-                                                        ("tiny-nonsquare", 1)}
-    v2, ns = (next(r for r in rows if r["stage"] == s) for s in ("tiny-v2", "tiny-nonsquare"))
+                                                        ("tiny-nonsquare", 1), ("tiny-sam-relpos", 1),
+                                                        ("tiny-maxvit-grid", 1), ("tiny-hiera-q-pool", 1)}
+    v2, ns, sam, grid, hiera = (next(r for r in rows if r["stage"] == s) for s in (
+        "tiny-v2", "tiny-nonsquare", "tiny-sam-relpos", "tiny-maxvit-grid", "tiny-hiera-q-pool"))
     assert v2["cosine"] and v2["shift"] == [0, 4] and ns["window"] == [6, 7] and ns["shift"] == [0, 3]
+    assert sam["plugin"] == "WindowAttentionRelPos" and grid["partition"] == "grid" and hiera["q_stride"] == 4
     for r in rows:
         assert r["correct"], r
         assert {"eager", "sdpa_subgraph", "sdpa_windows", r["triton_best"]} <= set(r["times_us"])

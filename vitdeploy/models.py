@@ -17,7 +17,7 @@ from vitdeploy.errors import VitdeployError
 @dataclass(frozen=True)
 class ModelInfo:
     alias: str
-    family: str  # vit | deit | swin | swinv2 | convit | mixer | halonet | deformable_detr
+    family: str  # vit | deit | swin | swinv2 | convit | mixer | halonet | deformable_detr | sam | tinyvit | hiera | maxvit | twins
     source: str  # timm | transformers
     name: str  # timm model name, or the HF hub id of the pretrained weights
     input_size: tuple[int, int]  # (H, W) the model was designed for
@@ -39,6 +39,28 @@ _GPSA = ("gpsa", "attention_scale")  # then ConViT's MHSA blocks get their scale
 # BatchNorm starts at zero and a random-weight model's output would not depend on its attention at all.
 # Only the dynamo exporter: TorchScript cannot export HaloAttn's Tensor.unfold.
 _HALO = dict(size=256, multiple=256, passes=("halo",), overrides={"zero_init_last": False}, exporters=("dynamo",))
+# Windowed-attention image encoders (issue 24): every windowed block goes to WindowAttention (or, for SAM's
+# decomposed relative position, WindowAttentionRelPos) through the generalised `swin` pass; global-attention
+# blocks (SAM's, Hiera's later stages, Twins' sub-sampled ones) are left to TensorRT and named in the report.
+# The SAM-style encoders output their feature map (num_classes=0, no pooling), not class logits.
+_ENCODER = dict(outputs=("image_embeddings",), overrides={"num_classes": 0, "global_pool": ""})
+_WINDOWED_ENCODERS = (
+    # SAM, Hiera and Twins: the dynamo exporter cannot export timm's SDPA call on their 3-D / 5-D q, k, v
+    # (torch 2.14; check_exporter says so), TorchScript can
+    _timm("sam_vit_b", "sam", "samvit_base_patch16", size=1024, multiple=16, passes=_SWIN, exporters=("torchscript",),
+          notes="SAM ViT-B image encoder: 14x14 windows with decomposed relative position, 4 global blocks", **_ENCODER),
+    _timm("mobile_sam", "tinyvit", "tiny_vit_5m_224", size=1024, multiple=32, passes=_SWIN,
+          notes="MobileSAM's encoder backbone: timm TinyViT-5M at 1024 (windows 7/14 padded), features at 1/32",
+          **_ENCODER),
+    _timm("hiera_t", "hiera", "hiera_tiny_224", multiple=32, passes=_SWIN, exporters=("torchscript",),
+          notes="SAM 2's encoder family: mask-unit attention (stages 1-2, query pooling), global after"),
+    _timm("maxvit_t", "maxvit", "maxvit_tiny_tf_224", multiple=32, passes=_SWIN,
+          notes="block (window) + grid attention, window = image / 32"),
+    _timm("twins_svt_s", "twins", "twins_svt_small", multiple=32, passes=_SWIN, exporters=("torchscript",),
+          notes="locally-grouped (7x7 windows, padded) + global sub-sampled attention"),
+)
+# Families whose timm constructor takes no img_size (the blocks size their windows from the input).
+_NO_IMG_SIZE = ("tinyvit",)
 REGISTRY: dict[str, ModelInfo] = {
     m.alias: m
     for m in [
@@ -67,6 +89,7 @@ REGISTRY: dict[str, ModelInfo] = {
         _timm("sehalonet33ts", "halonet", "sehalonet33ts", **_HALO, notes="block 8, halo 3, SE"),
         _timm("halonet50ts", "halonet", "halonet50ts", **_HALO, notes="block 8, halo 3"),
         _timm("eca_halonext26ts", "halonet", "eca_halonext26ts", **_HALO, notes="block 8, halo 2, dim_head 16, ECA"),
+        *_WINDOWED_ENCODERS,
         _timm("mixer_s", "mixer", "mixer_s16_224"),
         _timm("mixer_b", "mixer", "mixer_b16_224"),
         ModelInfo(
@@ -85,7 +108,17 @@ REGISTRY: dict[str, ModelInfo] = {
 
 # Test-sized Swin (V1 and V2): the four stages, shifted and clamped blocks, padding, at 32 channels.
 SWIN_SMALL_OVERRIDES = dict(depths=(1, 1, 2, 1), embed_dim=32, num_heads=(1, 2, 4, 8))
-REDUCED_FAMILIES = ("deformable_detr", "swin", "swinv2")  # families `--reduced` has a test-sized variant of
+# Test-sized windowed encoders (issue 24): every kind of block of the full model, a few channels each.
+REDUCED_OVERRIDES: dict[str, dict] = {
+    "swin": SWIN_SMALL_OVERRIDES,
+    "swinv2": SWIN_SMALL_OVERRIDES,
+    "sam": dict(embed_dim=32, depth=4, num_heads=2, global_attn_indexes=(1, 3), window_size=4, neck_chans=16),
+    "tinyvit": dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 3, 4]),
+    "hiera": dict(embed_dim=16, num_heads=1, stages=(1, 2, 2, 1)),
+    "maxvit": dict(embed_dim=(16, 32, 32, 64), depths=(1, 1, 1, 1), stem_width=16, transformer_dim_head=8),
+    "twins": dict(embed_dims=[16, 32, 32, 64], num_heads=[1, 2, 2, 4], depths=[2, 2, 2, 2]),
+}
+REDUCED_FAMILIES = ("deformable_detr", *REDUCED_OVERRIDES)  # families `--reduced` has a test-sized variant of
 
 
 def check_reduced(alias: str) -> None:
@@ -93,7 +126,8 @@ def check_reduced(alias: str) -> None:
     info = get_info(alias)
     if info.family not in REDUCED_FAMILIES:
         raise VitdeployError(f"--reduced has no test-sized variant of {alias}",
-                             "use it with deformable_detr or a Swin / Swin V2 alias, or drop --reduced")
+                             "use it with deformable_detr, a Swin / Swin V2 alias or a windowed encoder "
+                             "(sam_vit_b, mobile_sam, hiera_t, maxvit_t, twins_svt_s), or drop --reduced")
 
 # Test-sized Deformable DETR: every structural element of the real one (4 feature
 # levels, encoder and decoder deformable attention, box head) at a fraction of the cost.
@@ -147,6 +181,10 @@ def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
             "swinv2": "Swin's patch embedding cuts 4x4 patches",
             "deformable_detr": "the ResNet backbone downsamples by 32",
             "halonet": "its last stage cuts the 1/32 feature map into 8x8 attention blocks",
+            "tinyvit": "its four stages downsample by 32",
+            "hiera": "its 8x8 mask units are pooled three times (stride 4 patches, then 2x2 three times)",
+            "maxvit": "its windows are the image / 32 and its stages downsample by 32",
+            "twins": "its four stages downsample by 32",
         }.get(info.family, "the patch embedding uses 16x16 patches")
         lo_h, lo_w = max(m, (h // m) * m), max(m, (w // m) * m)
         raise VitdeployError(
@@ -166,7 +204,9 @@ def check_exporter(info: ModelInfo, exporter: str) -> str:
         return info.exporters[0]
     if exporter != "auto" and exporter not in info.exporters:
         only = " and ".join(info.exporters)
-        why = " (the TorchScript exporter cannot export HaloAttn's unfold)" if info.family == "halonet" else ""
+        why = {"halonet": " (the TorchScript exporter cannot export HaloAttn's unfold)",
+               **dict.fromkeys(("sam", "hiera", "twins"), " (the dynamo exporter cannot export timm's scaled_dot_product_attention "
+                                                        "call on its 3-D/5-D q, k, v)")}.get(info.family, "")
         raise VitdeployError(f"{info.alias} exports with the {only} exporter only{why}",
                              f"drop --exporter {exporter} or use --exporter {info.exporters[0]}")
     return exporter
@@ -220,11 +260,11 @@ def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool, small:
     import timm
 
     kwargs: dict[str, Any] = dict(info.overrides)
-    if size != info.input_size:
+    if size != info.input_size and info.family not in _NO_IMG_SIZE:
         kwargs["img_size"] = size if size[0] != size[1] else size[0]
     if small:
         check_reduced(info.alias)
-        kwargs.update(SWIN_SMALL_OVERRIDES)
+        kwargs.update(REDUCED_OVERRIDES[info.family])
     if pretrained:
         return _pretrained(lambda: timm.create_model(info.name, pretrained=True, **kwargs), info)
     return timm.create_model(info.name, pretrained=False, **kwargs)
@@ -424,6 +464,8 @@ def labels_for(info: ModelInfo, model=None) -> dict:
 
 def postprocessing_for(info: ModelInfo) -> dict:
     """How raw outputs become predictions, for code that runs the artifact without vitdeploy."""
+    if info.outputs == ("image_embeddings",):  # an image encoder (SAM's): its feature map is the product
+        return {"task": "embedding", "output": info.outputs[0], "shape": "[B, channels, H/stride, W/stride]"}
     if info.family == "deformable_detr":
         # Sigmoid focal-loss head: every (query, class) pair is scored on its own; no softmax, no "no object".
         return {"task": "detection", "scores": {"output": "logits", "activation": "sigmoid", "shape": "[B, queries, classes]"},

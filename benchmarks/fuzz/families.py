@@ -159,6 +159,16 @@ WEIGHTS = {"timm_swin": 0.28, "timm_swinv2": 0.08, "tv_swin": 0.1, "hf_swin": 0.
            "vit": 0.08, "mixer": 0.08}
 
 
+# ----------------------------------------------------------------------------- issue 24: windowed encoders, HaloNet
+from benchmarks.fuzz import windowed as _windowed  # noqa: E402
+
+EXPECT.update(_windowed.EXPECT)
+GENERATORS.update(_windowed.GENERATORS)
+WEIGHTS.update(_windowed.WEIGHTS)
+EXPORTERS: dict[str, tuple[str, ...]] = dict(_windowed.EXPORTERS)  # families only some exporters can export
+# -----------------------------------------------------------------------------
+
+
 def generate(seed: int, index: int, families: list[str] | None = None) -> dict:
     """Case `index` of run `seed`: the same configuration whatever the number of cases."""
     rng = np.random.default_rng([seed, index])
@@ -167,6 +177,8 @@ def generate(seed: int, index: int, families: list[str] | None = None) -> dict:
     family = fams[int(rng.choice(len(fams), p=p / p.sum()))]
     cfg = {"family": family, "index": index, "seed": int(rng.integers(2 ** 31)), **GENERATORS[family](rng)}
     exporter = _pick(rng, ["dynamo", "torchscript"])
+    if family in EXPORTERS:
+        exporter = EXPORTERS[family][0] if exporter not in EXPORTERS[family] else exporter
     cfg["exporter"] = exporter
     cfg["opset"] = _pick(rng, [18, 23]) if exporter == "dynamo" else _pick(rng, [17, 18, 20])
     cfg["dynamic_batch"] = bool(rng.random() < 0.3)
@@ -228,7 +240,7 @@ def build(cfg: dict) -> Built:
     torch.manual_seed(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
     fam = cfg["family"]
-    built = globals()[f"_build_{fam}"](cfg, gen)
+    built = _windowed.BUILDERS[fam](cfg, gen) if fam in _windowed.BUILDERS else globals()[f"_build_{fam}"](cfg, gen)
     redraw_zero_weights(built.model, seed=cfg["seed"])
     built.model.eval()
     return built

@@ -228,6 +228,9 @@ def summarise(records: list[dict]) -> dict:
     for f in fam.values():
         f["kinds"] = dict(f["kinds"])
         f["fraction_replaced"] = round(f["replaced"] / f["blocks"], 4) if f["blocks"] else None
+        # of the blocks a pass must replace (global attention, which no pass replaces, is declined by name)
+        f["replaceable"] = sum(n for k, n in f["kinds"].items() if F.EXPECT[k][1] == "replace")
+        f["fraction_of_replaceable"] = round(f["replaced"] / f["replaceable"], 4) if f["replaceable"] else None
         f["seconds"] = round(f["seconds"], 1)
     return fam
 
@@ -236,12 +239,13 @@ def print_table(summary: dict, records: list[dict], console) -> None:
     from rich.table import Table
 
     t = Table(title="rewrite fuzz", box=None, pad_edge=False)
-    for col in ("family", "cases", "blocks", "replaced", "fraction", "declined (named)", "failed", "miscompiles",
-                "max rel err", "export fallbacks", "s"):
+    for col in ("family", "cases", "blocks", "replaced", "fraction", "of replaceable", "declined (named)", "failed",
+                "miscompiles", "max rel err", "export fallbacks", "s"):
         t.add_column(col, justify="left" if col == "family" else "right")
     for name, f in sorted(summary.items()):
         frac = "-" if f["fraction_replaced"] is None else f"{100 * f['fraction_replaced']:.0f}%"
-        t.add_row(name, str(f["cases"]), str(f["blocks"]), str(f["replaced"]), frac, str(f["declined_named"]),
+        of_r = "-" if f.get("fraction_of_replaceable") is None else f"{100 * f['fraction_of_replaceable']:.0f}%"
+        t.add_row(name, str(f["cases"]), str(f["blocks"]), str(f["replaced"]), frac, of_r, str(f["declined_named"]),
                   str(f["failed"]), str(f["miscompiles"]), f"{f['max_rel_err']:.2g}", str(f["export_problems"]),
                   f"{f['seconds']:.0f}")
     console.print(t)
@@ -322,8 +326,8 @@ def _record(args, env, records, started) -> dict:
 
 
 def _reason(text: str) -> str:
-    """A decline without the block's name: 'stage 2 block 1: x' / "window attention at 'n' not rewritten: x" -> x."""
-    text = re.sub(r"^(window attention at '[^']*' not rewritten|[^:]*(block|layer|core|blend)[^:]*): ", "", text)
+    """A decline without the block's name: 'stage 2 block 1: x' / "attention at 'n' not rewritten: x" -> x."""
+    text = re.sub(r"^((window )?attention at '[^']*' not rewritten|[^:]*(block|layer|core|blend)[^:]*): ", "", text)
     return re.sub(r"\d+", "N", text)  # '12 tokens per window ...' and '6 tokens ...' are one reason
 
 

@@ -1,24 +1,32 @@
-"""Benchmark: the fused WindowAttention Triton kernel vs what it replaces, on Swin V1 and V2 stages.
+"""Benchmark: the fused WindowAttention Triton kernel vs what it replaces, on Swin V1 and V2 stages and on
+the windowed encoders of issue 24.
 
 Stages: Swin-T's four at 224 (window 7, shift 3), SwinV2-T's four at 256 (cosine attention,
 per-head logit scale, window 8, shift 4), and non-square stages: Swin-T's last stage at 192x320
 (6x10 map: window (6, 7), shift (0, 3)) and SwinV2-T's at 256x384 (8x12 map: window (8, 8),
-shift (0, 4)). `--stages` picks a subset by name prefix (swin_t, swinv2_t, nonsquare).
+shift (0, 4)). Issue 24's variants: SAM ViT-B's windowed blocks at 1024 (14x14 windows padded on a
+64x64 map, decomposed relative position computed in the kernel: WindowAttentionRelPos), MobileSAM's
+TinyViT-5M at 1024 (padded 7x7 / 14x14 windows), MaxViT-T at 224 (block and grid attention), Hiera-T
+at 224 (mask units; the stage-2 transition block pools its queries, q_stride 4) and Twins-SVT-S's
+locally-grouped attention. `--stages` picks a subset by name prefix (swin_t, swinv2_t, nonsquare,
+sam_b, mobile_sam, maxvit_t, hiera_t, twins_s).
 
 Compared implementations (all FP16, all from the same original-order qkv [B, H*W, 3C]):
   triton          one kernel; roll/pad/partition/mask/reverse folded into its index math.
                   Every (heads_per_program, num_warps) variant is timed; the default and the
                   best are reported.
-  eager           timm's non-fused path: roll, pad, partition, (q*scale)@k^T + bias + mask
-                  (V2: normalize(q)@normalize(k)^T * logit_scale + bias + mask), softmax, @v,
-                  reverse, crop, roll back (mask precomputed, as timm buffers it).
+  eager           timm's non-fused path: roll, pad, partition (MaxViT grid: grid_partition; Hiera:
+                  its unit grouping and query amax), (q*scale)@k^T + bias + mask (V2:
+                  normalize(q)@normalize(k)^T * logit_scale + bias + mask; SAM: + q·R_h + q·R_w from
+                  timm's einsums), softmax, @v, reverse, crop, roll back (mask precomputed, as timm
+                  buffers it).
   sdpa_windows    F.scaled_dot_product_attention with an explicit additive mask (bias + shift
                   mask, precomputed) on q/k/v that are ALREADY partitioned (and, for V2, already
                   normalised with the logit scale folded into q): attention alone, the most
                   favourable case for SDPA.
-  sdpa_subgraph   timm's fused path: roll/pad/partition (+ V2 normalisation) + the same SDPA +
-                  reverse/roll back, i.e. the whole subgraph the plugin replaces (the fair
-                  end-to-end comparison).
+  sdpa_subgraph   timm's fused path: roll/pad/partition (+ V2 normalisation; SAM: the decomposed
+                  bias computed from q) + the same SDPA + reverse/roll back, i.e. the whole subgraph
+                  the plugin replaces (the fair end-to-end comparison).
 Correctness of every implementation is checked against the FP32 reference before timing.
 
 GPU:  python benchmarks/kernels/window_attention.py --out benchmarks/results/kernel_window_attention.json
@@ -45,8 +53,8 @@ from benchmarks.kernels.timing import environment, time_cpu, time_cuda  # noqa: 
 import torch.nn.functional as F  # noqa: E402
 
 from vitdeploy.plugins.window_attention import kernel as wa_kernel  # noqa: E402
-from vitdeploy.plugins.window_attention.reference import padded_size, shift_mask, window_attention  # noqa: E402
-
+from vitdeploy.plugins.window_attention.reference import (  # noqa: E402
+    decomposed_rel_pos, padded_size, shift_mask, window_attention)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class Stage:
     window: tuple[int, int]
     shift: tuple[int, int]
     cosine: bool = False
+    partition: int = 0  # 1: MaxViT's grid
+    q_stride: int = 1  # Hiera's query pooling
+    rel_pos: bool = False  # SAM: decomposed relative position (WindowAttentionRelPos)
 
 
 def _swin(prefix, sizes, window, cosine):
@@ -75,21 +86,41 @@ STAGES = [
 ]
 STAGES = [s if s.H > s.window[0] or s.W > s.window[1] else Stage(s.name, s.H, s.W, s.C, s.heads, s.window, (0, 0), s.cosine)
           for s in STAGES]
+# Issue 24's encoders (shift 0 everywhere). Hiera's map is (tokens per unit, units): one (T, 1) window per unit.
+STAGES += [
+    Stage("sam_b/window_1024", 64, 64, 768, 12, (14, 14), (0, 0), rel_pos=True),
+    Stage("mobile_sam/stage2_1024", 128, 128, 128, 4, (7, 7), (0, 0)),
+    Stage("mobile_sam/stage3_1024", 64, 64, 160, 5, (14, 14), (0, 0)),
+    Stage("maxvit_t/stage1_block", 56, 56, 64, 2, (7, 7), (0, 0)),
+    Stage("maxvit_t/stage1_grid", 56, 56, 64, 2, (7, 7), (0, 0), partition=1),
+    Stage("maxvit_t/stage3_grid", 14, 14, 256, 8, (7, 7), (0, 0), partition=1),
+    Stage("hiera_t/stage1", 64, 49, 96, 1, (64, 1), (0, 0)),
+    Stage("hiera_t/stage2_q_pool", 64, 49, 192, 2, (64, 1), (0, 0), q_stride=4),
+    Stage("hiera_t/stage2", 16, 49, 192, 2, (16, 1), (0, 0)),
+    Stage("twins_s/stage1", 56, 56, 64, 2, (7, 7), (0, 0)),
+    Stage("twins_s/stage3", 14, 14, 256, 8, (7, 7), (0, 0)),
+]
 DRY_STAGES = [
     Stage("tiny-a", 14, 14, 32, 2, (7, 7), (3, 3)),
     Stage("tiny-b", 12, 12, 48, 3, (7, 7), (3, 3)),
     Stage("tiny-v2", 8, 12, 32, 2, (8, 8), (0, 4), cosine=True),
     Stage("tiny-nonsquare", 6, 10, 32, 2, (6, 7), (0, 3)),
+    Stage("tiny-sam-relpos", 7, 10, 32, 2, (3, 4), (0, 0), rel_pos=True),
+    Stage("tiny-maxvit-grid", 8, 12, 32, 2, (2, 3), (0, 0), partition=1),
+    Stage("tiny-hiera-q-pool", 16, 6, 32, 2, (16, 1), (0, 0), q_stride=4),
 ]
 
 
 # --- the implementations being compared -------------------------------------------------------------
 
 
-def partition(x, B, H, W, ws, s):
-    """[B, H*W, D] original order -> [B*nW, N, D] windows of the rolled, zero-padded map (timm's order)."""
+def partition(x, B, H, W, ws, s, grid: bool = False):
+    """[B, H*W, D] original order -> [B*nW, N, D] windows of the rolled, zero-padded map (timm's order);
+    `grid`: MaxViT's grid_partition (window (a, b) = tokens (i*H/gh + a, j*W/gw + b))."""
     (wh, ww), (sh, sw) = ws, s
     D = x.shape[-1]
+    if grid:
+        return x.view(B, wh, H // wh, ww, W // ww, D).permute(0, 2, 4, 1, 3, 5).reshape(-1, wh * ww, D)
     x = x.view(B, H, W, D)
     if sh or sw:
         x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
@@ -99,10 +130,14 @@ def partition(x, B, H, W, ws, s):
     return x.view(B, hp // wh, wh, wp // ww, ww, D).permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, D)
 
 
-def reverse(win, B, H, W, ws, s):
+def reverse(win, B, H, W, ws, s, grid: bool = False, q_stride: int = 1):
     (wh, ww), (sh, sw) = ws, s
     D = win.shape[-1]
-    hp, wp = padded_size(H, W, ws)
+    if grid:  # grid_reverse
+        return win.view(B, H // wh, W // ww, wh, ww, D).permute(0, 3, 1, 4, 2, 5).reshape(B, H * W, D)
+    if q_stride > 1:  # Hiera: pooled windows of (wh / q_stride, ww) on the (H / q_stride, W) map, no padding
+        wh, H = wh // q_stride, H // q_stride
+    hp, wp = padded_size(H, W, (wh, ww))
     x = win.view(B, hp // wh, wp // ww, wh, ww, D).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, D)[:, :H, :W]
     if sh or sw:
         x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
@@ -123,19 +158,30 @@ def normalize(x):
     return F.normalize(x, dim=-1, eps=NORM_EPS_FP16 if x.dtype == torch.float16 else 1e-12)
 
 
-def eager_subgraph(qkv, bias, mask, B, H, W, ws, s, heads, scale, cosine):
-    """timm's non-fused attention path (V1 `fused_attn=False`, V2 as written), qkv to pre-proj output."""
-    q, k, v = split_heads(partition(qkv, B, H, W, ws, s), heads)
-    if cosine:
-        attn = (normalize(q) @ normalize(k).transpose(-2, -1)) * scale + bias.unsqueeze(0)
+def windows_qkv(qkv, B, st: "Stage"):
+    """(q, k, v) [B*nW, heads, N(/q_stride), hd] of the stage's windows, as the timm module forms them."""
+    q, k, v = split_heads(partition(qkv, B, st.H, st.W, st.window, st.shift, st.partition == 1), st.heads)
+    if st.q_stride > 1:  # Hiera: q.view(B, heads, nW, q_stride, -1, hd).amax(dim=3)
+        q = q.unflatten(2, (st.q_stride, -1)).amax(dim=2)
+    return q, k, v
+
+
+def eager_subgraph(qkv, bias, mask, B, st: "Stage", scale, tables=None):
+    """timm's non-fused attention path (V1 `fused_attn=False`, V2 as written; SAM's einsum bias), qkv to
+    pre-proj output."""
+    ws, heads = st.window, st.heads
+    q, k, v = windows_qkv(qkv, B, st)
+    if st.cosine:
+        attn = (normalize(q) @ normalize(k).transpose(-2, -1)) * scale
     else:
-        attn = (q * scale) @ k.transpose(-2, -1) + bias.unsqueeze(0)
+        attn = (q * scale) @ k.transpose(-2, -1)
+    attn = attn + (decomposed_rel_pos(q, *tables, ws) if tables is not None else bias.unsqueeze(0))
     N = ws[0] * ws[1]
     if mask is not None:
         nw = mask.shape[0]
         attn = (attn.view(-1, nw, heads, N, N) + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, N, N)
-    out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(q.shape[0], N, -1)
-    return reverse(out, B, H, W, ws, s)
+    out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+    return reverse(out, B, st.H, st.W, ws, st.shift, st.partition == 1, st.q_stride)
 
 
 def sdpa_mask(bias, mask, B):
@@ -152,11 +198,14 @@ def sdpa_qk(q, k, scale, cosine):
     return q, k, float(scale.flatten()[0])
 
 
-def sdpa_subgraph(qkv, attn_mask, B, H, W, ws, s, heads, scale, cosine):
-    q, k, v = split_heads(partition(qkv, B, H, W, ws, s), heads)
-    q, k, sc = sdpa_qk(q, k, scale, cosine)
+def sdpa_subgraph(qkv, attn_mask, B, st: "Stage", scale, tables=None):
+    q, k, v = windows_qkv(qkv, B, st)
+    if tables is not None:  # SAM's fused path: the decomposed bias from q, then SDPA with it as the mask
+        attn_mask = decomposed_rel_pos(q, *tables, st.window)
+    q, k, sc = sdpa_qk(q, k, scale, st.cosine)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=sc)
-    return reverse(out.transpose(1, 2).reshape(q.shape[0], ws[0] * ws[1], -1), B, H, W, ws, s)
+    return reverse(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1), B, st.H, st.W, st.window, st.shift,
+                   st.partition == 1, st.q_stride)
 
 
 # --- measurement ---------------------------------------------------------------------------------------
@@ -177,43 +226,55 @@ def bench_case(st: Stage, B, device, dry, args) -> dict:
     dtype = torch.float16
     H, W, C, heads, ws, s = st.H, st.W, st.C, st.heads, st.window, st.shift
     n = ws[0] * ws[1]
+    nq = n // st.q_stride
     qkv = torch.randn(B, H * W, 3 * C, generator=g).to(device=device, dtype=dtype)
+    tables = None
+    if st.rel_pos:  # SAM: one table per axis shared by the heads (the plugin takes them per head)
+        hd = C // heads
+        tables = tuple((0.3 * torch.randn(1, 2 * w - 1, hd, generator=g)).expand(heads, -1, -1).contiguous()
+                       .to(device=device, dtype=dtype) for w in ws)
     if st.cosine:  # V2: continuous position bias in (0, 16), logit scales from 10 (init) up to the clamp at 100
         bias = (16 * torch.sigmoid(torch.randn(heads, n, n, generator=g))).to(device=device, dtype=dtype)
         scales = torch.linspace(10.0, 100.0, heads).tolist()
     else:
-        bias = (0.5 * torch.randn(heads, n, n, generator=g)).to(device=device, dtype=dtype)
+        bias = (0.5 * torch.randn(heads, nq, n, generator=g)).to(device=device, dtype=dtype)
         scales = [(C // heads) ** -0.5] * heads
     pad = torch.zeros(3 * C, device=device, dtype=dtype)
     scale_t = torch.tensor(scales, device=device, dtype=dtype).view(1, heads, 1, 1)
-    attrs = dict(window_size=ws, shift_size=s, num_heads=heads, height=H, width=W, scale=scales, cosine=int(st.cosine))
+    attrs = dict(window_size=ws, shift_size=s, num_heads=heads, height=H, width=W, scale=scales, cosine=int(st.cosine),
+                 partition=st.partition, q_stride=st.q_stride)
     mask = shift_mask(H, W, ws, s).to(device=device, dtype=dtype) if any(s) else None
     full_mask = sdpa_mask(bias, mask, B)
-    win_q, win_k, win_v = split_heads(partition(qkv, B, H, W, ws, s), heads)
+    win_q, win_k, win_v = windows_qkv(qkv, B, st)
+    if tables is not None:  # attention alone: the decomposed bias precomputed, as a mask
+        full_mask = decomposed_rel_pos(win_q, *tables, ws)
     win_q, win_k, win_scale = sdpa_qk(win_q, win_k, scale_t, st.cosine)
     win_q, win_k, win_v = win_q.contiguous(), win_k.contiguous(), win_v.contiguous()
 
     impls = {
-        "eager": lambda: eager_subgraph(qkv, bias, mask, B, H, W, ws, s, heads, scale_t, st.cosine),
-        "sdpa_subgraph": lambda: sdpa_subgraph(qkv, full_mask, B, H, W, ws, s, heads, scale_t, st.cosine),
+        "eager": lambda: eager_subgraph(qkv, bias, mask, B, st, scale_t, tables),
+        "sdpa_subgraph": lambda: sdpa_subgraph(qkv, full_mask if tables is None else None, B, st, scale_t, tables),
     }
     # attention on pre-partitioned windows: its output is in window order; it is checked after
     # reversing the partition (padded tokens only exist in window order)
     sdpa_windows = lambda: F.scaled_dot_product_attention(win_q, win_k, win_v, attn_mask=full_mask, scale=win_scale)  # noqa: E731
     variants = triton_variants(heads, dry)
+    rel = {} if tables is None else {"rel_h": tables[0], "rel_w": tables[1]}
     for v in variants:
         impls[f"triton_hpp{v['heads_per_program']}_w{v['num_warps']}"] = (
-            lambda v=v: wa_kernel.window_attention_triton(qkv, bias, pad, **attrs, **v))
+            lambda v=v: wa_kernel.window_attention_triton(qkv, None if rel else bias, pad, **rel, **attrs, **v))
 
-    want = window_attention(qkv.float(), bias.float(), pad.float(), **attrs)
+    want = window_attention(qkv.float(), None if rel else bias.float(), pad.float(), **attrs,
+                            **{k: t.float() for k, t in rel.items()})
     ref_scale = max(1.0, want.abs().max().item())
     tol = args.tol * ref_scale
     errors = {name: max_err(fn(), want) for name, fn in impls.items()}
-    got_win = sdpa_windows().transpose(1, 2).reshape(win_q.shape[0], n, -1)
-    errors["sdpa_windows"] = max_err(reverse(got_win, B, H, W, ws, s), want)
+    got_win = sdpa_windows().transpose(1, 2).reshape(win_q.shape[0], nq, -1)
+    errors["sdpa_windows"] = max_err(reverse(got_win, B, H, W, ws, s, st.partition == 1, st.q_stride), want)
     failed = {k: e for k, e in errors.items() if not e <= tol}
     row = {"stage": st.name, "H": H, "W": W, "C": C, "heads": heads, "window": list(ws), "shift": list(s),
-           "cosine": st.cosine, "batch": B, "dtype": "fp16", "tolerance": tol, "max_abs_err": errors,
+           "cosine": st.cosine, "partition": ["window", "grid"][st.partition], "q_stride": st.q_stride,
+           "plugin": "WindowAttentionRelPos" if st.rel_pos else "WindowAttention", "batch": B, "dtype": "fp16", "tolerance": tol, "max_abs_err": errors,
            "correct": not failed}
     if failed:
         row["error"] = f"implementations beyond tolerance {tol:.3g}: {sorted(failed)}; not timed"
@@ -225,7 +286,7 @@ def bench_case(st: Stage, B, device, dry, args) -> dict:
     times = {name: timer(fn) for name, fn in impls.items()}
     tri = {k: t for k, t in times.items() if k.startswith("triton_")}
     best = min(tri, key=lambda k: tri[k]["median_us"])
-    cfg = wa_kernel.make_config(channels=C, **attrs)
+    cfg = wa_kernel.make_config(channels=C, rel_pos=st.rel_pos, **attrs)
     default = f"triton_hpp{cfg.heads_per_program}_w{cfg.num_warps}"
     row.update(times_us=times, triton_best=best, triton_default=default if default in tri else best)
     t_best = tri[best]["median_us"]

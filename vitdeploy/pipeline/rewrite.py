@@ -97,6 +97,12 @@ def print_report(report: dict, console) -> None:
                 console.print(f"  [yellow]refused[/] {p['pass']}: {c['name']}: {c.get('reason', '')}")
         for note in p["notes"]:
             console.print(f"  [dim]note[/] {p['pass']}: {note}")
+    from rich.markup import escape
+
+    from vitdeploy.deploy.rewrite.census import lines
+
+    for line in lines(report.get("softmax") or []):  # every Softmax left in the graph, named, with why
+        console.print(f"  [dim]{escape(line)}[/]")
     whole = report.get("whole_graph")
     if whole is not None:
         worst = max(o["max_abs"] for o in whole["outputs"])

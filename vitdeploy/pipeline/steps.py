@@ -149,6 +149,12 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
 
         run = cache.run("rewrite", {"onnx": sha256_file(src), "passes": passes, "mode": mode, "options": pass_options}, compute)
         report = run.result
+        from rich.markup import escape
+
+        from vitdeploy.deploy.rewrite.census import lines
+
+        for line in lines(report.get("softmax") or []):  # every Softmax left, named (also in the manifest)
+            console.print(f"  [dim]{escape(line)}[/]")
         found = sum(p["found"] for p in report["passes"])
         replaced = sum(p["replaced"] for p in report["passes"])
         what = f"{'+'.join(passes)} ({mode})"

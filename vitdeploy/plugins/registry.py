@@ -45,6 +45,8 @@ class PluginOp:
 
 PLUGINS: tuple[PluginOp, ...] = (
     PluginOp("WindowAttention", "window_attention", "vitdeploy", "SPEC", "swin"),
+    # SAM's windowed blocks (decomposed relative position): WindowAttention's kernel, its own node type
+    PluginOp("WindowAttentionRelPos", "window_attention_relpos", "vitdeploy", "SPEC", "swin"),
     PluginOp("GatedPositionalAttention", "gated_positional_attention", "vitdeploy", "SPEC", "gpsa"),
     PluginOp("MultiscaleDeformableAttnPlugin_TRT", "msda", "trt.plugins", "STOCK_SPEC", "msda",
              faces=("spec", "reference", "ort"), stock=True),

@@ -167,15 +167,16 @@ def _reduced(node, attrs: dict, changes: dict, note: str):
 
 
 def _reduce_window(node):
-    """WindowAttention: one window per dimension (a padded dimension keeps its remainder, so it stays
-    padded and a floor-divided window count shows), heads cut to the fewest with the same tactics
-    (1, 2, 3 or 6). Window, shift, head_dim, cosine, mask and pad order are kept: same tiles and paths."""
+    """WindowAttention (and WindowAttentionRelPos): one window per dimension (a padded dimension keeps its
+    remainder, so it stays padded and a floor-divided window count shows; a grid keeps one stride-1 grid,
+    mask units one unit), heads cut to the fewest with the same tactics (1, 2, 3 or 6). Window, shift,
+    head_dim, cosine, mask, pad order, partition and query pooling are kept: same tiles and paths."""
     from vitdeploy.plugins.window_attention.trt import tactics_for
 
     a = plugin_io.attributes(node)
     (wh, ww), heads = a["window_size"], a["num_heads"]
     h, w = a["height"], a["width"]
-    qkv, bias, pad = node.inputs
+    qkv, *tables, pad = node.inputs  # bias, or rel_h and rel_w
     hd = qkv.dims[2] // 3 // heads
     heads2 = next(k for k in (1, 2, 3, 6, heads) if heads % k == 0 and tactics_for(k) == tactics_for(heads))
 
@@ -185,10 +186,11 @@ def _reduce_window(node):
     h2, w2 = dim(h, wh), dim(w, ww)
     if (h2, w2, heads2) == (h, w, heads):
         return node, ""
-    n = wh * ww
     changes = {qkv.name: (("batch", h2 * w2, 3 * heads2 * hd), None)}
-    if bias.constant:
-        changes[bias.name] = ((heads2, n, n), np.ascontiguousarray(node.constants[bias.name][:heads2]))
+    for t in tables:  # per-head constants: the first heads2
+        if t.constant:
+            v = np.ascontiguousarray(node.constants[t.name][:heads2])
+            changes[t.name] = (v.shape, v)
     if pad.constant:
         p = node.constants[pad.name].reshape(3, heads, hd)[:, :heads2].reshape(-1)
         changes[pad.name] = ((3 * heads2 * hd,), np.ascontiguousarray(p))
@@ -260,6 +262,7 @@ def _with_runtime_batch(node, note: str):
 # op -> node -> (reduced node, what was reduced); the reduced node is what the plugin layer then drives
 REDUCERS = {
     "WindowAttention": _reduce_window,
+    "WindowAttentionRelPos": _reduce_window,
     "GatedPositionalAttention": _reduce_gpsa,
     "MultiscaleDeformableAttention": _reduce_msda,
     "HaloAttention": _reduce_halo,

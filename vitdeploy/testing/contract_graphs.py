@@ -45,6 +45,9 @@ class GraphCase:
     # a full-size node from a real_nodes() signature (random constants), for the GPU launcher check
     synthesize: Callable[[tuple], PluginNode] | None = None
     plugin: str = ""  # the plugin's folder under vitdeploy/plugins (test ids: `pytest -k msda`)
+    # False: too slow for `make test` (a 1024-px export, full-width probes, interpreter launches of big windows);
+    # benchmarks/trt_contract_sweep.py and benchmarks/rewrite/windowed_contract.py run it and record the result
+    suite: bool = True
 
     def full_size_nodes(self, seed: int = 0) -> list[PluginNode]:
         """The full-size model's distinct plugin nodes, built without an export (see `synthesize`)."""
@@ -345,6 +348,95 @@ def _detr_node(sig: tuple, rng, size=(800, 1333)) -> PluginNode:
     ], graph="full-size")
 
 
+# --- windowed encoders (issue 24): WindowAttention (grid, pooled queries) and WindowAttentionRelPos ----
+
+
+def _timm_graph(timm_name: str, fused_attn: bool = True, **kw):
+    def build():
+        import timm
+
+        model = timm.create_model(timm_name, pretrained=False, **kw).eval()
+        for m in model.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = fused_attn  # the dynamo exporter cannot translate SDPA on 5-D q/k/v (Hiera)
+        return model
+
+    return build
+
+
+def _window_sig(node: PluginNode) -> tuple:
+    """What fixes a window node's kernel and launch: its attributes and channels, for either node type."""
+    a = node.attr_values()
+    channels = node.inputs[0].dims[2] // 3
+    return (node.op, tuple(a["window_size"]), tuple(a["shift_size"]), a["num_heads"], a["height"], a["width"], channels,
+            tuple(sorted({round(x, 6) for x in a["scale"]})), a["partition"], a["q_stride"])
+
+
+def _window_real(family: str, timm_name: str, img: int):
+    """The full model's windowed blocks as the `swin` pass writes them (global blocks write none):
+    SAM: windows of 14 on the 64x64 map, decomposed position; MaxViT: block and grid partitions of the image/32
+    window (a stage whose map is the window is one window either way); Hiera: a (tokens, 1) window per mask
+    unit on a (tokens, units) map, the stage-transition blocks pooling their queries."""
+
+    def real():
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            model = timm.create_model(timm_name, pretrained=False)
+        out = set()
+        if family == "sam":
+            hw = img // model.patch_embed.patch_size[0]
+            for blk in model.blocks:
+                if blk.window_size:
+                    heads = blk.attn.num_heads
+                    out.add(("WindowAttentionRelPos", (blk.window_size,) * 2, (0, 0), heads, hw, hw,
+                             heads * blk.attn.head_dim, (round(float(blk.attn.scale), 6),), 0, 1))
+        elif family == "maxvit":
+            from timm.models.maxxvit import PartitionAttentionCl
+
+            size = img // 4
+            for stage in model.stages:
+                for m in stage.modules():
+                    if isinstance(m, PartitionAttentionCl):
+                        win = tuple(m.partition_size)
+                        grid = int(not m.partition_block and win != (size, size))
+                        out.add(("WindowAttention", win, (0, 0), m.attn.num_heads, size, size, m.attn.qkv.in_features,
+                                 (round(float(m.attn.scale), 6),), grid, 1))
+                size //= 2
+        elif family == "hiera":
+            units = (img // 4 // model.mask_unit_size[0]) ** 2
+            for blk in model.blocks:
+                a = blk.attn
+                if a.use_mask_unit_attn:
+                    t = a.window_size * a.q_stride
+                    out.add(("WindowAttention", (t, 1), (0, 0), a.heads, t, units, a.dim_out,
+                             (round(float(a.scale), 6),), 0, a.q_stride))
+        return out
+
+    return real
+
+
+def _window_node(sig: tuple, rng) -> PluginNode:
+    op, (wh, ww), shift, heads, h, w, c, scales, partition, q_stride = sig
+    n, hd = wh * ww, c // heads
+    attrs = dict(window_size=[wh, ww], shift_size=list(shift), num_heads=heads, height=h, width=w,
+                 scale=[scales[0]] * heads, partition=partition, q_stride=q_stride)
+    pad = ("pad_qkv", FLOAT, (3 * c,), rng.standard_normal(3 * c).astype(np.float32))
+    qkv = ("qkv", FLOAT, ("batch", h * w, 3 * c), None)
+    if op == "WindowAttentionRelPos":
+        tables = [(name, FLOAT, (heads, 2 * s - 1, hd), (0.3 * rng.standard_normal((heads, 2 * s - 1, hd))).astype(np.float32))
+                  for name, s in (("rel_h", wh), ("rel_w", ww))]
+        return synthetic_node(op, attrs, [qkv, *tables, pad], graph="full-size")
+    bias = ("bias", FLOAT, (heads, n // q_stride, n), rng.standard_normal((heads, n // q_stride, n)).astype(np.float32))
+    return synthetic_node(op, attrs, [qkv, bias, pad], graph="full-size")
+
+
+def _window_tile(node: PluginNode) -> tuple:
+    a = node.attr_values()
+    return node.op, tuple(a["window_size"]), node.inputs[0].dims[2] // 3 // a["num_heads"], a["partition"], a["q_stride"]
+
+
 SWIN_NON_SQUARE = (160, 320)
 
 GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
@@ -383,4 +475,19 @@ GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
               exporter="dynamo", note="the full model at 256x256: 3 HaloAttn layers, all distinct (the dynamo "
                                       "exporter: TorchScript cannot export unfold)", synthesize=_halo_node,
               plugin="halo_attention"),
+    GraphCase("sam_vit_b", _timm_graph("samvit_base_patch16", depth=1, global_attn_indexes=(), num_classes=0,
+                                       global_pool=""), 1024, ("swin",), _window_real("sam", "samvit_base_patch16", 1024),
+              _window_sig, outputs=("image_embeddings",), sample={"fp16": _window_tile, "fp32": _window_tile},
+              note="SAM ViT-B at 1024: 1 of its 8 identical windowed blocks (its 4 global blocks write no plugin node)",
+              synthesize=_window_node, plugin="window_attention_relpos", suite=False),
+    GraphCase("maxvit_t", _timm_graph("maxvit_tiny_tf_224", depths=(1, 1, 1, 1)), 224, ("swin",),
+              _window_real("maxvit", "maxvit_tiny_tf_224", 224), _window_sig,
+              sample={"fp16": _window_tile, "fp32": _window_tile},
+              note="MaxViT-T: depths (1,1,1,1) of (2,2,5,2); block and grid attention per stage",
+              synthesize=_window_node, plugin="window_attention", suite=False),
+    GraphCase("hiera_t", _timm_graph("hiera_tiny_224", fused_attn=False, stages=(1, 2, 1, 1)), 224, ("swin",),
+              _window_real("hiera", "hiera_tiny_224", 224), _window_sig, exporter="dynamo",
+              sample={"fp16": _window_tile, "fp32": _window_tile},
+              note="Hiera-T: stages (1,2,1,1) of (1,2,7,2): every mask-unit block kind (stage 3 is global after its "
+                   "first, pooling, block)", synthesize=_window_node, plugin="window_attention", suite=False),
 )}

@@ -66,6 +66,10 @@ def reference(node, inputs):
             from vitdeploy.plugins.window_attention.reference import window_attention
 
             return window_attention(*f32, **a).float()
+        if node.op == "WindowAttentionRelPos":
+            from vitdeploy.plugins.window_attention_relpos.reference import window_attention_relpos
+
+            return window_attention_relpos(*f32, **a).float()
         if node.op == "GatedPositionalAttention":
             from vitdeploy.plugins.gated_positional_attention.reference import gated_positional_attention
 

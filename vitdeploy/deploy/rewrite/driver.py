@@ -98,6 +98,9 @@ class RewritePass:
 
     def __init__(self, **options):
         self.options = options
+        # node name -> (kind, cause) for every Softmax / Attention node `find` looked at and leaves
+        # (kinds: vitdeploy.deploy.rewrite.census); the driver's census quotes them
+        self.verdicts: dict[str, tuple[str, str]] = {}
 
     def find(self, graph: gs.Graph) -> tuple[list[Candidate], list[str]]:
         """Return matched candidates and notes on near-matches that were deliberately not matched."""
@@ -141,8 +144,8 @@ def verify_candidate(cand: Candidate, emission: Emission, values: dict[str, np.n
         try:
             ref = run(original, feeds) if k else [values[o.name] for o in cand.outputs]
             got = run(replacement, feeds)
-        except Exception as e:
-            return False, float("inf"), 0.0, f"replacement does not run: {str(e).splitlines()[0][:200]}"
+        except Exception as e:  # ONNX Runtime's whole message: the node, the shapes, the status
+            return False, float("inf"), 0.0, f"replacement does not run: {' '.join(str(e).split())}"
         for o, r, g in zip(cand.outputs, ref, got):
             p = compare(o.name, r, g, tol)
             worst_abs, worst_cos = max(worst_abs, p.max_abs), min(worst_cos, p.cosine)
@@ -193,6 +196,10 @@ def run_pass(model: onnx.ModelProto, rw: RewritePass, mode: str = "plugin",
         if ok:
             splice(graph, cand, emission)
             report.replaced += 1
+            for n in emission.nodes:  # a native emission's own attention is this pass's work, not a leftover
+                if n.op in ("Softmax", "Attention") and n.domain in (None, "", "ai.onnx"):
+                    rw.verdicts[n.name] = ("rewritten", f"{rw.name} {mode} rewrite of {cand.name}: plain attention "
+                                                        "in TensorRT's fusible form")
         else:
             warnings.warn(f"{rw.name}: left {cand.name} untouched: {why}", stacklevel=2)
         report.candidates.append(CandidateResult(cand.name, ok, max_abs, cos, why))
@@ -216,15 +223,20 @@ def run_passes(model: onnx.ModelProto, names: list[str], mode: str = "plugin",
     """Run the named passes in order; returns the rewritten model and a JSON-able report."""
     from vitdeploy.deploy.rewrite import load_pass
 
+    from vitdeploy.deploy.rewrite.census import attention_census
+
     feeds = feeds if feeds is not None else static_feeds(model)
     reports = []
+    verdicts: dict[str, tuple[str, str, str]] = {}
     current = model
     for name in names:
         rw = load_pass(name, **(options or {}))
         current, rep = run_pass(current, rw, mode, feeds)
         reports.append(rep.to_dict())
+        verdicts.update({node: (*v, rw.name) for node, v in rw.verdicts.items()})
     result = {"mode": mode, "passes": reports,
-              "nodes_before": len(model.graph.node), "nodes_after": len(current.graph.node)}
+              "nodes_before": len(model.graph.node), "nodes_after": len(current.graph.node),
+              "softmax": attention_census(current, verdicts)}
     if check_whole and any(r["replaced"] for r in reports):
         result["whole_graph"] = whole_graph_parity(model, current, feeds)
     return current, result

@@ -9,16 +9,15 @@ from vitdeploy.plugins.window_attention.reference import window_attention
 from vitdeploy.plugins.window_attention.spec import SPEC
 
 
+def tensors(*arrays):
+    return [torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in arrays]
+
+
 def compute(qkv: np.ndarray, bias: np.ndarray, pad_qkv: np.ndarray, **attrs) -> np.ndarray:
     """FP32 numpy in, FP32 numpy out (vitdeploy.onnxrt casts FP16 around the node)."""
     attrs = SPEC.read_attrs(attrs)
     with torch.no_grad():
-        out = window_attention(
-            torch.from_numpy(np.asarray(qkv, dtype=np.float32)),
-            torch.from_numpy(np.asarray(bias, dtype=np.float32)),
-            torch.from_numpy(np.asarray(pad_qkv, dtype=np.float32)),
-            **attrs,
-        )
+        out = window_attention(*tensors(qkv, bias, pad_qkv), **attrs)
     return out.numpy().astype(np.float32, copy=False)
 
 

@@ -1,8 +1,11 @@
-"""PyTorch reference for `WindowAttention` (the truth every other face is tested against).
+"""PyTorch reference for `WindowAttention` and `WindowAttentionRelPos` (the truth every other face is
+tested against).
 
-Written with plain torch ops in timm's order (roll, pad, partition, attention with
-relative-position bias and region-id shift mask, reverse, crop, roll back) so it
-is easy to check line by line against `timm.models.swin_transformer`.
+Written with plain torch ops in the models' own order -- timm Swin's roll, pad, partition, attention
+with relative-position bias and region-id shift mask, reverse, crop, roll back; MaxViT's
+grid_partition / grid_reverse; Hiera's query amax; SAM's get_decomposed_rel_pos_bias -- so it is easy
+to check line by line against `timm.models.swin_transformer`, `maxxvit`, `hiera` and
+`vision_transformer_sam`.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import math
 
 import torch
 
-from vitdeploy.plugins.window_attention.spec import MASK_VALUE, NORM_EPS, head_scales, pair
+from vitdeploy.plugins.window_attention.spec import MASK_VALUE, NORM_EPS, check_layout, head_scales, pair
 
 
 def padded_size(height: int, width: int, window_size) -> tuple[int, int]:
@@ -40,9 +43,24 @@ def shift_mask(height: int, width: int, window_size, shift_size, mask_value: flo
     return torch.where(diff != 0, mask_value, 0.0)
 
 
+def decomposed_rel_pos(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, window) -> torch.Tensor:
+    """SAM's (MViTv2's) query-dependent bias for windows of q [b, heads, N, hd] -> [b, heads, N, N]:
+    bias[i, j] = q_i · rel_h[h, y_i - y_j + wh - 1] + q_i · rel_w[h, x_i - x_j + ww - 1], as timm's
+    `get_decomposed_rel_pos_bias` (tables given per head, [heads, 2*w-1, hd])."""
+    wh, ww = pair(window)
+    b, heads, n, hd = q.shape
+    ys, xs = torch.arange(wh, device=q.device), torch.arange(ww, device=q.device)
+    rh = rel_h.to(q.dtype)[:, ys[:, None] - ys[None, :] + wh - 1]  # [heads, wh(q), wh(k), hd]
+    rw = rel_w.to(q.dtype)[:, xs[:, None] - xs[None, :] + ww - 1]  # [heads, ww(q), ww(k), hd]
+    r_q = q.reshape(b, heads, wh, ww, hd)
+    bias_h = torch.einsum("bnyxc,nykc->bnyxk", r_q, rh)
+    bias_w = torch.einsum("bnyxc,nxkc->bnyxk", r_q, rw)
+    return (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, heads, n, n)
+
+
 def window_attention(
     qkv: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     pad_qkv: torch.Tensor | None = None,
     *,
     window_size,
@@ -54,13 +72,18 @@ def window_attention(
     cosine: int = 0,
     mask_value: float = MASK_VALUE,
     pad_first: int = 0,
+    partition: int = 0,
+    q_stride: int = 1,
+    rel_h: torch.Tensor | None = None,
+    rel_w: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """qkv [B, H*W, 3C] (original order) -> attention output [B, H*W, C] (original order).
+    """qkv [B, H*W, 3C] (original order) -> attention output [B, H*W/q_stride, C] (original order).
 
     `window_size`/`shift_size`: int (square) or (height, width); `scale`: float or one per head;
     `cosine`: Swin V2's cosine attention; `pad_first`: pad, then roll the padded map (torchvision,
-    Hugging Face) instead of timm's roll, then pad. Computes in FP32 (or FP64 if given), returns
-    the input dtype.
+    Hugging Face) instead of timm's roll, then pad; `partition` 1: MaxViT's grid partition;
+    `q_stride`: Hiera's query max-pooling; `rel_h`/`rel_w` (with `bias` None): SAM's decomposed
+    relative position. Computes in FP32 (or FP64 if given), returns the input dtype.
     """
     in_dtype = qkv.dtype
     cdt = torch.float64 if in_dtype == torch.float64 else torch.float32
@@ -69,24 +92,39 @@ def window_attention(
     (wh, ww), (sh, sw) = pair(window_size), pair(shift_size)
     if L != H * W or C3 % (3 * num_heads):
         raise ValueError(f"qkv shape {tuple(qkv.shape)} does not fit height={H} width={W} num_heads={num_heads}")
+    rel_pos = rel_h is not None or rel_w is not None
+    if rel_pos == (bias is not None):
+        raise ValueError("give either a bias or the two decomposed relative-position tables")
+    check_layout(window=(wh, ww), shift=(sh, sw), height=H, width=W, partition=partition, q_stride=q_stride,
+                 pad_first=pad_first, rel_pos=rel_pos)
     C = C3 // 3
     hd = C // num_heads
     N = wh * ww
+    nq = N // q_stride
     shifted = bool(sh or sw)
     x = qkv.to(cdt).view(B, H, W, C3)
-    if shifted and not pad_first:
-        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-    hp, wp = padded_size(H, W, (wh, ww))
-    if (hp, wp) != (H, W):
-        fill = torch.zeros(C3, dtype=cdt, device=qkv.device) if pad_qkv is None else pad_qkv.to(cdt).reshape(C3)
-        padded = fill.expand(B, hp, wp, C3).clone()
-        padded[:, :H, :W] = x
-        x = padded
-    if shifted and pad_first:
-        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-    nh, nw = hp // wh, wp // ww
-    win = x.view(B, nh, wh, nw, ww, C3).permute(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, N, 3, num_heads, hd)
+    if partition == 1:  # MaxViT's grid_partition: window (a, b) = tokens (i*H/gh + a, j*W/gw + b)
+        hp, wp = H, W
+        nh, nw = H // wh, W // ww
+        win = x.view(B, wh, nh, ww, nw, C3).permute(0, 2, 4, 1, 3, 5)
+    else:
+        if shifted and not pad_first:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        hp, wp = padded_size(H, W, (wh, ww))
+        if (hp, wp) != (H, W):
+            fill = torch.zeros(C3, dtype=cdt, device=qkv.device) if pad_qkv is None else pad_qkv.to(cdt).reshape(C3)
+            padded = fill.expand(B, hp, wp, C3).clone()
+            padded[:, :H, :W] = x
+            x = padded
+        if shifted and pad_first:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        nh, nw = hp // wh, wp // ww
+        win = x.view(B, nh, wh, nw, ww, C3).permute(0, 1, 3, 2, 4, 5)
+    win = win.reshape(B * nh * nw, N, 3, num_heads, hd)
     q, k, v = win.permute(2, 0, 3, 1, 4).unbind(0)  # each [B*nW, heads, N, hd]
+    if q_stride > 1:  # Hiera: q.view(B, heads, nW, q_stride, -1, hd).amax(dim=3)
+        q = q.reshape(B * nh * nw, num_heads, q_stride, nq, hd).amax(dim=2)
+    q_raw = q
     s = torch.tensor(head_scales(scale, num_heads), dtype=cdt, device=qkv.device).view(1, num_heads, 1, 1)
     if cosine:  # Swin V2, as timm: F.normalize(q) @ F.normalize(k)^T * exp(clamped logit_scale)
         q = torch.nn.functional.normalize(q, dim=-1, eps=NORM_EPS)
@@ -94,18 +132,32 @@ def window_attention(
         attn = (q @ k.transpose(-2, -1)) * s
     else:  # Swin V1, as timm: (q * scale) @ k^T
         attn = (q * s) @ k.transpose(-2, -1)
-    attn = attn + bias.to(cdt).view(1, num_heads, N, N)
+    if rel_pos:
+        attn = attn + decomposed_rel_pos(q_raw, rel_h.to(cdt), rel_w.to(cdt), (wh, ww))
+    else:
+        attn = attn + bias.to(cdt).view(1, num_heads, nq, N)
     if shifted:
         mask = shift_mask(H, W, (wh, ww), (sh, sw), mask_value).to(device=qkv.device, dtype=cdt)
         attn = (attn.view(B, nh * nw, num_heads, N, N) + mask[None, :, None]).view(-1, num_heads, N, N)
-    out = attn.softmax(-1) @ v  # [B*nW, heads, N, hd]
-    out = out.transpose(1, 2).reshape(B, nh, nw, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
+    out = attn.softmax(-1) @ v  # [B*nW, heads, N/q_stride, hd]
+    out = out.transpose(1, 2)
+    if partition == 1:  # grid_reverse
+        out = out.reshape(B, nh, nw, wh, ww, C).permute(0, 3, 1, 4, 2, 5).reshape(B, H * W, C)
+        return out.to(in_dtype)
+    whq = wh // q_stride
+    out = out.reshape(B, nh, nw, whq, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, nh * whq, wp, C)
     if shifted and pad_first:
         out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
-    out = out[:, :H, :W]
+    out = out[:, :H // q_stride, :W]
     if shifted and not pad_first:
         out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
-    return out.reshape(B, H * W, C).to(in_dtype)
+    return out.reshape(B, H * W // q_stride, C).to(in_dtype)
+
+
+def window_attention_relpos(qkv: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
+                            pad_qkv: torch.Tensor | None = None, **attrs) -> torch.Tensor:
+    """`WindowAttentionRelPos`: `window_attention` with SAM's decomposed relative position as the bias."""
+    return window_attention(qkv, None, pad_qkv, rel_h=rel_h, rel_w=rel_w, **attrs)
 
 
 def inputs_from_timm_block(block) -> tuple[dict, torch.Tensor, torch.Tensor]:

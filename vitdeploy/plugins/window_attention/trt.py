@@ -1,10 +1,11 @@
-"""TensorRT face of `WindowAttention`: a `tensorrt.plugin` registration with an ahead-of-time Triton kernel.
+"""TensorRT face of `WindowAttention`: a `tensorrt.plugin` registration with an ahead-of-time Triton kernel
+(`launch` serves the sibling `WindowAttentionRelPos` too: one kernel).
 
-`register()` declares `vitdeploy::WindowAttention` (output = qkv with its last dim / 3), the
-type combinations it supports (all FP32 or all FP16) with one tactic per heads-per-program
-variant, and an `aot_impl` that hands TensorRT the PTX of the same Triton kernel the CPU tests
-run, its launch grid, and the one extra scalar (batch). With AOT the PTX lives in the engine,
-so the engine runs without Python. TensorRT is imported only inside these functions.
+`register()` declares `vitdeploy::WindowAttention` (output = qkv with its tokens / q_stride and its last
+dim / 3), the type combinations it supports (all FP32 or all FP16) with one tactic per heads-per-program
+variant, and an `aot_impl` that hands TensorRT the PTX of the same Triton kernel the CPU tests run, its
+launch grid, and the one extra scalar (batch). With AOT the PTX lives in the engine, so the engine
+runs without Python. TensorRT is imported only inside these functions.
 """
 # No `from __future__ import annotations` here: tensorrt.plugin inspects real annotation objects.
 
@@ -46,11 +47,9 @@ def _define() -> None:
     @trtp.register(SPEC.plugin_id)
     def _desc(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc,
               window_size: npt.NDArray[np.int32], shift_size: npt.NDArray[np.int32], num_heads: int, height: int,
-              width: int, scale: npt.NDArray[np.float32], cosine: int, mask_value: float, pad_first: int
-              ) -> trtp.TensorDesc:
-        out = qkv.like()
-        out.shape_expr[2] = qkv.shape_expr[2] // 3
-        return out
+              width: int, scale: npt.NDArray[np.float32], cosine: int, mask_value: float, pad_first: int,
+              partition: int, q_stride: int) -> trtp.TensorDesc:
+        return output_desc(qkv, q_stride)
 
     @trtp.autotune(SPEC.plugin_id)
     def _autotune(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc, num_heads: int,
@@ -61,29 +60,40 @@ def _define() -> None:
     def _aot(qkv: trtp.TensorDesc, bias: trtp.TensorDesc, pad_qkv: trtp.TensorDesc,
              window_size: npt.NDArray[np.int32], shift_size: npt.NDArray[np.int32], num_heads: int, height: int,
              width: int, scale: npt.NDArray[np.float32], cosine: int, mask_value: float, pad_first: int,
-             outputs: Tuple[trtp.TensorDesc], tactic: int
+             partition: int, q_stride: int, outputs: Tuple[trtp.TensorDesc], tactic: int
              ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
         return launch(qkv, pad_qkv, window_size=window_size, shift_size=shift_size, num_heads=num_heads,
                       height=height, width=width, scale=scale, cosine=cosine, mask_value=mask_value,
-                      pad_first=pad_first, tactic=tactic, fp16=qkv.dtype == trt.float16)
+                      pad_first=pad_first, partition=partition, q_stride=q_stride, tactic=tactic,
+                      fp16=qkv.dtype == trt.float16)
+
+
+def output_desc(qkv, q_stride: int):
+    """[B, L / q_stride, 3C / 3]: the output in original token order (Hiera's pooled queries are fewer)."""
+    out = qkv.like()
+    out.shape_expr[2] = qkv.shape_expr[2] // 3
+    if q_stride != 1:
+        out.shape_expr[1] = qkv.shape_expr[1] // q_stride
+    return out
 
 
 def launch(qkv, pad_qkv, *, window_size, shift_size, num_heads, height, width, scale, cosine, mask_value, pad_first,
-           tactic, fp16: bool):
+           tactic, fp16: bool, partition: int = 0, q_stride: int = 1, rel_pos: bool = False):
     """The aot_impl's body: (kernel name, PTX, launch params, extra scalars) for one tactic."""
     import tensorrt.plugin as trtp
 
+    what = "WindowAttentionRelPos" if rel_pos else SPEC.name
     channels3 = pad_qkv.shape_expr[0]
     if not channels3.is_constant:
-        raise ValueError("WindowAttention: pad_qkv must have a build-time constant length (3*C)")
+        raise ValueError(f"{what}: pad_qkv must have a build-time constant length (3*C)")
     cfg = kernel.make_config(window_size=tuple(int(v) for v in window_size), shift_size=tuple(int(v) for v in shift_size),
                              num_heads=num_heads, height=height, width=width, scale=[float(v) for v in scale],
                              channels=channels3.constant_value() // 3, cosine=cosine, mask_value=mask_value,
-                             pad_first=pad_first,
+                             pad_first=pad_first, partition=partition, q_stride=q_stride, rel_pos=rel_pos,
                              heads_per_program=tactic if tactic in tactics_for(num_heads) else 1)
     name, ptx, meta = kernel.ptx_for_tensorrt(target_arch(), "fp16" if fp16 else "fp32", cfg)
     if meta.shared > MAX_STATIC_SHARED:
-        raise ValueError(f"WindowAttention: this variant needs {meta.shared} B of shared memory, more than a launch "
+        raise ValueError(f"{what}: this variant needs {meta.shared} B of shared memory, more than a launch "
                          f"gets without an opt-in ({MAX_STATIC_SHARED} B)")
 
     batch = qkv.shape_expr[0]
@@ -103,15 +113,21 @@ def run_one_node(qkv, bias, pad_qkv, **attrs):
     """
     import tensorrt.plugin as trtp
 
+    register()
+    return run_network(trtp.op.vitdeploy.WindowAttention, {"qkv": qkv, "bias": bias, "pad_qkv": pad_qkv}, attrs)
+
+
+def run_network(op, feeds: dict, attrs: dict):
+    """One `op` node over FP32 `feeds` (qkv first), run by TensorRT; the output as a CUDA tensor."""
     from vitdeploy.plugins.trt import run_plugin_network
 
-    register()
-    feeds = {"qkv": qkv.float(), "bias": bias.float(), "pad_qkv": pad_qkv.float()}
+    qkv = feeds["qkv"]
+    q_stride = int(attrs.get("q_stride", 1))
     return run_plugin_network(
-        feeds,
-        lambda network, itensors: network.add_plugin(trtp.op.vitdeploy.WindowAttention(*itensors, **plugin_attrs(attrs)), aot=True),
-        (qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3),
-        "WindowAttention",
+        {k: v.float() for k, v in feeds.items()},
+        lambda network, itensors: network.add_plugin(op(*itensors, **plugin_attrs(attrs)), aot=True),
+        (qkv.shape[0], qkv.shape[1] // q_stride, qkv.shape[2] // 3),
+        str(getattr(op, "__name__", "WindowAttention")),
     )
 
 
