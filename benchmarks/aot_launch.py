@@ -57,7 +57,7 @@ def _torch_inputs(node, batch: int, dtype, gen):
         if node.op == "MultiscaleDeformableAttention" and t.name == "sampling_locations":
             x = torch.rand(shape, generator=gen) * 1.2 - 0.1  # some samples fall off the map: zero padding
         elif node.op == "MultiscaleDeformableAttention" and t.name == "attention_weights":
-            x = torch.softmax(torch.randn(*shape[:3], shape[3] * shape[4], generator=gen), -1).reshape(shape)
+            x = torch.softmax(torch.randn(*shape[:3], int(np.prod(shape[3:])), generator=gen), -1).reshape(shape)
         else:
             x = torch.randn(shape, generator=gen)
         out.append(x.to("cuda", dtype).contiguous())
@@ -81,7 +81,7 @@ def reference(node, inputs):
         if node.op == "MultiscaleDeformableAttention":
             from vitdeploy.plugins.msda.reference import msda
 
-            return msda(*f32)
+            return msda(*f32, tuple(a["num_points"]), a["method"])
         if node.op == "HaloAttention":
             from vitdeploy.plugins.halo_attention.reference import halo_attention
 
@@ -105,7 +105,7 @@ def jit_launcher(node, inputs, tactic: int, out):
     if node.op == "MultiscaleDeformableAttention":
         from vitdeploy.plugins.msda.kernel import msda_triton
 
-        return lambda: msda_triton(*inputs, block_q=tactic, out=out)
+        return lambda: msda_triton(*inputs, tuple(a["num_points"]), a["method"], block_q=tactic, out=out)
     if node.op == "HaloAttention":
         from vitdeploy.plugins.halo_attention.kernel import halo_attention_triton
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the GPU-marked tests and the kernel / end-to-end benchmark suites on a CUDA machine.
 # Usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [suite ...]   (suites: tests kernels e2e gate matrix fusion aot; default all)
-#   kernels: window_attention times Swin-T's, SwinV2-T's and two non-square stages (6x7 and 8x8/(0,4) windows).
+#   kernels: window_attention times Swin-T's, SwinV2-T's and two non-square stages (6x7 and 8x8/(0,4) windows);
+#            msda the Deformable DETR shapes, then (--suite v2) RT-DETR v2 / D-FINE's per-level points and discrete sampling.
 #   matrix: benchmarks/matrix_gpu.toml (torch/ort GPU suites) through a one-node Ray cluster (needs ray).
 #   fusion: needs TensorRT (trtexec); without it the JSON says so.
 #   aot: TensorRT's AOT plugin launch reproduced with the CUDA driver (benchmarks/aot_launch.py).
@@ -25,7 +26,10 @@ for s in $suites; do
         [ -f benchmarks/kernels/$k.py ] || { echo "skip kernel bench $k: not present"; continue; }
         echo "== kernel benchmark: $k"
         $py benchmarks/kernels/$k.py --out "$out/kernel_$k.json" || status=1
-      done ;;
+      done
+      # RT-DETR v2 / D-FINE: per-level point counts and discrete sampling vs transformers' v2 core (target >= 10x)
+      echo "== kernel benchmark: msda --suite v2"
+      $py benchmarks/kernels/msda.py --suite v2 --out "$out/kernel_msda_v2.json" || status=1 ;;
     fusion)  # needs TensorRT (trtexec): did each plain attention block become an mha/fmha kernel?
       for spec in "swin_t --plugins off" "convit_t --plugins off" "vit_t"; do
         set -- $spec; d="$out/fusion_$1"
