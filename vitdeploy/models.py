@@ -233,6 +233,7 @@ def build_model(
             model = _build_timm(info, size, pretrained, small)
         elif info.family in HF_FAMILIES:
             model = _build_hf(info, pretrained, small)
+            _check_query_selection(info, model.config, size)
         else:
             model = _build_detr(info, pretrained, small)
     if checkpoint is not None:
@@ -304,6 +305,23 @@ def _build_hf(info: ModelInfo, pretrained: bool, small: bool):
     if pretrained:
         return _pretrained(lambda: hf_detectors.build(info.family, variant, pretrained_id=info.name), info)
     return hf_detectors.build(info.family, variant, reduced=small)
+
+
+def _check_query_selection(info: ModelInfo, config, size: tuple[int, int]) -> None:
+    """RT-DETR (v2) and D-FINE select their queries as the top-k encoder tokens: an input too small to have
+    that many tokens fails inside PyTorch ("selected index k out of range"); say so in one line instead."""
+    import math
+
+    strides = getattr(config, "feat_strides", None)
+    queries = getattr(config, "num_queries", 0)
+    if info.family not in ("rtdetr", "rtdetr_v2", "dfine") or not strides:
+        return
+    tokens = sum(math.ceil(size[0] / s) * math.ceil(size[1] / s) for s in strides)
+    if tokens < queries:
+        side = next(m for m in range(32, 4097, 32) if sum(math.ceil(m / s) ** 2 for s in strides) >= queries)
+        raise VitdeployError(
+            f"image size {size[0]}x{size[1]} gives {info.alias} {tokens} encoder tokens, fewer than the {queries} "
+            "queries it selects from them", f"use at least --img-size {side}")
 
 
 def _pretrained(fn, info: ModelInfo):
