@@ -149,10 +149,15 @@ class DiscreteCore(torch.nn.Module):
     SHAPES = [(6, 5), (3, 3)]
     POINTS = [2, 3]
 
-    def forward(self, value, loc, w):
+    def __init__(self):
+        super().__init__()
+        # imported here, not in forward: importing transformers' vision modules while TorchScript traces fails
         from transformers.models.rt_detr_v2.modeling_rt_detr_v2 import multi_scale_deformable_attention_v2
 
-        return multi_scale_deformable_attention_v2(value, self.SHAPES, loc, w, self.POINTS, "discrete")
+        self.core = multi_scale_deformable_attention_v2
+
+    def forward(self, value, loc, w):
+        return self.core(value, self.SHAPES, loc, w, self.POINTS, "discrete")
 
     def inputs(self, n, seed):
         g = torch.Generator().manual_seed(seed)

@@ -52,12 +52,12 @@ def _rtdetr_r18_backbone(config) -> None:
 
 
 def _rtdetr_reduced(config) -> None:
-    """Test size: basic-block backbone of 16..128 channels, d_model 32 with 2 heads, 2 decoder layers,
-    12 queries -- still 3 levels x 4 points, query selection, encoder self-attention and box refinement."""
+    """Test size: the variant's block type (R18: basic, R50: bottleneck) at 16..128 channels, one block a
+    stage, d_model 32 with 2 heads, 2 decoder layers, 12 queries -- still 3 levels x 4 points, query
+    selection, encoder self-attention and box refinement."""
     config.backbone_config.hidden_sizes = [16, 32, 64, 128]
     config.backbone_config.depths = [1, 1, 1, 1]
     config.backbone_config.embedding_size = 16
-    config.backbone_config.layer_type = "basic"
     config.encoder_in_channels = [32, 64, 128]
     config.d_model = config.encoder_hidden_dim = 32
     config.decoder_in_channels = [32, 32, 32]
