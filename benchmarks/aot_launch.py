@@ -3,12 +3,12 @@
 For each distinct plugin node of swin_t (stages 1-4), swin_b_384, convit_t, Deformable DETR
 (encoder and decoder, 800x1333) and halonet26t, FP16 and FP32, every tactic:
 
-1. PTX and launch parameters come from TensorRT's real plugin layer (`vitdeploy.plugins.contract`
+1. PTX and launch parameters come from TensorRT's real plugin layer (`vitdeploy.testing.contract`
    over the stand-in core): exactly what a TensorRT build hands the AOT launcher.
 2. The PTX is loaded with `cuModuleLoadData` (the driver JIT-compiles the pinned ISA) and launched
    with `cuLaunchKernel`: the returned grid, block and dynamic shared memory, TensorRT's argument
    order (inputs, extra int32 scalars, outputs) packed from the PTX signature, no shared-memory
-   opt-in (`vitdeploy.plugins.driver_launch`).
+   opt-in (`vitdeploy.testing.driver_launch`).
 3. The output is compared with the plugin's PyTorch reference.
 4. The AOT launch is timed against the Triton JIT launch of the same kernel configuration (CUDA-graph
    replay for both, so Python launch overhead is out, as in TensorRT). Target: AOT >= 0.95x JIT speed.
@@ -130,7 +130,7 @@ def output_shape(node, batch: int) -> tuple:
 
 
 def nodes_of(case: str):
-    from vitdeploy.plugins.contract_graphs import GRAPHS
+    from vitdeploy.testing.contract_graphs import GRAPHS
 
     return GRAPHS[case].full_size_nodes()
 
@@ -138,7 +138,8 @@ def nodes_of(case: str):
 def prepare(case: str, index: int, precision: str, arch: int, batch: int, warm_jit: bool) -> dict:
     """Drive one node through the plugin layer (compiling every tactic's PTX for sm_`arch`); optionally
     compile the JIT kernels too, so the timing process finds them in Triton's cache."""
-    from vitdeploy.plugins import contract, ptx_target
+    from vitdeploy.plugins import ptx_target
+    from vitdeploy.testing import contract
 
     node = nodes_of(case)[index]
     target = ptx_target.PtxTarget(arch, ptx_target.pinned_isa(arch))
@@ -180,7 +181,7 @@ def aot_args(inputs, extras: list[int], out) -> list:
 def run_prepared(prep: dict, batch: int, reps: int) -> dict:
     import torch
 
-    from vitdeploy.plugins.driver_launch import AotKernel
+    from vitdeploy.testing.driver_launch import AotKernel
 
     node = nodes_of(prep["case"])[prep["index"]]
     dtype = torch.float16 if prep["precision"] == "fp16" else torch.float32
@@ -300,7 +301,7 @@ def main(argv=None) -> int:
     prepared.sort(key=lambda r: (r["case"], r["index"], r["precision"]))
     for prep in prepared:
         if args.dry_run:
-            from vitdeploy.plugins.driver_launch import pack_params
+            from vitdeploy.testing.driver_launch import pack_params
             from vitdeploy.plugins.ptx import parse
 
             for t in prep["tactics"]:

@@ -1,12 +1,12 @@
 """Contract tests: vitdeploy's plugin nodes of real rewritten graphs, driven through TensorRT's real
 Python plugin layer (`tensorrt.plugin` from tensorrt-cu13-bindings 11.4) the way TensorRT's ONNX parser
-and builder drive it (`vitdeploy.plugins.contract`), FP16 and FP32, every tactic.
+and builder drive it (`vitdeploy.testing.contract`), FP16 and FP32, every tactic.
 
 These are contract tests, not engine tests: only the compiled core of TensorRT is a stand-in
-(`vitdeploy.plugins.trt_standin`), no engine is built, and what only libnvinfer or a GPU can show is
+(`vitdeploy.testing.trt_standin`), no engine is built, and what only libnvinfer or a GPU can show is
 listed in docs/architecture.md ("What is proven where").
 
-Graphs come from `vitdeploy.plugins.contract_graphs.GRAPHS` (add a GraphCase there to add a model or
+Graphs come from `vitdeploy.testing.contract_graphs.GRAPHS` (add a GraphCase there to add a model or
 a plugin). Each graph is exported and rewritten once per module, and every tactic runs at FP16 and
 FP32. Every node runs for GatedPositionalAttention, MultiscaleDeformableAttention and
 HaloAttention; Swin graphs have 7 WindowAttention nodes whose kernels take seconds each to compile, so there one node per kernel
@@ -20,7 +20,8 @@ at every precision for sm_90a, sm_87 and portable sm_80 (benchmarks/results/trt_
 import numpy as np
 import pytest
 
-from vitdeploy.plugins import contract, contract_graphs, ptx_target
+from vitdeploy.plugins import ptx_target
+from vitdeploy.testing import contract, contract_graphs
 from vitdeploy.plugins.ptx import SHARED_LIMIT, isa_text, parse
 
 HOPPER = ptx_target.PtxTarget(90, ptx_target.pinned_isa(90))  # arch-specific sm_90a, the data-centre target
@@ -153,10 +154,11 @@ def test_stand_in_supplies_only_names_the_plugin_layer_or_a_face_uses():
     and each public name of the stand-in is used by that layer or a vitdeploy TensorRT face."""
     from pathlib import Path
 
-    from vitdeploy.plugins import trt_standin
+    from vitdeploy import plugins
+    from vitdeploy.testing import trt_standin
 
     by_layer = _trt_names(contract.plugin_layer_dir().glob("*.py"))
-    by_faces = _trt_names(Path(trt_standin.__file__).parent.glob("*/trt.py"))
+    by_faces = _trt_names(Path(plugins.__file__).parent.glob("*/trt.py"))
     mod = trt_standin.module()
     missing = {n for n in by_layer if not hasattr(mod, n)}
     assert not missing, f"the plugin layer uses trt.{sorted(missing)}, which the stand-in lacks"

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from vitdeploy.plugins.contract import PluginNode, plugin_nodes, synthetic_node
+from vitdeploy.testing.contract import PluginNode, plugin_nodes, synthetic_node
 
 FLOAT, INT32 = 1, 6  # onnx.TensorProto.FLOAT / INT32
 

@@ -23,7 +23,7 @@ These are contract checks with TensorRT's plugin layer: they build no engine and
 about libnvinfer itself (see docs/architecture.md, "What is proven where").
 
 A plugin takes part by being in `vitdeploy.plugins.TRT_FACES` with a face module that exposes
-`SPEC` and `register()`; graphs for it are added in `vitdeploy.plugins.contract_graphs`.
+`SPEC` and `register()`; graphs for it are added in `vitdeploy.testing.contract_graphs`.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class PluginLayer:
 def plugin_layer() -> Iterator[PluginLayer]:
     """TensorRT's real `tensorrt.plugin` over the stand-in core, as `import tensorrt(.plugin)` sees it
     inside the block; whatever `tensorrt` was imported before is put back afterwards."""
-    from vitdeploy.plugins import trt_standin
+    from vitdeploy.testing import trt_standin
 
     layer_dir = plugin_layer_dir()
     saved = {k: v for k, v in sys.modules.items() if k == "tensorrt" or k.startswith("tensorrt.")}
@@ -272,7 +272,7 @@ def drive(layer: PluginLayer, node: PluginNode, precision: str, *, batch: tuple[
     Raises with TensorRT's or the face's error where a step fails, as the build would.
     """
     from vitdeploy.plugins import TRT_FACES
-    from vitdeploy.plugins.trt_standin import IExprBuilder, KernelLaunchParams, SymExprs
+    from vitdeploy.testing.trt_standin import IExprBuilder, KernelLaunchParams, SymExprs
 
     trt = layer.trt
     face = importlib.import_module(TRT_FACES[node.op])

@@ -19,7 +19,7 @@ what that plugin layer and vitdeploy's faces touch of the compiled core:
 Nothing here decides anything a contract test asserts: the tests assert on what the real
 plugin layer and the vitdeploy face return (PTX, launch parameters, field values, shapes),
 and use the expression builder only to read those expressions back at a concrete batch.
-Never used to build or run an engine; see `vitdeploy.plugins.contract`.
+Never used to build or run an engine; see `vitdeploy.testing.contract`.
 """
 from __future__ import annotations
 
