@@ -12,6 +12,7 @@ import pytest
 
 from vitdeploy.testing.driver_launch import pack_params
 
+pytestmark = pytest.mark.contract  # the launch, as the CPU and (gpu-marked) the CUDA driver can show it
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -14,6 +14,8 @@ variant runs (FP16: window, head_dim, shifted, padded; FP32: window, head_dim, s
 compile slowest): nodes sharing the key compile the same tiles, warps, parameter list and code
 paths and differ only in constants (H, W, heads). benchmarks/trt_contract_sweep.py drives every node
 at every precision for sm_90a, sm_87 and portable sm_80 (benchmarks/results/trt_contract_sweep.json).
+
+All of it is `pytest -m contract`; ids carry the plugin's folder (`-k msda`).
 """
 # No `from __future__ import annotations`: tensorrt.plugin reads real annotation objects.
 
@@ -21,8 +23,11 @@ import numpy as np
 import pytest
 
 from vitdeploy.plugins import ptx_target
-from vitdeploy.testing import contract, contract_graphs
 from vitdeploy.plugins.ptx import SHARED_LIMIT, isa_text, parse
+from vitdeploy.testing import contract, contract_graphs
+
+pytestmark = pytest.mark.contract
+GRAPHS = contract_graphs.GRAPHS
 
 HOPPER = ptx_target.PtxTarget(90, ptx_target.pinned_isa(90))  # arch-specific sm_90a, the data-centre target
 PORTABLE = ptx_target.for_engine("ampere_plus", None)  # --hardware-compat ampere_plus: sm_80, no 'a'
@@ -41,12 +46,25 @@ def layer():
         yield lay
 
 
-@pytest.fixture(scope="module", params=list(contract_graphs.GRAPHS))
-def graph(request, tmp_path_factory):
-    case = contract_graphs.GRAPHS[request.param]
-    model, nodes = contract_graphs.export_rewritten(case, tmp_path_factory.mktemp(case.name))
-    del model
-    return case, nodes
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """name -> the rewritten graph's distinct plugin nodes, each graph exported once per module."""
+    done = {}
+
+    def get(name):
+        if name not in done:
+            case = GRAPHS[name]
+            model, done[name] = contract_graphs.export_rewritten(case, tmp_path_factory.mktemp(case.name))
+            del model
+        return done[name]
+
+    get.done = lambda name: name in done
+    return get
+
+
+@pytest.fixture(scope="module", params=list(GRAPHS), ids=[f"{c.plugin}-{n}" for n, c in GRAPHS.items()])
+def graph(request, exports):
+    return GRAPHS[request.param], exports(request.param)
 
 
 def _assert_contract(layer, node, precision, target, ref_shapes=None, only=None):
@@ -57,7 +75,10 @@ def _assert_contract(layer, node, precision, target, ref_shapes=None, only=None)
     trt = layer.trt
     want_float = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
     assert r.output_types == [want_float] * len(node.outputs)
-    assert r.tactics and [la.tactic for la in r.launches] == r.tactics[:only]  # every tactic TensorRT would time
+    # the tactics TensorRT times for this format combination are the face's own list for its precision
+    # (a combination carrying the other type's tactics, or none, fails here), each taken through aot_impl
+    assert r.tactics == _face_tactics(node, precision), f"{node.key} {precision}: tactics {r.tactics}"
+    assert [la.tactic for la in r.launches] == r.tactics[:only]
     # loadFields handed over every attribute of the spec (in the creator's order); QDP read them back
     from importlib import import_module
 
@@ -117,6 +138,26 @@ def test_portable_ptx_for_hardware_compatible_engines(graph, layer):
     with ptx_target.compile_for(HOPPER):
         hop = contract.drive(layer, nodes[0], "fp16", only=1)
     assert any("architecture-specific" in p for p in contract.problems(hop, layer, max_isa=HOPPER.isa, portable=True))
+
+
+def _face_tactics(node, precision: str) -> list:
+    """The tactics each face documents for a node at a precision (its tables, not what QDP returned)."""
+    from importlib import import_module
+
+    from vitdeploy.plugins import TRT_FACES
+
+    face = import_module(TRT_FACES[node.op])
+    if node.op == "WindowAttention":
+        return face.tactics_for(node.attr_values()["num_heads"])
+    if node.op == "GatedPositionalAttention":
+        from vitdeploy.plugins.gated_positional_attention.kernel import CONFIGS
+
+        return list(range(1, len(CONFIGS[precision]) + 1))
+    if node.op == "MultiscaleDeformableAttention":
+        return list(face.BLOCK_Q_TACTICS)
+    if node.op == "HaloAttention":
+        return face.tactics(precision)
+    raise KeyError(node.op)
 
 
 def _n_tactics(node) -> int:
@@ -208,3 +249,4 @@ def test_the_harness_puts_back_whatever_tensorrt_was_imported():
 
 def test_isa_text():
     assert isa_text(HOPPER.isa) == "8.0" and HOPPER.name == "sm_90a" and PORTABLE.name == "sm_80"
+
