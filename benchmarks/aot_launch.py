@@ -1,7 +1,7 @@
 """TensorRT's AOT plugin launch, reproduced with the CUDA driver, for every vitdeploy plugin at full size.
 
-For each distinct plugin node of swin_t (stages 1-4), swin_b_384, convit_t, Deformable DETR
-(encoder and decoder, 800x1333) and halonet26t, FP16 and FP32, every tactic:
+For each distinct plugin node of swin_t (stages 1-4), swin_b_384, swin_t at 160x320, swinv2_t, convit_t,
+Deformable DETR (encoder and decoder, 800x1333) and halonet26t, FP16 and FP32, every tactic:
 
 1. PTX and launch parameters come from TensorRT's real plugin layer (`vitdeploy.testing.contract`
    over the stand-in core): exactly what a TensorRT build hands the AOT launcher.
@@ -31,62 +31,28 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = ("swin_t", "swin_b_384", "convit_t", "deformable_detr", "halonet26t")
-BATCH = {"swin_t": 8, "swin_b_384": 4, "convit_t": 8, "convit_b": 8, "deformable_detr": 1, "halonet26t": 8}
-TOL = {"fp32": 1e-4, "fp16": 2e-2}  # max |err| / max |ref|
+from vitdeploy.testing import plugin_io  # noqa: E402
+
+TOL = plugin_io.TOL
+
+CASES = ("swin_t", "swin_b_384", "swin_t_160x320", "swinv2_t", "convit_t", "deformable_detr", "halonet26t")
+BATCH = {"swin_t": 8, "swin_b_384": 4, "swin_t_160x320": 8, "swinv2_t": 8, "convit_t": 8, "convit_b": 8, "deformable_detr": 1,
+         "halonet26t": 8}
 TARGET_SPEED = 0.95
 
 
-# --- per plugin: inputs, reference, Triton JIT launch of a tactic ----------------------------------
+# --- per plugin: inputs and reference (vitdeploy.testing.plugin_io, shared with the CPU launch emulator),
+# Triton JIT launch of a tactic
 
 
 def _torch_inputs(node, batch: int, dtype, gen):
-    import torch
-
-    out = []
-    for t in node.inputs:
-        if t.constant:
-            v = torch.from_numpy(np.ascontiguousarray(node.constants[t.name]))
-            out.append(v.cuda() if v.dtype == torch.int32 else v.to("cuda", dtype))
-            continue
-        shape = [batch if isinstance(d, str) else d for d in t.dims]
-        if node.op == "MultiscaleDeformableAttention" and t.name == "sampling_locations":
-            x = torch.rand(shape, generator=gen) * 1.2 - 0.1  # some samples fall off the map: zero padding
-        elif node.op == "MultiscaleDeformableAttention" and t.name == "attention_weights":
-            x = torch.softmax(torch.randn(*shape[:3], shape[3] * shape[4], generator=gen), -1).reshape(shape)
-        else:
-            x = torch.randn(shape, generator=gen)
-        out.append(x.to("cuda", dtype).contiguous())
-    return out
+    return plugin_io.make_inputs(node, batch, dtype, gen, device="cuda")
 
 
 def reference(node, inputs):
-    import torch
-
-    a = {k: v for k, v in node.attr_values().items() if not k.startswith("plugin_")}
-    f32 = [x.float() if x.is_floating_point() else x for x in inputs]
-    with torch.no_grad():
-        if node.op == "WindowAttention":
-            from vitdeploy.plugins.window_attention.reference import window_attention
-
-            return window_attention(*f32, **a)
-        if node.op == "GatedPositionalAttention":
-            from vitdeploy.plugins.gated_positional_attention.reference import gated_positional_attention
-
-            return gated_positional_attention(*f32, **a)
-        if node.op == "MultiscaleDeformableAttention":
-            from vitdeploy.plugins.msda.reference import msda
-
-            return msda(*f32)
-        if node.op == "HaloAttention":
-            from vitdeploy.plugins.halo_attention.reference import halo_attention
-
-            return halo_attention(*f32, **a)
-    raise KeyError(node.op)
+    return plugin_io.reference(node, inputs)
 
 
 def jit_launcher(node, inputs, tactic: int, out):

@@ -15,16 +15,25 @@ compile slowest): nodes sharing the key compile the same tiles, warps, parameter
 paths and differ only in constants (H, W, heads). benchmarks/trt_contract_sweep.py drives every node
 at every precision for sm_90a, sm_87 and portable sm_80 (benchmarks/results/trt_contract_sweep.json).
 
-All of it is `pytest -m contract`; ids carry the plugin's folder (`-k msda`).
+The launch level (`vitdeploy.testing.aot_emulator`, the end of this file): the same nodes (every node;
+one per kernel variant in the Swin graphs, standing for the others with its key), reduced where the
+interpreter would take minutes, FP16 and FP32, every tactic: the kernel `aot_impl` returned run under
+Triton's interpreter with exactly the grid, scalars and argument order it returned, against the PyTorch
+reference; one interpreter child per plugin. All of it is `pytest -m contract`; ids carry the plugin's
+folder (`-k msda`).
 """
 # No `from __future__ import annotations`: tensorrt.plugin reads real annotation objects.
+
+import hashlib
+import resource
+import time
 
 import numpy as np
 import pytest
 
 from vitdeploy.plugins import ptx_target
 from vitdeploy.plugins.ptx import SHARED_LIMIT, isa_text, parse
-from vitdeploy.testing import contract, contract_graphs
+from vitdeploy.testing import aot_emulator, contract, contract_graphs
 
 pytestmark = pytest.mark.contract
 GRAPHS = contract_graphs.GRAPHS
@@ -250,3 +259,103 @@ def test_the_harness_puts_back_whatever_tensorrt_was_imported():
 def test_isa_text():
     assert isa_text(HOPPER.isa) == "8.0" and HOPPER.name == "sm_90a" and PORTABLE.name == "sm_80"
 
+
+# --- the launch, emulated on Triton's interpreter (vitdeploy.testing.aot_emulator) -------------------
+
+PLUGINS = sorted({c.plugin for c in GRAPHS.values()})
+EMULATED = [(p, prec) for p in PLUGINS for prec in ("fp16", "fp32")]
+
+
+@pytest.fixture(scope="module")
+def emulation(layer, exports):
+    """plugin -> (outcomes of its jobs and mutants, its real nodes): the plugin's graphs' nodes planned
+    through the plugin layer and run on the interpreter. One child runs the plugin asked for together
+    with every other plugin whose graphs are already exported (the whole file: one child in all)."""
+    runs = {}
+
+    def selections(plugin):
+        nodes, chosen = [], []
+        for name, case in GRAPHS.items():
+            if case.plugin != plugin:
+                continue
+            graph_nodes = exports(name)
+            nodes += graph_nodes
+            for prec in ("fp16", "fp32"):  # the nodes the contract tests drive, each standing for its key's
+                key = case.sample.get(prec)
+                for node in contract_graphs.nodes_for(case, graph_nodes, prec, _n_tactics):
+                    same = [n for n in graph_nodes if n is node or (key is not None and key(n) == key(node))]
+                    chosen.append((prec, node, [f"{n.graph}: {n.key}" for n in same]))
+        return nodes, chosen
+
+    def get(plugin):
+        if plugin not in runs:
+            _triton_compiles()
+            now = [plugin] + [p for p in PLUGINS if p != plugin and p not in runs
+                              and all(exports.done(n) for n, c in GRAPHS.items() if c.plugin == p)]
+            started, cpu = time.perf_counter(), time.process_time()
+            child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            jobs, ids, nodes = [], {}, {}
+            for p in now:
+                nodes[p], chosen = selections(p)
+                mine = aot_emulator.plan(layer, chosen, target=HOPPER, first_id=len(jobs))
+                mine += aot_emulator.mutants(mine, len(jobs) + len(mine))
+                ids[p] = {j.id for j in mine}
+                jobs += mine
+            outcomes = aot_emulator.start(jobs).wait()
+            child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            print(f"\naot launch emulation of {', '.join(now)}: {len(jobs)} launches (mutants included), "
+                  f"{time.perf_counter() - started:.1f} s wall, {time.process_time() - cpu:.1f} s CPU here, "
+                  f"{(child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime):.1f} s CPU in children")
+            for p in now:
+                runs[p] = ([o for o in outcomes if o.job.id in ids[p]], nodes[p])
+        return runs[plugin]
+
+    return get
+
+
+@pytest.mark.parametrize("plugin,precision", EMULATED, ids=[f"{p}-{prec}" for p, prec in EMULATED])
+def test_aot_launch_computes_the_reference(emulation, layer, plugin, precision):
+    """Every node of the plugin's graphs (Swin: one per kernel variant, as above), every tactic: the kernel
+    aot_impl returned, run with its grid, scalars and TensorRT's argument order on the interpreter, equals
+    the PyTorch reference."""
+    outcomes, nodes = emulation(plugin)
+    mine = [o for o in outcomes if not o.job.expect and o.job.precision == precision]
+    assert mine, f"{plugin} {precision}: nothing emulated"
+    bad = [o.message() for o in mine if not o.ok]
+    assert not bad, "\n".join(bad) + f"\n({len(bad)} of {len(mine)} launches wrong)"
+    # every real node is stood for, and every emulated node ran every tactic its face lists
+    covered = {g for o in mine for g in o.job.graphs}
+    missing = {f"{n.graph}: {n.key}" for n in nodes} - covered
+    assert not missing, f"real nodes not emulated: {sorted(missing)}"
+    by_node = {}
+    for o in mine:
+        by_node.setdefault(o.job.node.key, (o.job.node, []))[1].append(o.job.tactic)
+    for node, tactics in by_node.values():
+        assert tactics == _face_tactics(node, precision), (node.key, tactics)
+    assert {o.job.batch for o in mine} == set(aot_emulator.BATCHES)
+    if plugin in ("gated_positional_attention", "msda"):
+        # fewer tokens / queries / heads are runtime values for these kernels: the emulated PTX is the real node's
+        real = set()
+        with ptx_target.compile_for(HOPPER):
+            for n in nodes:
+                real |= {hashlib.sha256(la.ptx.encode()).hexdigest()[:16] for la in contract.drive(layer, n, precision).launches}
+        assert {o.job.ptx_sha for o in mine} == real
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_the_emulator_names_each_launch_mistake(emulation, plugin):
+    """One job per plugin replayed with each kind of mistake issue 21 planted (grid one block short, grid
+    without the batch, input pointers swapped, extra scalars swapped, the other precision's kernel): each
+    fails, and its first line after the launch names the parameter."""
+    outcomes, _ = emulation(plugin)
+    mutants = [o for o in outcomes if o.job.expect]
+    kinds = {o.job.note for o in mutants}
+    assert {"grid without the batch", "the other precision's kernel"} <= kinds and any("short" in k for k in kinds), kinds
+    assert any("inputs" in k for k in kinds)
+    if plugin == "msda":  # the one plugin with more than one extra scalar (S, Lq, M)
+        assert any("scalars" in k for k in kinds)
+    for o in mutants:
+        assert not o.ok, f"{o.job.note}: the emulator did not notice\n{o.message()}"
+        plugin_and_shapes, parameter = o.message().splitlines()[0].split("): ", 1)
+        assert plugin_and_shapes.startswith(plugin) and o.job.node.op in plugin_and_shapes, o.message()
+        assert parameter.startswith(o.job.expect), f"{o.job.note}:\n{o.message()}"
