@@ -1,14 +1,14 @@
 """TensorRT's AOT plugin launch, reproduced with the CUDA driver, for every vitdeploy plugin at full size.
 
-For each distinct plugin node of swin_t (stages 1-4), swin_b_384, convit_t, Deformable DETR
-(encoder and decoder, 800x1333) and halonet26t, FP16 and FP32, every tactic:
+For each distinct plugin node of swin_t (stages 1-4), swin_b_384, swin_t at 160x320, swinv2_t, convit_t,
+Deformable DETR (encoder and decoder, 800x1333) and halonet26t, FP16 and FP32, every tactic:
 
-1. PTX and launch parameters come from TensorRT's real plugin layer (`vitdeploy.plugins.contract`
+1. PTX and launch parameters come from TensorRT's real plugin layer (`vitdeploy.testing.contract`
    over the stand-in core): exactly what a TensorRT build hands the AOT launcher.
 2. The PTX is loaded with `cuModuleLoadData` (the driver JIT-compiles the pinned ISA) and launched
    with `cuLaunchKernel`: the returned grid, block and dynamic shared memory, TensorRT's argument
    order (inputs, extra int32 scalars, outputs) packed from the PTX signature, no shared-memory
-   opt-in (`vitdeploy.plugins.driver_launch`).
+   opt-in (`vitdeploy.testing.driver_launch`).
 3. The output is compared with the plugin's PyTorch reference.
 4. The AOT launch is timed against the Triton JIT launch of the same kernel configuration (CUDA-graph
    replay for both, so Python launch overhead is out, as in TensorRT). Target: AOT >= 0.95x JIT speed.
@@ -31,62 +31,28 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = ("swin_t", "swin_b_384", "convit_t", "deformable_detr", "halonet26t")
-BATCH = {"swin_t": 8, "swin_b_384": 4, "convit_t": 8, "convit_b": 8, "deformable_detr": 1, "halonet26t": 8}
-TOL = {"fp32": 1e-4, "fp16": 2e-2}  # max |err| / max |ref|
+from vitdeploy.testing import plugin_io  # noqa: E402
+
+TOL = plugin_io.TOL
+
+CASES = ("swin_t", "swin_b_384", "swin_t_160x320", "swinv2_t", "convit_t", "deformable_detr", "halonet26t")
+BATCH = {"swin_t": 8, "swin_b_384": 4, "swin_t_160x320": 8, "swinv2_t": 8, "convit_t": 8, "convit_b": 8, "deformable_detr": 1,
+         "halonet26t": 8}
 TARGET_SPEED = 0.95
 
 
-# --- per plugin: inputs, reference, Triton JIT launch of a tactic ----------------------------------
+# --- per plugin: inputs and reference (vitdeploy.testing.plugin_io, shared with the CPU launch emulator),
+# Triton JIT launch of a tactic
 
 
 def _torch_inputs(node, batch: int, dtype, gen):
-    import torch
-
-    out = []
-    for t in node.inputs:
-        if t.constant:
-            v = torch.from_numpy(np.ascontiguousarray(node.constants[t.name]))
-            out.append(v.cuda() if v.dtype == torch.int32 else v.to("cuda", dtype))
-            continue
-        shape = [batch if isinstance(d, str) else d for d in t.dims]
-        if node.op == "MultiscaleDeformableAttention" and t.name == "sampling_locations":
-            x = torch.rand(shape, generator=gen) * 1.2 - 0.1  # some samples fall off the map: zero padding
-        elif node.op == "MultiscaleDeformableAttention" and t.name == "attention_weights":
-            x = torch.softmax(torch.randn(*shape[:3], int(np.prod(shape[3:])), generator=gen), -1).reshape(shape)
-        else:
-            x = torch.randn(shape, generator=gen)
-        out.append(x.to("cuda", dtype).contiguous())
-    return out
+    return plugin_io.make_inputs(node, batch, dtype, gen, device="cuda")
 
 
 def reference(node, inputs):
-    import torch
-
-    a = {k: v for k, v in node.attr_values().items() if not k.startswith("plugin_")}
-    f32 = [x.float() if x.is_floating_point() else x for x in inputs]
-    with torch.no_grad():
-        if node.op == "WindowAttention":
-            from vitdeploy.plugins.window_attention.reference import window_attention
-
-            return window_attention(*f32, **a)
-        if node.op == "GatedPositionalAttention":
-            from vitdeploy.plugins.gated_positional_attention.reference import gated_positional_attention
-
-            return gated_positional_attention(*f32, **a)
-        if node.op == "MultiscaleDeformableAttention":
-            from vitdeploy.plugins.msda.reference import msda
-
-            return msda(*f32, tuple(a["num_points"]), a["method"])
-        if node.op == "HaloAttention":
-            from vitdeploy.plugins.halo_attention.reference import halo_attention
-
-            return halo_attention(*f32, **a)
-    raise KeyError(node.op)
+    return plugin_io.reference(node, inputs)
 
 
 def jit_launcher(node, inputs, tactic: int, out):
@@ -130,7 +96,7 @@ def output_shape(node, batch: int) -> tuple:
 
 
 def nodes_of(case: str):
-    from vitdeploy.plugins.contract_graphs import GRAPHS
+    from vitdeploy.testing.contract_graphs import GRAPHS
 
     return GRAPHS[case].full_size_nodes()
 
@@ -138,7 +104,8 @@ def nodes_of(case: str):
 def prepare(case: str, index: int, precision: str, arch: int, batch: int, warm_jit: bool) -> dict:
     """Drive one node through the plugin layer (compiling every tactic's PTX for sm_`arch`); optionally
     compile the JIT kernels too, so the timing process finds them in Triton's cache."""
-    from vitdeploy.plugins import contract, ptx_target
+    from vitdeploy.plugins import ptx_target
+    from vitdeploy.testing import contract
 
     node = nodes_of(case)[index]
     target = ptx_target.PtxTarget(arch, ptx_target.pinned_isa(arch))
@@ -180,7 +147,7 @@ def aot_args(inputs, extras: list[int], out) -> list:
 def run_prepared(prep: dict, batch: int, reps: int) -> dict:
     import torch
 
-    from vitdeploy.plugins.driver_launch import AotKernel
+    from vitdeploy.testing.driver_launch import AotKernel
 
     node = nodes_of(prep["case"])[prep["index"]]
     dtype = torch.float16 if prep["precision"] == "fp16" else torch.float32
@@ -300,7 +267,7 @@ def main(argv=None) -> int:
     prepared.sort(key=lambda r: (r["case"], r["index"], r["precision"]))
     for prep in prepared:
         if args.dry_run:
-            from vitdeploy.plugins.driver_launch import pack_params
+            from vitdeploy.testing.driver_launch import pack_params
             from vitdeploy.plugins.ptx import parse
 
             for t in prep["tactics"]:

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     import triton
 
     from vitdeploy.bench.environment import git_commit
-    from vitdeploy.plugins import contract, contract_graphs, ptx_target
+    from vitdeploy.plugins import ptx_target
+    from vitdeploy.testing import contract, contract_graphs
     from vitdeploy.plugins.ptx import parse
 
     names = args.graphs.split(",") if args.graphs else list(contract_graphs.GRAPHS)

@@ -1,4 +1,4 @@
-"""TensorRT's AOT launch done with the CUDA driver (vitdeploy.plugins.driver_launch, benchmarks/aot_launch.py).
+"""TensorRT's AOT launch done with the CUDA driver (vitdeploy.testing.driver_launch, benchmarks/aot_launch.py).
 
 The argument packing and the compile half run here on the CPU; the launches are `gpu`-marked (they
 need a CUDA driver) and also run, for every node at full size with timing, in benchmarks/gpu_suite.sh.
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from vitdeploy.plugins.driver_launch import pack_params
+from vitdeploy.testing.driver_launch import pack_params
 
+pytestmark = pytest.mark.contract  # the launch, as the CPU and (gpu-marked) the CUDA driver can show it
 REPO = Path(__file__).resolve().parents[1]
 
 

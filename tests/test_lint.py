@@ -83,6 +83,40 @@ def test_finding2_opset_23_attention_needs_10_14():
     assert [f.rule for f in lint_model(m, "11.4").errors] == ["attribute"]
 
 
+def test_attention_rules_are_the_operator_table_row():
+    """Each Attention restriction of onnx-tensorrt operators.md (10.15), cited in the message: attn_mask must be
+    4-D like Q/K/V; softmax_precision is not in the row (no finding); softcap / qk_matmul_output_mode, KV-cache
+    inputs and extra outputs are errors."""
+    from vitdeploy.deploy.lint.tables import ATTENTION_ROW
+
+    def attention(mask_shape=None, extra_in=(), outputs=("y",), **attrs):
+        ins = [vi(n, F, [1, 2, 8, 16]) for n in ("q", "k", "v")]
+        names = ["q", "k", "v"]
+        if mask_shape is not None or extra_in:
+            names.append("mask" if mask_shape is not None else "")
+            if mask_shape is not None:
+                ins.append(vi("mask", F, mask_shape))
+        for name in extra_in:
+            names.append(name)
+            ins.append(vi(name, F, [1, 2, 4, 16]))
+        n = helper.make_node("Attention", names, list(outputs), name="node_Attention_0", **attrs)
+        return model([n], ins, [vi(o, F, None) for o in outputs], opset=23)
+
+    ok = lint_model(attention(mask_shape=[1, 1, 8, 8], softmax_precision=TensorProto.FLOAT, scale=0.25, is_causal=0), "11.4")
+    assert not ok.errors, [f.line() for f in ok.errors]
+    r = lint_model(attention(mask_shape=[8, 8]), "11.4")
+    assert [(f.rule, f.node) for f in r.errors] == [("shape", "node_Attention_0")]
+    assert "attn_mask (mask) is 2-D" in r.errors[0].message and ATTENTION_ROW in r.errors[0].message
+    r = lint_model(attention(softcap=30.0, qk_matmul_output_mode=1), "11.4")
+    assert [f.rule for f in r.errors] == ["attribute"]
+    assert "qk_matmul_output_mode and softcap" in r.errors[0].message and ATTENTION_ROW in r.errors[0].message
+    assert not lint_model(attention(softcap=0.0, qk_matmul_output_mode=0), "11.4").errors  # the defaults, written out
+    r = lint_model(attention(extra_in=("past_key", "past_value")), "11.4")
+    assert [f.rule for f in r.errors] == ["inputs"] and "past_key/past_value" in r.errors[0].message
+    r = lint_model(attention(outputs=("y", "present_key")), "11.4")
+    assert [f.rule for f in r.errors] == ["outputs"] and "present_key" in r.errors[0].message
+
+
 def test_build_lowers_opset_to_the_target_in_one_line(capsys):
     from vitdeploy.deploy.lint.targets import build_target
     from vitdeploy.pipeline.build import bound_opset

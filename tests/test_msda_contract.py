@@ -1,15 +1,20 @@
 """Contract tests (not engine tests) of vitdeploy's MultiscaleDeformableAttention with its issue-25 attributes:
 D-FINE-S's and RT-DETR v2's full-size decoder nodes driven through TensorRT's real Python plugin layer over the
-stand-in core (`vitdeploy.plugins.contract`, as tests/test_trt_contract.py does for the Deformable DETR graph):
+stand-in core (`vitdeploy.testing.contract`, as tests/test_trt_contract.py does for the Deformable DETR graph):
 the INTS `num_points` and string `method` fields as TensorRT's ONNX parser hands them over, output shapes equal
-to the ONNX Runtime face's, and the AOT kernel's PTX ABI. One tactic per node keeps it to one compile each."""
+to the ONNX Runtime face's, and the AOT kernel's PTX ABI; then the launch level (`vitdeploy.testing.aot_emulator`):
+the kernel whose compile produced that PTX, run on Triton's interpreter with exactly the grid, scalars and
+argument order `aot_impl` returned, against the PyTorch reference. One tactic per node and precision keeps it
+to one AOT compile each (the tactics differ only in the query block, which the Deformable DETR graph's
+emulation in tests/test_trt_contract.py runs for every tactic)."""
 # No `from __future__ import annotations`: tensorrt.plugin reads real annotation objects.
 
 import numpy as np
 import pytest
 
-from vitdeploy.plugins import contract, ptx_target
-from vitdeploy.plugins.contract import synthetic_node
+from vitdeploy.plugins import ptx_target
+from vitdeploy.testing import aot_emulator, contract
+from vitdeploy.testing.contract import synthetic_node
 from vitdeploy.plugins.msda.spec import vitdeploy_attrs
 
 FLOAT, INT32 = 1, 6
@@ -72,3 +77,22 @@ def test_per_level_points_and_discrete_nodes_meet_the_plugin_layer(layer, name):
     assert info.target == target.name and list(info.params) == [".u64"] * 5 + [".u32"] * 3 + [".u64"]
     if node.attr_values()["method"] == "discrete":
         assert "fma" not in la.ptx  # x * W + 0.5 rounds as transformers computes it
+
+
+def test_launch_emulation_of_per_level_points_and_discrete_nodes(layer):
+    """The launch TensorRT would make for each node (reduced for the interpreter to fewer queries and heads: runtime
+    values, so the PTX is the real node's), at batch 2, computes the reference; every output element written,
+    nothing outside the outputs or into the inputs."""
+    from vitdeploy.plugins.msda.kernel import interpreter_active
+
+    if interpreter_active():
+        pytest.skip("Triton was imported with TRITON_INTERPRET=1 in this process: AOT compilation is off")
+    jobs = []
+    for name, (node, precision, target) in CASES.items():
+        jobs += aot_emulator.prepare(layer, node, precision, target=target, first_id=len(jobs), only=1,
+                                     covers=[f"full-size: {name}"])
+    assert len(jobs) == len(CASES) and all(not j.problems for j in jobs), [j.problems for j in jobs]
+    outcomes = aot_emulator.start(jobs).wait()
+    for o in outcomes:
+        assert o.ok, o.message()
+        assert o.result.get("err_written") is not None and o.job.node.attr_values()["num_points"]

@@ -217,6 +217,13 @@ def ort_registered() -> dict[str, PluginSpec]:
     return dict(_ORT_REGISTERED)
 
 
+# Called after every `triton_ptx` compile with what it was given and produced (keyword arguments
+# fn, signature, constexprs, num_warps, num_stages, name, ptx, metadata). The product registers none;
+# the test harness's AOT launch emulator (vitdeploy/testing/aot_emulator.py) records them, so the PTX
+# an `aot_impl` hands TensorRT is run on the CPU as the very Triton specialization that produced it.
+COMPILE_LISTENERS: list[Callable[..., None]] = []
+
+
 def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], arch: int, num_warps: int = 4, num_stages: int = 2,
                aligned: tuple[str, ...] = (), fp_fusion: bool = True):
     """Compile a @triton.jit kernel ahead of time to PTX for sm_`arch`, without a GPU.
@@ -243,6 +250,9 @@ def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], 
     options = {"num_warps": num_warps, "num_stages": num_stages, "ptx_version": pinned_isa(arch),
                "enable_fp_fusion": fp_fusion}
     compiled = triton.compile(src, target=target, options=options)
+    for listener in tuple(COMPILE_LISTENERS):
+        listener(fn=fn, signature=dict(signature), constexprs=dict(constexprs), num_warps=num_warps,
+                 num_stages=num_stages, name=compiled.metadata.name, ptx=compiled.asm["ptx"], metadata=compiled.metadata)
     return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
 
 

@@ -148,19 +148,35 @@ def _attribute_rules(ix: GraphIndex, n: onnx.NodeProto, name: str, v: T.Version)
     if op in ("MaxPool", "AveragePool", "LpPool") and any(d != 1 for d in (attr(n, "dilations") or [])):
         err("attribute", f"{op} dilations other than 1 are unsupported", "use dilations of 1")
     if op == "Attention":
-        if any(t for t in n.input[4:]):
-            err("inputs", "past_key/past_value/nonpad_kv_seqlen inputs are unsupported", "drop the KV-cache inputs")
-        if any(_used(ix, o) for o in n.output[1:]):
-            err("outputs", "present_key/present_value/qk_matmul_output outputs are unsupported", "drop those outputs")
-        if attr(n, "softcap", 0.0) or attr(n, "qk_matmul_output_mode", 0) or any(
-                a.name == "softmax_precision" for a in n.attribute):
-            err("attribute", "softcap, qk_matmul_output_mode and softmax_precision are unsupported",
-                "remove the attribute")
-        for t in n.input[:3]:
-            shape = ix.shapes.get(t)
+        out.extend(_attention_rules(ix, n, name))
+    return out
+
+
+def _attention_rules(ix: GraphIndex, n: onnx.NodeProto, name: str) -> list[Finding]:
+    """ai.onnx Attention as TensorRT's importer takes it: each rule one restriction of the operator table's
+    Attention row (tables.ATTENTION_*), cited in the message."""
+    src = f"({T.ATTENTION_ROW})"
+    out: list[Finding] = []
+
+    def err(rule, msg, fix):
+        out.append(Finding("error", rule, f"{msg} {src}", fix, name, "Attention"))
+
+    given = [T.ATTENTION_UNSUPPORTED_INPUTS[i] for i in T.ATTENTION_UNSUPPORTED_INPUTS if i < len(n.input) and n.input[i]]
+    if given:
+        err("inputs", f"input {'/'.join(given)} is unsupported", "drop the KV-cache inputs")
+    used = [T.ATTENTION_UNSUPPORTED_OUTPUTS[i] for i in T.ATTENTION_UNSUPPORTED_OUTPUTS
+            if i < len(n.output) and _used(ix, n.output[i])]
+    if used:
+        err("outputs", f"output {'/'.join(used)} is unsupported", "drop those outputs")
+    attrs = [a for a in T.ATTENTION_UNSUPPORTED_ATTRS if attr(n, a, 0)]  # both default to 0: 0 is the supported value
+    if attrs:
+        err("attribute", f"attribute {' and '.join(attrs)} is unsupported", "remove the attribute (or set it to 0)")
+    for i, what in T.ATTENTION_4D_INPUTS.items():
+        if i < len(n.input) and n.input[i]:
+            shape = ix.shapes.get(n.input[i])
             if shape is not None and len(shape) != 4:
-                err("shape", f"Attention input {t} is {len(shape)}-D; TensorRT needs 4-D Q/K/V", "reshape to 4-D")
-                break
+                err("shape", f"Attention {what} ({n.input[i]}) is {len(shape)}-D; TensorRT needs it 4-D",
+                    "reshape it to 4-D ([batch, heads, sequence, head_dim]; a mask broadcast to 4-D)")
     return out
 
 

@@ -121,6 +121,18 @@ STOCK_PLUGINS: dict[str, dict[str, tuple[Version, Version | None]]] = {
 # (Changelog 10.9 "Added support for Python AOT plugins"; vitdeploy.deploy.trt_env.AOT_PLUGINS_MIN).
 AOT_PLUGINS: Version = (10, 9)
 
+# ai.onnx Attention (opset 23/24): the restrictions of its row in onnx-tensorrt docs/operators.md as of 10.15
+# ("opset 9 to opset 24"; 10.14 added the operator, Changelog 10.14, with no public table of its own):
+# "`Q`, `K`, `V` and `attn_mask ` must be 4D. `past_key`, `past_value` and `nonpad_kv_seqlen` inputs are
+# unsupported. `present_key`, `present_value` and `qk_matmul_output` outputs are unsupported.
+# `qk_matmul_output_mode` and `softcap` attributes are unsupported." Nothing else is named: `softmax_precision`,
+# `scale`, `is_causal`, `q_num_heads`/`kv_num_heads` (read from Q/K/V's second dimension) are imported.
+ATTENTION_ROW = "onnx-tensorrt operators.md (10.15), Attention row"
+ATTENTION_4D_INPUTS = {0: "Q", 1: "K", 2: "V", 3: "attn_mask"}  # input index -> name: must be 4-D
+ATTENTION_UNSUPPORTED_INPUTS = {4: "past_key", 5: "past_value", 6: "nonpad_kv_seqlen"}
+ATTENTION_UNSUPPORTED_OUTPUTS = {1: "present_key", 2: "present_value", 3: "qk_matmul_output"}
+ATTENTION_UNSUPPORTED_ATTRS = ("qk_matmul_output_mode", "softcap")
+
 # FP16 fused multi-head attention (TensorRT developer guide, MHA fusion restrictions, as quoted in
 # NVIDIA/TensorRT#4167): head size 16..256 and a multiple of 8; INT8 MHA needs Q/DQ before BMM1, after
 # the Softmax and after BMM2, head size 16/32/64 and sequences <= 512.

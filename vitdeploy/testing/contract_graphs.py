@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from vitdeploy.plugins.contract import PluginNode, plugin_nodes, synthetic_node
+from vitdeploy.testing.contract import PluginNode, plugin_nodes, synthetic_node
 
 FLOAT, INT32 = 1, 6  # onnx.TensorProto.FLOAT / INT32
 
@@ -29,7 +29,7 @@ FLOAT, INT32 = 1, 6  # onnx.TensorProto.FLOAT / INT32
 class GraphCase:
     name: str  # the model alias whose attributes the graph has
     build: Callable[[], object]  # the reduced torch model (eval mode)
-    img: int
+    img: int | tuple[int, int]  # square side, or (height, width)
     passes: tuple[str, ...]
     real_nodes: Callable[[], set]  # distinct node signatures of the full-size model
     signature: Callable[[PluginNode], tuple]
@@ -44,6 +44,7 @@ class GraphCase:
     note: str = ""
     # a full-size node from a real_nodes() signature (random constants), for the GPU launcher check
     synthesize: Callable[[tuple], PluginNode] | None = None
+    plugin: str = ""  # the plugin's folder under vitdeploy/plugins (test ids: `pytest -k msda`)
 
     def full_size_nodes(self, seed: int = 0) -> list[PluginNode]:
         """The full-size model's distinct plugin nodes, built without an export (see `synthesize`)."""
@@ -74,7 +75,8 @@ def export_rewritten(case: GraphCase, workdir: str | Path):
     path = Path(workdir) / f"{case.name}.onnx"
     torch.manual_seed(0)
     model = case.build()
-    export_onnx(model, torch.randn(1, 3, case.img, case.img), path, batch=BatchSpec(1, 2, 4),
+    h, w = (case.img, case.img) if isinstance(case.img, int) else case.img
+    export_onnx(model, torch.randn(1, 3, h, w), path, batch=BatchSpec(1, 2, 4),
                 exporter=case.exporter, output_names=case.outputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -98,22 +100,47 @@ def _swin(timm_name: str, **kw):
     return build
 
 
-def _swin_real(timm_name: str):
+def _swin_real(timm_name: str, **kw):
     """(window, shift, heads, height, width, channels, scales, cosine, mask value, pad_first) of every
-    block of the full model (timm Swin V1: one scale head_dim**-0.5, no cosine, mask -100, roll first)."""
+    block of the full model (timm Swin V1: one scale head_dim**-0.5, no cosine, mask -100, roll first).
+    `kw` (e.g. img_size=(160, 320)) goes to timm.create_model: the windows and shifts timm clamps to it."""
 
     def real():
         import timm
         import torch
 
         with torch.device("meta"):
-            model = timm.create_model(timm_name, pretrained=False)
+            model = timm.create_model(timm_name, pretrained=False, **kw)
         out = set()
         for stage in model.layers:
             for blk in stage.blocks:
                 (h, w) = blk.input_resolution
                 out.add((tuple(blk.window_size), tuple(blk.shift_size), blk.attn.num_heads, h, w, blk.dim,
                          (round(float(blk.attn.scale), 6),), 0, -100.0, 0))
+        return out
+
+    return real
+
+
+def _swinv2_real(timm_name: str):
+    """The same for timm Swin V2: cosine attention, per-head scale exp(min(logit_scale, log 100)) (read from
+    the initialised parameter, so the full model is built on the CPU, ~1 s), mask -100, roll first."""
+
+    def real():
+        import math
+
+        import timm
+        import torch
+
+        with torch.no_grad():
+            model = timm.create_model(timm_name, pretrained=False)
+        out = set()
+        for stage in model.layers:
+            for blk in stage.blocks:
+                (h, w) = blk.input_resolution
+                scales = torch.clamp(blk.attn.logit_scale, max=math.log(100.0)).exp().flatten().tolist()
+                out.add((tuple(blk.window_size), tuple(blk.shift_size), blk.attn.num_heads, h, w, blk.dim,
+                         tuple(sorted({round(x, 6) for x in scales})), 1, -100.0, 0))
         return out
 
     return real
@@ -320,29 +347,42 @@ def _detr_node(sig: tuple, rng, size=(800, 1333)) -> PluginNode:
     ], graph="full-size")
 
 
+SWIN_NON_SQUARE = (160, 320)
+
 GRAPHS: dict[str, GraphCase] = {c.name: c for c in (
     GraphCase("swin_t", _swin("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 1)), 224, ("swin",),
               _swin_real("swin_tiny_patch4_window7_224"), _swin_sig,
               sample={"fp16": _swin_variant, "fp32": _swin_tile},
               note="depths (2,2,2,1) of (2,2,6,2): stage 3 repeats its shifted/unshifted pair, stage 4 (7x7) is never shifted",
-              synthesize=_swin_node),
+              synthesize=_swin_node, plugin="window_attention"),
     GraphCase("swin_b_384", _swin("swin_base_patch4_window12_384", depths=(2, 2, 2, 1)), 384, ("swin",),
               _swin_real("swin_base_patch4_window12_384"), _swin_sig,
               sample={"fp16": _swin_variant, "fp32": _swin_tile},
-              note="window 12; depths (2,2,2,1) of (2,2,18,2)", synthesize=_swin_node),
+              note="window 12; depths (2,2,2,1) of (2,2,18,2)", synthesize=_swin_node, plugin="window_attention"),
+    GraphCase("swin_t_160x320", _swin("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), img_size=SWIN_NON_SQUARE),
+              SWIN_NON_SQUARE, ("swin",), _swin_real("swin_tiny_patch4_window7_224", img_size=SWIN_NON_SQUARE), _swin_sig,
+              sample={"fp16": _swin_variant, "fp32": _swin_tile},
+              note="swin_t at 160x320: maps 40x80 .. 5x10, every one padded; stage 4 clamps the window to 5x7 and "
+                   "shifts (0, 3) only; depths (2,2,2,2) of (2,2,6,2)", synthesize=_swin_node, plugin="window_attention"),
+    GraphCase("swinv2_t", _swin("swinv2_tiny_window8_256", depths=(2, 2, 2, 1)), 256, ("swin",),
+              _swinv2_real("swinv2_tiny_window8_256"), _swin_sig,
+              sample={"fp16": _swin_variant, "fp32": _swin_tile},
+              note="Swin V2 (cosine attention, per-head scale, window 8); depths (2,2,2,1) of (2,2,6,2): stage 4 "
+                   "(8x8) is never shifted", synthesize=_swin_node, plugin="window_attention"),
     GraphCase("convit_t", _convit("convit_tiny", depth=1, local_up_to_layer=1), 224, ("gpsa",),
               _convit_real("convit_tiny"), _convit_sig, note="1 of 10 identical GPSA blocks",
-              synthesize=_convit_node),
+              synthesize=_convit_node, plugin="gated_positional_attention"),
     GraphCase("convit_b", _convit("convit_base", depth=1, local_up_to_layer=1), 224, ("gpsa",),
               _convit_real("convit_base"), _convit_sig, note="1 of 10 identical GPSA blocks",
-              synthesize=_convit_node),
+              synthesize=_convit_node, plugin="gated_positional_attention"),
     GraphCase("deformable_detr", _detr(backbone="resnet18", encoder_layers=1, decoder_layers=2), 64, ("msda",),
               _detr_real, _detr_sig, options={"msda_impl": "vitdeploy"}, outputs=("logits", "pred_boxes"),
               exporter="dynamo",
               note="the default transformer (d_model 256, 8 heads, 4 levels x 4 points, 300 queries) with 1 of 6 "
                    "encoder and 2 of 6 decoder layers (transformers ties the box heads of decoder layers 1.. to 0), a ResNet-18 backbone and a 64x64 image (S = 85 tokens; S is a runtime scalar)",
-              synthesize=_detr_node),
+              synthesize=_detr_node, plugin="msda"),
     GraphCase("halonet26t", _halonet("halonet26t"), 256, ("halo",), _halo_real("halonet26t"), _halo_sig,
               exporter="dynamo", note="the full model at 256x256: 3 HaloAttn layers, all distinct (the dynamo "
-                                      "exporter: TorchScript cannot export unfold)", synthesize=_halo_node),
+                                      "exporter: TorchScript cannot export unfold)", synthesize=_halo_node,
+              plugin="halo_attention"),
 )}

@@ -16,10 +16,12 @@ what that plugin layer and vitdeploy's faces touch of the compiled core:
   is_constant/get_constant_value`) with the operations NvInferRuntime.h documents;
 * `Logger` (QDP logs one warning at import).
 
-Nothing here decides anything a contract test asserts: the tests assert on what the real
-plugin layer and the vitdeploy face return (PTX, launch parameters, field values, shapes),
-and use the expression builder only to read those expressions back at a concrete batch.
-Never used to build or run an engine; see `vitdeploy.plugins.contract`.
+Two things here are decisions the tests rely on: `IDimensionExpr.evaluate` (a symbolic
+dimension's value at a concrete batch, with the operations NvInferRuntime.h documents; output
+shapes, grids and extra scalars are read back through it) and `is_constant` (whether an
+expression is a build-time constant). Everything else the tests assert on is what the real
+plugin layer and the vitdeploy face return (PTX, launch expressions, field values, tactics).
+Never used to build or run an engine; see `vitdeploy.testing.contract`.
 """
 from __future__ import annotations
 

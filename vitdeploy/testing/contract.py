@@ -23,7 +23,7 @@ These are contract checks with TensorRT's plugin layer: they build no engine and
 about libnvinfer itself (see docs/architecture.md, "What is proven where").
 
 A plugin takes part by being in `vitdeploy.plugins.TRT_FACES` with a face module that exposes
-`SPEC` and `register()`; graphs for it are added in `vitdeploy.plugins.contract_graphs`.
+`SPEC` and `register()`; graphs for it are added in `vitdeploy.testing.contract_graphs`.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class PluginLayer:
 def plugin_layer() -> Iterator[PluginLayer]:
     """TensorRT's real `tensorrt.plugin` over the stand-in core, as `import tensorrt(.plugin)` sees it
     inside the block; whatever `tensorrt` was imported before is put back afterwards."""
-    from vitdeploy.plugins import trt_standin
+    from vitdeploy.testing import trt_standin
 
     layer_dir = plugin_layer_dir()
     saved = {k: v for k, v in sys.modules.items() if k == "tensorrt" or k.startswith("tensorrt.")}
@@ -135,43 +135,89 @@ class PluginNode:
 def plugin_nodes(model, ops: set[str] | None = None, graph: str = "") -> list[PluginNode]:
     """Distinct vitdeploy AOT plugin nodes of `model` (those in TRT_FACES), with input shapes from
     ONNX shape inference (symbolic batch kept as its dim_param)."""
-    import onnx
-    from onnx import numpy_helper
-
     from vitdeploy.plugins import TRT_FACES
 
     ops = set(TRT_FACES) if ops is None else ops
     wanted = [n for n in model.graph.node if n.op_type in ops]
     if not wanted:
         return []
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
     inits = {i.name: i for i in model.graph.initializer}
+    types = _shapes_through_plugins(model, wanted, inits)
     out: dict[str, PluginNode] = {}
     for n in wanted:
-        attrs = {a.name: a for a in n.attribute}
-        tensors, consts = [], {}
-        for name in n.input:
-            if name in inits:
-                init = inits[name]
-                tensors.append(TensorInfo(name, init.data_type, tuple(init.dims), constant=True))
-                consts[name] = numpy_helper.to_array(init)
-            elif name in types:
-                tt = types[name]
-                dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
-                if any(isinstance(d, str) for d in dims[1:]):
-                    raise ValueError(f"{n.op_type} node {n.name}: input {name} {dims} is symbolic beyond the batch "
-                                     "dimension (vitdeploy engines have one dynamic dimension, the batch)")
-                tensors.append(TensorInfo(name, tt.elem_type, dims))
-            else:
-                raise ValueError(f"{n.op_type} node {n.name}: no shape for input {name} (constant node or unknown op?)")
-        pn = PluginNode(n.op_type, _attr_str(attrs.get("plugin_namespace"), ""), _attr_str(attrs.get("plugin_version"), "1"),
-                        attrs, tensors, list(n.output), graph, 1, n, consts)
+        pn = _plugin_node(n, types, inits, graph)
+        if isinstance(pn, str):
+            raise ValueError(pn)
         if pn.key in out:
             out[pn.key].count += 1
         else:
             out[pn.key] = pn
     return list(out.values())
+
+
+def _plugin_node(n, types: dict, inits: dict, graph: str):
+    """The PluginNode of NodeProto `n` with input shapes from `types`, or a str saying which shape is missing."""
+    from onnx import numpy_helper
+
+    attrs = {a.name: a for a in n.attribute}
+    tensors, consts = [], {}
+    for name in n.input:
+        if name in inits:
+            init = inits[name]
+            tensors.append(TensorInfo(name, init.data_type, tuple(init.dims), constant=True))
+            consts[name] = numpy_helper.to_array(init)
+        elif name in types and types[name].HasField("shape"):
+            tt = types[name]
+            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+            if any(isinstance(d, str) for d in dims[1:]):
+                return (f"{n.op_type} node {n.name}: input {name} {dims} is symbolic beyond the batch dimension "
+                        "(vitdeploy engines have one dynamic dimension, the batch)")
+            tensors.append(TensorInfo(name, tt.elem_type, dims))
+        else:
+            return f"{n.op_type} node {n.name}: no shape for input {name} (constant node or unknown op?)"
+    return PluginNode(n.op_type, _attr_str(attrs.get("plugin_namespace"), ""), _attr_str(attrs.get("plugin_version"), "1"),
+                      attrs, tensors, list(n.output), graph, 1, n, consts)
+
+
+def _shapes_through_plugins(model, wanted: list, inits: dict) -> dict:
+    """Tensor name -> TypeProto.Tensor: ONNX shape inference, and where it leaves a plugin input without its
+    dims, the shapes ONNX Runtime computes.
+
+    ONNX has no shape function for vitdeploy's ops, so their outputs have no shape. Usually the next
+    block's reshapes restore it; Swin V2's post-norm blocks reshape the attention output with a -1
+    against a symbolic batch, which ONNX's inference cannot resolve. Then the whole graph runs once in
+    ONNX Runtime (the plugins on their CPU faces) at batch 1 and 2 with every plugin input as an
+    output: the ONNX-level truth of those shapes, the dim that differs being the batch.
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    types = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    if all(not isinstance(_plugin_node(n, types, inits, ""), str) for n in wanted):
+        return types
+    from vitdeploy.onnxrt import session
+
+    names = list(dict.fromkeys(i for n in wanted for i in n.input if i and i not in inits))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in names if t not in have)
+    sess = session(m)
+    rng = np.random.default_rng(0)
+    shapes = {}
+    for b in (1, 2):
+        feeds = {}
+        for i in sess.get_inputs():
+            shape = [d if isinstance(d, int) else b for d in i.shape]
+            feeds[i.name] = rng.standard_normal(shape).astype({"tensor(float)": np.float32, "tensor(float16)": np.float16}[i.type])
+        outs = sess.run(names, feeds)
+        shapes[b] = {t: o.shape for t, o in zip(names, outs)}
+        dtypes = {t: o.dtype for t, o in zip(names, outs)}
+    for t in names:
+        dims = ["batch" if a != c else a for a, c in zip(shapes[1][t], shapes[2][t])]
+        elem = onnx.helper.np_dtype_to_tensor_dtype(dtypes[t])
+        types[t] = onnx.helper.make_tensor_value_info(t, elem, dims).type.tensor_type
+    return types
 
 
 def _attr_str(a, default: str) -> str:
@@ -196,8 +242,8 @@ class Launch:
     extras: list  # ISymExpr (type, dtype, expr)
 
     def evaluate(self, batch: int) -> dict:
-        """Concrete launch at batch `batch` (the graphs' only symbolic dimension); used by reports and
-        the CUDA-driver launcher, never by a contract assertion."""
+        """Concrete launch at batch `batch` (the graphs' only symbolic dimension), by the stand-in's expression
+        evaluator: what the launch emulator (`aot_emulator`), reports and the CUDA-driver launcher use."""
         symbols = collections.defaultdict(lambda: batch)
         return {"grid": tuple(e.evaluate(symbols) for e in self.grid), "block": tuple(e.evaluate(symbols) for e in self.block),
                 "shared": self.shared.evaluate(symbols), "extra": [x.expr.evaluate(symbols) for x in self.extras]}
@@ -272,7 +318,7 @@ def drive(layer: PluginLayer, node: PluginNode, precision: str, *, batch: tuple[
     Raises with TensorRT's or the face's error where a step fails, as the build would.
     """
     from vitdeploy.plugins import TRT_FACES
-    from vitdeploy.plugins.trt_standin import IExprBuilder, KernelLaunchParams, SymExprs
+    from vitdeploy.testing.trt_standin import IExprBuilder, KernelLaunchParams, SymExprs
 
     trt = layer.trt
     face = importlib.import_module(TRT_FACES[node.op])
