@@ -134,7 +134,7 @@ def prepare(case: str, index: int, precision: str, arch: int, batch: int, warm_j
 
 def _time(fn, reps: int) -> dict:
     """Median kernel time of `fn`, replayed from a CUDA graph (no Python launch cost), in microseconds."""
-    from benchmarks.kernels.common import time_cuda
+    from benchmarks.kernels.timing import time_cuda
 
     return time_cuda(fn, 10, reps, graphs=True)
 

@@ -144,8 +144,8 @@ def main() -> None:
 
     import tempfile
 
-    from vitdeploy.deploy.artifacts import atomic_write_json
-    from vitdeploy.deploy.export_step import versions
+    from vitdeploy.artifact import atomic_write_json
+    from vitdeploy.deploy.export import versions
 
     started = time.time()
     record = {"what": __doc__.strip().splitlines()[0], "versions": versions(), "git_commit": _git_commit(),

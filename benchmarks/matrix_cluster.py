@@ -78,7 +78,7 @@ def run_matrix(args: list[str], env: dict) -> tuple[float, int, dict]:
 
 
 def cpu_mode(ns) -> dict:
-    from vitdeploy.matrix.local_cluster import LocalCluster, NodeSpec
+    from vitdeploy.matrix.ray_test_cluster import LocalCluster, NodeSpec
 
     tmp = Path(tempfile.mkdtemp(prefix="vd-matrix-bench-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -129,7 +129,7 @@ def _per_node(summary: dict) -> dict:
 
 
 def gpu_mode(ns) -> dict:
-    from vitdeploy.matrix.local_cluster import LocalCluster, NodeSpec
+    from vitdeploy.matrix.ray_test_cluster import LocalCluster, NodeSpec
 
     out = Path(ns.out)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         path = Path(ns.out) / "timing.json"
         Path(ns.out).mkdir(parents=True, exist_ok=True)
         record = gpu_mode(ns)
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.artifact import atomic_write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)

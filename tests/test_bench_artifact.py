@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from vitdeploy.bench.artifact import resolve
+from vitdeploy.bench.identity import resolve
 from vitdeploy.errors import VitdeployError
 
 
@@ -65,7 +65,7 @@ def test_precision_label_comes_from_the_graph_not_the_name(tmp_path):
     assert resolve(str(d)).precision == resolve(str(d / "model.int8.onnx")).precision == "int8+fp16"
     tiny_graph(tmp_path / "renamed.fp16.onnx", "fp32")  # the name lies, the graph does not
     assert resolve(str(tmp_path / "renamed.fp16.onnx")).precision == "fp32"
-    from vitdeploy.bench.artifact import canonical_precision
+    from vitdeploy.bench.identity import canonical_precision
 
     assert canonical_precision("FP16+INT8") == "int8+fp16" and canonical_precision("fp32") == "fp32"
 
@@ -105,7 +105,7 @@ def test_files_and_errors(tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"\x08\x07garbage\xff\xfe" * 50], ids=["empty", "corrupt"])
 def test_unreadable_onnx_is_bad_input(tmp_path, content):
-    from vitdeploy.bench.artifact import onnx_precision
+    from vitdeploy.bench.identity import onnx_precision
 
     bad = tmp_path / "m.onnx"
     bad.write_bytes(content)

@@ -7,11 +7,11 @@ import onnx
 import pytest
 import torch
 
-from vitdeploy.deploy.artifacts import sha256_file
+from vitdeploy.artifact import sha256_file
 from vitdeploy.deploy.export import BatchSpec
-from vitdeploy.deploy.export_flow import run_export
 from vitdeploy.models import build_model, get_info
 from vitdeploy.onnxrt import session
+from vitdeploy.pipeline.export import run_export
 
 # (alias, img size, reduced) — the small variant of every family; Deformable DETR reduced but whole.
 FAMILIES = [
@@ -170,7 +170,7 @@ def test_image_size_swin_cannot_take(cli_run, tmp_path, args, problem, fix):
 def test_img_size_forms():
     """`--img-size 240 320`, `240x320`, `240,320` and `224` (square) all parse; other options are untouched."""
     from vitdeploy.cli import join_img_size
-    from vitdeploy.commands.common import IMG_SIZE
+    from vitdeploy.commands.options import IMG_SIZE
 
     assert join_img_size(["export", "--img-size", "240", "320", "-o", "d"]) == ["export", "--img-size", "240x320", "-o", "d"]
     assert join_img_size(["export", "--img-size", "224", "-o", "d"]) == ["export", "--img-size", "224", "-o", "d"]
@@ -237,10 +237,10 @@ def test_conflicting_flags(cli_run, tmp_path):
 
 
 def test_parity_failure_exits_3_and_leaves_nothing(cli_run, tmp_path, monkeypatch):
-    from vitdeploy.deploy import export_step
-    from vitdeploy.deploy.parity import Tolerance
+    from vitdeploy.deploy import export as export_module
+    from vitdeploy.parity import Tolerance
 
-    monkeypatch.setattr(export_step, "Tolerance", lambda: Tolerance(atol=-1.0, rtol=0.0))
+    monkeypatch.setattr(export_module, "Tolerance", lambda: Tolerance(atol=-1.0, rtol=0.0))
     r = cli_run("export", "--model", "vit_t", "-o", str(tmp_path / "o"))
     assert r.exit_code == 3 and "does not match PyTorch" in r.output
     assert not (tmp_path / "o").exists()

@@ -127,7 +127,7 @@ def test_cli_refuses_before_running(cli_run, tmp_path, monkeypatch):
     r = cli_run("matrix", str(SHIPPED), "--suite", "trtt", "-o", str(tmp_path / "o"))
     assert r.exit_code == 2 and "did you mean 'trt'?" in r.output and not (tmp_path / "o").exists()
     pytest.importorskip("ray")
-    from vitdeploy.matrix.local_cluster import free_ports
+    from vitdeploy.matrix.ray_test_cluster import free_ports
 
     port = free_ports(1)[0]  # nothing listens there: one line at once, not minutes of ray.init retries
     r = cli_run("matrix", str(SHIPPED), "--suite", "ort-cpu", "--ray", f"127.0.0.1:{port}", "-o", str(tmp_path / "o"))
@@ -170,7 +170,7 @@ def test_materialize_moves_a_prepared_artifact_to_another_node(tmp_path):
     (src / ".model.onnx.123.tmp").write_bytes(b"half")  # a temporary file is never shipped
     files = execute._files(src)
     assert sorted(files) == [".vitdeploy/steps/export.json", "manifest.json", "model.onnx"]
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     digests = {r: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for r, p in files.items()}
     payload = {"id": "p1", "dir": str(src), "files": digests, "data": {r: p.read_bytes() for r, p in files.items()}}

@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("ray", reason="the cluster tests need Ray: pip install 'vitdeploy[cluster]'")
 
 from vitdeploy.bench import schema  # noqa: E402
-from vitdeploy.matrix.local_cluster import LocalCluster, NodeSpec  # noqa: E402
+from vitdeploy.matrix.ray_test_cluster import LocalCluster, NodeSpec  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

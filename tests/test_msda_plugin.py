@@ -59,7 +59,7 @@ def test_stock_node_contract_matches_tensorrt_sources():
         "num_points": [3, 6, 3], "method": "discrete", "plugin_namespace": "vitdeploy", "plugin_version": "1"}
     with pytest.raises(ValueError, match="missing attrs"):
         VITDEPLOY_SPEC.node_attrs(method="default")
-    # stock: version 1 unless the target TensorRT is known to be >= 10.11 (deploy.trt_env.stock_msda_version)
+    # stock: version 1 unless the target TensorRT is known to be >= 10.11 (machine.stock_msda_version)
     assert spec_for("stock") is STOCK_V1_SPEC and spec_for("stock", "plugin", "2") is STOCK_SPEC
     assert spec_for("vitdeploy") is VITDEPLOY_SPEC
     # native mode (TensorRT without Python plugins, e.g. 10.3): the stock plugin's version 1, same IO
@@ -328,8 +328,8 @@ def ptx_sm90_fp16():
 
 @pytest.mark.parametrize("arch,dtype", [(87, "fp32"), (90, "fp16")])
 def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
+    from vitdeploy.plugins.ptx import entry_params
     from vitdeploy.plugins.msda import kernel
-    from vitdeploy.plugins.base import entry_params
 
     if (arch, dtype) == (90, "fp16"):
         name, ptx, meta = ptx_sm90_fp16  # Deformable DETR R50's L=4, P=4, D=32
@@ -346,7 +346,7 @@ def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
 def test_discrete_variant_compiles_without_fma_for_tensorrt():
     """discrete truncates x * W + 0.5 to an index: compiled with fp fusion off, so the product and the sum
     round separately as in transformers (an FMA would move indices at .5 boundaries)."""
-    from vitdeploy.plugins.base import entry_params
+    from vitdeploy.plugins.ptx import entry_params
     from vitdeploy.plugins.msda import kernel
 
     if kernel.interpreter_active():
@@ -358,7 +358,7 @@ def test_discrete_variant_compiles_without_fma_for_tensorrt():
 
 
 def test_stripped_ptx_assembles_with_ptxas(ptx_sm90_fp16):
-    from vitdeploy.plugins.base import ptxas_path
+    from vitdeploy.plugins.ptx import ptxas_path
 
     ptxas = ptxas_path()
     if ptxas is None:

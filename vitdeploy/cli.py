@@ -36,15 +36,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return [n for n, (mod, _) in COMMANDS.items() if importlib.util.find_spec(mod) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        mod_name, _ = COMMANDS[name]
-        if importlib.util.find_spec(mod_name) is None:
-            return None
-        return getattr(importlib.import_module(mod_name), "command")
+        return getattr(importlib.import_module(COMMANDS[name][0]), "command")
 
     def resolve_command(self, ctx, args):
         name = args[0] if args else None

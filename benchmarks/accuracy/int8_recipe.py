@@ -108,7 +108,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import vitdeploy
-    from vitdeploy.deploy.export_step import versions
+    from vitdeploy.deploy.export import versions
 
     src = Path(vitdeploy.__file__).resolve().parents[1]
     started = time.time()

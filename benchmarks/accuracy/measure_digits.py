@@ -54,8 +54,7 @@ def smoke(alias: str, workdir: Path, photos: Path) -> dict:
     from vitdeploy.calibration.data import load_data
     from vitdeploy.calibration.precision import convert_fp16
     from vitdeploy.calibration.quantization import quantize_int8
-    from vitdeploy.deploy.export import BatchSpec
-    from vitdeploy.deploy.export_step import ExportOptions, export_verified
+    from vitdeploy.deploy.export import BatchSpec, ExportOptions, export_verified
     from vitdeploy.models import get_info
 
     info = get_info(alias)
@@ -85,8 +84,8 @@ def main() -> None:
     args = ap.parse_args()
     archs = sorted(args.arch or digits.ARCHS)
 
-    from vitdeploy.deploy.artifacts import atomic_write_json
-    from vitdeploy.deploy.export_step import versions
+    from vitdeploy.artifact import atomic_write_json
+    from vitdeploy.deploy.export import versions
 
     started = time.time()
     out = {

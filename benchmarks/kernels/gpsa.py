@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from benchmarks.kernels.common import environment, time_cuda  # noqa: E402
+from benchmarks.kernels.timing import environment, time_cuda  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from vitdeploy.plugins.gated_positional_attention.kernel import CONFIGS, TILES, gated_positional_attention_triton  # noqa: E402

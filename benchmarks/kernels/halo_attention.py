@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.kernels.common import environment, time_cpu, time_cuda  # noqa: E402
+from benchmarks.kernels.timing import environment, time_cpu, time_cuda  # noqa: E402
 from vitdeploy.plugins.halo_attention import kernel as K  # noqa: E402
 from vitdeploy.plugins.halo_attention.reference import halo_attention  # noqa: E402
 

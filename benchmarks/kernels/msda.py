@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from benchmarks.kernels.common import environment, time_cpu, time_cuda  # noqa: E402
+from benchmarks.kernels.timing import environment, time_cpu, time_cuda  # noqa: E402
 
 from vitdeploy.plugins.msda.kernel import msda_triton  # noqa: E402
 from vitdeploy.plugins.msda.reference import msda, msda_grid_sample  # noqa: E402

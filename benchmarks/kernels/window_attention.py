@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from benchmarks.kernels.common import environment, time_cpu, time_cuda  # noqa: E402
+from benchmarks.kernels.timing import environment, time_cpu, time_cuda  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from vitdeploy.plugins.window_attention import kernel as wa_kernel  # noqa: E402

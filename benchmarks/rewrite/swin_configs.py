@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--exporters", default="dynamo,torchscript")
     args = ap.parse_args(argv)
 
-    from benchmarks.kernels.common import environment
+    from benchmarks.kernels.timing import environment
 
     cases = [("timm", s) for s in range(args.seeds)] + [("hf_swinv2", 0)]
     results = []

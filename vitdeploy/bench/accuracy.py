@@ -127,7 +127,7 @@ def _has_labels(data_path: str) -> bool:
 
 
 def _same_data(a, b) -> bool:
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     pa, pb = Path(a), Path(b)
     if not pa.exists() or not pb.exists():
@@ -167,7 +167,7 @@ def data_role(data_path: str, manifest: dict, base: Path | None, precision: str 
 
 
 def measure(artifact, data_path: str) -> dict:
-    """Accuracy record for a resolved artifact (`vitdeploy.bench.artifact.Artifact`)."""
+    """Accuracy record for a resolved artifact (`vitdeploy.bench.identity.Artifact`)."""
     check_possible(artifact, data_path)
     compare_models = load_compare_models()
     from vitdeploy.calibration.accuracy import input_shape

@@ -5,11 +5,11 @@ import sys
 
 import click
 
-from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
-
+from vitdeploy.bench.backends import BACKENDS
+from vitdeploy.commands.options import emit_json, json_option, json_to_stdout, renamed
 from vitdeploy.errors import VitdeployError
 
-BACKEND_NAMES = ["trt", "ort", "torch", "torch-compile"]
+BACKEND_NAMES = list(BACKENDS)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -51,7 +51,7 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
         raise VitdeployError("nothing to benchmark", "pass an ONNX file, an engine, an artifact directory, or --model ALIAS")
     art = None
     if artifact:
-        from vitdeploy.bench.artifact import resolve
+        from vitdeploy.bench.identity import resolve
 
         art = resolve(artifact)
         if backend is None:
@@ -77,8 +77,8 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
     if art is None:  # --model with an artifact backend: build what it runs, as Ultralytics exports on the fly
         if backend == "trt" and not _trt_importable():
             raise VitdeployError("the trt backend needs TensorRT, which is not installed here", "use --backend ort")
-        from vitdeploy.bench.artifact import resolve
-        from vitdeploy.pipeline.on_the_fly import ensure_built
+        from vitdeploy.bench.identity import resolve
+        from vitdeploy.pipeline.for_backend import ensure_built
 
         out, _ = ensure_built(alias, backend, precision, img_size)
         art, precision, img_size = resolve(str(out)), None, None
@@ -94,7 +94,7 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
         if threads is not None:
             raise VitdeployError("--threads applies to CPU work (ort, torch on the CPU)", "drop --threads for --backend trt")
         return backend_class("trt")(path, model=art.model, precision=art.precision or "unknown", cuda_graph=cuda_graph), art
-    from vitdeploy.bench.artifact import graph_precision
+    from vitdeploy.onnxgraph import graph_precision
 
     # One label per graph, read from the graph: the same file benched alone or through its directory agrees.
     prec = art.precision if path == art.onnx and art.precision else graph_precision(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.commands.common import check_weights_flags, model_source_options, parse_batch, parse_img_size
+from vitdeploy.commands.options import check_weights_flags, model_source_options, parse_batch, parse_img_size
 
 
 @click.command("build")

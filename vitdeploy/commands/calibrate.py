@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import renamed
+from vitdeploy.commands.options import renamed
 
 METHODS = ["entropy", "percentile", "minmax"]
 
@@ -62,7 +62,7 @@ def command(alias, onnx_path, checkpoint, img_size, dynamic_batch, data_path, me
         raise VitdeployError("--dynamic-batch applies to --model only", "the ONNX given with --onnx is used as is")
     if not Path(data_path).exists():
         raise VitdeployError(f"calibration data {data_path} does not exist", "pass a folder of images or a .npy/.npz file")
-    from vitdeploy.calibration.flow import run_calibrate
+    from vitdeploy.pipeline.calibrate import run_calibrate
 
     from vitdeploy.deploy.export import BatchSpec
 

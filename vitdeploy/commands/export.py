@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import check_weights_flags, model_source_options, parse_batch, parse_img_size
+from vitdeploy.commands.options import check_weights_flags, model_source_options, parse_batch, parse_img_size
 
 
 @click.command("export")
@@ -25,7 +25,7 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
       vitdeploy export --model swin_t -o out/swin_t --dynamic-batch 1:8:32
       vitdeploy export --model swinv2_t --img-size 240 320 -o out/swinv2_t_240x320
     """
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     check_weights_flags(checkpoint, pretrained)
     if reduced:

@@ -70,8 +70,8 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
     if dry_run:
         _print_plan(plan, ray_address, out, resume)
         return
+    from vitdeploy.artifact import ensure_writable_dir
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import ensure_writable_dir
     from vitdeploy.matrix.progress import Board
     from vitdeploy.matrix.results import Store
 
@@ -118,12 +118,12 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
                                max_plan_bytes=int(max_plan_mb * 2**20), max_retries=max_retries,
                                check_resources=not allow_pending)
         else:
-            from vitdeploy.matrix import local
+            from vitdeploy.matrix import serial
 
             work_dir = Path(os.path.expanduser(work or DEFAULT_WORK))
             work_dir.mkdir(parents=True, exist_ok=True)
             with board:
-                local.run(plan, todo, store, board, work_dir.resolve(), max_plan_bytes=int(max_plan_mb * 2**20))
+                serial.run(plan, todo, store, board, work_dir.resolve(), max_plan_bytes=int(max_plan_mb * 2**20))
     except KeyboardInterrupt:
         interrupted = True
         console.print("\n[yellow]interrupted:[/] cancelled the cells not finished; keeping the finished ones")

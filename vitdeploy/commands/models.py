@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import emit_json, json_option, json_to_stdout
+from vitdeploy.commands.options import emit_json, json_option, json_to_stdout
 
 
 def parameter_counts(infos) -> dict[str, int]:
@@ -41,7 +41,7 @@ def parameter_counts(infos) -> dict[str, int]:
                 counts[info.alias] = count_parameters(info)
                 advance(1)
         try:
-            from vitdeploy.deploy.artifacts import atomic_write_json
+            from vitdeploy.artifact import atomic_write_json
 
             root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, {"versions": key, "counts": counts})

@@ -13,8 +13,10 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
             show_next: bool = True) -> dict:
     """Validate everything cheap first, then resolve the artifact (maybe minutes: a plugin-free graph), then write."""
     from vitdeploy.console import console, next_steps, stage
-    from vitdeploy.deploy.serving import artifact, deepstream as ds, triton
+    from vitdeploy.deploy.serving import deepstream as ds
+    from vitdeploy.deploy.serving import served, triton
     from vitdeploy.errors import VitdeployError
+    from vitdeploy.pipeline.plugin_free import served_artifact
 
     if triton_repo is None and deepstream is None:
         raise VitdeployError("nothing to package", "pass --triton-repo REPO and/or --deepstream DIR")
@@ -22,7 +24,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
         raise VitdeployError(f"--instances must be at least 1, got {instances}", "e.g. --instances 2")
     if max_queue_delay_us < 0:
         raise VitdeployError(f"--max-queue-delay-us must be 0 or more, got {max_queue_delay_us}", "e.g. --max-queue-delay-us 100")
-    manifest = artifact.load_build(build_dir)
+    manifest = served.load_build(build_dir)
     name = name or (manifest.get("model") or {}).get("alias") or build_dir.resolve().name
     if triton_repo is not None:
         triton.model_config_pb2()  # the protobuf is needed to validate: fail before any work
@@ -32,7 +34,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
             raise VitdeployError(f"{dest} exists and was not written by vitdeploy", "choose another --name or remove it")
     if deepstream is not None:  # before a plugin-free graph is made for nothing
         ds.check_task((manifest.get("postprocessing") or {}).get("task"), (manifest.get("model") or {}).get("alias"))
-    served = artifact.resolve(build_dir, platform, manifest)
+    served = served_artifact(build_dir, platform, manifest)
     console.print(f"  serving {served.form}; I/O from {served.io_source}")
     result: dict = {"served": served}
     if triton_repo is not None:

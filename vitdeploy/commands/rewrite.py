@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
+from vitdeploy.commands.options import emit_json, json_option, json_to_stdout, renamed
 
 
 @click.command("rewrite")
@@ -34,8 +34,8 @@ def command(src, dst, passes, plugins, msda_impl, json_out):
       vitdeploy rewrite out/swin_t/model.onnx -o out/swin_t/model.rewritten.onnx
       vitdeploy rewrite swin.onnx -o swin.native.onnx --passes swin --plugins off --json
     """
-    from vitdeploy.deploy.rewrite_flow import run_rewrite
-    from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_version
+    from vitdeploy.machine import select_plugin_mode, tensorrt_version
+    from vitdeploy.pipeline.rewrite import run_rewrite
 
     from vitdeploy.weights import banner, beside, is_random
 

@@ -1,8 +1,10 @@
-"""PyTorch → ONNX export.
+"""PyTorch → ONNX export, verified: build the model, export it, prove the ONNX computes what PyTorch computes.
 
 The dynamo exporter (torch.export) is tried first because it is where PyTorch's
 ONNX support is going; models it cannot trace fall back to the TorchScript
 exporter. Which one ran, and why the fallback happened, is recorded.
+`export_verified` is the stage as the build's export step and `vitdeploy export` run it:
+export, parity vs PyTorch at one or two batch sizes, and the manifest fields.
 """
 from __future__ import annotations
 
@@ -10,10 +12,15 @@ import contextlib
 import io
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitdeploy.errors import VitdeployError
+from vitdeploy.errors import VerificationError, VitdeployError
+from vitdeploy.models import (
+    ModelInfo, build_model, check_exporter, labels_for, postprocessing_for, preprocessing, pretrained_tag,
+)
+from vitdeploy.onnxgraph import io_signature
+from vitdeploy.parity import Tolerance, compare_all, random_images
 
 DEFAULT_OPSET = 18
 TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript exporter writes no newer opset
@@ -231,7 +238,7 @@ def drop_default_scatter_reduction(path: Path) -> int:
     """drop_scatter_reduction_none on the file at `path`, rewritten only when something changed."""
     import onnx
 
-    from vitdeploy.deploy.artifacts import atomic_save_onnx
+    from vitdeploy.artifact import atomic_save_onnx
 
     model = onnx.load(str(path))
     dropped = drop_scatter_reduction_none(model)
@@ -247,22 +254,155 @@ def _opset_of(path: Path) -> int | None:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def io_signature(path: str | Path) -> dict:
-    """Names, shapes (symbolic dims as strings) and dtypes of a graph's inputs and outputs."""
+# ----------------------------------------------------------------------------- the verified export
+
+@dataclass
+class ExportOptions:
+    img_size: tuple[int, int] | None = None
+    batch: BatchSpec = field(default_factory=BatchSpec)
+    opset: int = 18
+    checkpoint: str | None = None
+    pretrained: bool = False
+    exporter: str = "auto"
+    small: bool = False  # reduced Deformable DETR (tests)
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance())
+
+
+def versions() -> dict:
+    """The versions the export ran with, as imported (torch's build tag included)."""
+    from vitdeploy.machine import tool_versions
+
+    return tool_versions(("torch", "onnx", "onnxruntime", "timm", "transformers", "onnxscript"), imported=True)
+
+
+def parity_batches(batch: BatchSpec) -> list[int]:
+    """Batch sizes to verify: the static one, or two distinct sizes from a dynamic range."""
+    if not batch.dynamic:
+        return [batch.opt]
+    sizes = sorted({batch.min, batch.max if batch.max <= 4 else max(batch.min + 1, min(batch.opt, 4))})
+    if len(sizes) == 1:
+        sizes.append(sizes[0] + 1)
+    return sizes
+
+
+def verify_against_torch(model, onnx_path: Path, output_names, size, batches, tol: Tolerance, seed: int = 0) -> dict:
+    """Run PyTorch and ONNX Runtime on the same inputs at each batch size; raise if they differ."""
+    import torch
+
+    from vitdeploy.onnxrt import session
+
+    sess = session(onnx_path)
+    in_name = sess.get_inputs()[0].name
+    runs = []
+    for i, b in enumerate(batches):
+        x = random_images(b, size, seed=seed + i)
+        with torch.no_grad():
+            out = model(torch.from_numpy(x))
+        refs = [out] if isinstance(out, torch.Tensor) else [getattr(out, n) for n in output_names]
+        refs = [r.detach().float().numpy() for r in refs]
+        got = sess.run(None, {in_name: x})
+        runs.append({"batch": b, "outputs": [p.to_dict() for p in compare_all(output_names, refs, got, tol)]})
+    worst = {}
+    for run in runs:
+        for o in run["outputs"]:
+            w = worst.setdefault(o["name"], {"max_abs": 0.0, "cosine": 1.0})
+            w["max_abs"] = max(w["max_abs"], o["max_abs"])
+            w["cosine"] = min(w["cosine"], o["cosine"])
+    passed = all(o["passed"] for r in runs for o in r["outputs"])
+    return {"passed": passed, "tolerance": tol.to_dict(), "batches": batches, "runs": runs, "worst": worst}
+
+
+def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tuple[ExportResult, dict, dict]:
+    """Export `info` to `out_path`; returns (export result, manifest fields, parity record).
+
+    The fields are what the export and build manifests record (model, preprocessing, labels, batch,
+    export with its parity, versions, the checkpoint's sha256). Raises VerificationError (exit 3)
+    when ONNX Runtime and PyTorch disagree beyond tolerance.
+    """
+    import torch
+
+    from vitdeploy.console import phase
+
+    exporter = check_exporter(info, opts.exporter)
+    size = opts.img_size or info.input_size
+    torch.manual_seed(0)
+    phase(f"building {info.alias} ({info.source})")
+    model = build_model(info, img_size=size, pretrained=opts.pretrained, checkpoint=opts.checkpoint, small=opts.small)
+    example = torch.from_numpy(random_images(opts.batch.opt, size))
+    phase(f"exporting to ONNX ({exporter} exporter)")
+    res = export_onnx(
+        model, example, out_path, opset=opts.opset, batch=opts.batch, output_names=info.outputs, exporter=exporter
+    )
+    normalized = normalize_export(out_path, size, opts.batch)
+    phase(f"parity vs PyTorch ({res.exporter} export, batch {','.join(map(str, parity_batches(opts.batch)))})")
+    parity = verify_against_torch(model, out_path, info.outputs, size, parity_batches(opts.batch), opts.tolerance)
+    fields = {
+        "model": {
+            "alias": info.alias,
+            "family": info.family,
+            "source": info.source,
+            "name": info.name,
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+            "weights": "pretrained" if opts.pretrained else ("checkpoint" if opts.checkpoint else "random"),
+            "reduced": bool(opts.small),
+        },
+        "preprocessing": preprocessing(info, model if info.source == "timm" else None, size),
+        "labels": labels_for(info, model),
+        "postprocessing": postprocessing_for(info, model),
+        "batch": opts.batch.to_dict(),
+        "export": {
+            "exporter": res.exporter,
+            "fallback_reason": res.fallback_reason,
+            "opset": res.opset,
+            **io_signature(out_path),
+            "parity": parity,
+            **({"normalized": normalized} if normalized else {}),
+        },
+        "versions": versions(),
+    }
+    if opts.pretrained:
+        fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
+    if opts.checkpoint:
+        from vitdeploy.artifact import sha256_file
+
+        fields["model"]["checkpoint"] = {"path": str(Path(opts.checkpoint).resolve()), "sha256": sha256_file(opts.checkpoint)}
+    if not parity["passed"]:
+        bad = [o for r in parity["runs"] for o in r["outputs"] if not o["passed"]][0]
+        raise VerificationError(
+            f"ONNX export of {info.alias} does not match PyTorch: {bad['name']} max-abs {bad['max_abs']:.3g}, "
+            f"cosine {bad['cosine']:.6f} (tolerance atol {opts.tolerance.atol:g}, rtol {opts.tolerance.rtol:g})",
+            (f"try --exporter {'torchscript' if res.exporter == 'dynamo' else 'dynamo'} or another --opset"
+             if len(info.exporters) > 1 else "try another --opset"),
+        )
+    return res, fields, parity
+
+
+def normalize_export(path: Path, size, batch: BatchSpec) -> dict | None:
+    """Compute the export's FP64 index/grid islands in FP32 (`deploy.normalize`), in place.
+
+    The TorchScript exporter writes some grids in FP64 although PyTorch computes them in FP32;
+    ONNX Runtime cannot run them (no FP64 GridSample) and TensorRT casts DOUBLE down anyway.
+    The parity check that follows then compares the normalised graph with PyTorch.
+    """
+    import numpy as np
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    from vitdeploy.artifact import atomic_write_bytes
+    from vitdeploy.console import phase
+    from vitdeploy.deploy.normalize import describe, find_fp64_islands, normalize_fp64
 
-    def describe(values):
-        out = []
-        for v in values:
-            t = v.type.tensor_type
-            dims = [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
-            out.append({"name": v.name, "shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
-        return out
+    model = onnx.load(str(path))
+    if not find_fp64_islands(model):
+        return None
+    phase("computing the export's FP64 index/grid islands in FP32")
+    feeds = {model.graph.input[0].name: random_images(batch.opt, size, seed=7).astype(np.float32)}
+    normalized, report = normalize_fp64(model, feeds)
+    if report["normalized"]:
+        atomic_write_bytes(path, normalized.SerializeToString())
+    report["summary"] = describe(report)
+    return report
 
-    inits = {i.name for i in proto.graph.initializer}
-    return {
-        "inputs": describe([i for i in proto.graph.input if i.name not in inits]),
-        "outputs": describe(proto.graph.output),
-    }
+
+def summarize_parity(parity: dict) -> str:
+    parts = [f"{n} max-abs {w['max_abs']:.2e} cos {w['cosine']:.6f}" for n, w in parity["worst"].items()]
+    return ", ".join(parts) + f" (batch {','.join(map(str, parity['batches']))})"

@@ -7,7 +7,7 @@ other precision. A launch through the CUDA driver would (benchmarks/aot_launch.p
 This module proves those on the CPU, one `Job` per plugin node, precision and tactic:
 
 1. The node goes through TensorRT's real plugin layer (`contract.drive`) while every AOT compile is
-   recorded (`plugins.base.COMPILE_LISTENERS`: Triton function, signature, constexprs, warps, PTX).
+   recorded (`plugins.ptx.COMPILE_LISTENERS`: Triton function, signature, constexprs, warps, PTX).
 2. What `aot_impl` returned is bound to the compile that produced it: the recorded PTX, with
    Triton's unused scratch parameters stripped as the faces strip them, must be byte-identical to
    the PTX TensorRT got. Neither the kernel, its constants nor its precision are chosen here.
@@ -109,7 +109,7 @@ class KernelRecord:
 @contextlib.contextmanager
 def record_compiles():
     """Every AOT compile inside the block, as `KernelRecord`s (a list filled as they happen)."""
-    from vitdeploy.plugins import base
+    from vitdeploy.plugins import ptx as compiler
 
     records: list[KernelRecord] = []
 
@@ -119,18 +119,18 @@ def record_compiles():
                                     dict(signature), dict(constexprs), int(num_warps), int(num_stages), name, ptx,
                                     int(metadata.shared)))
 
-    base.COMPILE_LISTENERS.append(listener)
+    compiler.COMPILE_LISTENERS.append(listener)
     try:
         yield records
     finally:
-        base.COMPILE_LISTENERS.remove(listener)
+        compiler.COMPILE_LISTENERS.remove(listener)
 
 
 def bind(records: list[KernelRecord], name: str, ptx: str) -> KernelRecord:
     """The compile that produced the (name, PTX) an `aot_impl` returned: byte-identical PTX once Triton's
     unused scratch parameters are stripped as the face strips them (the latest such compile)."""
     from vitdeploy.plugins import ptx as ptxinfo
-    from vitdeploy.plugins.base import strip_unused_scratch_params
+    from vitdeploy.plugins.ptx import strip_unused_scratch_params
 
     keep = len(ptxinfo.parse(ptx, name).params)
     found = []

@@ -25,10 +25,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.parity import Tolerance, compare
 from vitdeploy.deploy.rewrite.probe import capture, run, standalone, static_feeds
-from vitdeploy.errors import VitdeployError
+from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.onnxgraph import strip_stale_value_info
+from vitdeploy.parity import Tolerance, compare
 
 MODES = ("plugin", "native")
 
@@ -241,6 +241,17 @@ def run_passes(model: onnx.ModelProto, names: list[str], mode: str = "plugin",
     if check_whole and any(r["replaced"] for r in reports):
         result["whole_graph"] = whole_graph_parity(model, current, feeds)
     return current, result
+
+
+def check_whole_graph(report: dict, hint: str = "nothing was written; rerun with fewer --passes and report the model") -> None:
+    """Raise (exit 3) when the composed rewrites change the graph's outputs end to end."""
+    whole = report.get("whole_graph")
+    if whole is not None and not whole["passed"]:
+        bad = next(o for o in whole["outputs"] if not o["passed"])
+        raise VerificationError(
+            f"the rewritten graph differs from the input: {bad['name']} max-abs {bad['max_abs']:.3g}, cosine {bad['cosine']:.6f}",
+            hint,
+        )
 
 
 def whole_graph_parity(original: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],

@@ -368,12 +368,16 @@ class MsdaPass(RewritePass):
     name = "msda"
     description = ("multi-scale deformable attention (Deformable DETR, RT-DETR (v2), D-FINE, Mask2Former) -> TensorRT's "
                    "MultiscaleDeformableAttnPlugin_TRT where exact, else vitdeploy's MultiscaleDeformableAttention")
+    # plugin: the stock plugin at the version the target TensorRT has (option msda_stock_version, else the
+    # TensorRT here decides: machine.stock_msda_version) where its semantics are the core's, else (or with
+    # msda_impl=vitdeploy) vitdeploy's Triton plugin; native: stock v1, which TensorRT without Python-plugin
+    # support (10.3) ships, or plain ONNX for discrete sampling.
     modes = ("plugin", "native")
 
     def _stock_version(self) -> str:
         version = self.options.get("msda_stock_version")
         if version is None:
-            from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+            from vitdeploy.machine import stock_msda_version, tensorrt_version
 
             version = stock_msda_version(tensorrt_version()).version
         return str(version)

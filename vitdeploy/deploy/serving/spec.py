@@ -5,7 +5,7 @@ and the artifact's outputs, the same way `vitdeploy infer` does.
 """
 from __future__ import annotations
 
-from vitdeploy.deploy.serving.artifact import Served
+from vitdeploy.deploy.serving.served import Served
 from vitdeploy.errors import VitdeployError
 
 

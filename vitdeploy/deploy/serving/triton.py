@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vitdeploy.deploy.serving.artifact import Served
+from vitdeploy.deploy.serving.served import Served
 from vitdeploy.errors import VitdeployError
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
@@ -207,7 +207,7 @@ def _ours(folder: Path) -> bool:
 def write_repository(served: Served, repo: Path, name: str, instances: int = 1, max_queue_delay_us: int = 100) -> dict:
     """Assemble REPO/NAME in a staging folder, validate config.pbtxt, then move it into place (replacing
     an earlier vitdeploy-written NAME, never anything else). Returns what was written."""
-    from vitdeploy.deploy.artifacts import atomic_write_json, ensure_writable_dir, publish
+    from vitdeploy.artifact import atomic_write_json, ensure_writable_dir, publish
     from vitdeploy.deploy.serving import spec
 
     check_name(name)
