@@ -71,7 +71,7 @@ def jit_launcher(node, inputs, tactic: int, out):
     if node.op == "MultiscaleDeformableAttention":
         from vitdeploy.plugins.msda.kernel import msda_triton
 
-        return lambda: msda_triton(*inputs, block_q=tactic, out=out)
+        return lambda: msda_triton(*inputs, tuple(a["num_points"]), a["method"], block_q=tactic, out=out)
     if node.op == "HaloAttention":
         from vitdeploy.plugins.halo_attention.kernel import halo_attention_triton
 

@@ -4,7 +4,8 @@
 #   kernels: window_attention times Swin-T's, SwinV2-T's and two non-square stages (6x7 and 8x8/(0,4) windows),
 #            and issue 24's encoders: SAM-B windows (WindowAttentionRelPos), MobileSAM/TinyViT (padded), MaxViT-T
 #            block + grid, Hiera-T mask units (query pooling), Twins-SVT-S (those alone: window_attention.py
-#            --stages sam_b,mobile_sam,maxvit_t,hiera_t,twins_s; targets >= 8x eager, >= 2x SDPA).
+#            --stages sam_b,mobile_sam,maxvit_t,hiera_t,twins_s; targets >= 8x eager, >= 2x SDPA);
+#            msda the Deformable DETR shapes, then (--suite v2) RT-DETR v2 / D-FINE's per-level points and discrete sampling.
 #   matrix: benchmarks/matrix_gpu.toml (torch/ort GPU suites) through a one-node Ray cluster (needs ray).
 #   fusion: needs TensorRT (trtexec); without it the JSON says so.
 #   aot: TensorRT's AOT plugin launch reproduced with the CUDA driver (benchmarks/aot_launch.py).
@@ -28,7 +29,10 @@ for s in $suites; do
         [ -f benchmarks/kernels/$k.py ] || { echo "skip kernel bench $k: not present"; continue; }
         echo "== kernel benchmark: $k"
         $py benchmarks/kernels/$k.py --out "$out/kernel_$k.json" || status=1
-      done ;;
+      done
+      # RT-DETR v2 / D-FINE: per-level point counts and discrete sampling vs transformers' v2 core (target >= 10x)
+      echo "== kernel benchmark: msda --suite v2"
+      $py benchmarks/kernels/msda.py --suite v2 --out "$out/kernel_msda_v2.json" || status=1 ;;
     fusion)  # needs TensorRT (trtexec): did each plain attention block become an mha/fmha kernel?
       for spec in "swin_t --plugins off" "convit_t --plugins off" "vit_t"; do
         set -- $spec; d="$out/fusion_$1"

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("deploy", {"deploy"}),
     ("onnxrt", {"onnxrt"}),
     ("plugins", {"plugins"}),
-    ("base", {"models", "weights", "console", "errors", "onnxgraph", "tensorrt_session", "artifact", "machine",
+    ("base", {"models", "hf_detectors", "weights", "console", "errors", "onnxgraph", "tensorrt_session", "artifact", "machine",
               "parity"}),
 ]
 ANYWHERE = {"vitdeploy", "vitdeploy.plugins.registry"}

@@ -12,7 +12,8 @@ import torch
 from onnx import TensorProto, helper
 
 from vitdeploy.plugins.msda.reference import msda, msda_grid_sample
-from vitdeploy.plugins.msda.spec import STOCK_SPEC, STOCK_V1_SPEC, VITDEPLOY_SPEC, spec_for
+from vitdeploy.plugins.msda.spec import (STOCK_SPEC, STOCK_V1_SPEC, VITDEPLOY_SPEC, check_num_points, spec_for,
+                                        stock_compatible, vitdeploy_attrs)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,11 @@ def test_stock_node_contract_matches_tensorrt_sources():
     assert STOCK_SPEC.domain not in ("", "ai.onnx")  # onnx.checker rejects unknown ops in the default domain
     assert [t.kind for t in STOCK_SPEC.inputs] == ["float", "int32", "int32", "float", "float"]
     assert [t.name for t in STOCK_SPEC.inputs] == [t.name for t in VITDEPLOY_SPEC.inputs]
-    assert VITDEPLOY_SPEC.node_attrs() == {"plugin_namespace": "vitdeploy", "plugin_version": "1"}
+    # vitdeploy's node writes its two attributes always (tensorrt.plugin has no attribute defaults)
+    assert VITDEPLOY_SPEC.node_attrs(**vitdeploy_attrs([3, 6, 3], "discrete")) == {
+        "num_points": [3, 6, 3], "method": "discrete", "plugin_namespace": "vitdeploy", "plugin_version": "1"}
+    with pytest.raises(ValueError, match="missing attrs"):
+        VITDEPLOY_SPEC.node_attrs(method="default")
     # stock: version 1 unless the target TensorRT is known to be >= 10.11 (machine.stock_msda_version)
     assert spec_for("stock") is STOCK_V1_SPEC and spec_for("stock", "plugin", "2") is STOCK_SPEC
     assert spec_for("vitdeploy") is VITDEPLOY_SPEC
@@ -69,6 +74,26 @@ def test_unknown_impl_is_a_one_line_error():
         spec_for("cuda")
 
 
+def test_num_points_are_checked_against_the_locations_layout():
+    assert check_num_points(None, (2, 7, 3, 4, 2, 2)) == (2, 2, 2, 2)  # 6-D: P on each of L levels
+    assert check_num_points([3, 6, 3], (2, 7, 3, 12, 2)) == (3, 6, 3)  # 5-D: concatenated per level
+    with pytest.raises(ValueError, match="sum to 12"):
+        check_num_points([3, 6, 3], (2, 7, 3, 11, 2))
+    with pytest.raises(ValueError, match="5-D layout"):
+        check_num_points([3, 6, 3], (2, 7, 3, 3, 4, 2))
+    with pytest.raises(ValueError, match="need the num_points"):
+        check_num_points(None, (2, 7, 3, 12, 2))
+    with pytest.raises(ValueError, match="method"):
+        vitdeploy_attrs([4], "nearest")
+
+
+def test_stock_plugin_only_where_its_semantics_match():
+    """TensorRT's stock plugin: bilinear, one P for every level. Anything else is vitdeploy's plugin."""
+    assert stock_compatible([4, 4, 4], "default") is None
+    assert "per-level point counts [3, 6, 3]" in stock_compatible([3, 6, 3], "default")
+    assert "discrete sampling" in stock_compatible([4, 4, 4], "discrete")
+
+
 # ----------------------------------------------------------------------------- reference
 
 @pytest.mark.parametrize("spread", [(0.0, 1.0), (-0.3, 1.3), (-3.0, 4.0)], ids=["inside", "edges", "far-outside"])
@@ -79,6 +104,46 @@ def test_reference_matches_transformers_grid_sample_path(spread, p):
     got = msda(*case)
     assert got.shape == want.shape
     assert (got - want).abs().max().item() < 1e-5
+
+
+def make_v2_case(shapes, num_points, n=2, lq=7, m=3, d=5, seed=0, spread=(-0.3, 1.3)):
+    """RT-DETR v2 / D-FINE layout: locations [N, Lq, M, sum(P_l), 2], weights [N, Lq, M, sum(P_l)]."""
+    value, spatial, starts, _, _ = make_case(shapes, n=n, lq=lq, m=m, d=d, p=1, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    lo, hi = spread
+    total = sum(num_points)
+    return (value, spatial, starts, torch.rand(n, lq, m, total, 2, generator=g) * (hi - lo) + lo,
+            torch.rand(n, lq, m, total, generator=g))
+
+
+@pytest.mark.parametrize("method", ["default", "discrete"])
+@pytest.mark.parametrize("num_points", [[3, 6, 3], [4, 4, 4]], ids=["dfine-363", "uniform"])
+@pytest.mark.parametrize("spread", [(-0.3, 1.3), (-3.0, 4.0)], ids=["edges", "far-outside"])
+def test_reference_matches_transformers_v2_per_level_points_and_discrete(method, num_points, spread):
+    """RT-DETR v2 and D-FINE call the same `multi_scale_deformable_attention_v2`; both copies are checked."""
+    from transformers.models.d_fine.modeling_d_fine import multi_scale_deformable_attention_v2 as dfine_core
+    from transformers.models.rt_detr_v2.modeling_rt_detr_v2 import multi_scale_deformable_attention_v2 as v2_core
+
+    shapes = SHAPES[:3]
+    value, spatial, starts, loc, w = make_v2_case(shapes, num_points, spread=spread, seed=len(num_points))
+    n, lq, m, d = value.shape[0], loc.shape[1], value.shape[2], value.shape[3]
+    for core in (v2_core, dfine_core):
+        want = core(value, shapes, loc, w, num_points, method).reshape(n, lq, m, d)
+        got = msda(value, spatial, starts, loc, w, num_points, method)
+        assert (got - want).abs().max().item() < 1e-5
+        fast = msda_grid_sample(value, spatial, starts, loc, w, num_points, method)
+        assert (fast - want).abs().max().item() < 1e-5
+
+
+def test_discrete_sampling_reads_the_pixel_transformers_reads():
+    """discrete: column int(x * W + 0.5), clamped (not zero-padded) at the edges; weights sum the pixels."""
+    h, w = 3, 4
+    value = torch.arange(h * w, dtype=torch.float32).view(1, h * w, 1, 1)
+    xs = [(0.1, 0.1), (0.5, 0.5), (1.2, 0.4), (-0.4, 5.0)]  # (x, y) -> pixels (0, 0), (2, 2), (3, 1), (0, 2)
+    loc = torch.tensor(xs).view(1, 4, 1, 1, 2)
+    out = msda(value, torch.tensor([[h, w]], dtype=torch.int32), torch.tensor([0], dtype=torch.int32), loc,
+               torch.ones(1, 4, 1, 1), [1], "discrete")
+    assert out.flatten().tolist() == [0.0, 2 * w + 2, 1 * w + 3, 2 * w + 0]
 
 
 def test_reference_matches_on_non_square_levels_and_unordered_starts():
@@ -123,16 +188,19 @@ def test_reference_rejects_inconsistent_shapes():
 
 # ----------------------------------------------------------------------------- ORT face
 
-def one_node_model(spec, float_type):
-    n, s, m, d, lq, nl, p = 2, sum(h * w for h, w in SHAPES), 3, 5, 7, len(SHAPES), 4
+def one_node_model(spec, float_type, shapes=SHAPES, points=(4, 4, 4, 4), attrs=None, flat=False):
+    n, s, m, d, lq, nl, p = 2, sum(h * w for h, w in shapes), 3, 5, 7, len(shapes), points[0]
+    pts_dims = [sum(points)] if flat else [nl, p]
     inputs = [
         helper.make_tensor_value_info("value", float_type, [n, s, m, d]),
         helper.make_tensor_value_info("spatial_shapes", TensorProto.INT32, [nl, 2]),
         helper.make_tensor_value_info("level_start_index", TensorProto.INT32, [nl]),
-        helper.make_tensor_value_info("sampling_locations", float_type, [n, lq, m, nl, p, 2]),
-        helper.make_tensor_value_info("attention_weights", float_type, [n, lq, m, nl, p]),
+        helper.make_tensor_value_info("sampling_locations", float_type, [n, lq, m, *pts_dims, 2]),
+        helper.make_tensor_value_info("attention_weights", float_type, [n, lq, m, *pts_dims]),
     ]
-    node = helper.make_node(spec.name, [i.name for i in inputs], ["out"], domain=spec.domain, **spec.node_attrs())
+    if attrs is None:
+        attrs = spec.node_attrs(**(vitdeploy_attrs(points) if spec is VITDEPLOY_SPEC else {}))
+    node = helper.make_node(spec.name, [i.name for i in inputs], ["out"], domain=spec.domain, **attrs)
     graph = helper.make_graph([node], "msda", inputs, [helper.make_tensor_value_info("out", float_type, [n, lq, m, d])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(spec.domain, 1)])
     model.ir_version = 10
@@ -155,6 +223,27 @@ def test_ort_face_runs_both_node_types(spec, np_dtype, onnx_dtype, tol):
     np.testing.assert_allclose(out.astype(np.float32), want.numpy(), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("method", ["default", "discrete"])
+def test_ort_face_runs_per_level_points_and_discrete_sampling(method):
+    """The vitdeploy node with D-FINE's [3, 6, 3] points in the 5-D layout; and a node written before the
+    attributes existed (6-D, none written) still reads as bilinear with P per level."""
+    from vitdeploy.onnxrt import session
+
+    shapes, points = SHAPES[:3], (3, 6, 3)
+    case = make_v2_case(shapes, points)
+    attrs = VITDEPLOY_SPEC.node_attrs(**vitdeploy_attrs(points, method))
+    sess = session(one_node_model(VITDEPLOY_SPEC, TensorProto.FLOAT, shapes, points, attrs, flat=True))
+    names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
+    (out,) = sess.run(None, {k: t.numpy() for k, t in zip(names, case)})
+    np.testing.assert_allclose(out, msda(*case, points, method).numpy(), atol=1e-6)
+    if method == "default":
+        old = {"plugin_namespace": "vitdeploy", "plugin_version": "1"}
+        case6 = make_case(SHAPES)
+        (out6,) = session(one_node_model(VITDEPLOY_SPEC, TensorProto.FLOAT, attrs=old)).run(
+            None, {k: t.numpy() for k, t in zip(names, case6)})
+        np.testing.assert_allclose(out6, msda(*case6).numpy(), atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- Triton kernel
 
 KERNEL_CASES = [
@@ -162,24 +251,38 @@ KERNEL_CASES = [
     {"name": "fp16-edges", "shapes": [(5, 3), (2, 2)], "n": 1, "lq": 20, "m": 3, "d": 20, "p": 2, "dtype": "float16", "block_q": 16, "tol": 3e-3},
     {"name": "fp32-far-outside", "shapes": [(4, 4)], "n": 1, "lq": 5, "m": 1, "d": 8, "p": 3, "dtype": "float32", "block_q": 16,
      "tol": 1e-6, "spread": [-50.0, 50.0]},
+    # RT-DETR v2 / D-FINE: per-level point counts in the 5-D layout, and v2's discrete sampling
+    {"name": "fp32-dfine-363", "shapes": [(8, 10), (4, 5), (2, 3)], "n": 2, "lq": 9, "m": 2, "d": 16, "points": [3, 6, 3],
+     "method": "default", "dtype": "float32", "block_q": 16, "tol": 1e-5},
+    {"name": "fp16-dfine-363", "shapes": [(8, 10), (4, 5), (2, 3)], "n": 1, "lq": 9, "m": 2, "d": 16, "points": [3, 6, 3],
+     "method": "default", "dtype": "float16", "block_q": 16, "tol": 3e-3},
+    {"name": "fp32-discrete", "shapes": [(5, 3), (2, 2)], "n": 2, "lq": 20, "m": 3, "d": 20, "points": [2, 3],
+     "method": "discrete", "dtype": "float32", "block_q": 16, "tol": 1e-6, "spread": [-0.5, 1.5]},
+    {"name": "fp16-discrete", "shapes": [(5, 3), (2, 2)], "n": 1, "lq": 20, "m": 3, "d": 20, "points": [4, 4],
+     "method": "discrete", "dtype": "float16", "block_q": 16, "tol": 3e-3, "spread": [-0.5, 1.5]},
 ]
 
 _CHILD = r"""
 import json, sys
 import torch
 sys.path.insert(0, ".")
-from tests.test_msda_plugin import make_case
+from tests.test_msda_plugin import make_case, make_v2_case
 from vitdeploy.plugins.msda.kernel import msda_triton
 from vitdeploy.plugins.msda.reference import msda
 res = {}
 for c in json.loads(sys.argv[1]):
     dt = getattr(torch, c["dtype"])
-    case = make_case(c["shapes"], n=c["n"], lq=c["lq"], m=c["m"], d=c["d"], p=c["p"], spread=tuple(c.get("spread", (-0.3, 1.3))))
+    spread = tuple(c.get("spread", (-0.3, 1.3)))
+    pts, method = c.get("points"), c.get("method", "default")
+    if pts is None:
+        case = make_case(c["shapes"], n=c["n"], lq=c["lq"], m=c["m"], d=c["d"], p=c["p"], spread=spread)
+    else:
+        case = make_v2_case(c["shapes"], pts, n=c["n"], lq=c["lq"], m=c["m"], d=c["d"], spread=spread)
     value, shapes, starts, loc, w = case
-    if c["name"] == "fp32-far-outside":
-        loc[0, 0, 0, 0, 0] = torch.tensor([1e9, -1e9])
-    got = msda_triton(value.to(dt), shapes, starts, loc.to(dt), w.to(dt), block_q=c["block_q"])
-    want = msda(value.to(dt).float(), shapes, starts, loc.to(dt).float(), w.to(dt).float())
+    if c["name"] in ("fp32-far-outside", "fp32-discrete"):
+        loc[0, 0, 0, 0] = torch.tensor([1e9, -1e9])
+    got = msda_triton(value.to(dt), shapes, starts, loc.to(dt), w.to(dt), pts, method, block_q=c["block_q"])
+    want = msda(value.to(dt).float(), shapes, starts, loc.to(dt).float(), w.to(dt).float(), pts, method)
     res[c["name"]] = {"err": (got.float() - want).abs().max().item(), "dtype": str(got.dtype), "shape": list(got.shape),
                       "want_shape": list(want.shape)}
 print(json.dumps(res))
@@ -220,7 +323,7 @@ def ptx_sm90_fp16():
 
     if kernel.interpreter_active():
         pytest.skip("AOT compilation needs TRITON_INTERPRET unset")
-    return kernel.ptx_for_tensorrt(90, "fp16", kernel.LaunchConfig(num_levels=4, num_points=4, head_dim=32))
+    return kernel.ptx_for_tensorrt(90, "fp16", kernel.LaunchConfig.uniform(4, 4, head_dim=32))
 
 
 @pytest.mark.parametrize("arch,dtype", [(87, "fp32"), (90, "fp16")])
@@ -231,13 +334,27 @@ def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
     if (arch, dtype) == (90, "fp16"):
         name, ptx, meta = ptx_sm90_fp16  # Deformable DETR R50's L=4, P=4, D=32
     else:
-        name, ptx, meta = kernel.ptx_for_tensorrt(arch, dtype, kernel.LaunchConfig(num_levels=2, num_points=2, head_dim=16))
+        name, ptx, meta = kernel.ptx_for_tensorrt(arch, dtype, kernel.LaunchConfig.uniform(2, 2, head_dim=16))
     target = next(line for line in ptx.splitlines() if line.startswith(".target"))
     assert target.startswith(f".target sm_{arch}")
     # exactly what TensorRT's AOT launcher passes: 5 input pointers, S/Lq/M, the output pointer
     assert entry_params(ptx, name) == [".u64"] * 5 + [".u32"] * 3 + [".u64"]
     assert meta.shared == 0
     assert ("ld.global" in ptx) and ("st.global" in ptx)
+
+
+def test_discrete_variant_compiles_without_fma_for_tensorrt():
+    """discrete truncates x * W + 0.5 to an index: compiled with fp fusion off, so the product and the sum
+    round separately as in transformers (an FMA would move indices at .5 boundaries)."""
+    from vitdeploy.plugins.ptx import entry_params
+    from vitdeploy.plugins.msda import kernel
+
+    if kernel.interpreter_active():
+        pytest.skip("AOT compilation needs TRITON_INTERPRET unset")
+    name, ptx, meta = kernel.ptx_for_tensorrt(87, "fp32", kernel.LaunchConfig((3, 6, 3), 16, "discrete"))
+    assert entry_params(ptx, name) == [".u64"] * 5 + [".u32"] * 3 + [".u64"]
+    assert "fma" not in ptx and "add.rn.f32" in ptx  # the +0.5 rounds on its own
+    assert ptx.count("ld.global") >= 12  # one row gather per point, unrolled over 3 + 6 + 3 points
 
 
 def test_stripped_ptx_assembles_with_ptxas(ptx_sm90_fp16):
@@ -285,13 +402,15 @@ def test_triton_kernel_on_gpu_matches_reference(dtype, tol):
 
 def test_benchmark_dry_run_checks_correctness_and_writes_json(tmp_path):
     out = tmp_path / "msda.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/kernels/msda.py"), "--dry-run", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/kernels/msda.py"), "--dry-run", "--suite", "all",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["dry_run"] is True and "interpreter" in res["environment"]["device"]
     assert {"torch", "triton", "git", "date_utc"} <= set(res["environment"])
-    assert len(res["cases"]) == 2
+    assert len(res["cases"]) == 4  # Deformable DETR encoder/decoder, D-FINE per-level points, RT-DETR v2 discrete
+    assert [c["method"] for c in res["cases"]] == ["default"] * 3 + ["discrete"]
+    assert res["cases"][2]["num_points"] == [1, 2, 1] and res["cases"][2]["layout"] == "[N, Lq, M, sum(P), 2]"
     for case in res["cases"]:
         for impl in (case["impls"]["grid_sample"], case["impls"]["triton"]["default"]):
             assert impl["max_abs_err"] <= case["tolerance_max_abs"]

@@ -105,7 +105,7 @@ def test_triton_compiles_at_the_pinned_isa():
 
     if kernel.interpreter_active():
         pytest.skip("Triton was imported with TRITON_INTERPRET=1 in this process")
-    name, text, meta = kernel.ptx_for_tensorrt(87, "fp16", kernel.LaunchConfig(num_levels=2, num_points=2, head_dim=16))
+    name, text, meta = kernel.ptx_for_tensorrt(87, "fp16", kernel.LaunchConfig.uniform(2, 2, head_dim=16))
     info = ptx.parse(text, name)
     assert (info.target, info.isa) == ("sm_87", 78)  # Triton 3.8 alone would write .version 8.8
     assert info.params == ptx.tensorrt_abi(5, 3, 1) and info.reqntid[0] == meta.num_warps * 32

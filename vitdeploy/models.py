@@ -106,6 +106,38 @@ REGISTRY: dict[str, ModelInfo] = {
     ]
 }
 
+# --- Hugging Face real-time DETRs and Mask2Former (configs and builders: vitdeploy/hf_detectors.py) ------------
+# RT-DETR v2 and D-FINE export with TorchScript only: the dynamo exporter fails in PyTorch on the
+# aten._is_all_true of transformers' torch_compilable_check in their deformable attention.
+_RTDETR = dict(multiple=32, passes=("msda",), outputs=("logits", "pred_boxes"))
+
+
+def _hf(alias, family, variant, name, size, notes, **kw):
+    base = dict(_RTDETR)
+    base.update(kw)
+    return ModelInfo(alias, family, "transformers", name, size, base.pop("multiple"), base.pop("passes"),
+                     outputs=base.pop("outputs"), notes=notes, overrides={"variant": variant}, **base)
+
+
+REGISTRY.update({m.alias: m for m in [
+    _hf("rtdetr_r18", "rtdetr", "r18", "PekingU/rtdetr_r18vd", (640, 640),
+        "RTDetrForObjectDetection, ResNet-18-vd, 3 decoder layers, 300 queries, 3 levels x 4 points"),
+    _hf("rtdetr_r50", "rtdetr", "r50", "PekingU/rtdetr_r50vd", (640, 640),
+        "RTDetrForObjectDetection, ResNet-50-vd, 6 decoder layers, 300 queries, 3 levels x 4 points"),
+    _hf("rtdetr_v2_r18", "rtdetr_v2", "r18", "PekingU/rtdetr_v2_r18vd", (640, 640),
+        "RTDetrV2ForObjectDetection, ResNet-18-vd, 3 levels x 4 points, offset scale 0.5", exporters=("torchscript",)),
+    _hf("dfine_n", "dfine", "n", "ustc-community/dfine-nano-coco", (640, 640),
+        "DFineForObjectDetection, HGNetV2-B0, d_model 128, 2 levels x [6, 6] points", exporters=("torchscript",)),
+    _hf("dfine_s", "dfine", "s", "ustc-community/dfine-small-coco", (640, 640),
+        "DFineForObjectDetection, HGNetV2-B0, 3 levels x [3, 6, 3] points", exporters=("torchscript",)),
+    _hf("mask2former_swin_t", "mask2former", "swin_t", "facebook/mask2former-swin-tiny-coco-instance", (512, 512),
+        "Mask2FormerForUniversalSegmentation, Swin-T backbone, pixel decoder 6 x deformable attention "
+        "(3 levels x 4 points), COCO instance; evaluated at shorter side 800, 512 keeps the export light",
+        passes=("swin", "msda"), outputs=("class_queries_logits", "masks_queries_logits")),
+]})
+HF_FAMILIES = ("rtdetr", "rtdetr_v2", "dfine", "mask2former")
+DETECTOR_FAMILIES = ("deformable_detr", "rtdetr", "rtdetr_v2", "dfine")
+
 # Test-sized Swin (V1 and V2): the four stages, shifted and clamped blocks, padding, at 32 channels.
 SWIN_SMALL_OVERRIDES = dict(depths=(1, 1, 2, 1), embed_dim=32, num_heads=(1, 2, 4, 8))
 # Test-sized windowed encoders (issue 24): every kind of block of the full model, a few channels each.
@@ -118,15 +150,16 @@ REDUCED_OVERRIDES: dict[str, dict] = {
     "maxvit": dict(embed_dim=(16, 32, 32, 64), depths=(1, 1, 1, 1), stem_width=16, transformer_dim_head=8),
     "twins": dict(embed_dims=[16, 32, 32, 64], num_heads=[1, 2, 2, 4], depths=[2, 2, 2, 2]),
 }
-REDUCED_FAMILIES = ("deformable_detr", *REDUCED_OVERRIDES)  # families `--reduced` has a test-sized variant of
+# families `--reduced` has a test-sized variant of
+REDUCED_FAMILIES = ("deformable_detr", *REDUCED_OVERRIDES, *HF_FAMILIES)
 
 
 def check_reduced(alias: str) -> None:
-    """`--reduced` exists for Deformable DETR and Swin / Swin V2 only: one line otherwise."""
+    """`--reduced` exists for the DETRs, Mask2Former and Swin / Swin V2 only: one line otherwise."""
     info = get_info(alias)
     if info.family not in REDUCED_FAMILIES:
         raise VitdeployError(f"--reduced has no test-sized variant of {alias}",
-                             "use it with deformable_detr, a Swin / Swin V2 alias or a windowed encoder "
+                             "use it with a DETR or Mask2Former alias, a Swin / Swin V2 alias or a windowed encoder "
                              "(sam_vit_b, mobile_sam, hiera_t, maxvit_t, twins_svt_s), or drop --reduced")
 
 # Test-sized Deformable DETR: every structural element of the real one (4 feature
@@ -175,6 +208,11 @@ def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
             f"image size {h}x{w} is too small for {info.alias}: its fourth feature level needs at least 64 pixels a side",
             "try --img-size 512",
         )
+    if info.family in HF_FAMILIES and min(h, w) < 64:
+        raise VitdeployError(
+            f"image size {h}x{w} is too small for {info.alias}: its stride-32 feature level needs at least 64 pixels a side",
+            f"try --img-size {info.input_size[0]}",
+        )
     if h <= 0 or w <= 0 or h % m or w % m:
         why = {
             "swin": "Swin's patch embedding cuts 4x4 patches",
@@ -185,6 +223,8 @@ def check_input_size(info: ModelInfo, size: tuple[int, int]) -> None:
             "hiera": "its 8x8 mask units are pooled three times (stride 4 patches, then 2x2 three times)",
             "maxvit": "its windows are the image / 32 and its stages downsample by 32",
             "twins": "its four stages downsample by 32",
+            "rtdetr": "the backbone downsamples by 32", "rtdetr_v2": "the backbone downsamples by 32",
+            "dfine": "the backbone downsamples by 32", "mask2former": "the Swin backbone downsamples by 32",
         }.get(info.family, "the patch embedding uses 16x16 patches")
         lo_h, lo_w = max(m, (h // m) * m), max(m, (w // m) * m)
         raise VitdeployError(
@@ -206,7 +246,10 @@ def check_exporter(info: ModelInfo, exporter: str) -> str:
         only = " and ".join(info.exporters)
         why = {"halonet": " (the TorchScript exporter cannot export HaloAttn's unfold)",
                **dict.fromkeys(("sam", "hiera", "twins"), " (the dynamo exporter cannot export timm's scaled_dot_product_attention "
-                                                        "call on its 3-D/5-D q, k, v)")}.get(info.family, "")
+                                                        "call on its 3-D/5-D q, k, v)"),
+               **dict.fromkeys(("rtdetr_v2", "dfine"), " (the dynamo exporter fails in PyTorch on aten._is_all_true in its "
+                                                        "deformable attention)"),
+               }.get(info.family, "")
         raise VitdeployError(f"{info.alias} exports with the {only} exporter only{why}",
                              f"drop --exporter {exporter} or use --exporter {info.exporters[0]}")
     return exporter
@@ -229,6 +272,9 @@ def build_model(
     with torch.device(device):
         if info.source == "timm":
             model = _build_timm(info, size, pretrained, small)
+        elif info.family in HF_FAMILIES:
+            model = _build_hf(info, pretrained, small)
+            _check_query_selection(info, model.config, size)
         else:
             model = _build_detr(info, pretrained, small)
     if checkpoint is not None:
@@ -290,6 +336,33 @@ def _build_detr(info: ModelInfo, pretrained: bool, small: bool):
     if pretrained:
         return _pretrained(lambda: DeformableDetrForObjectDetection.from_pretrained(info.name), info)
     return DeformableDetrForObjectDetection(detr_config(small=small))
+
+
+def _build_hf(info: ModelInfo, pretrained: bool, small: bool):
+    """RT-DETR (v2), D-FINE, Mask2Former: vitdeploy.hf_detectors (random weights made informative there)."""
+    from vitdeploy import hf_detectors
+
+    variant = info.overrides["variant"]
+    if pretrained:
+        return _pretrained(lambda: hf_detectors.build(info.family, variant, pretrained_id=info.name), info)
+    return hf_detectors.build(info.family, variant, reduced=small)
+
+
+def _check_query_selection(info: ModelInfo, config, size: tuple[int, int]) -> None:
+    """RT-DETR (v2) and D-FINE select their queries as the top-k encoder tokens: an input too small to have
+    that many tokens fails inside PyTorch ("selected index k out of range"); say so in one line instead."""
+    import math
+
+    strides = getattr(config, "feat_strides", None)
+    queries = getattr(config, "num_queries", 0)
+    if info.family not in ("rtdetr", "rtdetr_v2", "dfine") or not strides:
+        return
+    tokens = sum(math.ceil(size[0] / s) * math.ceil(size[1] / s) for s in strides)
+    if tokens < queries:
+        side = next(m for m in range(32, 4097, 32) if sum(math.ceil(m / s) ** 2 for s in strides) >= queries)
+        raise VitdeployError(
+            f"image size {size[0]}x{size[1]} gives {info.alias} {tokens} encoder tokens, fewer than the {queries} "
+            "queries it selects from them", f"use at least --img-size {side}")
 
 
 def _pretrained(fn, info: ModelInfo):
@@ -368,7 +441,12 @@ def count_parameters(info: ModelInfo) -> int:
     import torch
 
     with torch.device("meta"):
-        model = _build_timm(info, info.input_size, False) if info.source == "timm" else _build_detr(info, False, False)
+        if info.source == "timm":
+            model = _build_timm(info, info.input_size, False)
+        elif info.family in HF_FAMILIES:
+            model = _build_hf(info, False, False)
+        else:
+            model = _build_detr(info, False, False)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -398,11 +476,13 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         }
         out["resize"] = resize_spec(out)
         return out
-    # Deformable DETR: ImageNet statistics, resize without crop (the DETR image processor's defaults).
+    # Deformable DETR, Mask2Former: ImageNet statistics, resize without crop (their image processors' defaults);
+    # RT-DETR (v2) and D-FINE (RTDetrImageProcessor): pixels / 255 only, no normalisation.
+    rescale_only = info.family in ("rtdetr", "rtdetr_v2", "dfine")
     out = {
         "input_size": [3, size[0], size[1]],
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
+        "mean": [0.0, 0.0, 0.0] if rescale_only else [0.485, 0.456, 0.406],
+        "std": [1.0, 1.0, 1.0] if rescale_only else [0.229, 0.224, 0.225],
         "interpolation": "bilinear",
         "crop_pct": 1.0,
         "crop_mode": "squash",
@@ -462,8 +542,14 @@ def labels_for(info: ModelInfo, model=None) -> dict:
     return {"num_classes": n, "names": names, "source": "config.id2label" if names else None}
 
 
-def postprocessing_for(info: ModelInfo) -> dict:
-    """How raw outputs become predictions, for code that runs the artifact without vitdeploy."""
+def postprocessing_for(info: ModelInfo, model=None) -> dict:
+    """How raw outputs become predictions, for code that runs the artifact without vitdeploy
+    (`model`: the built module, whose config decides e.g. a reduced DETR's query count)."""
+    if info.family in HF_FAMILIES:
+        from vitdeploy import hf_detectors
+
+        config = getattr(model, "config", None) or hf_detectors.config_for(info.family, info.overrides["variant"])
+        return hf_detectors.postprocessing(info.family, int(config.num_queries))
     if info.outputs == ("image_embeddings",):  # an image encoder (SAM's): its feature map is the product
         return {"task": "embedding", "output": info.outputs[0], "shape": "[B, channels, H/stride, W/stride]"}
     if info.family == "deformable_detr":
@@ -473,3 +559,4 @@ def postprocessing_for(info: ModelInfo) -> dict:
                 "select": "top-k (query, class) pairs over all queries, then a score threshold"}
     return {"task": "classification", "scores": {"output": info.outputs[0], "activation": "softmax",
                                                  "shape": "[B, classes]"}}
+

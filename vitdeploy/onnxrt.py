@@ -103,6 +103,7 @@ def adapt_for_ort(model):
                 outs.append(name)
         op = helper.make_node(node.op_type, ins, outs, name=node.name, domain=ORT_PYOP_DOMAIN)
         op.attribute.extend(spec.ort_attribute(a) for a in node.attribute)  # list attributes as strings
+        op.attribute.extend(_missing_attributes(spec, node))
         new_nodes.append(op)
         new_nodes.extend(post)
     del model.graph.node[:]
@@ -110,6 +111,27 @@ def adapt_for_ort(model):
     if not any(o.domain == ORT_PYOP_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(ORT_PYOP_DOMAIN, 1))
     return model, True
+
+
+def _missing_attributes(spec, node) -> list:
+    """Attributes the spec declares that a node (written before they existed) lacks: onnxruntime-extensions
+    refuses to load a node without a declared attribute, so each gets the spec's default, or an empty
+    string when it has none and the face takes strings (list and string attributes): the face then
+    decides (e.g. MultiscaleDeformableAttention reads its points per level from 6-D locations)."""
+    from onnx import helper
+
+    from vitdeploy.plugins.spec import ListAttr
+
+    have = {a.name for a in node.attribute}
+    out = []
+    for name, typ in spec.attrs.items():
+        if name in have:
+            continue
+        if name in spec.defaults:
+            out.append(spec.ort_attribute(helper.make_attribute(name, spec.defaults[name])))
+        elif isinstance(typ, ListAttr) or typ is str:
+            out.append(helper.make_attribute(name, ""))
+    return out
 
 
 def session(path_or_model, *, providers: list[str] | None = None, threads: int | None = None, spin: bool = False):

@@ -176,7 +176,7 @@ def generate(seed: int, index: int, families: list[str] | None = None) -> dict:
     p = np.asarray([WEIGHTS[f] for f in fams], np.float64)
     family = fams[int(rng.choice(len(fams), p=p / p.sum()))]
     cfg = {"family": family, "index": index, "seed": int(rng.integers(2 ** 31)), **GENERATORS[family](rng)}
-    exporter = _pick(rng, ["dynamo", "torchscript"])
+    exporter = _pick(rng, cfg.pop("exporters", None) or ["dynamo", "torchscript"])  # a family may exclude one
     if family in EXPORTERS:
         exporter = EXPORTERS[family][0] if exporter not in EXPORTERS[family] else exporter
     cfg["exporter"] = exporter
@@ -395,3 +395,9 @@ def expected_counts(blocks: list[dict]) -> dict[str, dict[str, int]]:
         owner, what, _ = EXPECT[b["kind"]]
         out[owner][what] += 1
     return out
+
+
+# --- RT-DETR, RT-DETR v2, D-FINE and Mask2Former's pixel decoder (issue 25): benchmarks/fuzz/detr_families.py
+from benchmarks.fuzz import detr_families as _detr_families  # noqa: E402
+
+_detr_families.register(globals())

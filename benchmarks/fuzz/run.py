@@ -121,8 +121,16 @@ def measure(cfg: dict, workdir: Path) -> dict:
         model = onnx.load(str(path))
         try:
             plain = session(model).run(None, {"input": x})
-        except VitdeployError as e:  # an export ONNX Runtime cannot run is the exporter's problem, not the rewrite's
-            rec["export_problem"] = f"{rec['exporter']} export does not run in ONNX Runtime: {e.message[:200]}"
+        except VitdeployError as e:
+            plain, why = None, e.message
+            from vitdeploy.deploy.normalize import normalize_fp64  # FP64 grids (TorchScript): what the passes do first
+
+            normalized, norm = normalize_fp64(model)
+            if norm and norm["normalized"]:
+                rec["normalized"] = {k: norm[k] for k in ("fp64_islands", "normalized", "grid_max_abs_deviation")}
+                plain = session(normalized).run(None, {"input": x})
+        if plain is None:  # an export ONNX Runtime cannot run is the exporter's problem, not the rewrite's
+            rec["export_problem"] = f"{rec['exporter']} export does not run in ONNX Runtime: {why[:200]}"
             cfg2 = {**cfg, "exporter": "dynamo" if rec["exporter"] == "torchscript" else "torchscript"}
             cfg2["opset"] = max(cfg["opset"], 18) if cfg2["exporter"] == "dynamo" else min(cfg["opset"], 20)
             rec["exporter"], rec["opset"], _ = _export(built, cfg2, path)

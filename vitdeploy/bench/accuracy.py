@@ -17,12 +17,13 @@ from pathlib import Path
 from vitdeploy.errors import VitdeployError
 
 # Checked in order; the first numeric one found (at any nesting depth) is the headline.
-HEADLINE_KEYS = ("candidate_top1", "candidate_map50", "top1_agreement", "detection_agreement")
+HEADLINE_KEYS = ("candidate_top1", "candidate_map50", "top1_agreement", "detection_agreement", "segmentation_agreement")
 METRIC_NAMES = {
     "candidate_top1": "top-1 accuracy (labels)",
     "candidate_map50": "mAP@0.5 (box labels)",
     "top1_agreement": "top-1 agreement vs the FP32 export",
     "detection_agreement": "detection agreement vs the FP32 export (same class, IoU >= 0.5)",
+    "segmentation_agreement": "semantic-map pixel agreement vs the FP32 export",
 }
 DATA_ROLES = {
     "calibration": "calibration set (not held out)",
@@ -31,7 +32,7 @@ DATA_ROLES = {
 }
 # A figure of this kind earns a ✔ at or above this many percent (`--min-agreement`).
 DEFAULT_MIN_AGREEMENT = 99.0
-AGREEMENT_METRICS = ("top1_agreement", "detection_agreement")
+AGREEMENT_METRICS = ("top1_agreement", "detection_agreement", "segmentation_agreement")
 
 
 def _flatten(d, prefix: str = "") -> dict:

@@ -1,10 +1,12 @@
 """What a precision change costs: a candidate graph against its reference on the same inputs.
 
 Classifiers: top-1 agreement and logit similarity need no labels; with labels, top-1/top-5
-accuracy of both and the drop in points. Detectors (Deformable DETR: `logits` [N, Q, C] and
-`pred_boxes` [N, Q, 4]) get a detection measure instead: per-query box IoU and sigmoid score
+accuracy of both and the drop in points. Detectors (Deformable DETR, RT-DETR, D-FINE: `logits` [N, Q, C]
+and `pred_boxes` [N, Q, 4]) get a detection measure instead: per-query box IoU and sigmoid score
 deltas between the two graphs, the share of the reference's detections the candidate
-reproduces (same class, IoU >= 0.5), and with box labels COCO-style mAP of both. Both graphs
+reproduces (same class, IoU >= 0.5), and with box labels COCO-style mAP of both; Mask2Former
+(`class_queries_logits`, `masks_queries_logits`) the semantic map's pixel agreement and per-query
+mask IoU and class-probability deltas (`compare_segmentations`). Both graphs
 run in ONNX Runtime (`vitdeploy.onnxrt.session`), so FP16 and Q/DQ graphs are measured
 exactly as written.
 """
@@ -214,6 +216,55 @@ def compare_detections(ref_logits: np.ndarray, ref_boxes: np.ndarray, cand_logit
     return out
 
 
+SEG_MASK_THRESHOLD = 0.5  # sigmoid mask probability that counts as inside (Mask2Former's post-processing)
+
+
+def is_segmentation(names: list[str]) -> bool:
+    """Mask2Former's outputs: class_queries_logits [N, Q, C + 1] and masks_queries_logits [N, Q, h, w]."""
+    return "class_queries_logits" in names and "masks_queries_logits" in names
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def semantic_maps(class_logits: np.ndarray, mask_logits: np.ndarray) -> np.ndarray:
+    """Per-pixel class [N, h, w] as Mask2Former's semantic post-processing forms it (at mask resolution):
+    argmax_c sum_q softmax(class)[q, c] * sigmoid(mask)[q], the no-object class dropped."""
+    probs = _softmax(class_logits)[..., :-1]
+    masks = 0.5 * (1.0 + np.tanh(0.5 * mask_logits.astype(np.float64)))
+    return np.einsum("nqc,nqhw->nchw", probs, masks).argmax(1)
+
+
+def compare_segmentations(ref_cls: np.ndarray, ref_masks: np.ndarray, cand_cls: np.ndarray, cand_masks: np.ndarray) -> dict:
+    """Agreement of two Mask2Former output sets: the semantic map pixel by pixel, and per query (the same
+    slot in both graphs) the binary mask's IoU and the class probability deltas."""
+    if ref_cls.shape != cand_cls.shape or ref_masks.shape != cand_masks.shape:
+        raise VitdeployError(f"the models' outputs differ in shape: {ref_cls.shape}/{ref_masks.shape} vs "
+                             f"{cand_cls.shape}/{cand_masks.shape}", "compare variants of one model")
+    finite = bool(np.isfinite(cand_cls).all() and np.isfinite(cand_masks).all())
+    agree = float((semantic_maps(ref_cls, ref_masks) == semantic_maps(cand_cls, cand_masks)).mean() * 100.0)
+    rm, cm = ref_masks > 0, cand_masks > 0  # sigmoid > 0.5
+    inter = (rm & cm).sum((-2, -1))
+    union = (rm | cm).sum((-2, -1))
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # two empty masks agree
+    dprob = np.abs(_softmax(ref_cls) - _softmax(cand_cls))
+    same_class = (ref_cls.argmax(-1) == cand_cls.argmax(-1)).mean() * 100.0
+    return {
+        "images": int(ref_cls.shape[0]),
+        "task": "segmentation",
+        "segmentation_agreement": agree if finite else 0.0,
+        "query_mask_iou_mean": float(iou.mean()) if finite else 0.0,
+        "query_mask_iou_min": float(iou.min()) if finite else 0.0,
+        "query_class_agreement": float(same_class) if finite else 0.0,
+        "class_prob_delta_max": float(dprob.max()) if finite else float("inf"),
+        "mask_logit_max_abs_error": float(np.abs(ref_masks.astype(np.float64) - cand_masks).max()) if finite else float("inf"),
+        "finite": finite,
+    }
+
+
 def evaluate_detections(logits: np.ndarray, boxes: np.ndarray, truths: list, topk: int = DET_TOPK) -> dict:
     from vitdeploy.calibration.detection import average_precision, postprocess_detr
 
@@ -245,6 +296,12 @@ def compare_models(reference, candidate, data, labels=None, batch: int = 32, sho
             return evaluate_detections(*_detection_outputs(names, outs), _box_truths(labels))
         return {"task": "classification", **evaluate_logits(outs[0], np.asarray(labels))}
     (ref, cand), (rnames, cnames) = run_models_all([reference, candidate], data, batch, "comparing", show_progress)
+    if is_segmentation(rnames):
+        if not is_segmentation(cnames):
+            raise VitdeployError("the reference is a segmentation model and the candidate is not", "compare variants of one model")
+        pick = lambda names, outs, n: outs[names.index(n)]  # noqa: E731
+        return compare_segmentations(pick(rnames, ref, "class_queries_logits"), pick(rnames, ref, "masks_queries_logits"),
+                                     pick(cnames, cand, "class_queries_logits"), pick(cnames, cand, "masks_queries_logits"))
     if is_detection(rnames, ref):
         if not is_detection(cnames, cand):
             raise VitdeployError("the reference is a detector and the candidate is not", "compare variants of one model")

@@ -257,6 +257,7 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
     model_path = Path(model_path)
     sha = model_sha256(model_path)
     model = onnx.load(str(model_path))
+    fold_constant_identities(model)
     if not quantizable_nodes(model):
         raise VitdeployError(f"{model_path.name} has no MatMul/Gemm/Conv to quantize", "INT8 would change nothing")
     if cache is not None:
@@ -303,6 +304,29 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
     summary.update(method=method, excluded={k: v for k, v in why.items()}, precision=precision,
                    calibration_images=cache.get("num_images"), model_sha256=sha)
     return fp16, cache, summary
+
+
+def fold_constant_identities(model: onnx.ModelProto) -> int:
+    """Consumers of `Identity(initializer)` read the initializer itself; returns how many Identities went.
+
+    The TorchScript exporter writes a tied weight (RT-DETR / D-FINE's decoder heads shared across layers) as
+    Identity nodes of one initializer. The quantizer would put the weight's per-channel DequantizeLinear
+    before the Identity, which is then not a weight input and something sits between the DQ and its MatMul
+    (both refused by `lint`, after TensorRT's rules); reading the initializer directly is the same graph."""
+    inits = {i.name for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node
+             if n.op_type == "Identity" and n.input and n.input[0] in inits and n.output[0] not in outputs}
+    if not alias:
+        return 0
+    keep = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output and n.output[0] in alias)]
+    for n in keep:
+        for k, name in enumerate(n.input):
+            if name in alias:
+                n.input[k] = alias[name]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return len(alias)
 
 
 def float_for_other_consumers(model: onnx.ModelProto) -> int:

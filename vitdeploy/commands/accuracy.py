@@ -25,14 +25,14 @@ def _manifest_beside(path):
 
 
 NAMES = {"top1_agreement": "top-1 agreement", "detection_agreement": "detection agreement",
-         "top1_drop": "top-1 drop", "map50_drop": "mAP@0.5 drop"}
+         "segmentation_agreement": "segmentation agreement", "top1_drop": "top-1 drop", "map50_drop": "mAP@0.5 drop"}
 
 
 def gate(res: dict, min_agreement: float | None, max_drop: float | None) -> list[str]:
     """The failed checks (empty: passed), as polygraphy's --check reports them."""
     failed = []
-    detection = res.get("task") == "detection"
-    agree_key, drop_key = ("detection_agreement", "map50_drop") if detection else ("top1_agreement", "top1_drop")
+    agree_key, drop_key = {"detection": ("detection_agreement", "map50_drop"),
+                           "segmentation": ("segmentation_agreement", None)}.get(res.get("task"), ("top1_agreement", "top1_drop"))
     if min_agreement is not None and agree_key in res and res[agree_key] < min_agreement:
         failed.append(f"{NAMES[agree_key]} {res[agree_key]:.2f}% < --min-agreement {min_agreement:g}%")
     if max_drop is not None and drop_key in res and res[drop_key] > max_drop:
@@ -140,6 +140,12 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, min
             table.add_row("mAP@0.5 reference / candidate", f"{res['reference_map50']:.2f} / {res['candidate_map50']:.2f} %")
             table.add_row("mAP@0.5 drop", f"{res['map50_drop']:+.2f} points")
             table.add_row("mAP@0.5:0.95 drop", f"{res['map50_95_drop']:+.2f} points")
+    elif res.get("task") == "segmentation":
+        table.add_row("segmentation agreement", f"{res['segmentation_agreement']:.2f} % of pixels (semantic map)")
+        table.add_row("per-query mask IoU (mean / min)", f"{res['query_mask_iou_mean']:.4f} / {res['query_mask_iou_min']:.4f}")
+        table.add_row("per-query class agreement", f"{res['query_class_agreement']:.2f} %")
+        table.add_row("class probability delta (max)", f"{res['class_prob_delta_max']:.2e}")
+        table.add_row("mask logit max abs error", f"{res['mask_logit_max_abs_error']:.4g}")
     else:
         table.add_row("top-1 agreement", f"{res['top1_agreement']:.2f} %")
         if labels is not None:
@@ -163,7 +169,7 @@ def _verdict(res: dict, min_agreement, max_drop, weights, console) -> None:
     from vitdeploy.bench.accuracy import DEFAULT_MIN_AGREEMENT
     from vitdeploy.weights import is_random
 
-    key = "detection_agreement" if res.get("task") == "detection" else "top1_agreement"
+    key = {"detection": "detection_agreement", "segmentation": "segmentation_agreement"}.get(res.get("task"), "top1_agreement")
     value = res.get(key)
     threshold = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
     checks = [c for c, v in (("--min-agreement", min_agreement), ("--max-drop", max_drop)) if v is not None]

@@ -44,8 +44,9 @@ from vitdeploy.commands.options import check_weights_flags, model_source_options
 @click.option("--triton-repo", type=click.Path(file_okay=False), metavar="REPO",
               help="Then write a Triton model repository entry (as 'vitdeploy package DIR --triton-repo REPO').")
 @click.option("--reduced", is_flag=True,
-              help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18) or Swin / Swin V2 "
-                   "(depths 1-1-2-1, 32 channels).")
+              help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18), RT-DETR (v2), D-FINE, "
+                   "Mask2Former (d_model 32, their levels and points per level) or Swin / Swin V2 (depths 1-1-2-1, "
+                   "32 channels).")
 @model_source_options
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,

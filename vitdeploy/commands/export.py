@@ -11,8 +11,9 @@ from vitdeploy.commands.options import check_weights_flags, model_source_options
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @model_source_options
 @click.option("--reduced", is_flag=True,
-              help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18) or Swin / Swin V2 "
-                   "(depths 1-1-2-1, 32 channels).")
+              help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18), RT-DETR (v2), D-FINE, "
+                   "Mask2Former (d_model 32, their levels and points per level) or Swin / Swin V2 (depths 1-1-2-1, "
+                   "32 channels).")
 def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter, reduced):
     """Export a model to DIR/model.onnx and DIR/manifest.json, verified against PyTorch.
 

@@ -333,6 +333,7 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
     res = export_onnx(
         model, example, out_path, opset=opts.opset, batch=opts.batch, output_names=info.outputs, exporter=exporter
     )
+    normalized = normalize_export(out_path, size, opts.batch)
     phase(f"parity vs PyTorch ({res.exporter} export, batch {','.join(map(str, parity_batches(opts.batch)))})")
     parity = verify_against_torch(model, out_path, info.outputs, size, parity_batches(opts.batch), opts.tolerance)
     fields = {
@@ -347,7 +348,7 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
         },
         "preprocessing": preprocessing(info, model if info.source == "timm" else None, size),
         "labels": labels_for(info, model),
-        "postprocessing": postprocessing_for(info),
+        "postprocessing": postprocessing_for(info, model),
         "batch": opts.batch.to_dict(),
         "export": {
             "exporter": res.exporter,
@@ -355,6 +356,7 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             "opset": res.opset,
             **io_signature(out_path),
             "parity": parity,
+            **({"normalized": normalized} if normalized else {}),
         },
         "versions": versions(),
     }
@@ -373,6 +375,32 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
              if len(info.exporters) > 1 else "try another --opset"),
         )
     return res, fields, parity
+
+
+def normalize_export(path: Path, size, batch: BatchSpec) -> dict | None:
+    """Compute the export's FP64 index/grid islands in FP32 (`deploy.normalize`), in place.
+
+    The TorchScript exporter writes some grids in FP64 although PyTorch computes them in FP32;
+    ONNX Runtime cannot run them (no FP64 GridSample) and TensorRT casts DOUBLE down anyway.
+    The parity check that follows then compares the normalised graph with PyTorch.
+    """
+    import numpy as np
+    import onnx
+
+    from vitdeploy.artifact import atomic_write_bytes
+    from vitdeploy.console import phase
+    from vitdeploy.deploy.normalize import describe, find_fp64_islands, normalize_fp64
+
+    model = onnx.load(str(path))
+    if not find_fp64_islands(model):
+        return None
+    phase("computing the export's FP64 index/grid islands in FP32")
+    feeds = {model.graph.input[0].name: random_images(batch.opt, size, seed=7).astype(np.float32)}
+    normalized, report = normalize_fp64(model, feeds)
+    if report["normalized"]:
+        atomic_write_bytes(path, normalized.SerializeToString())
+    report["summary"] = describe(report)
+    return report
 
 
 def summarize_parity(parity: dict) -> str:

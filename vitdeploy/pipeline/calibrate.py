@@ -74,6 +74,8 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
             agreement = compare_models(str(onnx_path), qdq, check, batch=batch)
             report["check_vs_fp32"] = {"data": "calibration images (not held out)", "data_role": "calibration", **agreement}
             figure = (f"detection agreement {agreement['detection_agreement']:.1f}%" if agreement.get("task") == "detection"
+                      else f"segmentation agreement {agreement['segmentation_agreement']:.1f}%"
+                      if agreement.get("task") == "segmentation"
                       else f"top-1 agreement {agreement['top1_agreement']:.1f}%, cosine {agreement['cosine_mean']:.4f}")
             # On the images the ranges were fitted to: a sanity check, not an accuracy figure, so no ✔ for it.
             st.unjudged()

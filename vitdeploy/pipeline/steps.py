@@ -60,6 +60,8 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
         exp = run.result["export"]
         st.detail = ("model.onnx (cached)" if run.cached else
                      f"model.onnx (opset {exp['opset']}, {exp['exporter']} exporter), parity vs PyTorch: {summarize_parity(exp['parity'])}")
+        if exp.get("normalized") and not run.cached:
+            st.detail += f"; {exp['normalized']['summary']}"
         run.result["steps"] = {"export": run.key}
         return dest, run.result
 
@@ -306,6 +308,10 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
             agreement = res["detection_agreement"]
             st.detail = (f"detection agreement {agreement:.1f}%, matched IoU {res['matched_iou_mean']:.4f}, "
                          f"score delta max {res['score_delta_max']:.2e}")
+        elif res.get("task") == "segmentation":
+            agreement = res["segmentation_agreement"]
+            st.detail = (f"segmentation agreement {agreement:.1f}% of pixels, query mask IoU {res['query_mask_iou_mean']:.4f}, "
+                         f"class prob delta max {res['class_prob_delta_max']:.2e}")
         else:
             agreement = res["top1_agreement"]
             st.detail = (f"top-1 agreement {agreement:.1f}%, cosine min {res['cosine_min']:.5f}, "
@@ -351,9 +357,20 @@ def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOp
         size = tuple(int(d) for d in shape[-2:])
         data = CalibrationData(random_images(ACCURACY_IMAGES, size, seed=1234), source="random")
         role = "random"
+    # A given TorchScript export may compute grids in FP64, which ONNX Runtime cannot run: the rewrite
+    # was verified against its normalised form (FP64 index/grid islands in FP32), and so is accuracy.
+    from vitdeploy.deploy.normalize import find_fp64_islands, normalize_fp64
+
+    ref_model = onnx.load(str(reference))
+    normalized = None
+    if find_fp64_islands(ref_model):
+        ref_model, normalized = normalize_fp64(ref_model)
     # Class-id labels of a .npz fit classifiers only; a detector's figures need no labels.
-    is_detector = (fields.get("postprocessing") or {}).get("task") == "detection"
-    result = compare_models(reference, candidate, data, None if is_detector else data.labels, show_progress=True)
+    is_detector = (fields.get("postprocessing") or {}).get("task") in ("detection", "segmentation")
+    result = compare_models(ref_model if normalized else reference, candidate, data,
+                            None if is_detector else data.labels, show_progress=True)
+    if normalized:
+        result["reference_normalized"] = {k: normalized[k] for k in ("fp64_islands", "normalized", "grid_max_abs_deviation")}
     result["data"] = DATA_NAMES[role]
     result["data_role"] = role
     return result

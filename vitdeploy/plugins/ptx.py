@@ -113,7 +113,7 @@ COMPILE_LISTENERS: list = []
 
 
 def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], arch: int, num_warps: int = 4, num_stages: int = 2,
-               aligned: tuple[str, ...] = ()):
+               aligned: tuple[str, ...] = (), fp_fusion: bool = True):
     """Compile a @triton.jit kernel ahead of time to PTX for sm_`arch`, without a GPU.
 
     Returns (kernel_name, ptx_text, metadata). Used by the `aot_impl` TensorRT faces and the
@@ -123,6 +123,8 @@ def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], 
     with its ptxas, which rejects any instruction the pinned ISA lacks. `aligned` names pointer
     arguments the caller guarantees 16-byte aligned (TensorRT's plugin I/O buffers are): the JIT
     infers that from the actual pointers, AOT must be told, else every load/store is scalar.
+    `fp_fusion=False` keeps each multiply and add rounded on its own (no FMA), for kernels whose
+    result is discontinuous in a product-plus-sum (a truncation to an index).
     """
     import triton
     from triton.backends.compiler import GPUTarget
@@ -133,7 +135,8 @@ def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], 
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in aligned}
     src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs), attrs=attrs or None)
     target = GPUTarget("cuda", arch, 32)
-    options = {"num_warps": num_warps, "num_stages": num_stages, "ptx_version": pinned_isa(arch)}
+    options = {"num_warps": num_warps, "num_stages": num_stages, "ptx_version": pinned_isa(arch),
+               "enable_fp_fusion": fp_fusion}
     compiled = triton.compile(src, target=target, options=options)
     for listener in tuple(COMPILE_LISTENERS):
         listener(fn=fn, signature=dict(signature), constexprs=dict(constexprs), num_warps=num_warps,

@@ -225,7 +225,7 @@ def _reduce_msda(node):
         return node, ""
     changes = {value.name: ((b, s, m2, d), None), loc.name: ((b, lq2, m2, *loc.dims[3:]), None),
                attw.name: ((b, lq2, m2, *attw.dims[3:]), None)}
-    return _reduced(node, {}, changes, f"queries {lq} -> {lq2}, heads {m} -> {m2}")
+    return _reduced(node, plugin_io.attributes(node), changes, f"queries {lq} -> {lq2}, heads {m} -> {m2}")
 
 
 def _reduce_halo(node):
@@ -376,16 +376,18 @@ def _static_problems(rec: KernelRecord, ev: dict, in_types: list, out_types: lis
     return bad
 
 
-def prepare(layer, node, precision: str, *, target, batches=BATCHES, first_id: int = 0, covers=None) -> list[Job]:
+def prepare(layer, node, precision: str, *, target, batches=BATCHES, first_id: int = 0, covers=None,
+            only: int | None = None) -> list[Job]:
     """Drive `node` (reduced first, see REDUCERS) through the plugin layer for `precision`, recording the
-    compiles, and make one Job per tactic. A node that does not get through the plugin layer raises."""
+    compiles, and make one Job per tactic (the first `only` tactics when given: each one is an AOT compile).
+    A node that does not get through the plugin layer is one finding (a Job that does not run)."""
     from vitdeploy.plugins import ptx as ptxinfo
     from vitdeploy.plugins import ptx_target
 
     small, note = reduce(node)
     try:
         with record_compiles() as records, ptx_target.compile_for(target):
-            r = contract.drive(layer, small, precision)
+            r = contract.drive(layer, small, precision, only=only)
     except Exception as e:  # the build would fail here: one finding for the node, the other nodes still run
         first = str(e).splitlines()[0][:300] if str(e) else ""
         return [Job(first_id, plugin_folder(node.op), list(covers or [f"{node.graph}: {node.key}"]), note, small, precision,

@@ -339,7 +339,9 @@ def _detr_node(sig: tuple, rng, size=(800, 1333)) -> PluginNode:
     s = sum(h * w for h, w in levels)
     lq = s if queries is None else queries
     starts = np.concatenate([[0], np.cumsum([h * w for h, w in levels])[:-1]]).astype(np.int32)
-    return synthetic_node("MultiscaleDeformableAttention", {}, [
+    from vitdeploy.plugins.msda.spec import vitdeploy_attrs
+
+    return synthetic_node("MultiscaleDeformableAttention", vitdeploy_attrs([p] * nl), [
         ("value", FLOAT, ("batch", s, heads, d), None),
         ("spatial_shapes", INT32, (nl, 2), np.array(levels, dtype=np.int32)),
         ("level_start_index", INT32, (nl,), starts),

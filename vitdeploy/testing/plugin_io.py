@@ -43,7 +43,7 @@ def make_inputs(node, batch: int, dtype, gen, device: str = "cpu") -> list:
         if node.op == "MultiscaleDeformableAttention" and t.name == "sampling_locations":
             x = torch.rand(shape, generator=gen) * 1.2 - 0.1  # some samples fall off the map: zero padding
         elif node.op == "MultiscaleDeformableAttention" and t.name == "attention_weights":
-            x = torch.softmax(torch.randn(*shape[:3], shape[3] * shape[4], generator=gen), -1).reshape(shape)
+            x = torch.softmax(torch.randn(*shape[:3], int(np.prod(shape[3:])), generator=gen), -1).reshape(shape)
         else:
             x = torch.randn(shape, generator=gen)
         out.append(x.to(device, want).contiguous())
@@ -77,7 +77,7 @@ def reference(node, inputs):
         if node.op == "MultiscaleDeformableAttention":
             from vitdeploy.plugins.msda.reference import msda
 
-            return msda(*f32).float()
+            return msda(*f32, **a).float()  # num_points, method (a node written before them: none)
         if node.op == "HaloAttention":
             from vitdeploy.plugins.halo_attention.reference import halo_attention
 

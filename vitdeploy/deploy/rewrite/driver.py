@@ -46,10 +46,12 @@ class Candidate:
 
 @dataclass
 class Emission:
-    """What a pass emits for a candidate: new nodes whose `outputs[i]` replaces `candidate.outputs[i]`."""
+    """What a pass emits for a candidate: new nodes whose `outputs[i]` replaces `candidate.outputs[i]`;
+    `detail` says what the candidate becomes, and why, where a pass chooses (e.g. msda: which plugin)."""
 
     nodes: list[gs.Node]
     outputs: list[gs.Variable]
+    detail: str | None = None
 
 
 @dataclass
@@ -59,6 +61,7 @@ class CandidateResult:
     max_abs: float | None = None
     cosine: float | None = None
     reason: str | None = None
+    emitted: str | None = None  # what a replaced candidate became, where the pass chose (Emission.detail)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -202,7 +205,7 @@ def run_pass(model: onnx.ModelProto, rw: RewritePass, mode: str = "plugin",
                                                         "in TensorRT's fusible form")
         else:
             warnings.warn(f"{rw.name}: left {cand.name} untouched: {why}", stacklevel=2)
-        report.candidates.append(CandidateResult(cand.name, ok, max_abs, cos, why))
+        report.candidates.append(CandidateResult(cand.name, ok, max_abs, cos, why, emission.detail if ok else None))
     graph.cleanup().toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     # Keep the original IR version and opset imports, plus the emitted custom domains.
@@ -221,11 +224,18 @@ def run_passes(model: onnx.ModelProto, names: list[str], mode: str = "plugin",
                feeds: dict[str, np.ndarray] | None = None, options: dict | None = None,
                check_whole: bool = True) -> tuple[onnx.ModelProto, dict]:
     """Run the named passes in order; returns the rewritten model and a JSON-able report."""
+    from vitdeploy.deploy.normalize import find_fp64_islands, normalize_fp64
     from vitdeploy.deploy.rewrite import load_pass
 
     from vitdeploy.deploy.rewrite.census import attention_census
 
     feeds = feeds if feeds is not None else static_feeds(model)
+    # FP64 index/grid islands (TorchScript exports) are computed in FP32 first: ONNX Runtime cannot run an FP64
+    # GridSample, and TensorRT has no FP64. Every candidate and the whole graph are then verified against
+    # this normalised original (the report says so); its FP64 version is measured island by island.
+    normalized = None
+    if find_fp64_islands(model):
+        model, normalized = normalize_fp64(model, feeds)
     reports = []
     verdicts: dict[str, tuple[str, str, str]] = {}
     current = model
@@ -237,6 +247,9 @@ def run_passes(model: onnx.ModelProto, names: list[str], mode: str = "plugin",
     result = {"mode": mode, "passes": reports,
               "nodes_before": len(model.graph.node), "nodes_after": len(current.graph.node),
               "softmax": attention_census(current, verdicts)}
+    if normalized is not None:
+        result["normalized"] = {**normalized, "verified_against": "the normalised original (FP64 index/grid islands "
+                                "computed in FP32; each island's FP64 and FP32 results compared on these inputs)"}
     if check_whole and any(r["replaced"] for r in reports):
         result["whole_graph"] = whole_graph_parity(model, current, feeds)
     return current, result

@@ -71,6 +71,11 @@ def nvinfer_normalise(x, scale: Scale):
 
 
 def check_task(task: str | None, alias: str | None) -> None:
+    if task == "segmentation":
+        raise VitdeployError(
+            f"--deepstream writes classifier configs (network-type=1); {alias or 'this model'} is a segmentation model, "
+            "whose masks nvinfer can only read through a custom output parser",
+            "package it for Triton with --triton-repo instead")
     if task == "detection":
         raise VitdeployError(
             f"--deepstream writes classifier configs (network-type=1); {alias or 'this model'} is a detector, "

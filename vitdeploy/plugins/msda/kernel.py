@@ -1,11 +1,15 @@
-"""Triton kernel for multi-scale deformable attention (the stock plugin's semantics).
+"""Triton kernel for multi-scale deformable attention (the semantics of `spec.py`).
 
 One program computes BLOCK_Q queries x all D channels of one (batch, head). For each
-level and point it loads the queries' locations and weights, and gathers the four
-bilinear corners straight from `value` [N, S, M, D] (a corner is a contiguous D-vector,
-so each gather is a row load). Corners outside the map read zero; coordinates are
-clamped to [-2, size + 1] first, which changes no result (everything beyond is zero
-anyway) but keeps far-out locations from overflowing the int32 conversion.
+level and each of that level's points it loads the queries' locations and weights and
+gathers straight from `value` [N, S, M, D] (a pixel is a contiguous D-vector, so each
+gather is a row load): the four bilinear corners (default; corners outside the map read
+zero; coordinates are clamped to [-2, size + 1] first, which changes no result --
+everything beyond is zero anyway -- but keeps far-out locations from overflowing the int32
+conversion), or the one clamped pixel of RT-DETR v2's discrete sampling. The points per
+level (`PTS`, a tuple) and the method are compile-time constants: loops unroll per level,
+and locations/weights are read at query * sum(PTS) + (points of the levels before) + point,
+which is the layout of [N, Lq, M, L, P, 2] and of [N, Lq, M, sum(P_l), 2] alike.
 Accumulation is FP32 for FP16 and FP32 inputs alike.
 
 On the CPU the kernel runs under Triton's interpreter, which must be switched on
@@ -13,7 +17,7 @@ On the CPU the kernel runs under Triton's interpreter, which must be switched on
 
 Argument order follows TensorRT's AOT convention: tensor inputs (value, spatial_shapes,
 level_start_index, sampling_locations, attention_weights), then the extra scalars
-(S, Lq, M), then the output, then compile-time constants (L, P, D, block sizes).
+(S, Lq, M), then the output, then compile-time constants (points per level, D, method, block sizes).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import triton.language as tl
 
 KERNEL_NAME = "msda_kernel"
 NUM_KERNEL_ARGS = 9  # 5 inputs, S, Lq, M, output
+METHOD_CODES = {"default": 0, "discrete": 1}
 
 
 @triton.jit
@@ -31,7 +36,7 @@ def msda_kernel(
     value_ptr, shapes_ptr, starts_ptr, loc_ptr, attw_ptr,
     S, Lq, M,
     out_ptr,
-    L: tl.constexpr, P: tl.constexpr, D: tl.constexpr,
+    L: tl.constexpr, PTS: tl.constexpr, TOTAL: tl.constexpr, D: tl.constexpr, DISCRETE: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_q = tl.program_id(0)
@@ -45,36 +50,51 @@ def msda_kernel(
     row = (n * Lq + q) * M + m  # index into [N, Lq, M]
     v_base = value_ptr + n.to(tl.int64) * S * M * D + m * D
     acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
+    off = 0
     for lvl in tl.static_range(L):
         h = tl.load(shapes_ptr + 2 * lvl)
         w = tl.load(shapes_ptr + 2 * lvl + 1)
         start = tl.load(starts_ptr + lvl)
         hf = h.to(tl.float32)
         wf = w.to(tl.float32)
-        for pt in tl.static_range(P):
-            k = (row * L + lvl) * P + pt
+        for pt in tl.static_range(PTS[lvl]):
+            k = row * TOTAL + off + pt
             lx = tl.load(loc_ptr + 2 * k, mask=qmask, other=0.0).to(tl.float32)
             ly = tl.load(loc_ptr + 2 * k + 1, mask=qmask, other=0.0).to(tl.float32)
             aw = tl.load(attw_ptr + k, mask=qmask, other=0.0).to(tl.float32)
-            x = tl.minimum(tl.maximum(lx * wf - 0.5, -2.0), wf + 1.0)
-            y = tl.minimum(tl.maximum(ly * hf - 0.5, -2.0), hf + 1.0)
-            x0f = tl.floor(x)
-            y0f = tl.floor(y)
-            fx = x - x0f
-            fy = y - y0f
-            x0 = x0f.to(tl.int32)
-            y0 = y0f.to(tl.int32)
-            for corner in tl.static_range(4):
-                dy = corner // 2
-                dx = corner % 2
-                yy = y0 + dy
-                xx = x0 + dx
-                cw = (fy if dy == 1 else 1.0 - fy) * (fx if dx == 1 else 1.0 - fx)
-                ok = qmask & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            if DISCRETE:
+                # transformers: (loc * [W, H] + 0.5).to(int64), then clamp to the map. The product and the
+                # sum round separately (no FMA: compiled with fp fusion off); the clamp to [-1, size] before
+                # the truncation keeps the int32 conversion in range and changes no clamped index.
+                xs = tl.minimum(tl.maximum(lx * wf + 0.5, -1.0), wf)
+                ys = tl.minimum(tl.maximum(ly * hf + 0.5, -1.0), hf)
+                xx = tl.minimum(tl.maximum(xs.to(tl.int32), 0), w - 1)
+                yy = tl.minimum(tl.maximum(ys.to(tl.int32), 0), h - 1)
                 tok = start + yy * w + xx
                 ptrs = v_base + tok[:, None] * (M * D) + d[None, :]
-                v = tl.load(ptrs, mask=ok[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-                acc += v * (cw * aw)[:, None]
+                v = tl.load(ptrs, mask=qmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+                acc += v * aw[:, None]
+            else:
+                x = tl.minimum(tl.maximum(lx * wf - 0.5, -2.0), wf + 1.0)
+                y = tl.minimum(tl.maximum(ly * hf - 0.5, -2.0), hf + 1.0)
+                x0f = tl.floor(x)
+                y0f = tl.floor(y)
+                fx = x - x0f
+                fy = y - y0f
+                x0 = x0f.to(tl.int32)
+                y0 = y0f.to(tl.int32)
+                for corner in tl.static_range(4):
+                    dy = corner // 2
+                    dx = corner % 2
+                    yy = y0 + dy
+                    xx = x0 + dx
+                    cw = (fy if dy == 1 else 1.0 - fy) * (fx if dx == 1 else 1.0 - fx)
+                    ok = qmask & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+                    tok = start + yy * w + xx
+                    ptrs = v_base + tok[:, None] * (M * D) + d[None, :]
+                    v = tl.load(ptrs, mask=ok[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+                    acc += v * (cw * aw)[:, None]
+        off += PTS[lvl]
     out_ptrs = out_ptr + row[:, None] * D + d[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=qmask[:, None] & dmask[None, :])
 
@@ -86,53 +106,83 @@ def interpreter_active() -> bool:
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """What fixes one compiled variant (L, P, D and the tile) plus its grid."""
+    """What fixes one compiled variant (points per level, D, method and the tile) plus its grid."""
 
-    num_levels: int
-    num_points: int
+    num_points: tuple[int, ...]
     head_dim: int
+    method: str = "default"
     block_q: int = 32
     num_warps: int = 4
 
+    def __post_init__(self):
+        object.__setattr__(self, "num_points", tuple(int(p) for p in self.num_points))
+        if not self.num_points or min(self.num_points) < 1:
+            raise ValueError(f"num_points must hold a positive count per level, got {self.num_points}")
+        if self.method not in METHOD_CODES:
+            raise ValueError(f"method must be one of {tuple(METHOD_CODES)}, got {self.method!r}")
+
+    @classmethod
+    def uniform(cls, num_levels: int, num_points: int, head_dim: int, **kw) -> "LaunchConfig":
+        """Deformable DETR's case: the same P on every level."""
+        return cls((num_points,) * num_levels, head_dim, **kw)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.num_points)
+
     def constexprs(self) -> dict:
-        return {"L": self.num_levels, "P": self.num_points, "D": self.head_dim,
-                "BLOCK_Q": self.block_q, "BLOCK_D": max(16, triton.next_power_of_2(self.head_dim))}
+        return {"L": self.num_levels, "PTS": self.num_points, "TOTAL": sum(self.num_points), "D": self.head_dim,
+                "DISCRETE": METHOD_CODES[self.method], "BLOCK_Q": self.block_q,
+                "BLOCK_D": max(16, triton.next_power_of_2(self.head_dim))}
+
+    @property
+    def fp_fusion(self) -> bool:
+        """Discrete sampling truncates loc * size + 0.5 to an index: no FMA, so it rounds as transformers does."""
+        return self.method != "discrete"
 
     def grid(self, batch, queries, heads):
         """(query blocks, batch * heads); works on ints and on TensorRT's symbolic sizes."""
         return ((queries + self.block_q - 1) // self.block_q, batch * heads)
 
 
-def msda_triton(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *,
-                block_q: int = 32, num_warps: int = 4, out=None):
+def msda_triton(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, num_points=None,
+                method: str = "default", *, block_q: int = 32, num_warps: int = 4, out=None):
     """Run the kernel on torch tensors: CUDA tensors are compiled, CPU tensors go through Triton's interpreter.
 
-    Returns [N, Lq, M, D] in value's dtype (FP16 or FP32; locations and weights must match it).
+    Locations [N, Lq, M, L, P, 2] or [N, Lq, M, sum(num_points), 2]; weights their shape without the
+    last axis. Returns [N, Lq, M, D] in value's dtype (FP16 or FP32; locations and weights must match it).
     """
     import torch
+
+    from vitdeploy.plugins.msda.spec import check_num_points
 
     if value.dtype not in (torch.float16, torch.float32):
         raise TypeError(f"MultiscaleDeformableAttention kernel supports float16/float32, got {value.dtype}")
     if sampling_locations.dtype != value.dtype or attention_weights.dtype != value.dtype:
         raise TypeError("value, sampling_locations and attention_weights must share one dtype (as the plugin requires)")
     n, s, m, d = value.shape
-    _, lq, m2, nl, p, two = sampling_locations.shape
-    if m2 != m or two != 2 or tuple(attention_weights.shape) != (n, lq, m, nl, p):
-        raise ValueError(f"inconsistent shapes: value {tuple(value.shape)}, locations {tuple(sampling_locations.shape)}, "
+    loc_shape = tuple(sampling_locations.shape)
+    if (len(loc_shape) not in (5, 6) or loc_shape[0] != n or loc_shape[2] != m or loc_shape[-1] != 2
+            or tuple(attention_weights.shape) != loc_shape[:-1]):
+        raise ValueError(f"inconsistent shapes: value {tuple(value.shape)}, locations {loc_shape}, "
                          f"weights {tuple(attention_weights.shape)}")
+    pts = check_num_points(num_points, loc_shape)
+    lq = loc_shape[1]
     if not value.is_cuda and not interpreter_active():
         raise RuntimeError("CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before importing triton")
     dev = value.device
     shapes = spatial_shapes.to(device=dev, dtype=torch.int32).contiguous()
     starts = level_start_index.to(device=dev, dtype=torch.int32).contiguous()
+    nl = len(pts)
     if tuple(shapes.shape) != (nl, 2) or tuple(starts.shape) != (nl,):
         raise ValueError(f"spatial_shapes {tuple(shapes.shape)} / level_start_index {tuple(starts.shape)} do not fit L={nl}")
-    cfg = LaunchConfig(nl, p, d, block_q, num_warps)
+    cfg = LaunchConfig(pts, d, method, block_q, num_warps)
     if out is None:
         out = torch.empty(n, lq, m, d, device=dev, dtype=value.dtype)
     msda_kernel[cfg.grid(n, lq, m)](
         value.contiguous(), shapes, starts, sampling_locations.contiguous(), attention_weights.contiguous(),
         s, lq, m, out, **cfg.constexprs(), num_warps=num_warps, num_stages=1,
+        **({} if cfg.fp_fusion or not value.is_cuda else {"enable_fp_fusion": False}),
     )
     return out
 
@@ -155,7 +205,7 @@ def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
     sig = signature(dtype)
     sig.update({k: "constexpr" for k in consts})
     return triton_ptx(msda_kernel, sig, consts, arch, num_warps=cfg.num_warps, num_stages=1,
-                      aligned=("value_ptr", "loc_ptr", "attw_ptr", "out_ptr"))
+                      aligned=("value_ptr", "loc_ptr", "attw_ptr", "out_ptr"), fp_fusion=cfg.fp_fusion)
 
 
 def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):

@@ -1,5 +1,23 @@
 """The multi-scale deformable attention contract, shared by two ONNX node types.
 
+Semantics (both node types): for each query, head and level l, P_l sampling points; each samples
+level l of `value` at its location and the samples are summed with their attention weights:
+
+    out[n, q, m] = sum_l sum_{p < P_l} w[n, q, m, l, p] * sample_l(value[n, :, m], loc[n, q, m, l, p])
+
+`default` sampling (Deformable DETR, RT-DETR, RT-DETR v2's default, D-FINE, Mask2Former) is bilinear
+on pixel coordinates (x * W - 0.5, y * H - 0.5) with zero padding: grid_sample(2 * loc - 1,
+align_corners=False). `discrete` sampling (RT-DETR v2's `decoder_method="discrete"`, transformers'
+`multi_scale_deformable_attention_v2`) reads one pixel, column clamp(int(x * W + 0.5), 0, W - 1) and row
+clamp(int(y * H + 0.5), 0, H - 1), both products and sums in FP32 as transformers computes them.
+
+Layouts of sampling_locations / attention_weights:
+* [N, Lq, M, L, P, 2] / [N, Lq, M, L, P]: every level has P points (Deformable DETR's layout; the only
+  one TensorRT's stock plugin takes);
+* [N, Lq, M, sum(P_l), 2] / [N, Lq, M, sum(P_l)]: points of all levels concatenated level by level
+  (RT-DETR v2 and D-FINE, whose `num_points_list` may differ per level, e.g. D-FINE's [3, 6, 3]).
+Both are the same memory order, so one kernel serves both.
+
 `MultiscaleDeformableAttnPlugin_TRT` is the plugin TensorRT ships (libnvinfer_plugin): version
 "2" (IPluginV3) from TensorRT 10.11, version "1" (IPluginV2DynamicExt) before and, as the
 "Legacy" creator, after; which one a graph asks for follows the TensorRT that builds it
@@ -46,7 +64,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitdeploy.plugins.spec import PluginSpec, TensorSpec
+import numpy as np
+
+from vitdeploy.plugins.spec import ListAttr, PluginSpec, TensorSpec
 
 STOCK_NAME = "MultiscaleDeformableAttnPlugin_TRT"
 STOCK_VERSION = "2"
@@ -96,13 +116,27 @@ STOCK_V1_SPEC = StockPluginSpec(
     doc="TensorRT's MultiscaleDeformableAttnPlugin_TRT v1 (IPluginV2DynamicExt), for TensorRT before 10.11.",
 )
 
+METHODS = ("default", "discrete")
+
+_VITDEPLOY_INPUTS = (
+    _INPUTS[0], _INPUTS[1], _INPUTS[2],
+    TensorSpec("sampling_locations", doc="[N, Lq, M, L, P, 2] or [N, Lq, M, sum(num_points), 2] normalized (x, y)"),
+    TensorSpec("attention_weights", doc="sampling_locations' shape without its last axis"),
+)
+
 VITDEPLOY_SPEC = PluginSpec(
     name="MultiscaleDeformableAttention",
-    inputs=_INPUTS,
+    inputs=_VITDEPLOY_INPUTS,
     outputs=_OUTPUTS,
-    attrs={},
+    # num_points: points per level (length L); method: "default" (bilinear, zero padding) or "discrete".
+    # Both are compile-time constants of the AOT kernel (loop bounds and code path), hence attributes.
+    attrs={"num_points": ListAttr(int), "method": str},
+    # Graphs written before these attributes existed (6-D locations, bilinear) read as method "default";
+    # their num_points comes from the locations' shape (`ort.compute`).
+    defaults={"method": "default"},
     version="1",
-    doc="vitdeploy's Triton multi-scale deformable attention; same IO and semantics as the stock plugin.",
+    doc="vitdeploy's Triton multi-scale deformable attention: the stock plugin's semantics and IO, plus "
+        "per-level point counts and RT-DETR v2's discrete sampling.",
 )
 
 SPECS = {"stock": STOCK_SPEC, "vitdeploy": VITDEPLOY_SPEC}
@@ -127,3 +161,46 @@ def spec_for(impl: str, mode: str = "plugin", stock_version: str = "1") -> Plugi
     if mode == "native" or impl == "stock":
         return STOCK_V1_SPEC if mode == "native" else STOCK_SPECS[str(stock_version)]
     return SPECS[impl]
+
+
+def check_num_points(num_points, locations_shape) -> tuple[int, ...]:
+    """Points per level, checked against a locations shape (6-D or 5-D); None reads them from a 6-D shape.
+
+    Raises ValueError naming the mismatch (the rewrite never emits one; a hand-edited graph can).
+    """
+    shape = tuple(int(d) if isinstance(d, (int, np.integer)) else d for d in locations_shape)
+    if len(shape) not in (5, 6) or shape[-1] != 2:
+        raise ValueError(f"sampling_locations must be [N, Lq, M, L, P, 2] or [N, Lq, M, sum(P), 2], got {list(shape)}")
+    if num_points is None:
+        if len(shape) != 6:
+            raise ValueError("5-D sampling_locations need the num_points attribute (points per level)")
+        return (shape[4],) * shape[3]
+    pts = tuple(int(p) for p in num_points)
+    if not pts or any(p < 1 for p in pts):
+        raise ValueError(f"num_points must hold at least one positive count per level, got {list(pts)}")
+    if len(shape) == 6 and (shape[3] != len(pts) or any(p != shape[4] for p in pts)):
+        raise ValueError(f"num_points {list(pts)} do not fit [.., L={shape[3]}, P={shape[4]}, 2] locations "
+                         "(per-level counts need the 5-D layout)")
+    if len(shape) == 5 and shape[3] != sum(pts):
+        raise ValueError(f"num_points {list(pts)} sum to {sum(pts)}, the locations hold {shape[3]} points per query")
+    return pts
+
+
+def vitdeploy_attrs(num_points, method: str = "default") -> dict:
+    """The vitdeploy node's attributes (every one written: TensorRT's plugin layer has no defaults)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return {"num_points": [int(p) for p in num_points], "method": method}
+
+
+def stock_compatible(num_points, method: str) -> str | None:
+    """None when TensorRT's stock plugin computes exactly this core, else why it cannot.
+
+    The stock plugin samples bilinearly with zero padding and takes [N, Lq, M, L, P, 2] locations:
+    equal point counts per level (a reshape of the concatenated layout), nothing else.
+    """
+    if method != "default":
+        return f"{method} sampling (the stock plugin only samples bilinearly)"
+    if len(set(num_points)) > 1:
+        return f"per-level point counts {list(num_points)} (the stock plugin takes one P for every level)"
+    return None

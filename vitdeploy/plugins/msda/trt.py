@@ -6,11 +6,16 @@ are initialised (`trt.init_libnvinfer_plugins(logger, "")`).
 
 `register()` declares `vitdeploy::MultiscaleDeformableAttention` with the stock plugin's IO
 (output [N, Lq, M, D] in value's type; spatial shapes and level starts INT32; the float IO all
-FP32 or all FP16) and an `aot_impl` that returns the PTX of the kernel the CPU tests run, its
-grid (query blocks x batch*heads) and the extra scalars S, Lq, M. With AOT the PTX lives in the
-engine, so the engine runs without Python. TensorRT is imported only inside these functions.
+FP32 or all FP16; locations 6-D [N, Lq, M, L, P, 2] or 5-D [N, Lq, M, sum(P_l), 2]) and its two
+attributes -- `num_points` (points per level, an INTS attribute TensorRT's ONNX parser hands over
+as an INT32 array) and `method` ("default" | "discrete", a string) -- and an `aot_impl` that
+returns the PTX of the kernel the CPU tests run, its grid (query blocks x batch*heads) and the
+extra scalars S, Lq, M. With AOT the PTX lives in the engine, so the engine runs without Python.
+TensorRT is imported only inside these functions.
 """
 # No `from __future__ import annotations` here: tensorrt.plugin inspects real annotation objects.
+
+import numpy as np
 
 from vitdeploy.plugins.trt import register_once, target_arch as _target_arch
 from vitdeploy.plugins.msda import kernel
@@ -38,12 +43,15 @@ def _define() -> None:
     """The `tensorrt.plugin` decorators (run once by `register`)."""
     from typing import List, Tuple, Union
 
+    import numpy as np
+    import numpy.typing as npt
     import tensorrt as trt
     import tensorrt.plugin as trtp
 
     @trtp.register(SPEC.plugin_id)
     def _desc(value: trtp.TensorDesc, spatial_shapes: trtp.TensorDesc, level_start_index: trtp.TensorDesc,
-              sampling_locations: trtp.TensorDesc, attention_weights: trtp.TensorDesc) -> trtp.TensorDesc:
+              sampling_locations: trtp.TensorDesc, attention_weights: trtp.TensorDesc,
+              num_points: npt.NDArray[np.int32], method: str) -> trtp.TensorDesc:
         out = value.like()
         out.shape_expr[1] = sampling_locations.shape_expr[1]  # [N, Lq, M, D]
         return out
@@ -58,34 +66,51 @@ def _define() -> None:
     @trtp.aot_impl(SPEC.plugin_id)
     def _aot(value: trtp.TensorDesc, spatial_shapes: trtp.TensorDesc, level_start_index: trtp.TensorDesc,
              sampling_locations: trtp.TensorDesc, attention_weights: trtp.TensorDesc,
+             num_points: npt.NDArray[np.int32], method: str,
              outputs: Tuple[trtp.TensorDesc], tactic: int
              ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        loc = sampling_locations.shape_expr
-        cfg = kernel.LaunchConfig(
-            num_levels=_static(loc[3], "the number of levels"),
-            num_points=_static(loc[4], "the number of points"),
-            head_dim=_static(value.shape_expr[3], "the head dimension"),
-            block_q=tactic if tactic in BLOCK_Q_TACTICS else 32,
-        )
-        dtype = "fp16" if value.dtype == trt.float16 else "fp32"
-        name, ptx, meta = kernel.ptx_for_tensorrt(target_arch(), dtype, cfg)
-        batch, spatial, heads = value.shape_expr[0], value.shape_expr[1], value.shape_expr[2]
-        queries = loc[1]
-        launch = trtp.KernelLaunchParams()
-        launch.grid_x, launch.grid_y = cfg.grid(batch, queries, heads)
-        launch.block_x = meta.num_warps * 32
-        launch.shared_mem = meta.shared
-        extra = trtp.SymIntExprs(3)
-        extra[0] = trtp.SymInt32(spatial)
-        extra[1] = trtp.SymInt32(queries)
-        extra[2] = trtp.SymInt32(heads)
-        return name, ptx, launch, extra
+        return launch(value, sampling_locations, num_points=num_points, method=method, tactic=tactic,
+                      fp16=value.dtype == trt.float16)
 
-def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *, stock: bool = False):
+
+def launch_config(value, sampling_locations, *, num_points, method: str, tactic: int) -> "kernel.LaunchConfig":
+    """The compiled variant for a node: its attributes, checked against the build-time locations shape."""
+    from vitdeploy.plugins.msda.spec import check_num_points
+
+    loc = sampling_locations.shape_expr
+    rank = len(loc)
+    static = [_static(loc[i], "the points axes of sampling_locations") for i in range(3, rank - 1)]
+    shape = ["?"] * 3 + static + [2]
+    pts = check_num_points([int(p) for p in np.asarray(num_points).reshape(-1)], shape)
+    return kernel.LaunchConfig(pts, _static(value.shape_expr[3], "the head dimension"), str(method),
+                               block_q=tactic if tactic in BLOCK_Q_TACTICS else 32)
+
+
+def launch(value, sampling_locations, *, num_points, method: str, tactic: int, fp16: bool):
+    """The aot_impl's body: (kernel name, PTX, launch params, extra scalars S, Lq, M) for one tactic."""
+    import tensorrt.plugin as trtp
+
+    cfg = launch_config(value, sampling_locations, num_points=num_points, method=method, tactic=tactic)
+    name, ptx, meta = kernel.ptx_for_tensorrt(target_arch(), "fp16" if fp16 else "fp32", cfg)
+    batch, spatial, heads = value.shape_expr[0], value.shape_expr[1], value.shape_expr[2]
+    queries = sampling_locations.shape_expr[1]
+    params = trtp.KernelLaunchParams()
+    params.grid_x, params.grid_y = cfg.grid(batch, queries, heads)
+    params.block_x = meta.num_warps * 32
+    params.shared_mem = meta.shared
+    extra = trtp.SymIntExprs(3)
+    extra[0] = trtp.SymInt32(spatial)
+    extra[1] = trtp.SymInt32(queries)
+    extra[2] = trtp.SymInt32(heads)
+    return name, ptx, params, extra
+
+
+def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, num_points=None,
+                 method: str = "default", *, stock: bool = False):
     """Build and run a one-node TensorRT network with the plugin (FP32); returns a CUDA tensor [N, Lq, M, D].
 
     `stock=True` runs TensorRT's own MultiscaleDeformableAttnPlugin_TRT instead (v2 from TensorRT 10.11, else v1), so the
-    `trt`-marked tests check both node types against the reference.
+    `trt`-marked tests check both node types against the reference (6-D locations, default sampling only).
     """
     import tensorrt as trt
 
@@ -113,8 +138,12 @@ def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, a
             return network.add_plugin_v3(itensors, [], plugin)
         import tensorrt.plugin as trtp
 
+        from vitdeploy.plugins.msda.spec import check_num_points
+
         register()
-        return network.add_plugin(trtp.op.vitdeploy.MultiscaleDeformableAttention(*itensors), aot=True)
+        pts = np.asarray(check_num_points(num_points, tuple(sampling_locations.shape)), np.int32)
+        return network.add_plugin(trtp.op.vitdeploy.MultiscaleDeformableAttention(*itensors, num_points=pts, method=method),
+                                  aot=True)
 
     n, _, m, d = value.shape
     return run_plugin_network(feeds, add_layer, (n, sampling_locations.shape[1], m, d), "MultiscaleDeformableAttention")
