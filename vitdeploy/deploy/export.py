@@ -2,15 +2,19 @@
 
 The dynamo exporter (torch.export) is tried first because it is where PyTorch's
 ONNX support is going; models it cannot trace fall back to the TorchScript
-exporter. Which one ran, and why the fallback happened, is recorded.
+exporter, and, where the opset is not pinned, to another opset. Every attempt is
+recorded with the operator that stopped it; a failure of all of them is one line
+naming each exporter, opset and operator. Known exporter failures of popular
+models are patched around while exporting (`export_patches.py`).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitdeploy.errors import VitdeployError
@@ -63,6 +67,8 @@ class ExportResult:
     input_names: list[str]
     output_names: list[str]
     fallback_reason: str | None = None
+    attempts: list[dict] = field(default_factory=list)  # every exporter/opset tried, in order, and why it failed
+    patches: list[str] = field(default_factory=list)  # export patches (deploy/export_patches.py) that changed the trace
 
 
 @contextlib.contextmanager
@@ -123,8 +129,45 @@ def _export_torchscript(model, example, path: Path, opset: int, in_names, out_na
         )
 
 
+def flatten_outputs(out) -> list[tuple[str, object]]:
+    """A module's outputs as (name, tensor) pairs: a tensor is `output`, a tuple/list `output_0, ...`, a dict or
+    HF ModelOutput its keys (tuples inside them `key_0, ...`); None entries (absent optional outputs) are left out."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [("output", out)]
+    if isinstance(out, dict):  # ModelOutput is an OrderedDict of its non-None fields
+        items = list(out.items())
+    elif isinstance(out, (tuple, list)):
+        items = [(f"output_{i}", v) for i, v in enumerate(out)]
+    else:
+        raise TypeError(f"the model returned a {type(out).__name__}, not tensors")
+    flat = []
+    for name, v in items:
+        if isinstance(v, torch.Tensor):
+            flat.append((name, v))
+        elif isinstance(v, (tuple, list)):
+            flat.extend((f"{name}_{i}", t) for i, t in enumerate(v) if isinstance(t, torch.Tensor))
+    return flat
+
+
+def select_outputs(out, names) -> list:
+    """The tensors `names` refer to in a module's output (a single tensor is the one output, whatever its name)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    flat = dict(flatten_outputs(out))
+    missing = [n for n in names if n not in flat]
+    if missing:
+        raise VitdeployError(f"the model has no output '{missing[0]}' (it returns {', '.join(flat) or 'nothing'})",
+                             "pass --output-names with names it returns, or none to keep its own")
+    return [flat[n] for n in names]
+
+
 class _OutputAdapter:
-    """Turns HF model outputs into a plain tuple so both exporters name outputs the same way."""
+    """Turns tensors, tuples, dicts and HF model outputs into a plain tuple in `output_names` order, so both
+    exporters name outputs the same way."""
 
     def __new__(cls, model, output_names):
         import torch
@@ -138,7 +181,8 @@ class _OutputAdapter:
                 out = self.inner(x)
                 if isinstance(out, torch.Tensor):
                     return out
-                return tuple(getattr(out, n) for n in output_names)
+                picked = select_outputs(out, output_names)
+                return picked[0] if len(picked) == 1 else tuple(picked)
 
         return Wrapped().eval()
 
@@ -162,49 +206,132 @@ def export_onnx(
     output_names: tuple[str, ...] = ("logits",),
     input_name: str = "input",
     exporter: str = "auto",
+    fallback_opsets: tuple[int, ...] = (),
 ) -> ExportResult:
-    """Export `model` on `example`; `exporter` is auto (dynamo, then TorchScript), dynamo or torchscript."""
-    import onnx
+    """Export `model` on `example`; `exporter` is auto (dynamo, then TorchScript), dynamo or torchscript.
+
+    `fallback_opsets`: opsets to try, in order, when every exporter fails at `opset` (empty: `opset` is pinned).
+    """
     import torch
+
+    from vitdeploy.deploy.export_patches import patched
 
     check_opset(opset, exporter)
     batch = batch or BatchSpec()
     path = Path(path)
     wrapped = _OutputAdapter(model, list(output_names))
     in_names, out_names = [input_name], list(output_names)
-    fallback_reason = None
+    attempts: list[dict] = []
     used = None
-    with torch.no_grad():
-        if exporter in ("auto", "dynamo"):
-            try:
-                _export_dynamo(wrapped, example, path, opset, in_names, out_names, batch)
-                used = "dynamo"
-            except Exception as e:  # torch.export raises many types; all mean "cannot trace"
-                if exporter == "dynamo":
-                    raise VitdeployError(
-                        f"the dynamo exporter failed: {str(e).splitlines()[0][:200]}", "try --exporter torchscript"
-                    ) from None
-                fallback_reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    for attempt_opset, name in plan_attempts(exporter, opset, fallback_opsets):
+        path.unlink(missing_ok=True)
+        try:
+            with torch.no_grad(), patched() as applied:
+                (_export_dynamo if name == "dynamo" else _export_torchscript)(
+                    wrapped, example, path, attempt_opset, in_names, out_names, batch)
+            drop_default_scatter_reduction(path)
             # torch's dynamo exporter has no opset-17 translations: it writes 18 and down-converts,
             # keeping 18 when that fails. The user asked for `opset`; TorchScript can write it.
-            written = _opset_of(path) if used == "dynamo" else opset
-            if exporter == "auto" and written != opset and opset <= TORCHSCRIPT_MAX_OPSET:
-                fallback_reason = f"the dynamo exporter wrote opset {written}, not the requested {opset}"
-                used = None
-        if used is None:
-            if opset > TORCHSCRIPT_MAX_OPSET:
-                raise VitdeployError(
-                    f"the dynamo exporter failed ({fallback_reason}) and TorchScript writes opsets up to "
-                    f"{TORCHSCRIPT_MAX_OPSET}, not {opset}", f"use --opset {TORCHSCRIPT_MAX_OPSET} or less")
-            _export_torchscript(wrapped, example, path, opset, in_names, out_names, batch)
-            used = "torchscript"
-    drop_default_scatter_reduction(path)
+            written = _opset_of(path)
+            if written != attempt_opset:
+                raise _WrongOpset(f"the {name} exporter wrote opset {written}, not the requested {attempt_opset}")
+        except VitdeployError:
+            path.unlink(missing_ok=True)
+            raise
+        except Exception as e:  # the exporters raise many types; each means "this one could not export it"
+            attempts.append({"exporter": name, "opset": attempt_opset, **describe_failure(e)})
+            continue
+        attempts.append({"exporter": name, "opset": attempt_opset, "ok": True, "patches": applied})
+        used = (name, attempt_opset, applied)
+        break
+    if used is None:
+        path.unlink(missing_ok=True)
+        raise export_failure(attempts, exporter, opset, fallback_opsets)
+    import onnx
+
     onnx.checker.check_model(str(path))
-    real_opset = _opset_of(path)
-    if real_opset != opset:
-        raise VitdeployError(f"the {used} exporter wrote opset {real_opset}, not the requested {opset}",
-                             "try another --opset or --exporter")
-    return ExportResult(path, used, real_opset, in_names, out_names, fallback_reason)
+    failed = [a for a in attempts if not a.get("ok")]
+    reason = "; ".join(attempt_line(a) for a in failed) if failed else None
+    if reason:
+        reason += f"; used {used[0]} (opset {used[1]})"
+    return ExportResult(path, used[0], used[1], in_names, out_names, reason, attempts, list(used[2]))
+
+
+class _WrongOpset(Exception):
+    pass
+
+
+def plan_attempts(exporter: str, opset: int, fallback_opsets=()) -> list[tuple[int, str]]:
+    """(opset, exporter) pairs in the order they are tried: each exporter at the requested opset, then the
+    fallback opsets. TorchScript writes no opset above 20."""
+    exporters = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    out = []
+    for o in [opset, *[f for f in fallback_opsets if f != opset]]:
+        for name in exporters:
+            if name == "torchscript" and o > TORCHSCRIPT_MAX_OPSET:
+                continue
+            if (o, name) not in out:
+                out.append((o, name))
+    return out
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_OPERATOR_PATTERNS = (
+    re.compile(r"target=torch\.ops\.([\w.]+)"),  # dynamo: "Error when translating node ... target=torch.ops.aten.x.default"
+    re.compile(r"Exporting the operator '([\w:.]+)'"),  # TorchScript: UnsupportedOperatorError
+    re.compile(r"OpOverload\(op='([\w.]+)'"),  # dynamo dispatcher: no ONNX function for an overload
+    re.compile(r"\b(aten::\w+|prim::\w+|aten\.\w+(?:\.\w+)?)"),
+)
+
+
+def describe_failure(e: BaseException) -> dict:
+    """{"operator": "aten.unfold" or None, "error": "Type: first line of the innermost cause"} for an exporter exception."""
+    if isinstance(e, _WrongOpset):
+        return {"operator": None, "error": str(e)}
+    chain, seen = [], set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = _ANSI.sub("", "\n".join(str(c) for c in chain))
+    operator = None
+    for pat in _OPERATOR_PATTERNS:
+        m = pat.search(text)
+        if m:
+            operator = re.sub(r"\.(default|Tensor|int|Scalar|self|input)$", "", m.group(1))
+            break
+    # torch's ONNX exporter lists the causes under "## Exception summary", innermost first
+    summary = text.split("## Exception summary", 1)[1] if "## Exception summary" in text else ""
+    m = re.search(r"<class '([\w.]+)'>: (.+)", summary)
+    if m:
+        error = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
+    else:
+        inner = chain[-1]
+        lines = [ln.strip() for ln in _ANSI.sub("", str(inner)).splitlines() if ln.strip()]
+        error = f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+    return {"operator": operator, "error": error[:240]}
+
+
+def attempt_line(a: dict) -> str:
+    """'dynamo (opset 18) failed on aten.scaled_dot_product_attention: AssertionError: only 4D ...'"""
+    on = f" on {a['operator']}" if a.get("operator") else ""
+    return f"{a['exporter']} (opset {a['opset']}) failed{on}: {a.get('error')}"
+
+
+def export_failure(attempts: list[dict], exporter: str, opset: int, fallback_opsets) -> VitdeployError:
+    """The one line for an export no exporter managed: every attempt, then what is left to try."""
+    tried = "; then ".join(attempt_line(a) for a in attempts)
+    if len(attempts) == 1 and "wrote opset" in (attempts[0].get("error") or ""):
+        return VitdeployError(attempts[0]["error"], "try another --opset or --exporter")
+    left = []
+    if exporter != "auto":
+        left.append("--exporter auto (tries both exporters)")
+    if not fallback_opsets:
+        left.append(f"another --opset (tried only {opset})")
+    hint = ("try " + " or ".join(left)) if left else \
+        "export the model yourself (torch.onnx.export) and pass --onnx FILE; please report the model and operator"
+    return VitdeployError(f"ONNX export failed: {tried}", hint)
 
 
 SCATTER_OPS = ("ScatterND", "ScatterElements")

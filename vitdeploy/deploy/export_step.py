@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx, io_signature
+from vitdeploy.deploy.export import (
+    TORCHSCRIPT_MAX_OPSET, BatchSpec, ExportResult, export_onnx, flatten_outputs, io_signature, select_outputs,
+)
 from vitdeploy.deploy.inputs import random_images
 from vitdeploy.deploy.parity import Tolerance, compare_all
-from vitdeploy.errors import VerificationError
+from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.models import (
     ModelInfo, build_model, check_exporter, labels_for, postprocessing_for, preprocessing, pretrained_tag,
 )
@@ -25,6 +27,15 @@ class ExportOptions:
     exporter: str = "auto"
     small: bool = False  # reduced Deformable DETR (tests)
     tolerance: Tolerance = field(default_factory=lambda: Tolerance())
+    opset_pinned: bool = False  # --opset given: no other opset is tried when the export fails
+    max_opset: int = TORCHSCRIPT_MAX_OPSET  # the newest opset another try may use (the build's TensorRT bound)
+
+
+def fallback_opsets(opts: ExportOptions) -> tuple[int, ...]:
+    """The one other opset an export tries when every exporter fails at the requested one (none when pinned)."""
+    if opts.opset_pinned:
+        return ()
+    return tuple(o for o in (20, 18, 17) if o != opts.opset and o <= opts.max_opset)[:1]
 
 
 def versions() -> dict:
@@ -69,7 +80,7 @@ def verify_against_torch(model, onnx_path: Path, output_names, size, batches, to
         x = random_images(b, size, seed=seed + i)
         with torch.no_grad():
             out = model(torch.from_numpy(x))
-        refs = [out] if isinstance(out, torch.Tensor) else [getattr(out, n) for n in output_names]
+        refs = select_outputs(out, output_names)
         refs = [r.detach().float().numpy() for r in refs]
         got = sess.run(None, {in_name: x})
         runs.append({"batch": b, "outputs": [p.to_dict() for p in compare_all(output_names, refs, got, tol)]})
@@ -98,9 +109,11 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
     phase(f"building {info.alias} ({info.source})")
     model = build_model(info, img_size=size, pretrained=opts.pretrained, checkpoint=opts.checkpoint, small=opts.small)
     example = torch.from_numpy(random_images(opts.batch.opt, size))
+    info = probe_outputs(info, model, example)
     phase(f"exporting to ONNX ({exporter} exporter)")
     res = export_onnx(
-        model, example, out_path, opset=opts.opset, batch=opts.batch, output_names=info.outputs, exporter=exporter
+        model, example, out_path, opset=opts.opset, batch=opts.batch, output_names=info.outputs, exporter=exporter,
+        input_name=info.input_name, fallback_opsets=fallback_opsets(opts),
     )
     phase(f"parity vs PyTorch ({res.exporter} export, batch {','.join(map(str, parity_batches(opts.batch)))})")
     parity = verify_against_torch(model, out_path, info.outputs, size, parity_batches(opts.batch), opts.tolerance)
@@ -113,8 +126,9 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "weights": "pretrained" if opts.pretrained else ("checkpoint" if opts.checkpoint else "random"),
             "reduced": bool(opts.small),
+            **model_fields(info, model, opts),
         },
-        "preprocessing": preprocessing(info, model if info.source == "timm" else None, size),
+        "preprocessing": preprocessing(info, model, size),
         "labels": labels_for(info, model),
         "postprocessing": postprocessing_for(info),
         "batch": opts.batch.to_dict(),
@@ -122,11 +136,13 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             "exporter": res.exporter,
             "fallback_reason": res.fallback_reason,
             "opset": res.opset,
+            **({"attempts": res.attempts} if len(res.attempts) > 1 else {}),
+            **({"patches": res.patches} if res.patches else {}),
             **io_signature(out_path),
         },
         "versions": versions(),
     }
-    if opts.pretrained:
+    if opts.pretrained and "pretrained_tag" not in fields["model"]:
         fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
     if not parity["passed"]:
         bad = [o for r in parity["runs"] for o in r["outputs"] if not o["passed"]][0]
@@ -137,6 +153,69 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
              if len(info.exporters) > 1 else "try another --opset"),
         )
     return res, fields, parity
+
+
+def probe_outputs(info: ModelInfo, model, example) -> ModelInfo:
+    """Run the model once before exporting: a model that does not run at this size is one line, and a model
+    whose outputs are not known in advance (a Python factory, a Hugging Face backbone) gets their names here."""
+    from dataclasses import replace
+
+    import torch
+
+    h, w = example.shape[-2:]
+    try:
+        with torch.no_grad():
+            out = model(example)
+        flat = flatten_outputs(out)
+    except VitdeployError:
+        raise
+    except Exception as e:
+        text = (str(e).strip().splitlines() or [""])[0][:160]
+        native = "x".join(map(str, info.input_size)) if all(info.input_size) else None
+        raise VitdeployError(f"{info.alias} does not run on a {tuple(example.shape)} input: {type(e).__name__}: {text}",
+                             f"try --img-size {native} (its own size)" if native and (h, w) != tuple(info.input_size)
+                             else "check --img-size, and that the model takes one image batch [B, 3, H, W]") from None
+    if not flat:
+        raise VitdeployError(f"{info.alias} returned no tensors", "return the model's output tensors from forward()")
+    if info.outputs:
+        select_outputs(out, info.outputs)  # names that are not there: one line now, not a trace error later
+        return info
+    names = tuple(n for n, _ in flat)
+    task = info.task or ("classification" if len(flat) == 1 and flat[0][1].ndim == 2 and flat[0][1].shape[1] > 1
+                         else "features")
+    return replace(info, outputs=names, task=task)
+
+
+def model_fields(info: ModelInfo, model, opts: ExportOptions) -> dict:
+    """The manifest's record of a model that is not an alias: how --model named it and what was built."""
+    if info.route == "alias" and not info.overrides.get("num_classes") and info.input_name == "input":
+        return {}
+    out: dict = {"route": info.route, "spec": info.spec or info.alias, "task": info.task or None}
+    if "num_classes" in info.overrides:
+        out["num_classes"] = info.overrides["num_classes"]
+    if info.route == "huggingface":
+        from pathlib import Path as _Path
+
+        from vitdeploy.sources.hf import directory_digest
+
+        from vitdeploy.sources.hf import hub_id_of
+
+        out["directory"] = {"path": info.spec, "sha256": directory_digest(_Path(info.spec))}
+        hub = hub_id_of(info.spec)
+        if opts.checkpoint:
+            pass
+        elif hub:  # a hub snapshot: the hub's weights, at this commit
+            out.update(weights="pretrained", pretrained_tag=hub)
+        else:  # the directory's own weights (a fine-tune saved with save_pretrained)
+            out["weights"] = "checkpoint"
+            out["checkpoint"] = {"path": info.spec, "sha256": out["directory"]["sha256"]}
+    elif info.route == "python":
+        from vitdeploy.sources.python_entry import code_digest
+
+        out["code_sha256"] = code_digest(info.spec)
+        if not opts.checkpoint:
+            out["weights"] = "unknown"  # whatever the factory loads
+    return out
 
 
 def summarize_parity(parity: dict) -> str:

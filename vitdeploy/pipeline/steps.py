@@ -35,13 +35,15 @@ def tool_versions() -> dict:
 def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
     """Model mode: export + parity (vitdeploy.deploy.export_step). --onnx mode: take the file as given."""
     from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
-    from vitdeploy.models import check_input_size, get_info
+    from vitdeploy.models import REGISTRY, check_input_size
+    from vitdeploy.pipeline.options import model_info
+    from vitdeploy.sources import fingerprint
 
     out = opts.out_dir
     with stage("export") as st:
         if opts.onnx is not None:
             return _import_onnx(opts, st)
-        info = get_info(opts.alias)
+        info = model_info(opts)
         if opts.img_size:
             check_input_size(info, opts.img_size)
         batch = opts.batch or BatchSpec()
@@ -51,6 +53,10 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
             "checkpoint": sha256_file(opts.checkpoint) if opts.checkpoint else None,
             "versions": {k: v for k, v in tool_versions().items() if k in ("torch", "onnx", "onnxscript", "timm", "transformers")},
         }
+        if info is not REGISTRY.get(info.alias):  # not a plain alias: what it is built from (absent for aliases,
+            inputs["model"] = fingerprint(info)  # so their earlier cache keys stay valid)
+        if not opts.opset_pinned:
+            inputs["opset_fallback"] = True
         key = cache.key("export", inputs)
         dest = out / "model.onnx"
         rec = cache.lookup("export", key)
@@ -59,7 +65,8 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
             tmp = tmp_path(out, "model.onnx")
             try:
                 eo = ExportOptions(img_size=opts.img_size, batch=batch, opset=opts.opset, checkpoint=opts.checkpoint,
-                                   pretrained=opts.pretrained, exporter=opts.exporter, small=opts.small)
+                                   pretrained=opts.pretrained, exporter=opts.exporter, small=opts.small,
+                                   opset_pinned=opts.opset_pinned)
                 res, fields, parity = export_verified(info, tmp, eo)
                 fields["export"]["parity"] = parity
                 if opts.checkpoint:
@@ -69,6 +76,10 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
                 tmp.unlink(missing_ok=True)
             rec = cache.store("export", key, {"onnx": dest}, fields, time.perf_counter() - started)
             st.detail = f"model.onnx (opset {res.opset}, {res.exporter} exporter), parity vs PyTorch: {summarize_parity(parity)}"
+            if res.fallback_reason:
+                from rich.markup import escape
+
+                console.print(f"  [yellow]export retried:[/] {escape(res.fallback_reason)}")
         else:
             st.detail = "model.onnx (cached)"
         rec["result"]["steps"] = {"export": key}
