@@ -14,7 +14,7 @@ CHECK_IMAGES = 64
 
 def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None, data_path, method="entropy",
                   num_images=256, batch=8, exclude=(), quantize_first_last=False, cache_path=None, out_dir,
-                  export_batch=None) -> dict:
+                  export_batch=None, num_classes=None) -> dict:
     from vitdeploy.calibration.accuracy import compare_models
     from vitdeploy.calibration.cache import load_cache, save_cache
     from vitdeploy.calibration.data import load_data, model_input, preprocessing_for
@@ -28,7 +28,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
 
         size = (img_size, img_size) if img_size else None
         run_export(alias, str(out), img_size=size, batch=export_batch or BatchSpec(),  # as `export` and `build`
-                   checkpoint=checkpoint, show_next=False)
+                   checkpoint=checkpoint, num_classes=num_classes, show_next=False)
         onnx_path = out / "model.onnx"
         preprocessing = load_manifest(out).get("preprocessing")
     else:

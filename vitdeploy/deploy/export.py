@@ -73,16 +73,34 @@ class ExportResult:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters print progress and warnings meant for PyTorch developers, not our users."""
+    """The exporters print progress and warnings meant for PyTorch developers, not our users -- some from C++
+    (TorchScript's "Torch IR graph at exception"), so stdout is silenced at the file-descriptor level."""
+    import os
+    import sys
+    import tempfile
+
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    saved = None
     try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (an embedding host): Python-level silence only
+        pass
+    sink = tempfile.TemporaryFile()
+    try:
+        if saved is not None:
+            os.dup2(sink.fileno(), 1)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+        sink.close()
         for lg, lvl in zip(loggers, levels):
             lg.setLevel(lvl)
 
@@ -152,13 +170,17 @@ def flatten_outputs(out) -> list[tuple[str, object]]:
 
 
 def select_outputs(out, names) -> list:
-    """The tensors `names` refer to in a module's output (a single tensor is the one output, whatever its name)."""
+    """The tensors `names` refer to in a module's output: by name, or by position when none of the names is one of
+    the output's own (--output-names renaming all of them); a single tensor is the one output, whatever its name."""
     import torch
 
     if isinstance(out, torch.Tensor):
         return [out]
-    flat = dict(flatten_outputs(out))
+    pairs = flatten_outputs(out)
+    flat = dict(pairs)
     missing = [n for n in names if n not in flat]
+    if len(missing) == len(names) == len(pairs):  # --output-names renamed every output: by position
+        return [t for _, t in pairs]
     if missing:
         raise VitdeployError(f"the model has no output '{missing[0]}' (it returns {', '.join(flat) or 'nothing'})",
                              "pass --output-names with names it returns, or none to keep its own")
@@ -224,6 +246,8 @@ def export_onnx(
     attempts: list[dict] = []
     used = None
     for attempt_opset, name in plan_attempts(exporter, opset, fallback_opsets):
+        if attempt_opset != opset and not _opset_may_help(attempts, name):
+            continue  # this exporter failed at the requested opset for a reason another opset does not change
         path.unlink(missing_ok=True)
         try:
             with torch.no_grad(), patched() as applied:
@@ -259,6 +283,13 @@ def export_onnx(
 
 class _WrongOpset(Exception):
     pass
+
+
+def _opset_may_help(attempts: list[dict], exporter: str) -> bool:
+    """Whether `exporter`'s failure at the requested opset mentions the opset (TorchScript: "... to ONNX opset
+    version 18 is not supported"; a wrong opset written), so that another opset is worth a try."""
+    mine = [a for a in attempts if a["exporter"] == exporter and not a.get("ok")]
+    return not mine or any("opset" in (a.get("error") or "") for a in mine)
 
 
 def plan_attempts(exporter: str, opset: int, fallback_opsets=()) -> list[tuple[int, str]]:
@@ -299,7 +330,7 @@ def describe_failure(e: BaseException) -> dict:
     for pat in _OPERATOR_PATTERNS:
         m = pat.search(text)
         if m:
-            operator = re.sub(r"\.(default|Tensor|int|Scalar|self|input)$", "", m.group(1))
+            operator = re.sub(r"^(aten|prims?)\.(\w+)\.\w+$", r"\1.\2", m.group(1))
             break
     # torch's ONNX exporter lists the causes under "## Exception summary", innermost first
     summary = text.split("## Exception summary", 1)[1] if "## Exception summary" in text else ""
@@ -316,14 +347,28 @@ def describe_failure(e: BaseException) -> dict:
 def attempt_line(a: dict) -> str:
     """'dynamo (opset 18) failed on aten.scaled_dot_product_attention: AssertionError: only 4D ...'"""
     on = f" on {a['operator']}" if a.get("operator") else ""
-    return f"{a['exporter']} (opset {a['opset']}) failed{on}: {a.get('error')}"
+    return f"{a['exporter']} (opset {a['opset']}) failed{on}: {_short(a.get('error') or '')}"
+
+
+def _short(error: str, limit: int = 140) -> str:
+    """The first sentence of an exporter's message (they run to paragraphs), at most `limit` characters."""
+    first = re.split(r"(?<=[a-z0-9)'\]])\. ", error, maxsplit=1)[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 def export_failure(attempts: list[dict], exporter: str, opset: int, fallback_opsets) -> VitdeployError:
-    """The one line for an export no exporter managed: every attempt, then what is left to try."""
-    tried = "; then ".join(attempt_line(a) for a in attempts)
+    """The one line for an export no exporter managed: every attempt (grouped by exporter), then what is left to try."""
     if len(attempts) == 1 and "wrote opset" in (attempts[0].get("error") or ""):
         return VitdeployError(attempts[0]["error"], "try another --opset or --exporter")
+    groups: dict[str, list[dict]] = {}
+    for a in attempts:
+        groups.setdefault(a["exporter"], []).append(a)
+    parts = []
+    for name, tries in groups.items():
+        opsets = "/".join(str(a["opset"]) for a in tries)
+        last = tries[-1]
+        on = f" on {last['operator']}" if last.get("operator") else ""
+        parts.append(f"{name} (opset {opsets}) failed{on}: {_short(last.get('error') or '')}")
     left = []
     if exporter != "auto":
         left.append("--exporter auto (tries both exporters)")
@@ -331,7 +376,7 @@ def export_failure(attempts: list[dict], exporter: str, opset: int, fallback_ops
         left.append(f"another --opset (tried only {opset})")
     hint = ("try " + " or ".join(left)) if left else \
         "export the model yourself (torch.onnx.export) and pass --onnx FILE; please report the model and operator"
-    return VitdeployError(f"ONNX export failed: {tried}", hint)
+    return VitdeployError("ONNX export failed: " + "; then ".join(parts), hint)
 
 
 SCATTER_OPS = ("ScatterND", "ScatterElements")

@@ -177,10 +177,18 @@ def probe_outputs(info: ModelInfo, model, example) -> ModelInfo:
                              else "check --img-size, and that the model takes one image batch [B, 3, H, W]") from None
     if not flat:
         raise VitdeployError(f"{info.alias} returned no tensors", "return the model's output tensors from forward()")
-    if info.outputs:
+    if info.outputs and info.task:
         select_outputs(out, info.outputs)  # names that are not there: one line now, not a trace error later
         return info
-    names = tuple(n for n, _ in flat)
+    if info.outputs and info.route != "python":
+        select_outputs(out, info.outputs)
+        return info
+    # a Python factory: its own output names unless --output-names renamed them (by position); a classifier
+    # when it returns one [B, classes] tensor
+    names = info.outputs or tuple(n for n, _ in flat)
+    if len(names) != len(flat):
+        raise VitdeployError(f"--output-names gives {len(names)} names, {info.alias} returns {len(flat)} tensors "
+                             f"({', '.join(n for n, _ in flat)})", f"give {len(flat)} comma-separated names")
     task = info.task or ("classification" if len(flat) == 1 and flat[0][1].ndim == 2 and flat[0][1].shape[1] > 1
                          else "features")
     return replace(info, outputs=names, task=task)
