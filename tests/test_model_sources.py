@@ -205,6 +205,15 @@ def test_hf_detection_directory_exports_boxes_with_its_postprocessing(cli_run, w
     got = session(out / "model.onnx").run(None, {"input": x})
     np.testing.assert_allclose(got[0], ref.logits.numpy(), atol=1e-4, rtol=1e-3)
     np.testing.assert_allclose(got[1], ref.pred_boxes.numpy(), atol=1e-4, rtol=1e-3)
+    # the recorded softmax head, decoded as transformers' own post-processing decodes it
+    from vitdeploy.deploy.detection import postprocess_detr
+
+    dets = postprocess_detr(got[0], got[1], (32, 48), threshold=0.2, topk=5, activation="softmax")[0]
+    hf = T.YolosImageProcessor().post_process_object_detection(ref, threshold=0.2, target_sizes=[(32, 48)])[0]
+    order = np.argsort(-hf["scores"].numpy(), kind="stable")
+    assert [d.label for d in dets] == hf["labels"].numpy()[order].tolist() and dets
+    np.testing.assert_allclose([d.score for d in dets], hf["scores"].numpy()[order], atol=1e-5)
+    np.testing.assert_allclose([d.box for d in dets], hf["boxes"].numpy()[order], atol=1e-3)
 
 
 def test_hub_id_resolves_from_the_local_cache_only(work, hf_vit_dir, monkeypatch):

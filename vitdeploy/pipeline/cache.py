@@ -17,7 +17,8 @@ CACHE_DIR = ".vitdeploy/steps"
 # plugin attributes, the INT8 recipe -- without changing the version, and a stale cached graph would
 # then reach TensorRT. A step not listed here depends on the whole package.
 STEP_CODE = {
-    "export": ("deploy/export.py", "deploy/export_step.py", "deploy/parity.py", "models.py", "weights.py"),
+    "export": ("deploy/export.py", "deploy/export_step.py", "deploy/export_patches.py", "deploy/parity.py", "models.py",
+               "weights.py", "sources"),
     "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py"),
     "precision": ("calibration", "plugins"),
     "accuracy": ("calibration", "deploy/detection.py", "onnxrt.py"),
