@@ -105,6 +105,8 @@ def command(word, json_out):
             ", ".join(r["passes"]) or "-",
         )
     console.print(t)
+    console.print("[dim]--model also takes any timm architecture (timm/NAME), a Hugging Face directory (save_pretrained) "
+                  "or cached hub id, and FILE.py:FACTORY; 'vitdeploy models --search WORD' lists what is available here[/]")
 
 
 def _search(word: str, json_out) -> None:

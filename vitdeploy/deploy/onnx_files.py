@@ -1,0 +1,214 @@
+"""ONNX graphs of any size: a `.onnx` file and the external data files it names, handled as one.
+
+Protobuf cannot serialise a message of 2 GiB or more, so a graph whose weights are larger (ViT-H/14 is
+2.5 GB in FP32, SAM-H's image encoder the same, DINOv2-g 4.5 GB) keeps its tensors in an external data
+file beside it (`model.onnx.data`, as `torch.onnx.export(..., external_data=True)` writes). Every step
+reads, writes, copies and hashes the graph together with those files:
+
+- `save_onnx` writes external data when the tensors are over the threshold (the protobuf limit less a
+  margin for the graph itself; `VITDEPLOY_EXTERNAL_DATA_BYTES` lowers it, which is how the tests make a
+  small external-data graph), atomically: both files are written in a staging folder and renamed into place;
+- `data_files` lists the files a graph names, `check_data_files` refuses a missing one in one line;
+- `copy_onnx` copies the graph with its data files; `sha256_onnx` / `onnx_entry` hash them together.
+
+A graph under the threshold is one file, byte for byte as before, so hashes and cache keys of small
+models do not change.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from vitdeploy.errors import VitdeployError
+
+PROTOBUF_LIMIT = 2 ** 31 - 1  # bytes: the largest message protobuf serialises
+GRAPH_MARGIN = 256 * 2 ** 20  # room for the graph itself (nodes, names, shapes) beside the tensors
+THRESHOLD_ENV = "VITDEPLOY_EXTERNAL_DATA_BYTES"
+MIN_EXTERNAL_TENSOR = 1024  # smaller tensors stay in the graph (onnx.save's default size_threshold)
+
+
+def external_threshold() -> int:
+    """Tensor bytes above which a graph is saved with external data."""
+    env = os.environ.get(THRESHOLD_ENV)
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise VitdeployError(f"{THRESHOLD_ENV}={env!r} is not a number of bytes", f"e.g. {THRESHOLD_ENV}=1000000") from None
+    return PROTOBUF_LIMIT - GRAPH_MARGIN
+
+
+def _tensors(model):
+    """Every TensorProto of a model: initializers and tensor attributes, in subgraphs too."""
+    import onnx
+
+    def graph_tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    yield a.t
+                elif a.type == onnx.AttributeProto.TENSORS:
+                    yield from a.tensors
+                elif a.type == onnx.AttributeProto.GRAPH:
+                    yield from graph_tensors(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for g in a.graphs:
+                        yield from graph_tensors(g)
+
+    yield from graph_tensors(model.graph)
+
+
+def tensor_bytes(model) -> int:
+    """Bytes of tensor data a model holds in memory (raw_data, or the typed fields' size)."""
+    import numpy as np
+    import onnx
+
+    total = 0
+    for t in _tensors(model):
+        if t.HasField("raw_data"):
+            total += len(t.raw_data)
+        elif t.data_location != onnx.TensorProto.EXTERNAL:
+            n = int(np.prod(t.dims)) if t.dims else 1
+            total += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
+
+
+def needs_external_data(model) -> bool:
+    return tensor_bytes(model) > external_threshold()
+
+
+def data_files(path: str | os.PathLike, model=None) -> list[str]:
+    """The external data files (relative locations, in order of first use) the graph at `path` names."""
+    import onnx
+
+    if model is None:
+        model = onnx.load(str(path), load_external_data=False)
+    seen: list[str] = []
+    for t in _tensors(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            if loc and loc not in seen:
+                seen.append(loc)
+    return seen
+
+
+def check_data_files(path: str | os.PathLike, model=None) -> list[Path]:
+    """The data files of the graph at `path`, each checked to be there; a missing one is one line (exit 2)."""
+    p = Path(path)
+    out = []
+    for loc in data_files(p, model):
+        f = (p.parent / loc)
+        if Path(loc).is_absolute() or ".." in Path(loc).parts:
+            raise VitdeployError(f"{p.name} names external data outside its folder ({loc})",
+                                 "save the graph with its data file beside it (onnx.save_model(..., location='model.onnx.data'))")
+        if not f.is_file():
+            raise VitdeployError(f"{p.name} keeps its weights in {loc}, which is missing from {p.parent}",
+                                 f"copy {loc} next to {p.name}: torch.onnx.export writes them together")
+        out.append(f)
+    return out
+
+
+def onnx_files(path: str | os.PathLike) -> list[Path]:
+    """The graph and its data files."""
+    return [Path(path), *check_data_files(path)]
+
+
+def load_onnx_model(path: str | os.PathLike, *, load_external_data: bool = True):
+    """onnx.load, after checking the data files are there (one line, not onnx's ValidationError)."""
+    import onnx
+
+    if load_external_data:
+        check_data_files(path)
+    return onnx.load(str(path), load_external_data=load_external_data)
+
+
+def save_onnx(model, path: str | os.PathLike, *, external: bool | None = None) -> Path:
+    """Write `model` to `path` atomically; with its tensors in `path.name + ".data"` when they are over the
+    threshold (or `external` says so). Saving with external data moves the tensors out of `model`."""
+    import onnx
+
+    from vitdeploy.deploy.artifacts import publish
+
+    path = Path(path)
+    if external is None:
+        external = needs_external_data(model)
+    data_name = f"{path.name}.data"
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        if external:
+            onnx.save_model(model, str(stage / path.name), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=MIN_EXTERNAL_TENSOR)
+            publish(stage / data_name, path.parent / data_name)  # the data first: the graph never names a missing file
+        else:
+            onnx.save_model(model, str(stage / path.name))
+        publish(stage / path.name, path)
+        if not external:  # an earlier external-data save of this graph left its data file: it belongs to no graph now
+            with contextlib.suppress(FileNotFoundError):
+                (path.parent / data_name).unlink()
+        return path
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def copy_onnx(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a graph and its data files (same relative locations) to `dest`, each file atomically."""
+    from vitdeploy.deploy.artifacts import publish
+
+    src, dest = Path(src), Path(dest)
+    for f in check_data_files(src):
+        target = dest.parent / f.relative_to(src.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(f, tmp)
+            publish(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        publish(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return dest
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_onnx(path: str | os.PathLike) -> str:
+    """sha256 of a graph with its data: the file's own hash when it has none (as before), else a hash over the
+    graph's hash and each data file's name and hash."""
+    p = Path(path)
+    files = check_data_files(p)
+    own = _sha256(p)
+    if not files:
+        return own
+    h = hashlib.sha256(own.encode())
+    for f in files:
+        h.update(f"\n{f.relative_to(p.parent)}:{_sha256(f)}".encode())
+    return h.hexdigest()
+
+
+def onnx_entry(root: str | os.PathLike, path: str | os.PathLike) -> dict:
+    """The manifest / step-cache record of a graph: path, sha256 and bytes, and its data files' (when any)."""
+    root, p = Path(root), Path(path)
+    entry = {"path": os.path.relpath(p, root), "sha256": _sha256(p), "bytes": p.stat().st_size}
+    data = check_data_files(p)
+    if data:
+        entry["data"] = [{"path": os.path.relpath(f, root), "sha256": _sha256(f), "bytes": f.stat().st_size} for f in data]
+    return entry
