@@ -1,0 +1,67 @@
+"""Issue 23 part 2: graphs with external data (every model over 2 GiB has them), read, written, copied and
+hashed together. A small graph is forced into external data with a low threshold
+(VITDEPLOY_EXTERNAL_DATA_BYTES); the 2.5 GB ViT-H runs are measured by benchmarks/large_model.py, not here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from vitdeploy.deploy.onnx_files import (
+    THRESHOLD_ENV, check_data_files, copy_onnx, data_files, onnx_entry, save_onnx, sha256_onnx,
+)
+from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxrt import session
+
+
+def _mlp(seed: int = 0):
+    """input [N, 64] -> MatMul(64x256) -> Relu -> MatMul(256x10): 68 KB of weights."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((64, 256)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((256, 10)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["logits"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [w1, w2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_over_the_threshold_the_weights_go_to_one_data_file(tmp_path, monkeypatch):
+    x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
+    small = tmp_path / "inline.onnx"
+    save_onnx(_mlp(), small)
+    assert data_files(small) == [] and sha256_onnx(small) == onnx_entry(tmp_path, small)["sha256"]
+    ref = session(small).run(None, {"input": x})[0]
+
+    monkeypatch.setenv(THRESHOLD_ENV, "10000")
+    big = tmp_path / "model.onnx"
+    save_onnx(_mlp(), big)
+    assert data_files(big) == ["model.onnx.data"]
+    assert (tmp_path / "model.onnx.data").stat().st_size == (64 * 256 + 256 * 10) * 4
+    assert big.stat().st_size < 1000  # the graph alone
+    entry = onnx_entry(tmp_path, big)
+    assert entry["data"][0]["path"] == "model.onnx.data" and entry["data"][0]["bytes"] == 75776
+    assert sha256_onnx(big) != entry["sha256"]  # the data is part of the hash
+    np.testing.assert_array_equal(session(big).run(None, {"input": x})[0], ref)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+    # copied together, and runnable from the copy
+    (tmp_path / "elsewhere").mkdir()
+    copied = copy_onnx(big, tmp_path / "elsewhere" / "model.onnx")
+    assert (tmp_path / "elsewhere" / "model.onnx.data").is_file()
+    assert sha256_onnx(copied) == sha256_onnx(big)
+    np.testing.assert_array_equal(session(copied).run(None, {"input": x})[0], ref)
+
+
+def test_a_missing_data_file_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(THRESHOLD_ENV, "10000")
+    path = tmp_path / "model.onnx"
+    save_onnx(_mlp(), path)
+    (tmp_path / "model.onnx.data").unlink()
+    with pytest.raises(VitdeployError) as e:
+        check_data_files(path)
+    assert e.value.message == f"model.onnx keeps its weights in model.onnx.data, which is missing from {tmp_path}"
+    assert "copy model.onnx.data next to model.onnx" in e.value.hint
+    assert onnx.load(str(path), load_external_data=False).graph.node  # the graph itself is intact
