@@ -47,7 +47,7 @@ def run(alias: str, dynamic: bool, workdir: Path) -> dict:
 
     from vitdeploy.deploy.export import BatchSpec, export_onnx
     from vitdeploy.deploy.inputs import random_images
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
     from vitdeploy.models import build_model, get_info
     from vitdeploy.onnxrt import session
 

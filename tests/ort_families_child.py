@@ -104,7 +104,7 @@ class Opened:
     def __init__(self, family: str, seed: int):
         self.family = family
         if family.endswith(".onnx"):
-            from vitdeploy.deploy.rewrite.base import static_feeds
+            from vitdeploy.deploy.rewrite.probe import static_feeds
 
             model = onnx.load(family)
             self.feeds, self.want = static_feeds(model, batch=1, seed=seed), None

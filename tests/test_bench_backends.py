@@ -14,7 +14,7 @@ from vitdeploy.bench import schema
 def vit_t_static(tmp_path_factory):
     """vit_t exported with a static batch of 1 (and its manifest)."""
     from vitdeploy.deploy.export import BatchSpec
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     out = tmp_path_factory.mktemp("vit_t")
     run_export("vit_t", str(out), batch=BatchSpec.static(1), exporter="torchscript")

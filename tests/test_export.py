@@ -9,7 +9,7 @@ import torch
 
 from vitdeploy.deploy.artifacts import sha256_file
 from vitdeploy.deploy.export import BatchSpec
-from vitdeploy.deploy.export_flow import run_export
+from vitdeploy.pipeline.export import run_export
 from vitdeploy.models import build_model, get_info
 from vitdeploy.onnxrt import session
 

@@ -20,7 +20,7 @@ def photo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     """vit_t at 64x64 (same graph structure, cheap), exported and verified, with its manifest."""
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     out = tmp_path_factory.mktemp("vit64")
     run_export("vit_t", str(out), img_size=(64, 64), exporter="torchscript")

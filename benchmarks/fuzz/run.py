@@ -103,7 +103,7 @@ def measure(cfg: dict, workdir: Path) -> dict:
     """Build, export, rewrite in both modes and run; the JSON record of what happened (never raises)."""
     import onnx
 
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
     from vitdeploy.errors import VitdeployError
     from vitdeploy.onnxrt import session
 

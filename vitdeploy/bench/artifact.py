@@ -119,14 +119,9 @@ def plugin_node_counts(path_or_model) -> dict[str, int]:
     import onnx
 
     from vitdeploy.deploy.artifacts import load_onnx
-    from vitdeploy.plugins import ORT_FACES
+    from vitdeploy.onnxgraph import plugin_node_counts as counts
 
-    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else load_onnx(path_or_model, load_external_data=False)
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        if n.domain == "vitdeploy" or n.op_type in ORT_FACES:
-            counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return counts
+    return counts(path_or_model if isinstance(path_or_model, onnx.ModelProto) else load_onnx(path_or_model, load_external_data=False))
 
 
 def _sidecar_manifest(p: Path) -> dict | None:

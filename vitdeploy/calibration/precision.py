@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.plugins.registry import OP_TYPES, is_plugin_node, lookup
 
 # Ops whose accumulation loses too much in FP16: normalisations (the variance over up to tens of thousands
 # of elements: LayerNorm, and GroupNorm, which exporters write as InstanceNormalization), plus the pieces
@@ -24,28 +25,19 @@ from vitdeploy.errors import VitdeployError
 # (benchmarks/results/digits_int8_recipe.json). Pass fp32_ops to keep it FP32.
 DEFAULT_FP32_OPS: tuple[str, ...] = ("LayerNormalization", "GroupNormalization", "InstanceNormalization",
                                      "ReduceMean", "Pow")
-# Plugin nodes vitdeploy writes; they run in FP16 (their kernels and TensorRT plugins support it).
-PLUGIN_OPS: frozenset[str] = frozenset(
-    {"WindowAttention", "GatedPositionalAttention", "MultiscaleDeformableAttnPlugin_TRT", "MultiscaleDeformableAttention"}
-)
+# Plugin nodes vitdeploy writes (the registry's op types); they run in FP16 (their kernels and TensorRT
+# plugins support it).
+PLUGIN_OPS: frozenset[str] = OP_TYPES
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
-
-
-def is_plugin(node: onnx.NodeProto) -> bool:
-    return node.op_type in PLUGIN_OPS and node.domain not in ("", "ai.onnx")
+is_plugin = is_plugin_node
 
 
 def _plugin_float_outputs(node: onnx.NodeProto) -> list[str]:
-    """Names of a plugin node's float outputs, from its spec when the plugin is installed."""
-    try:
-        from vitdeploy.plugins import load_ort_face
+    """Names of a plugin node's float outputs, from its spec (the registry row says where it lives)."""
+    import importlib
 
-        mod = load_ort_face(node.op_type)
-    except Exception:  # a plugin that fails to import still has float outputs
-        mod = None
-    spec = getattr(mod, "SPEC", None)
-    if spec is None:
-        return [o for o in node.output if o]
+    row = lookup(node)
+    spec = getattr(importlib.import_module(row.module("spec")), row.spec)
     return [o for o, ts in zip(node.output, spec.outputs) if o and ts.kind == "float"]
 
 
@@ -126,7 +118,7 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
 
     if any(vi.type.tensor_type.elem_type == TensorProto.FLOAT16 for vi in model.graph.input):
         raise VitdeployError("the model already has FP16 inputs", "convert the FP32 model instead")
-    from vitdeploy.deploy.lint.checker import strip_stale_value_info
+    from vitdeploy.onnxgraph import strip_stale_value_info
 
     blocked = set(fp32_ops) - PLUGIN_OPS
     m = onnx.ModelProto.FromString(model.SerializeToString())

@@ -5,11 +5,11 @@ import sys
 
 import click
 
+from vitdeploy.bench.backends import BACKENDS
 from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, renamed
-
 from vitdeploy.errors import VitdeployError
 
-BACKEND_NAMES = ["trt", "ort", "torch", "torch-compile"]
+BACKEND_NAMES = list(BACKENDS)
 
 
 def parse_batches(text: str) -> list[int]:

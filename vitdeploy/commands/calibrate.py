@@ -65,7 +65,7 @@ def command(alias, onnx_path, checkpoint, num_classes, img_size, dynamic_batch, 
         raise VitdeployError("--dynamic-batch applies to --model only", "the ONNX given with --onnx is used as is")
     if not Path(data_path).exists():
         raise VitdeployError(f"calibration data {data_path} does not exist", "pass a folder of images or a .npy/.npz file")
-    from vitdeploy.calibration.flow import run_calibrate
+    from vitdeploy.pipeline.calibrate import run_calibrate
 
     from vitdeploy.deploy.export import BatchSpec
 

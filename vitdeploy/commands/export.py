@@ -30,7 +30,7 @@ def command(alias, out_dir, checkpoint, pretrained, num_classes, input_names, ou
       vitdeploy export --model ./hf_vit -o out/hf_vit              # a save_pretrained directory
       vitdeploy export --model net.py:build --img-size 224 -o out/net
     """
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     check_weights_flags(checkpoint, pretrained)
     if reduced:

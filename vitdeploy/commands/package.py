@@ -15,6 +15,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
     from vitdeploy.console import console, next_steps, stage
     from vitdeploy.deploy.serving import artifact, deepstream as ds, triton
     from vitdeploy.errors import VitdeployError
+    from vitdeploy.pipeline.plugin_free import served_artifact
 
     if triton_repo is None and deepstream is None:
         raise VitdeployError("nothing to package", "pass --triton-repo REPO and/or --deepstream DIR")
@@ -32,7 +33,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
             raise VitdeployError(f"{dest} exists and was not written by vitdeploy", "choose another --name or remove it")
     if deepstream is not None:  # before a plugin-free graph is made for nothing
         ds.check_task((manifest.get("postprocessing") or {}).get("task"), (manifest.get("model") or {}).get("alias"))
-    served = artifact.resolve(build_dir, platform, manifest)
+    served = served_artifact(build_dir, platform, manifest)
     console.print(f"  serving {served.form}; I/O from {served.io_source}")
     result: dict = {"served": served}
     if triton_repo is not None:

@@ -97,7 +97,9 @@ def verify_against_torch(model, onnx_path: Path, output_names, size, batches, to
 def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tuple[ExportResult, dict, dict]:
     """Export `info` to `out_path`; returns (export result, manifest fields, parity record).
 
-    Raises VerificationError (exit 3) when ONNX Runtime and PyTorch disagree beyond tolerance.
+    The fields are what the export and build manifests record (model, preprocessing, labels, batch,
+    export with its parity, versions, the checkpoint's sha256). Raises VerificationError (exit 3)
+    when ONNX Runtime and PyTorch disagree beyond tolerance.
     """
     import torch
 
@@ -139,11 +141,16 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             **({"attempts": res.attempts} if len(res.attempts) > 1 else {}),
             **({"patches": res.patches} if res.patches else {}),
             **io_signature(out_path),
+            "parity": parity,
         },
         "versions": versions(),
     }
     if opts.pretrained and "pretrained_tag" not in fields["model"]:
         fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
+    if opts.checkpoint:
+        from vitdeploy.deploy.artifacts import sha256_file
+
+        fields["model"]["checkpoint"] = {"path": str(Path(opts.checkpoint).resolve()), "sha256": sha256_file(opts.checkpoint)}
     if not parity["passed"]:
         bad = [o for r in parity["runs"] for o in r["outputs"] if not o["passed"]][0]
         raise VerificationError(

@@ -19,6 +19,7 @@ import numpy as np
 
 from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
 from vitdeploy.errors import VitdeployError
+from vitdeploy.tensorrt_session import import_tensorrt, load_plan
 
 
 class _CudaPython:
@@ -110,17 +111,6 @@ class _PyCuda:
         self._allocs.clear()
 
 
-_LOGGER = None
-
-
-def _logger(trt):
-    """One logger for the process: init_libnvinfer_plugins keeps a raw pointer to the one it is given."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
 def _cuda():
     errors = []
     for cls in (_CudaPython, _PyCuda):
@@ -181,19 +171,12 @@ class Engine:
     def __init__(self, path: str | os.PathLike, *, check: bool = True):
         self.plan_path, self.manifest = find_plan(path)
         self.warnings = check_plan(self.plan_path, self.manifest) if check else []
-        try:
-            import tensorrt as trt
-        except ImportError:
-            raise VitdeployError("TensorRT is not installed here", "install TensorRT (pip install tensorrt) on the GPU machine") from None
+        trt = import_tensorrt("TensorRT is not installed here", "install TensorRT (pip install tensorrt) on the GPU machine")
         self.trt = trt
         # CUDA first: with pycuda that makes the primary context current before TensorRT allocates in it
         self.cuda = _cuda()
-        logger = _logger(trt)
-        trt.init_libnvinfer_plugins(logger, "")  # stock plugins (e.g. MultiscaleDeformableAttnPlugin_TRT)
-        self.runtime = trt.Runtime(logger)
-        if (self.manifest or {}).get("engine", {}).get("version_compatible"):
-            self.runtime.engine_host_code_allowed = True
-        self.engine = self.runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
+        self.runtime, self.engine = load_plan(trt, self.plan_path, version_compatible=bool(
+            (self.manifest or {}).get("engine", {}).get("version_compatible")))
         if self.engine is None:
             raise VitdeployError(f"TensorRT could not deserialize {self.plan_path.name}",
                                  "the file is damaged or from another TensorRT/GPU: rebuild it here")

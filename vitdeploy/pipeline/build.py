@@ -9,10 +9,11 @@ from pathlib import Path
 from vitdeploy.console import console
 from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, ensure_writable_dir, new_manifest
 from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxgraph import plugin_nodes
 from vitdeploy.pipeline.cache import CACHE_DIR, StepCache, file_entry
 from vitdeploy.pipeline.options import BuildOptions, BuildResult, resolve
 from vitdeploy.pipeline.steps import (
-    PLAN_NAME, plugin_nodes, tool_versions, engine_settings, step_accuracy, step_engine, step_export,
+    PLAN_NAME, tool_versions, engine_settings, step_accuracy, step_engine, step_export,
     step_lint, step_precision, step_rewrite,
 )
 

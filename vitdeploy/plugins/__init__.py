@@ -20,30 +20,22 @@ the seal raises instead of corrupting live sessions. To add a plugin's ORT face:
 
 1. write `vitdeploy/plugins/<name>/ort.py` that calls `register_ort_op(SPEC, compute)` (or one
    call per spec, exposing `SPECS`) at import, and never `onnx_op` directly;
-2. add its op type(s) to `ORT_FACES` below. That is all: `vitdeploy.onnxrt.session` registers it
-   with the others before the first session, whatever order graphs arrive in.
+2. give its op type(s) a row in `vitdeploy/plugins/registry.py` (ORT_FACES below is derived from
+   it). That is all: `vitdeploy.onnxrt.session` registers it with the others before the first
+   session, whatever order graphs arrive in.
 """
 from __future__ import annotations
 
 import importlib
 import threading
 
-# op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS).
-ORT_FACES: dict[str, str] = {
-    "WindowAttention": "vitdeploy.plugins.window_attention.ort",
-    "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.ort",
-    "MultiscaleDeformableAttnPlugin_TRT": "vitdeploy.plugins.msda.ort",
-    "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.ort",
-    "HaloAttention": "vitdeploy.plugins.halo_attention.ort",
-}
+from vitdeploy.plugins.registry import faces
 
-# Modules with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
-TRT_FACES: dict[str, str] = {
-    "WindowAttention": "vitdeploy.plugins.window_attention.trt",
-    "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.trt",
-    "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.trt",
-    "HaloAttention": "vitdeploy.plugins.halo_attention.trt",
-}
+# op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS); from the registry.
+ORT_FACES: dict[str, str] = faces("ort")
+
+# op_type -> module with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
+TRT_FACES: dict[str, str] = faces("trt")
 
 _REGISTER_LOCK = threading.Lock()
 
@@ -65,6 +57,35 @@ def load_ort_face(op_type: str):
     """
     mod = ORT_FACES.get(op_type)
     return None if mod is None else _import_face(mod)
+
+
+def register_trt_faces(ops=None, *, strict: bool = True) -> dict[str, str]:
+    """Register vitdeploy's TensorRT faces (every one, or those of `ops`) with `tensorrt.plugin`; op -> "ok" or why not.
+
+    `strict` (an engine build: the graph needs every plugin it holds) raises at the first failure;
+    otherwise (bench loading a plan, which may use none of them) the status says why each one failed,
+    e.g. a TensorRT before 10.9 has no `tensorrt.plugin`.
+    """
+    from vitdeploy.errors import VitdeployError
+
+    status: dict[str, str] = {}
+    for op in (TRT_FACES if ops is None else ops):
+        if op not in TRT_FACES:
+            if strict:
+                raise VitdeployError(f"no TensorRT implementation registered for plugin {op}",
+                                     "rebuild the ONNX with --plugins off")
+            status[op] = "no TensorRT face"
+            continue
+        try:
+            importlib.import_module(TRT_FACES[op]).register()
+        except Exception as e:
+            if strict:
+                raise
+            status[op] = (f"not available ({e.name})" if isinstance(e, ModuleNotFoundError) else
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+            continue
+        status[op] = "ok"
+    return status
 
 
 def register_ort_faces() -> None:

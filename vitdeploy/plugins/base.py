@@ -178,7 +178,7 @@ def register_ort_op(spec: PluginSpec, compute: Callable[..., Any]) -> None:
     """Register `compute(*numpy_inputs, **attrs) -> numpy | tuple` as the plugin's ORT CPU op.
 
     `compute` receives FP32 float inputs and the spec's attributes; it must return FP32.
-    Only from an ORT face module listed in `vitdeploy.plugins.ORT_FACES`, so that
+    Only from an ORT face module its registry row declares (`vitdeploy/plugins/registry.py`), so that
     `register_ort_faces()` registers it before the first session; once sealed this raises.
     """
     if spec.name in _ORT_REGISTERED:
@@ -187,7 +187,7 @@ def register_ort_op(spec: PluginSpec, compute: Callable[..., Any]) -> None:
         raise RuntimeError(
             f"ORT op {spec.name} registered after an ONNX Runtime session loaded onnxruntime-extensions; "
             "registering now could reallocate the op table under that session and crash the process. "
-            "List its face module in vitdeploy.plugins.ORT_FACES so it is registered before the first session."
+            "Give its op type a row in vitdeploy/plugins/registry.py so it is registered before the first session."
         )
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
@@ -337,7 +337,9 @@ def run_plugin_network(feeds: dict, add_layer, out_shape, what: str):
     import tensorrt as trt
     import torch
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    from vitdeploy.tensorrt_session import logger as process_logger
+
+    logger = process_logger()
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     itensors = [network.add_input(n, trt.int32 if t.dtype == torch.int32 else trt.float32, tuple(t.shape))

@@ -1,4 +1,9 @@
-"""The `calibrate` command's flow: (export) -> load data -> calibrate -> check -> publish."""
+"""`vitdeploy calibrate`: INT8 on its own: (export) -> load data -> calibrate -> check -> publish.
+
+The Q/DQ graph is `calibration.quantization.quantize_int8`, as in the build's precision step; this
+adds the calibration cache reuse, the check on the calibration images, calibration.json and the
+manifest update.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +29,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
     out = Path(out_dir)
     if alias:
         from vitdeploy.deploy.export import BatchSpec
-        from vitdeploy.deploy.export_flow import run_export
+        from vitdeploy.pipeline.export import run_export
 
         size = (img_size, img_size) if img_size else None
         run_export(alias, str(out), img_size=size, batch=export_batch or BatchSpec(),  # as `export` and `build`
@@ -89,7 +94,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
             }
             atomic_write_json(tmp / MANIFEST_NAME, manifest)
     console.print(f"[green]✔[/] wrote {out / INT8_NAME}, {out / CACHE_NAME} and {out / REPORT_NAME}")
-    from vitdeploy.deploy.export_flow import trtexec_shapes
+    from vitdeploy.deploy.engine import trtexec_shapes
 
     source_manifest = Path(onnx_path).parent / MANIFEST_NAME  # the export's batch range, when there is one
     try:
