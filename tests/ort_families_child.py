@@ -169,7 +169,7 @@ def main(mode: str, families: list[str]) -> dict:
             errors[f"{i}:{o.family}:main"] = o.check()
     else:
         raise SystemExit(f"unknown mode {mode}")
-    from vitdeploy.plugins.base import ort_registered
+    from vitdeploy.plugins.ort import ort_registered
 
     return {"mode": mode, "families": families, "max_rel_err": max(errors.values()), "checks": len(errors),
             "registered": sorted(ort_registered())}

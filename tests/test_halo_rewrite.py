@@ -206,7 +206,7 @@ def _halonet(alias: str):
 
 
 def _images(batch: int, seed: int = 0) -> np.ndarray:
-    from vitdeploy.deploy.inputs import random_images
+    from vitdeploy.parity import random_images
 
     return random_images(batch, (256, 256), seed=seed)
 

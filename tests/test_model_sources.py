@@ -206,7 +206,7 @@ def test_hf_detection_directory_exports_boxes_with_its_postprocessing(cli_run, w
     np.testing.assert_allclose(got[0], ref.logits.numpy(), atol=1e-4, rtol=1e-3)
     np.testing.assert_allclose(got[1], ref.pred_boxes.numpy(), atol=1e-4, rtol=1e-3)
     # the recorded softmax head, decoded as transformers' own post-processing decodes it
-    from vitdeploy.deploy.detection import postprocess_detr
+    from vitdeploy.calibration.detection import postprocess_detr
 
     dets = postprocess_detr(got[0], got[1], (32, 48), threshold=0.2, topk=5, activation="softmax")[0]
     hf = T.YolosImageProcessor().post_process_object_detection(ref, threshold=0.2, target_sizes=[(32, 48)])[0]

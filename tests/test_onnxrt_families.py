@@ -69,8 +69,9 @@ def test_sessions_created_and_run_concurrently_in_threads():
 
 def test_an_op_registered_after_the_seal_is_refused_not_crashed():
     """A plugin face outside ORT_FACES, or registered late, fails with a message naming the fix."""
-    from vitdeploy.plugins import register_ort_faces
-    from vitdeploy.plugins.base import PluginSpec, TensorSpec, ort_sealed, register_ort_op
+    from vitdeploy.plugins.ort import register_ort_faces
+    from vitdeploy.plugins.ort import ort_sealed, register_ort_op
+    from vitdeploy.plugins.spec import PluginSpec, TensorSpec
 
     register_ort_faces()
     assert ort_sealed()

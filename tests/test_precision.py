@@ -7,8 +7,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from vitdeploy.calibration.precision import convert_fp16, node_precision, tensor_types
+from vitdeploy.calibration.precision import convert_fp16, node_precision
+
 from vitdeploy.deploy.export import BatchSpec, export_onnx
+from vitdeploy.onnxgraph import tensor_types
 from vitdeploy.onnxrt import session
 
 
@@ -223,7 +225,7 @@ def test_cli_fp16_io_graph_through_convert_accuracy_and_verify(tiny_vit, tmp_pat
 
 def _one_plugin_node_graph(op_type: str):
     """x -> Relu -> <plugin node of `op_type`, inputs as its spec declares> -> Relu -> y (FP32)."""
-    from vitdeploy.plugins import load_ort_face
+    from vitdeploy.plugins.ort import load_ort_face
 
     face = load_ort_face(op_type)
     spec = next(s for s in (getattr(face, "SPECS", None) or (face.SPEC,)) if s.name == op_type)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest, sha256_file
+from vitdeploy.artifact import atomic_write_json, new_manifest, sha256_file
 from vitdeploy.deploy.export import BatchSpec, export_onnx
 
 

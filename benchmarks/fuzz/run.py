@@ -280,8 +280,8 @@ def main(argv=None) -> int:
 
     import logging
 
+    from vitdeploy.artifact import atomic_write_json
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import atomic_write_json
 
     logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)  # dynamo's trace of a failed export
 

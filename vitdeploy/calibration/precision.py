@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxgraph import tensor_types, toposort
 from vitdeploy.plugins.registry import OP_TYPES, is_plugin_node, lookup
 
 # Ops whose accumulation loses too much in FP16: normalisations (the variance over up to tens of thousands
@@ -39,21 +40,6 @@ def _plugin_float_outputs(node: onnx.NodeProto) -> list[str]:
     row = lookup(node)
     spec = getattr(importlib.import_module(row.module("spec")), row.spec)
     return [o for o, ts in zip(node.output, spec.outputs) if o and ts.kind == "float"]
-
-
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every named tensor the graph declares (inputs, outputs, value_info, initializers)."""
-    g = model.graph
-    types = {i.name: i.data_type for i in g.initializer}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for n in g.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    types[n.output[0]] = a.t.data_type
-    return types
 
 
 def declare_plugin_outputs(model: onnx.ModelProto, dtype: int) -> None:
@@ -139,35 +125,6 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
     _check_plugins_fp16(out)
     _check_consistent(out)
     return out, precision_summary(out)
-
-
-def toposort(model: onnx.ModelProto) -> None:
-    """Sort nodes so every input is produced before it is read (stable; in place).
-
-    The converter appends its Casts at the end of the node list; ONNX Runtime does
-    not mind, but the ONNX checker and TensorRT's parser require topological order.
-    """
-    g = model.graph
-    nodes = list(g.node)
-    available = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    producers = {o: idx for idx, n in enumerate(nodes) for o in n.output}
-    order, done, pending = [], set(), list(range(len(nodes)))
-    while pending:
-        progressed, rest = False, []
-        for idx in pending:
-            ins = [i for i in nodes[idx].input if i not in available]
-            if all(producers.get(i) in done or i not in producers for i in ins):
-                order.append(idx)
-                done.add(idx)
-                available.update(nodes[idx].output)
-                progressed = True
-            else:
-                rest.append(idx)
-        if not progressed:
-            raise VitdeployError("the graph has a cycle after FP16 conversion", "report the model")
-        pending = rest
-    del g.node[:]
-    g.node.extend(nodes[i] for i in order)
 
 
 def _check_plugins_fp16(model: onnx.ModelProto) -> None:

@@ -39,9 +39,9 @@ def command(baseline, candidate, max_latency_regression, max_accuracy_drop, conf
         INCONCLUSIVE, REGRESSION, accuracy_footnote, compare, parse_percent, regression_lines, to_markdown, to_table,
         verdict_line,
     )
+    from vitdeploy.artifact import atomic_write_bytes
     from vitdeploy.bench.tables import console_width
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import atomic_write_bytes
     from vitdeploy.errors import EXIT_INCONCLUSIVE, EXIT_REGRESSION
 
     limit = parse_percent(max_latency_regression)

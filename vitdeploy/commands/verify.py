@@ -27,11 +27,11 @@ def load_inputs(path: str, names: list[str]) -> dict:
 def compare_graphs(a: str, b: str, *, atol: float, rtol: float, min_cosine: float, inputs_npz: str | None = None,
                    batch: int = 2, seed: int = 0) -> dict:
     """Both graphs on the same inputs through `vitdeploy.onnxrt.session`; per-output parity."""
-    from vitdeploy.deploy.artifacts import load_onnx
-    from vitdeploy.deploy.parity import Tolerance, compare
+    from vitdeploy.artifact import load_onnx
     from vitdeploy.deploy.rewrite.probe import static_feeds
     from vitdeploy.errors import VitdeployError
     from vitdeploy.onnxrt import session
+    from vitdeploy.parity import Tolerance, compare
     from pathlib import Path
 
     if batch < 1:

@@ -93,7 +93,7 @@ def default_timing_cache(trt_version: str, compute_capability: str | None) -> Pa
 
 def register_plugins(plugins: list[dict]) -> list[str]:
     """Register the vitdeploy plugins a graph uses with tensorrt.plugin; returns their op names."""
-    from vitdeploy.plugins import register_trt_faces
+    from vitdeploy.plugins.trt import register_trt_faces
 
     ops = [p["op"] for p in plugins if p["kind"] == "vitdeploy AOT"]  # stock plugins come with libnvinfer_plugin
     register_trt_faces(ops, strict=True)
@@ -101,7 +101,7 @@ def register_plugins(plugins: list[dict]) -> list[str]:
 
 
 def _gpu_arch(gpu: dict) -> int | None:
-    from vitdeploy.deploy.trt_env import parse_version
+    from vitdeploy.machine import parse_version
 
     v = parse_version(gpu.get("compute_capability"))
     return v[0] * 10 + (v[1] if len(v) > 1 else 0) if v else None
@@ -163,11 +163,11 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
 
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
     from vitdeploy.plugins import ptx_target
 
-    gpu = gpu_env.primary_gpu() or {}
-    target = plugin_ptx_target(settings, plugins, gpu, gpu_env.probe().get("cuda_driver_api"))
+    gpu = machine.primary_gpu() or {}
+    target = plugin_ptx_target(settings, plugins, gpu, machine.probe().get("cuda_driver_api"))
     registered = register_plugins(plugins)
     init_stock_plugins(trt)
     check_stock_plugins(trt, plugins)

@@ -1,20 +1,18 @@
 """Build a model, export it to ONNX and prove the ONNX computes what PyTorch computes."""
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from vitdeploy.deploy.export import (
-    TORCHSCRIPT_MAX_OPSET, BatchSpec, ExportResult, export_onnx, flatten_outputs, io_signature, select_outputs,
+    TORCHSCRIPT_MAX_OPSET, BatchSpec, ExportResult, export_onnx, flatten_outputs, select_outputs,
 )
-from vitdeploy.deploy.inputs import random_images
-from vitdeploy.deploy.parity import Tolerance, compare_all
 from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.models import (
     ModelInfo, build_model, check_exporter, labels_for, postprocessing_for, preprocessing, pretrained_tag,
 )
+from vitdeploy.onnxgraph import io_signature
+from vitdeploy.parity import Tolerance, compare_all, random_images
 
 
 @dataclass
@@ -39,22 +37,10 @@ def fallback_opsets(opts: ExportOptions) -> tuple[int, ...]:
 
 
 def versions() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
+    """The versions the export ran with, as imported (torch's build tag included)."""
+    from vitdeploy.machine import tool_versions
 
-    out = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-    for mod in ("timm", "transformers", "onnxscript"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return out
+    return tool_versions(("torch", "onnx", "onnxruntime", "timm", "transformers", "onnxscript"), imported=True)
 
 
 def parity_batches(batch: BatchSpec) -> list[int]:
@@ -148,7 +134,7 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
     if opts.pretrained and "pretrained_tag" not in fields["model"]:
         fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
     if opts.checkpoint:
-        from vitdeploy.deploy.artifacts import sha256_file
+        from vitdeploy.artifact import sha256_file
 
         fields["model"]["checkpoint"] = {"path": str(Path(opts.checkpoint).resolve()), "sha256": sha256_file(opts.checkpoint)}
     if not parity["passed"]:

@@ -132,7 +132,7 @@ def save_onnx(model, path: str | os.PathLike, *, external: bool | None = None) -
     threshold (or `external` says so). Saving with external data moves the tensors out of `model`."""
     import onnx
 
-    from vitdeploy.deploy.artifacts import publish
+    from vitdeploy.artifact import publish
 
     path = Path(path)
     if external is None:
@@ -157,7 +157,7 @@ def save_onnx(model, path: str | os.PathLike, *, external: bool | None = None) -
 
 def copy_onnx(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy a graph and its data files (same relative locations) to `dest`, each file atomically."""
-    from vitdeploy.deploy.artifacts import publish
+    from vitdeploy.artifact import publish
 
     src, dest = Path(src), Path(dest)
     for f in check_data_files(src):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
+from vitdeploy.artifact import MANIFEST_NAME, load_manifest, manifest_beside, manifest_file
 from vitdeploy.errors import VitdeployError
 from vitdeploy.tensorrt_session import import_tensorrt, load_plan
 
@@ -126,17 +126,16 @@ def find_plan(path: str | os.PathLike) -> tuple[Path, dict | None]:
     p = Path(path)
     if p.is_dir():
         manifest = load_manifest(p)
-        rel = (manifest.get("files", {}).get("engine") or {}).get("path")
-        if not rel:
+        plan = manifest_file(manifest, p, "engine")
+        if plan is None:
             why = (manifest.get("engine") or {}).get("skipped") or "no engine in this build"
             raise VitdeployError(f"{p} has no engine: {why}", "build one with 'vitdeploy build --onnx ...' on the target")
-        return p / rel, manifest
+        return plan, manifest
     if p.suffix == ".onnx":
         raise VitdeployError(f"{p.name} is an ONNX graph, not a TensorRT engine",
                              "run it with vitdeploy.onnxrt.session(path) (ONNX Runtime, plugin nodes included), "
                              "or build an engine from it with 'vitdeploy build --onnx'")
-    m = p.parent / MANIFEST_NAME
-    manifest = load_manifest(m) if m.is_file() else None
+    manifest = manifest_beside(p, strict=True)
     if not p.exists():
         engine = (manifest or {}).get("engine") or {}
         if engine.get("skipped"):

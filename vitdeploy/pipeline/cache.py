@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from vitdeploy.deploy.artifacts import atomic_write_json, publish, sha256_file
+from vitdeploy.artifact import atomic_write_json, publish, sha256_file
 
 T = TypeVar("T")
 
@@ -22,12 +22,12 @@ CACHE_DIR = ".vitdeploy/steps"
 # plugin attributes, the INT8 recipe -- without changing the version, and a stale cached graph would
 # then reach TensorRT. A step not listed here depends on the whole package.
 STEP_CODE = {
-    "export": ("deploy/export.py", "deploy/export_step.py", "deploy/export_patches.py", "deploy/parity.py", "models.py",
+    "export": ("deploy/export.py", "deploy/export_step.py", "deploy/export_patches.py", "parity.py", "models.py",
                "weights.py", "sources"),
     "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py", "onnxgraph.py"),
     "precision": ("calibration", "plugins"),
-    "accuracy": ("calibration", "deploy/detection.py", "onnxrt.py"),
-    "engine": ("deploy/engine.py", "deploy/trt_env.py", "tensorrt_session.py", "plugins"),
+    "accuracy": ("calibration", "onnxrt.py"),
+    "engine": ("deploy/engine.py", "machine.py", "tensorrt_session.py", "plugins"),
 }
 
 

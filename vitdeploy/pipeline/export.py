@@ -10,8 +10,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from vitdeploy.artifact import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
 from vitdeploy.console import console, next_steps, stage
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
 from vitdeploy.deploy.engine import trtexec_shapes
 from vitdeploy.deploy.export import BatchSpec, check_opset
 from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity

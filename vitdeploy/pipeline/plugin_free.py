@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitdeploy.deploy.artifacts import atomic_save_onnx, load_onnx, sha256_file
+from vitdeploy.artifact import atomic_save_onnx, load_onnx, sha256_file
 from vitdeploy.deploy.serving.artifact import PluginFreeNeeded, Served, batch_of, precision_of, resolve
 from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.onnxgraph import plugin_nodes
@@ -39,7 +39,7 @@ def _fallback_precision(applied: str) -> tuple[str, str | None]:
 def step_plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
     """The plain export, rewritten plugin-free where that removes every plugin, at the build's precision; cached."""
     from vitdeploy.console import stage
-    from vitdeploy.deploy.export import io_signature
+    from vitdeploy.onnxgraph import io_signature
 
     files = manifest.get("files") or {}
     final = build_dir / files["onnx"]["path"]
@@ -143,9 +143,9 @@ def _verify(reference: Path, candidate: Path) -> dict:
     import numpy as np
 
     from vitdeploy.calibration.accuracy import run_models_all
-    from vitdeploy.calibration.data import CalibrationData, model_input
-    from vitdeploy.deploy.inputs import random_images
-    from vitdeploy.deploy.parity import cosine
+    from vitdeploy.calibration.data import CalibrationData
+    from vitdeploy.onnxgraph import model_input
+    from vitdeploy.parity import cosine, random_images
 
     _, shape = model_input(load_onnx(reference, load_external_data=False))
     n = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else VERIFY_IMAGES  # a static graph's own batch

@@ -12,16 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from vitdeploy.deploy.artifacts import (
-    MANIFEST_NAME, atomic_write_bytes, atomic_write_json, load_manifest, load_onnx, sha256_file,
+from vitdeploy.artifact import (
+    MANIFEST_NAME, atomic_write_bytes, atomic_write_json, load_onnx, manifest_beside, sha256_file,
 )
 from vitdeploy.errors import VitdeployError
-
-
-def artifact_manifest(onnx_path: Path) -> dict | None:
-    """The manifest of the vitdeploy artifact directory holding `onnx_path`, if any."""
-    m = onnx_path.parent / MANIFEST_NAME
-    return load_manifest(m) if m.is_file() else None
 
 
 def choose_passes(requested: list[str] | None, manifest: dict | None, mode: str) -> tuple[list[str], str]:
@@ -58,7 +52,7 @@ def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None,
     if not dst.parent.is_dir():
         raise VitdeployError(f"output directory {dst.parent} does not exist", "create it or choose another -o")
     model = load_onnx(src)
-    manifest = artifact_manifest(src)
+    manifest = manifest_beside(src, strict=True)  # the artifact directory's, if `src` sits in one
     names, why = choose_passes(passes, manifest, mode)
 
     def work():

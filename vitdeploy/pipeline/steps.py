@@ -11,8 +11,8 @@ import shutil
 import warnings
 from pathlib import Path
 
+from vitdeploy.artifact import MANIFEST_NAME, atomic_save_onnx, publish, sha256_file
 from vitdeploy.console import console, stage
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_save_onnx, publish, sha256_file
 from vitdeploy.deploy.export import BatchSpec
 from vitdeploy.errors import VitdeployError
 from vitdeploy.onnxgraph import plugin_nodes
@@ -24,16 +24,9 @@ CALIBRATION_CACHE_NAME = "calibration_cache.json"  # JSON tensor ranges, as 'cal
 
 def tool_versions() -> dict:
     """Installed versions from package metadata (no imports: a cached rerun stays fast)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
+    from vitdeploy.machine import tool_versions as versions
 
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "onnx", "onnxscript", "onnxruntime", "timm", "transformers", "polygraphy", "tensorrt"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
+    return versions(("torch", "onnx", "onnxscript", "onnxruntime", "timm", "transformers", "polygraphy", "tensorrt"))
 
 
 def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
@@ -84,8 +77,8 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
 
 def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
     """--onnx: use the file (copied into DIR unless already there) and inherit its manifest."""
-    from vitdeploy.deploy.artifacts import load_manifest, load_onnx
-    from vitdeploy.deploy.export import io_signature
+    from vitdeploy.artifact import load_onnx, manifest_beside
+    from vitdeploy.onnxgraph import io_signature
 
     src = opts.onnx.resolve()
     if not src.is_file():
@@ -98,10 +91,7 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
         publish(tmp, dest)
     fields: dict = {}
     if (src.parent / MANIFEST_NAME).is_file():
-        try:
-            fields = load_manifest(src.parent / MANIFEST_NAME)
-        except VitdeployError:
-            fields = {}
+        fields = manifest_beside(src) or {}
         inherited_files = {k: v for k, v in (fields.get("files") or {}).items() if k not in ("engine", "onnx")}
         fields = {k: v for k, v in fields.items() if k not in ("engine", "steps", "files", "created", "build")}
         if inherited_files and dest == src:  # paths are relative to this directory
@@ -145,7 +135,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         if not passes:
             st.skip("no rewrite passes apply")
             return src, None
-        from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+        from vitdeploy.machine import stock_msda_version, tensorrt_version
 
         stock = stock_msda_version(tensorrt_version())  # the stock MSDA plugin version this TensorRT has
         pass_options = {"msda_impl": opts.msda_impl, "msda_stock_version": stock.version}
@@ -249,7 +239,7 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
                 from vitdeploy.calibration.quantization import quantize_int8
 
                 calib = load_data(opts.calib_data, fields.get("preprocessing"), num_images=opts.calib_images)
-                from vitdeploy.calibration.data import model_input
+                from vitdeploy.onnxgraph import model_input
 
                 _, shape = model_input(onnx.load(str(src), load_external_data=False))
                 static = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
@@ -349,8 +339,9 @@ DATA_NAMES = {
 
 def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOptions) -> dict:
     from vitdeploy.calibration.accuracy import compare_models
-    from vitdeploy.calibration.data import CalibrationData, load_data, model_input
-    from vitdeploy.deploy.inputs import random_images
+    from vitdeploy.calibration.data import CalibrationData, load_data
+    from vitdeploy.onnxgraph import model_input
+    from vitdeploy.parity import random_images
 
     import onnx
 
@@ -401,8 +392,8 @@ def _batch_from_fields(fields: dict) -> BatchSpec:
 
 def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOptions, cache: StepCache,
                 trt_version: str | None, trt_error: str | None) -> tuple[Path | None, dict]:
+    from vitdeploy import machine
     from vitdeploy.deploy import engine as eng
-    from vitdeploy.deploy import gpu_env
 
     plan = opts.out_dir / PLAN_NAME
     with stage("engine") as st:
@@ -413,7 +404,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             why = f"TensorRT is not installed here ({trt_error})"
             st.skip("no TensorRT here (the last line says what to run on the target)", word="not built")
             return None, {"built": False, "skipped": why, **settings.to_dict()}
-        gpu = gpu_env.primary_gpu() or {}
+        gpu = machine.primary_gpu() or {}
         import os
 
         # the plugins' PTX follows these overrides (plugins/ptx_target.py), so they are part of the key

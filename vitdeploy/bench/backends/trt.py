@@ -17,7 +17,7 @@ import numpy as np
 
 from vitdeploy.bench.backends.base import Backend, Prepared, Sample
 from vitdeploy.errors import VitdeployError
-from vitdeploy.plugins import register_trt_faces
+from vitdeploy.plugins.trt import register_trt_faces
 from vitdeploy.tensorrt_session import import_tensorrt, init_stock_plugins, load_plan
 
 
@@ -86,9 +86,9 @@ class TrtBackend(Backend):
         return self._identity
 
     def _make_identity(self) -> dict:
+        from vitdeploy.artifact import sha256_file
         from vitdeploy.bench.artifact import manifest_model
         from vitdeploy.bench.schema import make_identity
-        from vitdeploy.deploy.artifacts import sha256_file
         from vitdeploy.weights import from_manifest
 
         if self.input_shape[0] != -1:

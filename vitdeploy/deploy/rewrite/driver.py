@@ -25,10 +25,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.parity import Tolerance, compare
 from vitdeploy.deploy.rewrite.probe import capture, run, standalone, static_feeds
 from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.onnxgraph import strip_stale_value_info
+from vitdeploy.parity import Tolerance, compare
 
 MODES = ("plugin", "native")
 

@@ -211,14 +211,14 @@ class MsdaPass(RewritePass):
     description = ("Deformable DETR multi-scale deformable attention -> TensorRT's MultiscaleDeformableAttnPlugin_TRT "
                    "(or vitdeploy's Triton MultiscaleDeformableAttention with impl=vitdeploy)")
     # plugin: the stock plugin at the version the target TensorRT has (option msda_stock_version, else
-    # the TensorRT here decides: trt_env.stock_msda_version), or vitdeploy's Triton plugin with
+    # the TensorRT here decides: machine.stock_msda_version), or vitdeploy's Triton plugin with
     # msda_impl=vitdeploy; native: stock v1, which TensorRT without Python-plugin support (10.3) ships.
     modes = ("plugin", "native")
 
     def spec(self, mode: str = "plugin"):
         version = self.options.get("msda_stock_version")
         if version is None:
-            from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+            from vitdeploy.machine import stock_msda_version, tensorrt_version
 
             version = stock_msda_version(tensorrt_version()).version
         return spec_for(self.options.get("msda_impl") or self.options.get("impl") or "stock", mode, version)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitdeploy.deploy.artifacts import load_manifest, load_onnx
+from vitdeploy.artifact import load_manifest, load_onnx
 from vitdeploy.errors import VitdeployError
 
 
@@ -112,7 +112,7 @@ def resolve(build_dir: Path, platform: str = "auto", manifest: dict | None = Non
         verify_plan_file(plan, engine)  # a truncated copy is refused before it reaches a server
         io, source = plan_io(plan)
         if io is None:
-            from vitdeploy.deploy.export import io_signature
+            from vitdeploy.onnxgraph import io_signature
 
             io = io_signature(final)
             source = f"{final.name}, the graph the engine was built from ({source})"
@@ -122,7 +122,7 @@ def resolve(build_dir: Path, platform: str = "auto", manifest: dict | None = Non
                       manifest, build_dir)
     graph = load_onnx(final, load_external_data=False)
     if not plugin_nodes(graph):
-        from vitdeploy.deploy.export import io_signature
+        from vitdeploy.onnxgraph import io_signature
 
         io = io_signature(final)
         why = "no engine was built" if plan is None else "--platform onnx"
