@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vitdeploy.deploy.onnx_files import (
+from vitdeploy.onnx_files import (
     THRESHOLD_ENV, check_data_files, copy_onnx, data_files, onnx_entry, save_onnx, sha256_onnx,
 )
 from vitdeploy.errors import VitdeployError

@@ -106,18 +106,26 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
         raise VitdeployError("the model already has FP16 inputs", "convert the FP32 model instead")
     from vitdeploy.onnxgraph import strip_stale_value_info
 
+    from vitdeploy.onnx_files import infer_shapes, is_large
+
     blocked = set(fp32_ops) - PLUGIN_OPS
-    m = onnx.ModelProto.FromString(model.SerializeToString())
+    large = is_large(model)
+    # A model over the protobuf limit is converted in place: a copy would hold its weights twice (and cannot be
+    # serialised to make one); its shapes are inferred on the graph alone, which onnx's own inference cannot do.
+    m = model if large else onnx.ModelProto.FromString(model.SerializeToString())
     # The exporter's value_info for initializers survives into the converter, which then types an FP32
     # initializer FP16 (onnx.checker full_check fails) and adds a no-op Cast: drop it first.
     strip_stale_value_info(m)
     declare_plugin_outputs(m, TensorProto.FLOAT)
+    if large:
+        infer_shapes(m)
     try:
         out = convert_float_to_float16(
             m,
             keep_io_types=keep_io_fp32,
             op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | blocked),
             node_block_list=list(fp32_nodes),
+            disable_shape_infer=large,
         )
     except Exception as e:
         raise VitdeployError(f"FP16 conversion failed: {str(e).splitlines()[0][:200]}", "check the model with onnx.checker") from None

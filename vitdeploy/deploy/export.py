@@ -126,7 +126,30 @@ def _export_dynamo(model, example, path: Path, opset: int, in_names, out_names, 
             external_data=False,
             optimize=True,
         )
-        prog.save(str(path), external_data=False)
+        prog.save(str(path), external_data=_weights_over_threshold(model))
+
+
+def _weights_over_threshold(model) -> bool:
+    """Whether the module's parameters and buffers are over the external-data threshold (vitdeploy.onnx_files)."""
+    from vitdeploy.onnx_files import external_threshold
+
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) > external_threshold()
+
+
+def normalise_storage(path: Path) -> None:
+    """One data file beside the graph (`NAME.data`) when the weights are over the threshold, none below it:
+    TorchScript writes one file per tensor above 2 GiB and none below; dynamo's save already writes one."""
+    import onnx
+
+    from vitdeploy.onnx_files import consolidate_external_data, data_files, external_threshold, save_onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    if data_files(path, graph):
+        del graph
+        consolidate_external_data(path)
+    elif path.stat().st_size > external_threshold():
+        save_onnx(graph, path, external=True)
 
 
 def _export_torchscript(model, example, path: Path, opset: int, in_names, out_names, batch: BatchSpec) -> None:
@@ -248,11 +271,12 @@ def export_onnx(
     for attempt_opset, name in plan_attempts(exporter, opset, fallback_opsets):
         if attempt_opset != opset and not _opset_may_help(attempts, name):
             continue  # this exporter failed at the requested opset for a reason another opset does not change
-        path.unlink(missing_ok=True)
+        _remove_export(path)
         try:
             with torch.no_grad(), patched() as applied:
                 (_export_dynamo if name == "dynamo" else _export_torchscript)(
                     wrapped, example, path, attempt_opset, in_names, out_names, batch)
+            normalise_storage(path)
             drop_default_scatter_reduction(path)
             # torch's dynamo exporter has no opset-17 translations: it writes 18 and down-converts,
             # keeping 18 when that fails. The user asked for `opset`; TorchScript can write it.
@@ -260,16 +284,17 @@ def export_onnx(
             if written != attempt_opset:
                 raise _WrongOpset(f"the {name} exporter wrote opset {written}, not the requested {attempt_opset}")
         except VitdeployError:
-            path.unlink(missing_ok=True)
+            _remove_export(path)
             raise
         except Exception as e:  # the exporters raise many types; each means "this one could not export it"
             attempts.append({"exporter": name, "opset": attempt_opset, **describe_failure(e)})
+            _remove_export(path)
             continue
         attempts.append({"exporter": name, "opset": attempt_opset, "ok": True, "patches": applied})
         used = (name, attempt_opset, applied)
         break
     if used is None:
-        path.unlink(missing_ok=True)
+        _remove_export(path)
         raise export_failure(attempts, exporter, opset, fallback_opsets)
     import onnx
 
@@ -283,6 +308,24 @@ def export_onnx(
 
 class _WrongOpset(Exception):
     pass
+
+
+def _remove_export(path: Path) -> None:
+    """A failed or superseded attempt's files: the graph and what its exporter wrote beside it (its data file;
+    TorchScript's one file per tensor above 2 GiB goes into the folder the caller stages the export in)."""
+    import onnx
+
+    from vitdeploy.onnx_files import data_files
+
+    if path.is_file():
+        try:
+            names = data_files(path, onnx.load(str(path), load_external_data=False))
+        except Exception:  # a half-written graph: only its own name is known
+            names = []
+        for n in names:
+            (path.parent / n).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    Path(f"{path}.data").unlink(missing_ok=True)
 
 
 def _opset_may_help(attempts: list[dict], exporter: str) -> bool:
@@ -405,7 +448,7 @@ def drop_default_scatter_reduction(path: Path) -> int:
 
     from vitdeploy.artifact import atomic_save_onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # the graph: its weights stay where they are
     dropped = drop_scatter_reduction_none(model)
     if dropped:
         atomic_save_onnx(model, path)

@@ -53,23 +53,31 @@ def parity_batches(batch: BatchSpec) -> list[int]:
     return sizes
 
 
-def verify_against_torch(model, onnx_path: Path, output_names, size, batches, tol: Tolerance, seed: int = 0) -> dict:
-    """Run PyTorch and ONNX Runtime on the same inputs at each batch size; raise if they differ."""
+def torch_references(model, output_names, size, batches, seed: int = 0) -> list[tuple[object, list]]:
+    """(input, PyTorch outputs) for each parity batch: computed before the ONNX is loaded, so the module's
+    weights can be freed first and a model is never held twice (PyTorch and ONNX Runtime) for its parity."""
     import torch
 
+    out = []
+    for i, b in enumerate(batches):
+        x = random_images(b, size, seed=seed + i)
+        with torch.no_grad():
+            refs = select_outputs(model(torch.from_numpy(x)), output_names)
+        out.append((x, [r.detach().float().numpy() for r in refs]))
+    return out
+
+
+def compare_with_onnx(onnx_path: Path, references, output_names, batches, tol: Tolerance) -> dict:
+    """ONNX Runtime on the references' inputs, compared output by output."""
     from vitdeploy.onnxrt import session
 
     sess = session(onnx_path)
     in_name = sess.get_inputs()[0].name
     runs = []
-    for i, b in enumerate(batches):
-        x = random_images(b, size, seed=seed + i)
-        with torch.no_grad():
-            out = model(torch.from_numpy(x))
-        refs = select_outputs(out, output_names)
-        refs = [r.detach().float().numpy() for r in refs]
+    for b, (x, refs) in zip(batches, references):
         got = sess.run(None, {in_name: x})
         runs.append({"batch": b, "outputs": [p.to_dict() for p in compare_all(output_names, refs, got, tol)]})
+    del sess
     worst = {}
     for run in runs:
         for o in run["outputs"]:
@@ -78,6 +86,12 @@ def verify_against_torch(model, onnx_path: Path, output_names, size, batches, to
             w["cosine"] = min(w["cosine"], o["cosine"])
     passed = all(o["passed"] for r in runs for o in r["outputs"])
     return {"passed": passed, "tolerance": tol.to_dict(), "batches": batches, "runs": runs, "worst": worst}
+
+
+def verify_against_torch(model, onnx_path: Path, output_names, size, batches, tol: Tolerance, seed: int = 0) -> dict:
+    """Run PyTorch and ONNX Runtime on the same inputs at each batch size; the parity record."""
+    return compare_with_onnx(onnx_path, torch_references(model, output_names, size, batches, seed), output_names,
+                             batches, tol)
 
 
 def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tuple[ExportResult, dict, dict]:
@@ -104,7 +118,8 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
         input_name=info.input_name, fallback_opsets=fallback_opsets(opts),
     )
     phase(f"parity vs PyTorch ({res.exporter} export, batch {','.join(map(str, parity_batches(opts.batch)))})")
-    parity = verify_against_torch(model, out_path, info.outputs, size, parity_batches(opts.batch), opts.tolerance)
+    batches = parity_batches(opts.batch)
+    references = torch_references(model, info.outputs, size, batches)
     fields = {
         "model": {
             "alias": info.alias,
@@ -127,12 +142,17 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             **({"attempts": res.attempts} if len(res.attempts) > 1 else {}),
             **({"patches": res.patches} if res.patches else {}),
             **io_signature(out_path),
-            "parity": parity,
         },
         "versions": versions(),
     }
     if opts.pretrained and "pretrained_tag" not in fields["model"]:
         fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
+    del model, example  # the module's weights go before ONNX Runtime loads the graph's: one copy at a time
+    import gc
+
+    gc.collect()
+    parity = compare_with_onnx(out_path, references, info.outputs, batches, opts.tolerance)
+    fields["export"]["parity"] = parity
     if opts.checkpoint:
         from vitdeploy.artifact import sha256_file
 

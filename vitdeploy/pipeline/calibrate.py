@@ -80,7 +80,9 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
             st.detail = (f"INT8 vs FP32 on {agreement['images']} calibration images (not held out): {figure}; "
                          "measure held-out data with 'vitdeploy accuracy'")
     with staging(out) as tmp:
-        (tmp / INT8_NAME).write_bytes(qdq.SerializeToString())
+        from vitdeploy.artifact import atomic_save_onnx
+
+        atomic_save_onnx(qdq, tmp / INT8_NAME)  # external data when over the protobuf limit
         save_cache(tmp / CACHE_NAME, cache)
         atomic_write_json(tmp / REPORT_NAME, report)
         manifest_path = out / MANIFEST_NAME

@@ -51,7 +51,9 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
         console.print(f"  parity vs PyTorch: {summarize_parity(parity)}")
         manifest = new_manifest()
         manifest.update(fields)
-        manifest["files"] = {"onnx": {"path": "model.onnx", "sha256": sha256_file(onnx_path)}}
+        from vitdeploy.onnx_files import onnx_entry
+
+        manifest["files"] = {"onnx": {k: v for k, v in onnx_entry(tmp, onnx_path).items() if k != "bytes"}}
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
     out = Path(out_dir)

@@ -11,12 +11,13 @@ import shutil
 import warnings
 from pathlib import Path
 
-from vitdeploy.artifact import MANIFEST_NAME, atomic_save_onnx, publish, sha256_file
+from vitdeploy.artifact import MANIFEST_NAME, atomic_save_onnx, load_onnx, publish, sha256_file
 from vitdeploy.console import console, stage
 from vitdeploy.deploy.export import BatchSpec
 from vitdeploy.errors import VitdeployError
 from vitdeploy.onnxgraph import plugin_nodes
-from vitdeploy.pipeline.cache import StepCache, file_entry, staged, tmp_path
+from vitdeploy.onnx_files import sha256_onnx
+from vitdeploy.pipeline.cache import StepCache, file_entry, staged, staged_onnx, tmp_path
 from vitdeploy.pipeline.options import BuildOptions
 
 PLAN_NAME = "model.plan"
@@ -60,7 +61,7 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
                            opset_pinned=opts.opset_pinned)
 
         def compute():
-            _, fields, _ = staged(out, dest, lambda tmp: export_verified(info, tmp, eo))
+            _, fields, _ = staged_onnx(out, dest, lambda tmp: export_verified(info, tmp, eo))
             return {"onnx": dest}, fields
 
         run = cache.run("export", inputs, compute)
@@ -83,12 +84,12 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
     src = opts.onnx.resolve()
     if not src.is_file():
         raise VitdeployError(f"ONNX file {opts.onnx} does not exist", "check the --onnx path")
-    load_onnx(src, hint="pass an .onnx file", load_external_data=False)
+    from vitdeploy.onnx_files import check_data_files, copy_onnx
+
+    check_data_files(src, load_onnx(src, hint="pass an .onnx file", load_external_data=False))  # one line if missing
     dest = src if src.parent == opts.out_dir.resolve() else opts.out_dir / src.name
     if dest != src:
-        tmp = tmp_path(opts.out_dir, src.name)
-        shutil.copyfile(src, tmp)
-        publish(tmp, dest)
+        copy_onnx(src, dest)  # with its external data files
     fields: dict = {}
     if (src.parent / MANIFEST_NAME).is_file():
         fields = manifest_beside(src) or {}
@@ -100,7 +101,7 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
         if exported and (src.parent / exported).is_file() and (src.parent / exported) != src:
             fields["reference_onnx"] = str(src.parent / exported)  # the FP32 export accuracy is measured against
     fields.setdefault("export", {}).update(io_signature(dest))
-    fields["source_onnx"] = {"path": str(src), "sha256": sha256_file(dest)}
+    fields["source_onnx"] = {"path": str(src), "sha256": sha256_onnx(dest)}
     st.detail = f"{dest.name} (given with --onnx{', manifest inherited' if 'model' in fields else ''})"
     fields["steps"] = {}
     return dest, fields
@@ -142,7 +143,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         dest = opts.out_dir / f"{src.name.removesuffix('.onnx')}.rewritten.onnx"
 
         def compute():
-            model, report, refusals = rewrite_verified(onnx.load(str(src)), passes, mode, pass_options,
+            model, report, refusals = rewrite_verified(load_onnx(src), passes, mode, pass_options,
                                                        "rerun with --plugins off, or report the model")
             for why in refusals:
                 console.print(f"  [yellow]{why}[/]")
@@ -158,7 +159,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             report["output"] = dest.name if replaced else None
             return ({"onnx": dest} if replaced else {}), report
 
-        run = cache.run("rewrite", {"onnx": sha256_file(src), "passes": passes, "mode": mode, "options": pass_options}, compute)
+        run = cache.run("rewrite", {"onnx": sha256_onnx(src), "passes": passes, "mode": mode, "options": pass_options}, compute)
         report = run.result
         found = sum(p["found"] for p in report["passes"])
         replaced = sum(p["replaced"] for p in report["passes"])
@@ -222,7 +223,7 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
         if wanted is None:
             st.skip("FP32 (add --fp16 or --int8)")
             return src, None, None
-        inputs = {"onnx": sha256_file(src), "precision": wanted}
+        inputs = {"onnx": sha256_onnx(src), "precision": wanted}
         if opts.int8:
             inputs.update(calib=_calib_fingerprint(opts.calib_data), method=opts.calib_method, images=opts.calib_images)
             if opts.int8_exclude or opts.quantize_first_last:  # absent by default: earlier cache keys stay valid
@@ -255,7 +256,7 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
             else:  # quantize_int8 already keeps everything that is not INT8 in FP16
                 from vitdeploy.calibration.precision import convert_fp16
 
-                model, summary["fp16"] = convert_fp16(onnx.load(str(src)), keep_io_fp32=True)
+                model, summary["fp16"] = convert_fp16(load_onnx(src), keep_io_fp32=True)
             atomic_save_onnx(model, dest)
             return outputs, summary
 
@@ -301,7 +302,7 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
             source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images}
         else:
             source = {"random": ACCURACY_IMAGES}
-        run = cache.run("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate),
+        run = cache.run("accuracy", {"reference": sha256_onnx(reference), "candidate": sha256_onnx(candidate),
                                      "data": source, "measure": ACCURACY_MEASURE},
                         lambda: ({}, compare_graphs(reference, candidate, fields, opts)))
         res = run.result
@@ -409,7 +410,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
 
         # the plugins' PTX follows these overrides (plugins/ptx_target.py), so they are part of the key
         ptx_env = {k: os.environ.get(k) for k in ("VITDEPLOY_PTX_ARCH", "VITDEPLOY_PTX_ISA") if os.environ.get(k)}
-        inputs = {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,
+        inputs = {"onnx": sha256_onnx(final_onnx), "tensorrt": trt_version,
                   "gpu": [gpu.get("name"), gpu.get("compute_capability")],
                   "settings": settings.to_dict(key_only=True)}
         if ptx_env:  # absent by default: earlier cache keys stay valid

@@ -135,6 +135,15 @@ def save_onnx(model, path: str | os.PathLike, *, external: bool | None = None) -
     from vitdeploy.artifact import publish
 
     path = Path(path)
+    if data_files(path, model):  # loaded without its data (load_external_data=False): the graph alone changes
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            onnx.save_model(model, tmp)
+            return publish(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     if external is None:
         external = needs_external_data(model)
     data_name = f"{path.name}.data"
@@ -212,3 +221,140 @@ def onnx_entry(root: str | os.PathLike, path: str | os.PathLike) -> dict:
     if data:
         entry["data"] = [{"path": os.path.relpath(f, root), "sha256": _sha256(f), "bytes": f.stat().st_size} for f in data]
     return entry
+
+
+def is_large(model) -> bool:
+    """Whether `model` is over the external-data threshold (so it cannot be serialised to bytes, and is
+    converted in place rather than copied)."""
+    return needs_external_data(model)
+
+
+@contextlib.contextmanager
+def detached_weights(model, min_bytes: int = MIN_EXTERNAL_TENSOR):
+    """Take the tensor bytes out of `model` for the duration (shape inference, serialising the graph alone)
+    and put them back afterwards: the bytes are held once, by this context, never twice."""
+    stash = []
+    try:
+        for t in _tensors(model):
+            if t.HasField("raw_data") and len(t.raw_data) >= min_bytes:
+                stash.append((t, t.raw_data))
+                t.ClearField("raw_data")
+        yield stash
+    finally:
+        for t, raw in stash:
+            t.raw_data = raw
+
+
+def infer_shapes(model):
+    """onnx.shape_inference.infer_shapes for a model of any size: a large one is inferred on its graph alone
+    (shapes need types and dims, not values) and the inferred value_info copied back; returns the model."""
+    import onnx
+
+    if not is_large(model):
+        return onnx.shape_inference.infer_shapes(model)
+    with detached_weights(model):
+        inferred = onnx.shape_inference.infer_shapes(model)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    for mine, theirs in zip(model.graph.output, inferred.graph.output):
+        mine.CopyFrom(theirs)
+    return model
+
+
+@contextlib.contextmanager
+def as_file(model, *, name: str = "model.onnx"):
+    """A path to `model` on disk for tools that need a file (ONNX Runtime above 2 GiB): a small model is
+    written whole, a large one with its tensors streamed to one external data file and put back after,
+    so the caller's model is unchanged and its weights are never held twice. The folder goes afterwards."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    folder = Path(tempfile.mkdtemp(prefix="vitdeploy-onnx-"))
+    path = folder / name
+    try:
+        if not is_large(model):
+            onnx.save_model(model, str(path))
+            yield path
+            return
+        data_name = f"{name}.data"
+        moved = []
+        try:
+            with open(folder / data_name, "wb") as data:
+                for t in _tensors(model):
+                    if t.HasField("raw_data") and len(t.raw_data) >= MIN_EXTERNAL_TENSOR:
+                        raw = t.raw_data
+                        offset = data.tell()
+                        data.write(raw)
+                        set_external_data(t, location=data_name, offset=offset, length=len(raw))
+                        t.ClearField("raw_data")
+                        moved.append((t, offset, len(raw)))
+                        del raw
+            onnx.save_model(model, str(path))
+        finally:  # the caller's model gets its bytes back, one tensor at a time, read from the file just written
+            with open(folder / data_name, "rb") as data:
+                for t, offset, length in moved:
+                    data.seek(offset)
+                    del t.external_data[:]
+                    t.data_location = onnx.TensorProto.DEFAULT
+                    t.raw_data = data.read(length)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def consolidate_external_data(path: str | os.PathLike) -> list[str]:
+    """Merge the external data files a graph names (TorchScript's exporter writes one per tensor above 2 GiB)
+    into one `path.name + ".data"`, streaming one tensor at a time; the old files are removed. Returns them."""
+    import onnx
+
+    p = Path(path)
+    model = onnx.load(str(p), load_external_data=False)
+    old = data_files(p, model)
+    target = f"{p.name}.data"
+    if not old or old == [target]:
+        return []
+    check_data_files(p, model)
+    tmp = p.parent / f".{target}.tmp"
+    with open(tmp, "wb") as out:
+        for t in _tensors(model):
+            if t.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            info = {e.key: e.value for e in t.external_data}
+            with open(p.parent / info["location"], "rb") as f:
+                f.seek(int(info.get("offset", 0)))
+                raw = f.read(int(info["length"])) if "length" in info else f.read()
+            offset = out.tell()
+            out.write(raw)
+            del t.external_data[:]
+            for k, v in (("location", target), ("offset", str(offset)), ("length", str(len(raw)))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            del raw
+    os.replace(tmp, p.parent / target)
+    onnx.save_model(model, str(p))
+    for loc in old:
+        if loc != target:
+            with contextlib.suppress(FileNotFoundError):
+                (p.parent / loc).unlink()
+    return old
+
+
+def load_small_external(model, path: str | os.PathLike, max_bytes: int = 1 << 20) -> bool:
+    """Read the external tensors of at most `max_bytes` (scales, shapes, small constants: what graph checks
+    read) into a model loaded with `load_external_data=False`; the weights stay on disk. Returns whether the
+    model has external data at all."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    base = str(Path(path).parent)
+    found = False
+    for t in _tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        found = True
+        length = next((int(e.value) for e in t.external_data if e.key == "length"), None)
+        if length is not None and length <= max_bytes:
+            load_external_data_for_tensor(t, base)
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+    return found
