@@ -65,3 +65,64 @@ def test_a_missing_data_file_is_one_line_naming_it(tmp_path, monkeypatch):
     assert e.value.message == f"model.onnx keeps its weights in model.onnx.data, which is missing from {tmp_path}"
     assert "copy model.onnx.data next to model.onnx" in e.value.hint
     assert onnx.load(str(path), load_external_data=False).graph.node  # the graph itself is intact
+
+
+# ----------------------------------------------------------------------------- through the build
+
+def test_build_keeps_every_graph_with_its_data_and_hashes_both(cli_run, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from vitdeploy.onnx_files import sha256_onnx
+
+    monkeypatch.setenv(THRESHOLD_ENV, "100000")  # test_vit's 1.5 MB of weights count as "over the limit"
+    a = tmp_path / "a"
+    r = cli_run("build", "--model", "test_vit", "--fp16", "--exporter", "torchscript", "--no-engine", "-o", a)
+    assert r.exit_code == 0, r.output
+    m = json.loads((a / "manifest.json").read_text())
+    for role, name in (("onnx_exported", "model.onnx"), ("onnx", "model.fp16.onnx")):
+        entry = m["files"][role]
+        assert entry["path"] == name and [d["path"] for d in entry["data"]] == [f"{name}.data"]
+        assert (a / f"{name}.data").stat().st_size == entry["data"][0]["bytes"] > 100000 // 2
+        assert data_files(a / name) == [f"{name}.data"]
+    assert m["export"]["parity"]["passed"] and m["accuracy"]["top1_agreement"] == 100.0
+
+    # the cache checks the data files too: a changed data file redoes the step that wrote it, and only that
+    r = cli_run("build", "--model", "test_vit", "--fp16", "--exporter", "torchscript", "--no-engine", "-o", a)
+    assert "model.onnx (cached)" in r.output and "fp16 -> model.fp16.onnx (cached)" in r.output
+    with open(a / "model.fp16.onnx.data", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    r = cli_run("build", "--model", "test_vit", "--fp16", "--exporter", "torchscript", "--no-engine", "-o", a)
+    assert r.exit_code == 0 and "model.onnx (cached)" in r.output and "fp16 -> model.fp16.onnx (cached)" not in r.output
+
+    # a user's external-data ONNX through --onnx: copied with its data, hashed with it
+    user = tmp_path / "user"
+    user.mkdir()
+    shutil.copy(a / "model.onnx", user / "model.onnx")
+    shutil.copy(a / "model.onnx.data", user / "model.onnx.data")
+    b = tmp_path / "b"
+    r = cli_run("build", "--onnx", user / "model.onnx", "--fp16", "--no-engine", "-o", b)
+    assert r.exit_code == 0, r.output
+    mb = json.loads((b / "manifest.json").read_text())
+    assert (b / "model.onnx.data").is_file() and mb["source_onnx"]["sha256"] == sha256_onnx(user / "model.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)
+    ref = session(b / "model.fp16.onnx").run(None, {"input": x})[0]
+
+    # served with its data file under the name the graph gives it
+    repo = tmp_path / "repo"
+    r = cli_run("package", b, "--triton-repo", repo)
+    assert r.exit_code == 0, r.output
+    version = repo / "b" / "1"  # no manifest came with the graph: the build folder names the entry
+    assert (version / "model.onnx").is_file() and (version / "model.fp16.onnx.data").is_file()
+    np.testing.assert_array_equal(session(version / "model.onnx").run(None, {"input": x})[0], ref)
+
+    # the graph without its data: one line naming the file, exit 2, nothing written
+    (user / "model.onnx.data").unlink()
+    c = tmp_path / "c"
+    r = cli_run("build", "--onnx", user / "model.onnx", "--fp16", "-o", c)
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        f"error: model.onnx keeps its weights in model.onnx.data, which is missing from {user} "
+        "(copy model.onnx.data next to model.onnx: torch.onnx.export writes them together)")
+    assert not c.exists()
