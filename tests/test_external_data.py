@@ -16,11 +16,11 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.onnxrt import session
 
 
-def _mlp(seed: int = 0):
-    """input [N, 64] -> MatMul(64x256) -> Relu -> MatMul(256x10): 68 KB of weights."""
+def _mlp(seed: int = 0, hidden: int = 256):
+    """input [N, 64] -> MatMul(64 x hidden) -> Relu -> MatMul(hidden x 10): 68 KB of weights at hidden 256."""
     rng = np.random.default_rng(seed)
-    w1 = numpy_helper.from_array(rng.standard_normal((64, 256)).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array(rng.standard_normal((256, 10)).astype(np.float32), "w2")
+    w1 = numpy_helper.from_array(rng.standard_normal((64, hidden)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((hidden, 10)).astype(np.float32), "w2")
     nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
              helper.make_node("MatMul", ["r", "w2"], ["logits"])]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
@@ -65,6 +65,26 @@ def test_a_missing_data_file_is_one_line_naming_it(tmp_path, monkeypatch):
     assert e.value.message == f"model.onnx keeps its weights in model.onnx.data, which is missing from {tmp_path}"
     assert "copy model.onnx.data next to model.onnx" in e.value.hint
     assert onnx.load(str(path), load_external_data=False).graph.node  # the graph itself is intact
+
+
+def test_fp16_of_an_external_data_graph_streams_to_the_same_graph(tmp_path, monkeypatch):
+    """The graph is converted without its weights, each weight streamed FP32 -> FP16 from file to file: the result
+    equals the in-memory conversion tensor for tensor."""
+    from vitdeploy.artifact import load_onnx
+    from vitdeploy.calibration.precision import convert_fp16, convert_fp16_file
+
+    monkeypatch.setenv(THRESHOLD_ENV, "10000")
+    src = tmp_path / "model.onnx"
+    save_onnx(_mlp(3, hidden=5000), src)  # w1 is 1.3 MB: over the 1 MiB that is read with the graph, so streamed
+    summary = convert_fp16_file(src, tmp_path / "model.fp16.onnx")
+    monkeypatch.delenv(THRESHOLD_ENV)
+    expected, expected_summary = convert_fp16(_mlp(3, hidden=5000))
+    assert data_files(tmp_path / "model.fp16.onnx") == ["model.fp16.onnx.data"] and summary == expected_summary
+    got = {t.name: numpy_helper.to_array(t) for t in load_onnx(tmp_path / "model.fp16.onnx").graph.initializer}
+    want = {t.name: numpy_helper.to_array(t) for t in expected.graph.initializer}
+    assert got.keys() == want.keys() and all(got[k].dtype == np.float16 for k in ("w1", "w2"))
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
 
 
 # ----------------------------------------------------------------------------- through the build

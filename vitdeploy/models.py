@@ -248,12 +248,20 @@ def _create_timm(info: ModelInfo, **kwargs):
     import timm
 
     try:
-        return timm.create_model(info.name, **kwargs)
-    except TypeError as e:
-        if "img_size" in kwargs and "img_size" in str(e) and info.route != "alias":
-            kwargs.pop("img_size")
+        try:
             return timm.create_model(info.name, **kwargs)
-        raise
+        except TypeError as e:
+            if "img_size" in kwargs and "img_size" in str(e) and info.route != "alias":
+                kwargs.pop("img_size")
+                return timm.create_model(info.name, **kwargs)
+            raise
+    except Exception as e:
+        if info.route == "alias" or kwargs.get("pretrained"):
+            raise
+        text = (str(e).strip().splitlines() or [""])[0][:160]
+        opts = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "pretrained")
+        raise VitdeployError(f"timm cannot build {info.name}" + (f" with {opts}" if opts else "") +
+                             f": {type(e).__name__}: {text}", "check --img-size and --num-classes") from None
 
 
 def detr_config(small: bool = False, **overrides):

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from vitdeploy.errors import VitdeployError
 
@@ -229,31 +230,62 @@ def is_large(model) -> bool:
     return needs_external_data(model)
 
 
-@contextlib.contextmanager
-def detached_weights(model, min_bytes: int = MIN_EXTERNAL_TENSOR):
-    """Take the tensor bytes out of `model` for the duration (shape inference, serialising the graph alone)
-    and put them back afterwards: the bytes are held once, by this context, never twice."""
-    stash = []
-    try:
-        for t in _tensors(model):
-            if t.HasField("raw_data") and len(t.raw_data) >= min_bytes:
-                stash.append((t, t.raw_data))
-                t.ClearField("raw_data")
-        yield stash
-    finally:
-        for t, raw in stash:
-            t.raw_data = raw
+def has_unloaded(model) -> bool:
+    """Whether `model` was loaded without its external data (its big tensors are references to files)."""
+    import onnx
+
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _tensors(model))
+
+
+def light_copy(model, *, max_bytes: int = 1 << 20, external: Callable | None = None):
+    """A copy of `model` without its large tensors' bytes: the graph, every tensor up to `max_bytes` whole, and
+    each larger one as an external reference (`external(tensor) -> (location, offset, length)`, or a placeholder).
+
+    The big tensors are only read, never modified: protobuf (upb) keeps cleared or replaced bytes in the message's
+    arena until the message goes, so moving bytes out of a large model and back would hold them twice.
+    """
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    light = onnx.ModelProto()
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(light, f, getattr(model, f))
+    light.opset_import.extend(model.opset_import)
+    light.metadata_props.extend(model.metadata_props)
+    light.functions.extend(model.functions)
+    g, src = light.graph, model.graph
+    g.name, g.doc_string = src.name, src.doc_string
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.node.extend(src.node)  # node attributes' tensors (Constant) are small in exported graphs
+    for t in src.initializer:
+        unloaded = t.data_location == onnx.TensorProto.EXTERNAL  # loaded without its data: no bytes to carry
+        big = unloaded or (t.HasField("raw_data") and len(t.raw_data) > max_bytes)
+        if not big:
+            g.initializer.add().CopyFrom(t)
+            continue
+        nt = g.initializer.add()
+        nt.name, nt.data_type = t.name, t.data_type
+        nt.dims.extend(t.dims)
+        if external is not None and not unloaded:
+            location, offset, length = external(t)
+            nt.raw_data = b"\0"  # set_external_data wants a raw_data field to replace
+            set_external_data(nt, location=location, offset=offset, length=length)
+            nt.ClearField("raw_data")
+        # else a placeholder: type and dims, no data (shape inference reads no more)
+    return light
 
 
 def infer_shapes(model):
-    """onnx.shape_inference.infer_shapes for a model of any size: a large one is inferred on its graph alone
-    (shapes need types and dims, not values) and the inferred value_info copied back; returns the model."""
+    """onnx.shape_inference.infer_shapes for a model of any size: a large one is inferred on a light copy
+    (shapes need types, dims and small constants, not the weights) and the inferred value_info copied
+    back; returns the model."""
     import onnx
 
-    if not is_large(model):
+    if not is_large(model) and not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         return onnx.shape_inference.infer_shapes(model)
-    with detached_weights(model):
-        inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(light_copy(model))
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     for mine, theirs in zip(model.graph.output, inferred.graph.output):
@@ -264,42 +296,84 @@ def infer_shapes(model):
 @contextlib.contextmanager
 def as_file(model, *, name: str = "model.onnx"):
     """A path to `model` on disk for tools that need a file (ONNX Runtime above 2 GiB): a small model is
-    written whole, a large one with its tensors streamed to one external data file and put back after,
-    so the caller's model is unchanged and its weights are never held twice. The folder goes afterwards."""
+    written whole; a large one as a light copy whose big tensors are streamed, one at a time, to one external
+    data file (the caller's model is only read). The folder goes afterwards."""
     import onnx
-    from onnx.external_data_helper import set_external_data
 
     folder = Path(tempfile.mkdtemp(prefix="vitdeploy-onnx-"))
     path = folder / name
     try:
         if not is_large(model):
             onnx.save_model(model, str(path))
-            yield path
-            return
-        data_name = f"{name}.data"
-        moved = []
-        try:
+        else:
+            data_name = f"{name}.data"
             with open(folder / data_name, "wb") as data:
-                for t in _tensors(model):
-                    if t.HasField("raw_data") and len(t.raw_data) >= MIN_EXTERNAL_TENSOR:
-                        raw = t.raw_data
-                        offset = data.tell()
-                        data.write(raw)
-                        set_external_data(t, location=data_name, offset=offset, length=len(raw))
-                        t.ClearField("raw_data")
-                        moved.append((t, offset, len(raw)))
-                        del raw
-            onnx.save_model(model, str(path))
-        finally:  # the caller's model gets its bytes back, one tensor at a time, read from the file just written
-            with open(folder / data_name, "rb") as data:
-                for t, offset, length in moved:
-                    data.seek(offset)
-                    del t.external_data[:]
-                    t.data_location = onnx.TensorProto.DEFAULT
-                    t.raw_data = data.read(length)
+                def external(t):
+                    offset = data.tell()
+                    raw = t.raw_data
+                    data.write(raw)
+                    return data_name, offset, len(raw)
+
+                light = light_copy(model, max_bytes=MIN_EXTERNAL_TENSOR, external=external)
+            onnx.save_model(light, str(path))
+            del light
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def external_tensors(model) -> dict[str, tuple[str, int, int]]:
+    """name -> (location, offset, length) of every tensor the graph keeps in external data."""
+    import onnx
+
+    out = {}
+    for t in _tensors(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in t.external_data}
+            out[t.name] = (info["location"], int(info.get("offset", 0)), int(info["length"]) if "length" in info else -1)
+    return out
+
+
+def write_with_data(graph, src: str | os.PathLike, dest: str | os.PathLike, convert: Callable | None = None) -> Path:
+    """Write `graph` (a model loaded without its external data, possibly edited) to `dest` with its own data file,
+    streaming each external tensor's bytes from `src`'s data files, through `convert(name, bytes) -> bytes` when
+    given (FP32 -> FP16): one tensor in memory at a time. Atomic: both files staged, the data published first."""
+    import onnx
+
+    from vitdeploy.artifact import publish
+
+    src, dest = Path(src), Path(dest)
+    data_name = f"{dest.name}.data"
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        handles: dict[str, object] = {}
+        with open(stage / data_name, "wb") as out:
+            for t in _tensors(graph):
+                if t.data_location != onnx.TensorProto.EXTERNAL:
+                    continue
+                info = {e.key: e.value for e in t.external_data}
+                f = handles.get(info["location"])
+                if f is None:
+                    f = handles[info["location"]] = open(src.parent / info["location"], "rb")
+                f.seek(int(info.get("offset", 0)))
+                raw = f.read(int(info["length"])) if "length" in info else f.read()
+                if convert is not None:
+                    raw = convert(t, raw)
+                offset = out.tell()
+                out.write(raw)
+                del t.external_data[:]
+                for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                    e = t.external_data.add()
+                    e.key, e.value = k, v
+                del raw
+        for f in handles.values():
+            f.close()
+        onnx.save_model(graph, str(stage / dest.name))
+        publish(stage / data_name, dest.parent / data_name)
+        publish(stage / dest.name, dest)
+        return dest
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def consolidate_external_data(path: str | os.PathLike) -> list[str]:

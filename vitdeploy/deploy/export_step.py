@@ -184,7 +184,8 @@ def probe_outputs(info: ModelInfo, model, example) -> ModelInfo:
         raise
     except Exception as e:
         text = (str(e).strip().splitlines() or [""])[0][:160]
-        native = "x".join(map(str, info.input_size)) if all(info.input_size) else None
+        native = None if not all(info.input_size) else (str(info.input_size[0]) if info.input_size[0] == info.input_size[1]
+                                                        else "x".join(map(str, info.input_size)))
         raise VitdeployError(f"{info.alias} does not run on a {tuple(example.shape)} input: {type(e).__name__}: {text}",
                              f"try --img-size {native} (its own size)" if native and (h, w) != tuple(info.input_size)
                              else "check --img-size, and that the model takes one image batch [B, 3, H, W]") from None

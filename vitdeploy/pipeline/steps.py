@@ -254,8 +254,12 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
                     save_cache(cache_file, calib_cache)
                     outputs["calibration_cache"] = cache_file
             else:  # quantize_int8 already keeps everything that is not INT8 in FP16
-                from vitdeploy.calibration.precision import convert_fp16
+                from vitdeploy.calibration.precision import convert_fp16, convert_fp16_file
+                from vitdeploy.onnx_files import data_files
 
+                if data_files(src):  # weights in external data: streamed, one tensor at a time
+                    summary["fp16"] = convert_fp16_file(src, dest, keep_io_fp32=True)
+                    return outputs, summary
                 model, summary["fp16"] = convert_fp16(load_onnx(src), keep_io_fp32=True)
             atomic_save_onnx(model, dest)
             return outputs, summary
