@@ -147,7 +147,8 @@ def test_cli_export_prints_parity_and_next_steps(cli_run, tmp_path):
 def test_unknown_alias_suggests_closest(cli_run, tmp_path):
     r = cli_run("export", "--model", "swim_t", "-o", str(tmp_path / "o"))
     assert r.exit_code == 2
-    assert r.output.strip() == "error: unknown model 'swim_t' (did you mean 'swin_t'?)"
+    assert r.output.strip() == ("error: unknown model 'swim_t': not an alias, a timm architecture, a Hugging Face "
+                                "directory or cached hub id, nor FILE.py:FACTORY (did you mean 'swin_t'?)")
     assert _nothing_written(tmp_path / "o")
 
 

@@ -66,18 +66,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_save_onnx(model, path: str | os.PathLike) -> Path:
-    """onnx.save to a temporary name in the same directory, then rename: never a half-written graph."""
-    import onnx
+    """Save a graph atomically, never half-written; with its tensors in `NAME.data` beside it when they are over
+    the protobuf limit (`vitdeploy.onnx_files.save_onnx`, which then moves them out of `model`)."""
+    from vitdeploy.onnx_files import save_onnx
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        return publish(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    return save_onnx(model, path)
 
 
 def load_onnx(path: str | os.PathLike, *, hint: str = "re-export it", load_external_data: bool = True):
@@ -90,6 +83,19 @@ def load_onnx(path: str | os.PathLike, *, hint: str = "re-export it", load_exter
     p = Path(path)
     if not p.is_file():
         raise VitdeployError(f"ONNX file {p} does not exist", "check the path")
+    if load_external_data:
+        try:
+            graph = onnx.load(str(p), load_external_data=False)
+        except Exception as e:
+            raise VitdeployError(f"{p.name} is not a readable ONNX model ({type(e).__name__})", hint) from None
+        from vitdeploy.onnx_files import check_data_files
+
+        if not check_data_files(p, graph):  # one file: it is the model
+            model = graph
+            if not model.graph.input or not model.graph.output:
+                raise VitdeployError(f"{p.name} is not a readable ONNX model (no graph inputs/outputs)", hint)
+            return model
+        del graph  # its data files are there (a missing one was one line): read them with it
     try:
         model = onnx.load(str(p), load_external_data=load_external_data)
     except Exception as e:

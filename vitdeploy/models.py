@@ -27,6 +27,11 @@ class ModelInfo:
     notes: str = ""
     overrides: dict = field(default_factory=dict, hash=False, compare=False)  # extra timm.create_model kwargs
     exporters: tuple[str, ...] = ("dynamo", "torchscript")  # the ONNX exporters that can export it
+    # Models that are not aliases (vitdeploy.sources): how --model named them and what to build.
+    route: str = "alias"  # alias | timm | huggingface | python
+    spec: str = ""  # timm name[.tag], HF directory, or file.py:factory / module:factory (route != alias)
+    task: str = ""  # classification | detection | features ("": from the family)
+    input_name: str = "input"
 
 
 def _timm(alias, family, name, size=224, multiple=16, passes=(), **kw) -> ModelInfo:
@@ -270,7 +275,15 @@ def build_model(
     size = img_size or info.input_size
     check_input_size(info, size)
     with torch.device(device):
-        if info.source == "timm":
+        if info.route == "huggingface":
+            from vitdeploy.sources.hf import build
+
+            model = build(info, pretrained=pretrained)
+        elif info.route == "python":
+            from vitdeploy.sources.python_entry import build
+
+            model = build(info)
+        elif info.source == "timm":
             model = _build_timm(info, size, pretrained, small)
         elif info.family in HF_FAMILIES:
             model = _build_hf(info, pretrained, small)
@@ -278,8 +291,8 @@ def build_model(
         else:
             model = _build_detr(info, pretrained, small)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-    elif not pretrained:
+        load_checkpoint(model, checkpoint, classifier=_classifier_name(model))
+    elif not pretrained and info.route in ("alias", "timm"):  # a directory's or a factory's weights are theirs
         redraw_zero_weights(model)
     return model.eval()
 
@@ -312,8 +325,29 @@ def _build_timm(info: ModelInfo, size: tuple[int, int], pretrained: bool, small:
         check_reduced(info.alias)
         kwargs.update(REDUCED_OVERRIDES[info.family])
     if pretrained:
-        return _pretrained(lambda: timm.create_model(info.name, pretrained=True, **kwargs), info)
-    return timm.create_model(info.name, pretrained=False, **kwargs)
+        return _pretrained(lambda: _create_timm(info, pretrained=True, **kwargs), info)
+    return _create_timm(info, pretrained=False, **kwargs)
+
+
+def _create_timm(info: ModelInfo, **kwargs):
+    """timm.create_model; an architecture that takes any input size (a CNN) has no `img_size` to set."""
+    import timm
+
+    try:
+        try:
+            return timm.create_model(info.name, **kwargs)
+        except TypeError as e:
+            if "img_size" in kwargs and "img_size" in str(e) and info.route != "alias":
+                kwargs.pop("img_size")
+                return timm.create_model(info.name, **kwargs)
+            raise
+    except Exception as e:
+        if info.route == "alias" or kwargs.get("pretrained"):
+            raise
+        text = (str(e).strip().splitlines() or [""])[0][:160]
+        opts = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "pretrained")
+        raise VitdeployError(f"timm cannot build {info.name}" + (f" with {opts}" if opts else "") +
+                             f": {type(e).__name__}: {text}", "check --img-size and --num-classes") from None
 
 
 def detr_config(small: bool = False, **overrides):
@@ -376,6 +410,10 @@ def _pretrained(fn, info: ModelInfo):
 
 
 def _read_state_dict(path: Path) -> dict:
+    """The state dict in a checkpoint, as timm's `checkpoint_path` reads it (`timm.models.load_state_dict`):
+    .safetensors, or a weights-only torch.load of anything else (.pth, .pth.tar, .bin, .ckpt); a training
+    checkpoint's EMA weights first (`state_dict_ema`, `model_ema`), then `state_dict`, `model`, `module`;
+    DDP's `module.` and torch.compile's `_orig_mod.` prefixes dropped."""
     import torch
 
     if not path.is_file():
@@ -385,36 +423,53 @@ def _read_state_dict(path: Path) -> dict:
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
-        elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
         else:
-            raise VitdeployError(
-                f"checkpoint {path.name} has an unknown format", "use a .safetensors or .pth file"
-            )
-    except VitdeployError:
-        raise
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         msg = str(e)
         if "WeightsUnpickler error:" in msg:  # torch's preamble suggests weights_only=False: give the cause instead
             cause = next((s.strip() for s in msg.split("WeightsUnpickler error:", 1)[1].splitlines() if s.strip()), "")
             msg = f"not a weights-only PyTorch file ({cause})"
         raise VitdeployError(
-            f"cannot read checkpoint {path.name}: {msg.splitlines()[0][:160]}",
+            f"cannot read checkpoint {path.name}: {(msg.splitlines() or [type(e).__name__])[0][:160]}",
             "pass a .safetensors or a weights-only .pth state dict",
         ) from None
-    for key in ("state_dict", "model", "model_ema", "module"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict) and not any(
-            hasattr(v, "shape") for v in sd.values()
-        ):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not sd:
+    if isinstance(sd, dict) and not any(hasattr(v, "shape") for v in sd.values()):
+        for key in ("state_dict_ema", "model_ema", "state_dict", "model", "module"):
+            if isinstance(sd.get(key), dict) and sd[key]:
+                sd = sd[key]
+                break
+    if not isinstance(sd, dict) or not sd or not any(hasattr(v, "shape") for v in sd.values()):
         raise VitdeployError(f"checkpoint {path.name} holds no state dict", "save model.state_dict()")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    from timm.models import clean_state_dict
+
+    return clean_state_dict(sd)
 
 
-def load_checkpoint(model, path: str | os.PathLike) -> None:
-    """Load a state dict strictly; a mismatch is a one-line error naming what differs."""
+def _classifier_name(model) -> str | None:
+    """The classifier module's name ("head", "head.fc", "classifier") where the model says it (timm models do)."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    name = cfg.get("classifier") if isinstance(cfg, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def load_checkpoint(model, path: str | os.PathLike, classifier: str | None = None) -> None:
+    """Load a checkpoint strictly (timm's `checkpoint_path` semantics; `.npz` through the model's own
+    `load_pretrained`, as timm does); a mismatch is a one-line error naming what differs, and a classifier
+    of another size suggests the `--num-classes` that fits."""
     path = Path(path)
+    if path.suffix.lower() in (".npz", ".npy"):
+        if not path.is_file():
+            raise VitdeployError(f"checkpoint {path} does not exist", "check the --checkpoint path")
+        if not hasattr(model, "load_pretrained"):
+            raise VitdeployError(f"checkpoint {path.name} is a NumPy file, which only timm's ViT-style models read",
+                                 "pass a .safetensors or .pth state dict")
+        try:
+            model.load_pretrained(str(path))
+        except Exception as e:
+            raise VitdeployError(f"cannot load {path.name} into the model: {type(e).__name__}: {str(e)[:120]}",
+                                 "check --model matches the checkpoint") from None
+        return
     sd = _read_state_dict(path)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
@@ -429,10 +484,13 @@ def load_checkpoint(model, path: str | os.PathLike) -> None:
             parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
-        raise VitdeployError(
-            f"checkpoint {path.name} does not match the model: " + "; ".join(parts),
-            "check --model and --img-size match the checkpoint",
-        )
+        hint = "check --model and --img-size match the checkpoint"
+        head = classifier and [k for k in shape + missing + unexpected if k == classifier or k.startswith(classifier + ".")]
+        if head and len(head) == len(shape + missing + unexpected):  # only the classifier differs: a fine-tuned head
+            w = sd.get(f"{classifier}.weight")
+            hint = (f"the checkpoint's classifier has {w.shape[0]} classes: add --num-classes {w.shape[0]}"
+                    if w is not None and w.ndim >= 1 else "the checkpoint has no classifier: add --num-classes 0")
+        raise VitdeployError(f"checkpoint {path.name} does not match the model: " + "; ".join(parts), hint)
     model.load_state_dict(sd, strict=True)
 
 
@@ -460,22 +518,20 @@ def pretrained_tag(info: ModelInfo, model) -> str:
 
 
 def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None = None) -> dict:
-    """Mean, std, size and interpolation the model expects, from timm's data config."""
+    """Mean, std, size and interpolation the model expects: timm's data config (its pretrained_cfg), the
+    Hugging Face image processor's config, or, for a Python factory, what its module says (vitdeploy.sources)."""
     size = img_size or info.input_size
-    if info.source == "timm":
-        from timm.data import resolve_data_config
+    if info.route == "huggingface" and info.source == "transformers":
+        from vitdeploy.sources.hf import preprocessing as hf_preprocessing
 
-        cfg = resolve_data_config({}, model=model) if model is not None else {}
-        out = {
-            "input_size": [3, size[0], size[1]],
-            "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
-            "std": list(map(float, cfg.get("std", (0.229, 0.224, 0.225)))),
-            "interpolation": cfg.get("interpolation", "bicubic"),
-            "crop_pct": float(cfg.get("crop_pct", 0.875)) if size == info.input_size else 1.0,
-            "crop_mode": cfg.get("crop_mode", "center"),
-        }
-        out["resize"] = resize_spec(out)
-        return out
+        return hf_preprocessing(info, size)
+    if info.route == "python":
+        from vitdeploy.sources.python_entry import preprocessing as python_preprocessing
+
+        return python_preprocessing(model, size)
+    if info.source == "timm":
+        out = timm_preprocessing(model, size, info.input_size)
+        return out if info.route == "alias" else {"source": "timm pretrained_cfg", **out}
     # Deformable DETR, Mask2Former: ImageNet statistics, resize without crop (their image processors' defaults);
     # RT-DETR (v2) and D-FINE (RTDetrImageProcessor): pixels / 255 only, no normalisation.
     rescale_only = info.family in ("rtdetr", "rtdetr_v2", "dfine")
@@ -486,6 +542,23 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
         "interpolation": "bilinear",
         "crop_pct": 1.0,
         "crop_mode": "squash",
+    }
+    out["resize"] = resize_spec(out)
+    return out
+
+
+def timm_preprocessing(model, size: tuple[int, int], native: tuple[int, int]) -> dict:
+    """timm's data config of `model` (its pretrained_cfg) at `size`; the crop applies at the native size only."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model) if model is not None else {}
+    out = {
+        "input_size": [3, size[0], size[1]],
+        "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
+        "std": list(map(float, cfg.get("std", (0.229, 0.224, 0.225)))),
+        "interpolation": cfg.get("interpolation", "bicubic"),
+        "crop_pct": float(cfg.get("crop_pct", 0.875)) if tuple(size) == tuple(native) else 1.0,
+        "crop_mode": cfg.get("crop_mode", "center"),
     }
     out["resize"] = resize_spec(out)
     return out
@@ -518,6 +591,9 @@ def labels_for(info: ModelInfo, model=None) -> dict:
     without names. transformers models carry `config.id2label`; its placeholder
     names ("LABEL_0", ...) are not names, so they are left out.
     """
+    if info.source == "python":  # a factory's head: its class count where the module states one, no names
+        n = getattr(model, "num_classes", None)
+        return {"num_classes": int(n) if isinstance(n, int) and n > 0 else None, "names": None, "source": None}
     if info.source == "timm":
         n = int(getattr(model, "num_classes", 0) or 0) if model is not None else 1000
         names, source = None, None
@@ -545,6 +621,10 @@ def labels_for(info: ModelInfo, model=None) -> dict:
 def postprocessing_for(info: ModelInfo, model=None) -> dict:
     """How raw outputs become predictions, for code that runs the artifact without vitdeploy
     (`model`: the built module, whose config decides e.g. a reduced DETR's query count)."""
+    if info.route != "alias":
+        from vitdeploy.sources.hf import postprocessing
+
+        return postprocessing(info)
     if info.family in HF_FAMILIES:
         from vitdeploy import hf_detectors
 

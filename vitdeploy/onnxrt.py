@@ -66,17 +66,20 @@ def _plugin_nodes(model):
     return found
 
 
-def adapt_for_ort(model):
-    """Return a copy of `model` whose plugin nodes run as onnxruntime-extensions Python ops."""
+def adapt_for_ort(model, *, copy: bool = True):
+    """Return a copy of `model` whose plugin nodes run as onnxruntime-extensions Python ops (`copy=False`:
+    adapt `model` itself, for a model the caller owns, e.g. one too large to copy)."""
     import onnx
     from onnx import helper
 
     from vitdeploy.plugins.spec import ORT_PYOP_DOMAIN
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
     found = _plugin_nodes(model)
     if not found:
         return model, False
+    if copy:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        found = _plugin_nodes(model)
     new_nodes = []
     targets = {id(n): spec for n, spec in found}
     for node in model.graph.node:
@@ -137,7 +140,9 @@ def _missing_attributes(spec, node) -> list:
 def session(path_or_model, *, providers: list[str] | None = None, threads: int | None = None, spin: bool = False):
     """An `onnxruntime.InferenceSession` that can run every graph vitdeploy writes.
 
-    `path_or_model` is a path or an `onnx.ModelProto`. Plugin nodes run on the CPU reference.
+    `path_or_model` is a path or an `onnx.ModelProto`. Plugin nodes run on the CPU reference. A path without
+    plugin nodes goes to ONNX Runtime as a path (external data read by ONNX Runtime, no copy in Python); a
+    model over the protobuf limit goes through a temporary file with external data (`onnx_files.as_file`).
     Intra-op threads wait without spinning unless `spin`: vitdeploy's own runs verify, they are not
     timed, and ONNX Runtime's default busy-wait burns a core per idle thread (on a shared or
     2-core machine, the cores other work needs). The `ort` bench backend, which times runs, asks
@@ -146,24 +151,52 @@ def session(path_or_model, *, providers: list[str] | None = None, threads: int |
     """
     import onnxruntime as ort
 
-    if isinstance(path_or_model, (str, os.PathLike)):
-        from vitdeploy.artifact import load_onnx
+    from vitdeploy.onnx_files import as_file, is_large
 
-        model = load_onnx(path_or_model)
-    else:
-        model = path_or_model
-    model, has_plugins = adapt_for_ort(model)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if not spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
-    if has_plugins:
-        so.register_custom_ops_library(_prepare_extensions())
-    data = model.SerializeToString()
+    if isinstance(path_or_model, (str, os.PathLike)):
+        from vitdeploy.artifact import load_onnx
+        from vitdeploy.onnx_files import check_data_files
+
+        graph = load_onnx(path_or_model, load_external_data=False)
+        if not _plugin_nodes(graph):
+            check_data_files(path_or_model, graph)
+            return _open(str(path_or_model), so, providers, False)
+        del graph
+        model, owned = load_onnx(path_or_model), True
+    else:
+        model, owned = path_or_model, False
+    if not is_large(model):
+        model, has_plugins = adapt_for_ort(model, copy=not owned)
+        if has_plugins:
+            so.register_custom_ops_library(_prepare_extensions())
+        return _open(model.SerializeToString(), so, providers, has_plugins)
+    # too large for bytes (and to copy): adapt in place, write it with external data, undo
+    nodes, opsets = list(model.graph.node), list(model.opset_import)
     try:
-        sess = ort.InferenceSession(data, so, providers=providers or ["CPUExecutionProvider"])
+        model, has_plugins = adapt_for_ort(model, copy=False)
+        if has_plugins:
+            so.register_custom_ops_library(_prepare_extensions())
+        with as_file(model) as f:
+            return _open(str(f), so, providers, has_plugins)
+    finally:
+        if not owned:
+            del model.graph.node[:]
+            model.graph.node.extend(nodes)
+            del model.opset_import[:]
+            model.opset_import.extend(opsets)
+
+
+def _open(source, so, providers, has_plugins: bool):
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:
         msg = str(e).splitlines()[0][:300]
         raise VitdeployError(f"ONNX Runtime cannot load the graph: {msg}", "run 'vitdeploy doctor' and check the model") from None

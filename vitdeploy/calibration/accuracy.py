@@ -65,7 +65,13 @@ def run_models(models: list, data, batch: int = 32, description: str = "running"
 
 def run_models_all(models: list, data, batch: int = 32, description: str = "running", show_progress: bool = False,
                    threads: int | None = None) -> tuple[list[list[np.ndarray]], list[list[str]]]:
-    """Every output of each model on all of `data`: ([per model: [per output: array]], [per model: output names])."""
+    """Every output of each model on all of `data`: ([per model: [per output: array]], [per model: output names]).
+
+    Models whose weights live in external data (graphs over the protobuf limit) run one after the other, each
+    session released before the next opens, so two large graphs are never in memory together."""
+    if len(models) > 1 and any(_external(m) for m in models):
+        each = [run_models_all([m], data, batch, description, show_progress, threads) for m in models]
+        return [o[0] for o, _ in each], [n[0] for _, n in each]
     runners = [_Runner(m, threads) for m in models]
     outs: list[list[list[np.ndarray]]] = [[] for _ in runners]
     with progress(len(data), description, show_progress) as advance:
@@ -76,6 +82,16 @@ def run_models_all(models: list, data, batch: int = 32, description: str = "runn
     if not outs[0]:
         raise VitdeployError("no images to run", "pass a folder or array file with images")
     return [[np.concatenate(parts) for parts in zip(*o)] for o in outs], [r.output_names for r in runners]
+
+
+def _external(model) -> bool:
+    from pathlib import Path
+
+    if not isinstance(model, (str, Path)):
+        return False
+    from vitdeploy.onnx_files import data_files
+
+    return bool(data_files(model))
 
 
 def run_model(model, data, batch: int = 32, description: str = "running", show_progress: bool = False,

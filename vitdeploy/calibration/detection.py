@@ -25,12 +25,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def postprocess_detr(logits, pred_boxes, img_size: tuple[int, int] | Sequence[tuple[int, int]],
-                     threshold: float = 0.5, topk: int = 100) -> list[list[Detection]]:
+                     threshold: float = 0.5, topk: int = 100, activation: str = "sigmoid") -> list[list[Detection]]:
     """logits [B, Q, C], pred_boxes [B, Q, 4] (normalized cx, cy, w, h) -> per image, detections by descending score.
 
     `img_size` is (H, W) for every image or one (H, W) per image. Only the `topk`
     best (query, class) pairs are considered; of those, pairs scoring above
-    `threshold` are returned.
+    `threshold` are returned. `activation="softmax"` is DETR's and YOLOS's head (the manifest's
+    `postprocessing.scores.activation`): a softmax over the classes, the last being "no object",
+    and one class per query, the best of the others (`DetrImageProcessor.post_process_object_detection`).
     """
     logits = np.asarray(logits, dtype=np.float32)
     boxes = np.asarray(pred_boxes, dtype=np.float32)
@@ -40,7 +42,16 @@ def postprocess_detr(logits, pred_boxes, img_size: tuple[int, int] | Sequence[tu
     sizes = [tuple(img_size)] * b if np.ndim(img_size) == 1 else [tuple(s) for s in img_size]
     if len(sizes) != b:
         raise ValueError(f"{len(sizes)} image sizes for a batch of {b}")
-    prob = _sigmoid(logits).reshape(b, -1)
+    if activation == "softmax":
+        z = np.exp(logits - logits.max(-1, keepdims=True))
+        p = (z / z.sum(-1, keepdims=True))[..., :-1]  # drop "no object"
+        c -= 1
+        best = p.argmax(-1)
+        prob = np.zeros_like(p)
+        np.put_along_axis(prob, best[..., None], np.take_along_axis(p, best[..., None], -1), -1)
+        prob = prob.reshape(b, -1)
+    else:
+        prob = _sigmoid(logits).reshape(b, -1)
     k = min(int(topk), prob.shape[1])
     cx, cy, w, h = np.moveaxis(boxes, -1, 0)
     xyxy = np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)

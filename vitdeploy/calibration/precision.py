@@ -9,6 +9,8 @@ the converter flip them to FP16 with everything else, then check the result.
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections import Counter
 
 import onnx
@@ -92,6 +94,24 @@ def precision_summary(model: onnx.ModelProto) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _shapes_from_dims(active: bool):
+    """The converter reads each converted initializer's values only for their shape
+    (`float16.make_value_info_from_tensor`); for a graph whose weights stay on disk, take the shape from the
+    tensor's dims, which say the same."""
+    if not active:
+        yield
+        return
+    from onnxruntime.transformers import float16
+
+    original = float16.make_value_info_from_tensor
+    float16.make_value_info_from_tensor = lambda t: onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+    try:
+        yield
+    finally:
+        float16.make_value_info_from_tensor = original
+
+
 def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEFAULT_FP32_OPS,
                  fp32_nodes=()) -> tuple[onnx.ModelProto, dict]:
     """The FP16 graph and a summary of what runs in which precision.
@@ -106,19 +126,28 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
         raise VitdeployError("the model already has FP16 inputs", "convert the FP32 model instead")
     from vitdeploy.onnxgraph import strip_stale_value_info
 
+    from vitdeploy.onnx_files import has_unloaded, infer_shapes, is_large
+
     blocked = set(fp32_ops) - PLUGIN_OPS
-    m = onnx.ModelProto.FromString(model.SerializeToString())
+    large = is_large(model) or has_unloaded(model)  # (a graph loaded without its weights: its shapes likewise)
+    # A model over the protobuf limit is converted in place: a copy would hold its weights twice (and cannot be
+    # serialised to make one); its shapes are inferred on the graph alone, which onnx's own inference cannot do.
+    m = model if large else onnx.ModelProto.FromString(model.SerializeToString())
     # The exporter's value_info for initializers survives into the converter, which then types an FP32
     # initializer FP16 (onnx.checker full_check fails) and adds a no-op Cast: drop it first.
     strip_stale_value_info(m)
     declare_plugin_outputs(m, TensorProto.FLOAT)
+    if large:
+        infer_shapes(m)
     try:
-        out = convert_float_to_float16(
-            m,
-            keep_io_types=keep_io_fp32,
-            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | blocked),
-            node_block_list=list(fp32_nodes),
-        )
+        with _shapes_from_dims(has_unloaded(m)):
+            out = convert_float_to_float16(
+                m,
+                keep_io_types=keep_io_fp32,
+                op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | blocked),
+                node_block_list=list(fp32_nodes),
+                disable_shape_infer=large,
+            )
     except Exception as e:
         raise VitdeployError(f"FP16 conversion failed: {str(e).splitlines()[0][:200]}", "check the model with onnx.checker") from None
     toposort(out)
@@ -157,3 +186,30 @@ def _check_consistent(model: onnx.ModelProto) -> None:
                 f"FP16 conversion left node {node.name or node.op_type} ({node.op_type}) with mixed FP16/FP32 inputs",
                 "add its op type to the FP32 list or report the model",
             )
+
+
+def convert_fp16_file(src, dest, keep_io_fp32: bool = True, fp32_ops=DEFAULT_FP32_OPS, fp32_nodes=()) -> dict:
+    """`convert_fp16` for a graph whose weights are in external data files: the graph is converted without its
+    weights (the converter changes their types, not their bytes), then each weight is streamed from `src`'s data
+    file to `dest`'s, FP32 -> FP16 where the converter made it FP16: one tensor in memory at a time, so a 2.5 GB
+    model converts in the memory of its graph. Returns the summary; writes `dest` and `dest.data` atomically."""
+    import numpy as np
+
+    from vitdeploy.artifact import load_onnx
+    from vitdeploy.onnx_files import MIN_EXTERNAL_TENSOR, _tensors, external_tensors, load_small_external, write_with_data
+
+    graph = load_onnx(src, load_external_data=False)
+    load_small_external(graph, src, MIN_EXTERNAL_TENSOR - 1)  # what stays in the graph when saved: small constants
+    before = {t.name: t.data_type for t in _tensors(graph) if t.name in external_tensors(graph)}
+    out, summary = convert_fp16(graph, keep_io_fp32=keep_io_fp32, fp32_ops=fp32_ops, fp32_nodes=fp32_nodes)
+    del graph
+
+    def convert(t, raw: bytes) -> bytes:
+        if before.get(t.name) == TensorProto.FLOAT and t.data_type == TensorProto.FLOAT16:
+            from onnxruntime.transformers.float16 import convert_np_to_float16  # the converter's own mapping
+
+            return convert_np_to_float16(np.frombuffer(raw, dtype=np.float32)).tobytes()
+        return raw
+
+    write_with_data(out, src, dest, convert)
+    return summary

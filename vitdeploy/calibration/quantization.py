@@ -172,7 +172,10 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
 
     if len(calib) == 0:
         raise VitdeployError("no calibration images", "pass a folder or array file with images")
-    m = onnx.ModelProto.FromString(model.SerializeToString())
+    from vitdeploy.onnx_files import as_file, is_large
+
+    large = is_large(model)  # over the protobuf limit: declared in place (no copy), written with external data
+    m = model if large else onnx.ModelProto.FromString(model.SerializeToString())
     declare_plugin_outputs(m, onnx.TensorProto.FLOAT)
     in_name, shape = model_input(m)
     check_shape(calib.images, calib.source or "the calibration data", shape)
@@ -191,12 +194,14 @@ def calibrate(model: onnx.ModelProto, calib: CalibrationData, method: str = "ent
         # call; both calibrators merge ranges/histograms across calls.
         whole = len(calib) - len(calib) % batch
         parts = [p for p in (_slice(calib, 0, whole), _slice(calib, whole, len(calib))) if len(p)]
-    with tempfile.TemporaryDirectory(prefix="vitdeploy-calib-") as tmp:
-        src, aug = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "augmented.onnx")
-        onnx.save(m, src)
-        cal = _calibrator(method, src, aug, entropy_bins, percentile)
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-calib-") as tmp, as_file(m) as src:
+        aug = os.path.join(tmp, "augmented.onnx")
+        cal = _calibrator(method, str(src), aug, entropy_bins, percentile)
         cal.augment_graph()
-        onnx.save(cal.model, aug)
+        if large:  # the augmented copy's tensors go to disk as they are written, and out of memory
+            onnx.save_model(cal.model, aug, save_as_external_data=True, location="augmented.onnx.data")
+        else:
+            onnx.save(cal.model, aug)
         cal.infer_session = session(aug)  # runs plugin nodes through their ORT faces
         with progress(len(calib), f"calibrating ({method})", show_progress) as advance:
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram details
@@ -238,9 +243,10 @@ def _quiet_ort_logging():
 
 
 def model_sha256(model_path: str | os.PathLike) -> str:
-    from vitdeploy.artifact import sha256_file
+    """The graph's sha256 with its external data (the file's own hash when it has none)."""
+    from vitdeploy.onnx_files import sha256_onnx
 
-    return sha256_file(model_path)
+    return sha256_onnx(model_path)
 
 
 def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entropy", exclude=(),
@@ -272,15 +278,21 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
     why = select_exclusions(model, exclude, quantize_first_last)
     for name, reason in tiny_range_exclusions(model, cache["ranges"]).items():
         why.setdefault(name, reason)
-    declared = onnx.ModelProto.FromString(model.SerializeToString())
+    from vitdeploy.onnx_files import as_file, is_large
+
+    large = is_large(model)
+    declared = model if large else onnx.ModelProto.FromString(model.SerializeToString())
     declare_plugin_outputs(declared, onnx.TensorProto.FLOAT)
-    with tempfile.TemporaryDirectory(prefix="vitdeploy-qdq-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-qdq-") as tmp, \
+            (as_file(declared) if large else contextlib.nullcontext(declared)) as source:
+        # a model over the protobuf limit goes to ORT's quantizer as a file (it would deep-copy a ModelProto)
         ort_cache, out = os.path.join(tmp, "ranges.json"), os.path.join(tmp, "qdq.onnx")
         save_tensors_data(to_tensors_data(cache), ort_cache)
         try:
             with _quiet_ort_logging():
                 quantize_static(
-                    declared, out, None,
+                    str(source) if large else source, out, None,
+                    use_external_data_format=large,
                     calibration_cache_path=ort_cache,
                     quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(QUANT_OPS),

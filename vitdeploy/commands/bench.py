@@ -61,10 +61,12 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
         if art is not None:
             from vitdeploy.models import REGISTRY
 
-            if art.model not in REGISTRY:
-                raise VitdeployError(f"the {backend} backend builds a registry model, and {artifact} names none",
-                                     "use --model ALIAS")
-            alias = art.model
+            recorded = art.manifest.get("model") or {}
+            spec = recorded.get("spec") if recorded.get("route", "alias") != "alias" else art.model
+            if not spec or (recorded.get("route", "alias") == "alias" and spec not in REGISTRY):
+                raise VitdeployError(f"the {backend} backend builds the model in PyTorch, and {artifact} names none",
+                                     "use --model MODEL")
+            alias = spec
             # Same model, same input size and (on the GPU) same precision as the artifact, so runs line up.
             size = (art.manifest.get("preprocessing") or {}).get("input_size")
             if img_size is None and size:
@@ -146,8 +148,8 @@ def accuracy_why_unjudged(head: dict | None, weights: dict, min_agreement: float
 
 @click.command("bench")
 @click.argument("artifact", required=False, type=click.Path())
-@click.option("--model", "alias", help="Registry alias: built in PyTorch (torch backends) or, for ort/trt, built with "
-              "'vitdeploy build' into build/ALIAS_PRECISION first (cached).")
+@click.option("--model", "alias", help="An alias, timm/NAME, a Hugging Face directory or FILE.py:FACTORY: built in PyTorch "
+              "(torch backends) or, for ort/trt, built with 'vitdeploy build' into build/NAME_PRECISION first (cached).")
 @click.option("--backend", metavar="NAME[,NAME]", help="trt, ort, torch, torch-compile; several (comma-separated) run one after "
               "another into one result. Default: trt for engines, ort for ONNX, torch for --model.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda for trt, else cpu.")

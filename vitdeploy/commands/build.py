@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.commands.options import check_weights_flags, model_source_options, parse_batch, parse_img_size
+from vitdeploy.commands.options import (
+    MODEL_HELP, check_weights_flags, model_source_options, opset_pinned, parse_batch, parse_img_size,
+)
 
 
 @click.command("build")
-@click.option("--model", "alias", help="Model alias (see 'vitdeploy models').")
+@click.option("--model", "alias", help=MODEL_HELP)
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Start from this ONNX instead of a model.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Build directory (default build/ALIAS).")
 @click.option("--fp16", is_flag=True, help="FP16 graph (explicit casts; I/O stays FP32).")
@@ -45,14 +47,15 @@ from vitdeploy.commands.options import check_weights_flags, model_source_options
               help="Then write a Triton model repository entry (as 'vitdeploy package DIR --triton-repo REPO').")
 @click.option("--reduced", is_flag=True,
               help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18), RT-DETR (v2), D-FINE, "
-                   "Mask2Former (d_model 32, their levels and points per level) or Swin / Swin V2 (depths 1-1-2-1, "
-                   "32 channels).")
+                   "Mask2Former (d_model 32, their levels and points per level), Swin / Swin V2 (depths 1-1-2-1, "
+                   "32 channels) or a windowed encoder (sam_vit_b, mobile_sam, hiera_t, maxvit_t, twins_svt_s).")
 @model_source_options
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,
             quantize_first_last, plugins, target, workspace_gb, dla_core, timing_cache, hardware_compat,
             version_compatible, msda_impl, accuracy_data, min_agreement, no_engine, require_engine, triton_repo, reduced,
-            checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter):
+            checkpoint, pretrained, num_classes, input_names, output_names, img_size, batch, dynamic_batch, opset,
+            exporter):
     """Export, rewrite, set precision, check accuracy and build a TensorRT engine.
 
     Each step is cached in the build directory by a hash of its inputs: a rerun
@@ -66,6 +69,9 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
       vitdeploy build --model vit_b --int8 --calib-data imgs/ --dynamic-batch 1:8:32
       vitdeploy build --model swinv2_t --img-size 240 320 --fp16 -o build/swinv2_t_240x320
       vitdeploy build --onnx build/swin_t/model.fp16.onnx --target jetson -o build/swin_t
+      vitdeploy build --model timm/maxvit_tiny_tf_224 --checkpoint ft.pth --num-classes 10 --fp16
+      vitdeploy build --model ./hf_detr --fp16            # a save_pretrained directory
+      vitdeploy build --model net.py:build --img-size 224 --fp16
     """
     from vitdeploy.console import console, next_steps
     from vitdeploy.pipeline import BuildOptions, run_build
@@ -73,26 +79,30 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
 
     if no_engine and require_engine:
         raise VitdeployError("--no-engine and --require-engine contradict each other", "pick one")
-    if reduced and alias:
-        from vitdeploy.models import check_reduced
+    from vitdeploy.sources import short_name
 
-        check_reduced(alias)
+    if reduced and alias:
+        from vitdeploy.models import REGISTRY, check_reduced
+
+        if alias in REGISTRY:
+            check_reduced(alias)
     if triton_repo:
         from vitdeploy.deploy.serving.triton import check_name, model_config_pb2
 
         model_config_pb2()  # before minutes of building, not after
         if alias:
-            check_name(alias)
+            check_name(short_name(alias))
 
     if onnx_path:
-        given = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "pretrained", "img_size", "opset", "exporter", "reduced")
+        given = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "pretrained", "img_size", "opset", "exporter", "reduced",
+                                                      "num_classes", "input_names", "output_names")
                  if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise VitdeployError(f"{', '.join(given)} only apply with --model", "the ONNX given with --onnx is used as is")
     check_weights_flags(checkpoint, pretrained)
     batch_spec = None if batch is None and dynamic_batch is None else parse_batch(batch, dynamic_batch)
     if out_dir is None:
-        out_dir = f"build/{alias}" if alias else str(Path(onnx_path).parent) if onnx_path else "build"
+        out_dir = f"build/{short_name(alias)}" if alias else str(Path(onnx_path).parent) if onnx_path else "build"
     opts = BuildOptions(
         out_dir=Path(out_dir), alias=alias, onnx=Path(onnx_path) if onnx_path else None, fp16=fp16, int8=int8,
         calib_data=Path(calib_data) if calib_data else None, calib_method=calib_method, calib_images=calib_images,
@@ -102,6 +112,7 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         version_compatible=version_compatible, no_engine=no_engine, img_size=parse_img_size(img_size),
         checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter, msda_impl=msda_impl,
         small=reduced, accuracy_data=Path(accuracy_data) if accuracy_data else None, min_agreement=min_agreement,
+        num_classes=num_classes, input_names=input_names, output_names=output_names, opset_pinned=opset_pinned(),
     )
     res = run_build(opts)
     out = res.out_dir

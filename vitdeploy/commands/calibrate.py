@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.options import renamed
+from vitdeploy.commands.options import MODEL_HELP, renamed
 
 METHODS = ["entropy", "percentile", "minmax"]
 
 
 @click.command("calibrate")
-@click.option("--model", "alias", help="Model alias: export it first (see 'vitdeploy models').")
+@click.option("--model", "alias", help=MODEL_HELP + " Exported first.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 ONNX to quantize (instead of --model).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for --model (.safetensors or .pth).")
+@click.option("--num-classes", type=int, help="timm models: classifier size of a fine-tuned head.")
 @click.option("--img-size", type=int, help="Square input size for --model (default: the model's).")
 @click.option("--dynamic-batch", metavar="MIN:OPT:MAX", help="Export --model with a dynamic batch (default: static 1, "
               "as 'export' and 'build').")
@@ -33,7 +34,7 @@ METHODS = ["entropy", "percentile", "minmax"]
 @renamed("--num-images", "num_images", "--calib-images", type=int)
 @renamed("--batch", "batch", "--run-batch", type=int)
 @renamed("--cache", "cache_path", "--calib-cache", type=click.Path(dir_okay=False))
-def command(alias, onnx_path, checkpoint, img_size, dynamic_batch, data_path, method, num_images, batch, exclude,
+def command(alias, onnx_path, checkpoint, num_classes, img_size, dynamic_batch, data_path, method, num_images, batch, exclude,
             quantize_first_last, cache_path, out_dir):
     """Calibrate a model with ONNX Runtime and write DIR/model.int8.onnx (Q/DQ + FP16).
 
@@ -58,6 +59,8 @@ def command(alias, onnx_path, checkpoint, img_size, dynamic_batch, data_path, me
         raise VitdeployError("calibration needs images", "pass --calib-data DIR (a folder of images or a .npy/.npz)")
     if num_images <= 0 or batch <= 0:
         raise VitdeployError("--calib-images and --run-batch must be positive", "e.g. --calib-images 256 --run-batch 8")
+    if num_classes is not None and not alias:
+        raise VitdeployError("--num-classes applies to --model only", "the ONNX given with --onnx is used as is")
     if dynamic_batch and not alias:
         raise VitdeployError("--dynamic-batch applies to --model only", "the ONNX given with --onnx is used as is")
     if not Path(data_path).exists():
@@ -68,6 +71,7 @@ def command(alias, onnx_path, checkpoint, img_size, dynamic_batch, data_path, me
 
     export_batch = BatchSpec.parse(dynamic_batch) if dynamic_batch else BatchSpec()
     run_calibrate(alias=alias, onnx_path=onnx_path, checkpoint=checkpoint, img_size=img_size, data_path=data_path,
+                  num_classes=num_classes,
                   export_batch=export_batch,
                   method=method, num_images=num_images, batch=batch, exclude=list(exclude),
                   quantize_first_last=quantize_first_last, cache_path=cache_path, out_dir=out_dir)

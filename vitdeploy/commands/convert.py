@@ -51,7 +51,9 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
         st.detail = f"{sum(summary['fp16_ops'].values())} nodes FP16, FP32: {fp32}, {summary['casts']} casts"
     with stage("check") as st:
         st.detail = _check(src, out)
-    atomic_write_bytes(dst, out.SerializeToString())
+    from vitdeploy.artifact import atomic_save_onnx
+
+    atomic_save_onnx(out, dst)  # external data when over the protobuf limit
     console.print(f"[green]✔[/] wrote {dst}")
     # trtexec cannot load vitdeploy's Python (AOT) plugins: graphs with plugin nodes are built by vitdeploy.
     has_plugins = any(n.domain == NAMESPACE for n in out.graph.node)

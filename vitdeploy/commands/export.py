@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.options import check_weights_flags, model_source_options, parse_batch, parse_img_size
+from vitdeploy.commands.options import (
+    MODEL_HELP, check_weights_flags, model_source_options, opset_pinned, parse_batch, parse_img_size,
+)
 
 
 @click.command("export")
-@click.option("--model", "alias", required=True, help="Model alias (see 'vitdeploy models').")
+@click.option("--model", "alias", required=True, help=MODEL_HELP)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @model_source_options
 @click.option("--reduced", is_flag=True,
               help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18), RT-DETR (v2), D-FINE, "
-                   "Mask2Former (d_model 32, their levels and points per level) or Swin / Swin V2 (depths 1-1-2-1, "
-                   "32 channels).")
-def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_batch, opset, exporter, reduced):
+                   "Mask2Former (d_model 32, their levels and points per level), Swin / Swin V2 (depths 1-1-2-1, "
+                   "32 channels) or a windowed encoder (sam_vit_b, mobile_sam, hiera_t, maxvit_t, twins_svt_s).")
+def command(alias, out_dir, checkpoint, pretrained, num_classes, input_names, output_names, img_size, batch, dynamic_batch,
+            opset, exporter, reduced):
     """Export a model to DIR/model.onnx and DIR/manifest.json, verified against PyTorch.
 
     Runs the ONNX with ONNX Runtime and PyTorch on the same inputs and fails
@@ -24,14 +27,18 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
     Examples:
       vitdeploy export --model swin_t -o out/swin_t --dynamic-batch 1:8:32
       vitdeploy export --model swinv2_t --img-size 240 320 -o out/swinv2_t_240x320
+      vitdeploy export --model maxvit_tiny_tf_224 --checkpoint ft.pth --num-classes 10 -o out/maxvit
+      vitdeploy export --model ./hf_vit -o out/hf_vit              # a save_pretrained directory
+      vitdeploy export --model net.py:build --img-size 224 -o out/net
     """
     from vitdeploy.pipeline.export import run_export
 
     check_weights_flags(checkpoint, pretrained)
     if reduced:
-        from vitdeploy.models import check_reduced
+        from vitdeploy.models import REGISTRY, check_reduced
 
-        check_reduced(alias)
+        if alias in REGISTRY:
+            check_reduced(alias)
     run_export(
         alias,
         out_dir,
@@ -42,4 +49,8 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
         pretrained=pretrained,
         exporter=exporter,
         small=reduced,
+        num_classes=num_classes,
+        input_names=input_names,
+        output_names=output_names,
+        opset_pinned=opset_pinned(),
     )

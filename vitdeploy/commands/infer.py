@@ -178,7 +178,9 @@ def command(artifact, image, k, threshold, json_out):
     if "pred_boxes" in outputs:
         from vitdeploy.calibration.detection import postprocess_detr
 
-        dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k)[0]
+        activation = (((manifest or {}).get("postprocessing") or {}).get("scores") or {}).get("activation", "sigmoid")
+        dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k,
+                                activation=activation)[0]
         names = detection_labels(manifest)
         result["box_format"] = BOX_FORMAT
         result["detections"] = [{"label": d.label, "name": names.get(d.label), "score": d.score, "box": list(d.box)}

@@ -1,4 +1,4 @@
-"""`vitdeploy models`: the supported aliases."""
+"""`vitdeploy models`: the aliases; `--search WORD`: timm / Hugging Face architectures available here."""
 from __future__ import annotations
 
 import click
@@ -51,13 +51,20 @@ def parameter_counts(infos) -> dict[str, int]:
 
 
 @click.command("models")
+@click.option("--search", "word", metavar="WORD",
+              help="List timm architectures, transformers classes and cached hub models whose name contains WORD.")
 @json_option("the list")
-def command(json_out):
+def command(word, json_out):
     """List supported model aliases with source, parameters, input size and rewrite passes.
 
+    Besides an alias, --model takes any timm architecture (timm/NAME), a Hugging
+    Face directory written by save_pretrained (or a hub id in the local cache),
+    and FILE.py:FACTORY returning an nn.Module.
+
     \b
-    Example:
+    Examples:
       vitdeploy models
+      vitdeploy models --search maxvit
     """
     from rich.table import Table
 
@@ -65,6 +72,8 @@ def command(json_out):
     from vitdeploy.models import REGISTRY
 
     json_to_stdout(json_out)
+    if word is not None:
+        return _search(word, json_out)
     counts = parameter_counts(list(REGISTRY.values()))
     rows = []
     for info in REGISTRY.values():
@@ -96,3 +105,45 @@ def command(json_out):
             ", ".join(r["passes"]) or "-",
         )
     console.print(t)
+    console.print("[dim]--model also takes any timm architecture (timm/NAME), a Hugging Face directory (save_pretrained) "
+                  "or cached hub id, and FILE.py:FACTORY; 'vitdeploy models --search WORD' lists what is available here[/]")
+
+
+def _search(word: str, json_out) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vitdeploy.console import console
+    from vitdeploy.errors import VitdeployError
+    from vitdeploy.models import REGISTRY
+    from vitdeploy.sources.search import search
+
+    if not word.strip():
+        raise VitdeployError("--search needs a word", "e.g. vitdeploy models --search maxvit")
+    rows = [{"source": "alias", "name": a, "task": i.family, "input_size": list(i.input_size), "use": f"--model {a}"}
+            for a, i in REGISTRY.items() if word.lower() in a.lower() or word.lower() in i.name.lower()]
+    rows += search(word)
+    if json_out:
+        emit_json(rows, json_out)
+        if json_out == "-":
+            return
+    if not rows:
+        console.print(f"nothing named like '{escape(word)}' in the aliases, timm {_version('timm')}, "
+                      f"transformers {_version('transformers')} or the Hugging Face cache")
+        return
+    t = Table(title=f"models matching '{escape(word)}'")
+    for col in ("source", "name", "kind", "input", "use"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["source"], escape(r["name"]), r["task"] or "-",
+                  "x".join(map(str, r["input_size"])) if r["input_size"] else "-", escape(r["use"]))
+    console.print(t)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "(not installed)"

@@ -48,11 +48,21 @@ def parse_img_size(img_size) -> tuple[int, int] | None:
     return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
 
 
+MODEL_HELP = ("Model: an alias ('vitdeploy models'), a timm architecture (timm/NAME), a Hugging Face directory "
+              "(save_pretrained) or cached hub id, or FILE.py:FACTORY / package.module:FACTORY.")
+
+
 def model_source_options(f):
-    """--model/--checkpoint/--pretrained/--img-size/--batch/--dynamic-batch/--opset/--exporter."""
+    """--checkpoint/--pretrained/--num-classes/--img-size/--input-names/--output-names/--batch/--dynamic-batch/
+    --opset/--exporter."""
     opts = [
-        click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights: .safetensors or .pth (loaded with weights_only=True)."),
+        click.option("--checkpoint", type=click.Path(dir_okay=False),
+                     help="Weights as timm's checkpoint_path reads them: .safetensors, or .pth/.pth.tar/.bin "
+                          "(weights_only; EMA weights first); .npz for timm ViTs."),
         click.option("--pretrained", is_flag=True, help="Download pretrained weights from the hub (needs network)."),
+        click.option("--num-classes", type=int, help="timm models: classifier size of a fine-tuned head (0: no head, pooled features)."),
+        click.option("--input-names", metavar="NAME", help="Name of the graph's image input (default: input)."),
+        click.option("--output-names", metavar="A,B", help="Comma-separated output names (default: the model's own)."),
         click.option("--img-size", type=IMG_SIZE, metavar="H [W]",
                      help="Input size: H W, HxW, or one number for a square (default: the model's)."),
         click.option("--batch", type=int, help="Static batch size (default 1)."),
@@ -69,6 +79,12 @@ def model_source_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def opset_pinned() -> bool:
+    """--opset given on the command line: an export that fails at it tries no other opset."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx) and ctx.get_parameter_source("opset") == click.core.ParameterSource.COMMANDLINE
 
 
 def check_weights_flags(checkpoint, pretrained) -> None:

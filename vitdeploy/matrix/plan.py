@@ -113,7 +113,9 @@ class Cell:
 
     @property
     def dirname(self) -> str:
-        return f"{self.suite}/{self.device_type.name}/{self.model}_{self.precision}"
+        from vitdeploy.sources import short_name
+
+        return f"{self.suite}/{self.device_type.name}/{short_name(self.model)}_{self.precision}"
 
 
 @dataclass
@@ -257,8 +259,14 @@ def _check_suite(cfg: dict, devices: dict[str, DeviceType], ck: _Checker, where:
     if kind != "none" and set(backends) & {"torch", "torch-compile"} and len(backends) > 1:
         ck.fail(f"{where}.backend", "mixes PyTorch and artifact backends", "split it into two suites")
     for m in ck.strings(cfg["models"], f"{where}.models"):
-        if m not in REGISTRY:
-            ck.fail(f"{where}.models", f"unknown model '{m}'", _suggest(m, REGISTRY))
+        if m not in REGISTRY:  # a timm name, a Hugging Face directory or FILE.py:FACTORY (vitdeploy.sources)
+            from vitdeploy.sources import resolve
+
+            try:
+                resolve(m)
+            except VitdeployError as e:
+                ck.fail(f"{where}.models", f"unknown model '{m}'" if e.message.startswith("unknown model") else e.message,
+                        _suggest(m, REGISTRY) if e.message.startswith("unknown model") else (e.hint or ""))
     for p in ck.strings(cfg["precisions"], f"{where}.precisions"):
         if p not in PRECISIONS[kind]:
             ck.fail(f"{where}.precisions", f"prepare = \"{kind}\" cannot make {p}",
@@ -361,7 +369,9 @@ def expand(path: str | Path, *, suites: list[str] | None = None, models: list[st
                     key = tuple(args)
                     if key not in by_args and problem is None:
                         lo_opt_hi = str(cfg["dynamic_batch"]).replace(":", "-")
-                        pid = f"{model}_{prec}_b{lo_opt_hi}_{_digest(args)[:8]}"
+                        from vitdeploy.sources import short_name
+
+                        pid = f"{short_name(model)}_{prec}_b{lo_opt_hi}_{_digest(args)[:8]}"
                         by_args[key] = plan.prepares[pid] = Prepare(pid, kind, model, prec, args, dict(prepare_opts))
                     prep_id = by_args[key].id if key in by_args else None
                     bench = ["--backend", backend]

@@ -25,10 +25,15 @@ def run_build(opts: BuildOptions) -> BuildResult:
 
     started = time.time()
     opts, target = resolve(opts)
-    if opts.alias and not opts.checkpoint and not opts.pretrained:
-        from vitdeploy.weights import banner
+    if opts.alias:
+        from vitdeploy.pipeline.options import model_info
+        from vitdeploy.sources import random_weights
 
-        banner(opts.alias)  # the options are valid: say it before minutes of work, not after
+        info = model_info(opts)
+        if random_weights(info, checkpoint=opts.checkpoint, pretrained=opts.pretrained):
+            from vitdeploy.weights import banner
+
+            banner(info.alias)  # the options are valid: say it before minutes of work, not after
     trt_version = tensorrt_version()
     trt_error = tensorrt_import_error() if trt_version is None else None
     decision = select_plugin_mode(opts.plugins, trt_version, target["target"])
@@ -68,22 +73,12 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     from vitdeploy.deploy.engine import target_commands
     from vitdeploy.deploy.lint.targets import for_final_graph
     from vitdeploy.machine import supports_aot_plugins
-    from vitdeploy.models import get_info
 
     cache = StepCache(opts.out_dir)
     exported, fields = step_export(opts, cache)
     steps = dict(fields.pop("steps", {}))
 
-    alias = opts.alias or (fields.get("model") or {}).get("alias")
-    if alias:
-        try:
-            passes = list(get_info(alias).passes)
-        except VitdeployError:
-            passes = []
-    else:
-        from vitdeploy.deploy.rewrite import PASSES
-
-        passes = list(PASSES)  # unknown graph: every pass looks, structure decides
+    passes = rewrite_passes(opts, fields)
     rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache, fields.get("rewrite"))
     if rewrite_report and (decision.mode == "native" or any(p["kind"] == "vitdeploy AOT" for p in rewrite_report["plugins"])):
         console.print(f"  plugins: {decision.mode} ({decision.reason})")
@@ -124,6 +119,8 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     manifest["files"] = files
     if rewrite_report is not None and (any(p["replaced"] for p in rewrite_report["passes"]) or not inherited_rewrite):
         manifest["rewrite"] = rewrite_report  # else: a given, already rewritten ONNX keeps its record
+    if rewrite_report is not None and isinstance(manifest.get("model"), dict):
+        manifest["model"]["recognised"] = recognised(rewrite_report)
     manifest["plugins"] = plugins
     manifest["precision"] = precision or manifest.get("precision") or {"applied": "fp32"}
     if accuracy is not None:
@@ -157,6 +154,24 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     skipped = engine_record.get("skipped")
     return BuildResult(opts.out_dir, manifest, final, plan, skipped,
                        target_commands(final, opts.out_dir / PLAN_NAME, settings, plugins), profile, hint)
+
+
+def rewrite_passes(opts: BuildOptions, fields: dict) -> list[str]:
+    """The passes the rewrite step runs: an alias's own; every pass for any other model and for a graph
+    without a manifest (each pass decides by structure whether it finds its subgraph)."""
+    from vitdeploy.deploy.rewrite import PASSES
+    from vitdeploy.models import REGISTRY
+
+    model = fields.get("model") or {}
+    alias = model.get("alias") if model.get("route", "alias") == "alias" else None
+    if alias in REGISTRY:
+        return list(REGISTRY[alias].passes)
+    return list(PASSES)
+
+
+def recognised(report: dict) -> dict[str, int]:
+    """What the rewrite passes recognised in the graph: pass -> subgraphs replaced (empty: plain attention only)."""
+    return {p["pass"]: int(p["replaced"]) for p in report.get("passes", []) if p.get("replaced")}
 
 
 def profile_command(final: Path, out_dir: Path, settings, plugins: list[dict], lint: dict) -> tuple[str | None, str | None]:

@@ -22,10 +22,11 @@ CACHE_DIR = ".vitdeploy/steps"
 # plugin attributes, the INT8 recipe -- without changing the version, and a stale cached graph would
 # then reach TensorRT. A step not listed here depends on the whole package.
 STEP_CODE = {
-    "export": ("deploy/export.py", "parity.py", "models.py", "weights.py"),
-    "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py", "onnxgraph.py"),
-    "precision": ("calibration", "plugins"),
-    "accuracy": ("calibration", "onnxrt.py"),
+    "export": ("deploy/export.py", "deploy/export_patches.py", "deploy/normalize.py", "parity.py", "models.py",
+               "hf_detectors.py", "weights.py", "sources", "onnx_files.py"),
+    "rewrite": ("deploy/rewrite", "deploy/normalize.py", "plugins", "onnxrt.py", "onnxgraph.py", "onnx_files.py"),
+    "precision": ("calibration", "plugins", "onnx_files.py"),
+    "accuracy": ("calibration", "onnxrt.py", "onnx_files.py"),
     "engine": ("deploy/engine.py", "machine.py", "tensorrt_session.py", "plugins"),
 }
 
@@ -90,9 +91,10 @@ class StepCache:
         if rec.get("key") != key:
             return None
         for out in rec.get("outputs", {}).values():
-            f = self.out_dir / out["path"]
-            if not f.is_file() or f.stat().st_size != out["bytes"] or sha256_file(f) != out["sha256"]:
-                return None
+            for entry in [out, *out.get("data", [])]:  # a graph's external data files too
+                f = self.out_dir / entry["path"]
+                if not f.is_file() or f.stat().st_size != entry["bytes"] or sha256_file(f) != entry["sha256"]:
+                    return None
         return rec
 
     def store(self, step: str, key: str, outputs: dict[str, Path], result: dict, seconds: float) -> dict:
@@ -130,7 +132,30 @@ def staged(out_dir: Path, dest: Path, write: Callable[[Path], T]) -> T:
     return value
 
 
+def staged_onnx(out_dir: Path, dest: Path, write: Callable[[Path], T]) -> T:
+    """`write(path)` of a graph under its final name in a staging folder, then its external data files and the
+    graph published beside `dest` (the data first: a published graph never names a missing file)."""
+    import shutil
+
+    from vitdeploy.onnx_files import data_files
+
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=out_dir))
+    try:
+        value = write(stage / dest.name)
+        for name in data_files(stage / dest.name):
+            publish(stage / name, dest.parent / name)
+        publish(stage / dest.name, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return value
+
+
 def file_entry(root: Path, p: Path) -> dict:
+    """path, sha256 and bytes of an output; a graph's external data files under "data" (vitdeploy.onnx_files)."""
+    if Path(p).suffix == ".onnx":
+        from vitdeploy.onnx_files import onnx_entry
+
+        return onnx_entry(root, p)
     return {"path": os.path.relpath(p, root), "sha256": sha256_file(p), "bytes": p.stat().st_size}
 
 

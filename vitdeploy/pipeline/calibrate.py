@@ -19,7 +19,7 @@ CHECK_IMAGES = 64
 
 def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None, data_path, method="entropy",
                   num_images=256, batch=8, exclude=(), quantize_first_last=False, cache_path=None, out_dir,
-                  export_batch=None) -> dict:
+                  export_batch=None, num_classes=None) -> dict:
     from vitdeploy.artifact import MANIFEST_NAME, atomic_write_json, load_manifest, load_onnx, manifest_beside, staging
     from vitdeploy.calibration.accuracy import compare_models
     from vitdeploy.calibration.cache import load_cache, save_cache
@@ -34,7 +34,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
 
         size = (img_size, img_size) if img_size else None
         run_export(alias, str(out), img_size=size, batch=export_batch or BatchSpec(),  # as `export` and `build`
-                   checkpoint=checkpoint, show_next=False)
+                   checkpoint=checkpoint, num_classes=num_classes, show_next=False)
         onnx_path = out / "model.onnx"
         preprocessing = load_manifest(out).get("preprocessing")
     else:
@@ -82,7 +82,9 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
             st.detail = (f"INT8 vs FP32 on {agreement['images']} calibration images (not held out): {figure}; "
                          "measure held-out data with 'vitdeploy accuracy'")
     with staging(out) as tmp:
-        (tmp / INT8_NAME).write_bytes(qdq.SerializeToString())
+        from vitdeploy.artifact import atomic_save_onnx
+
+        atomic_save_onnx(qdq, tmp / INT8_NAME)  # external data when over the protobuf limit
         save_cache(tmp / CACHE_NAME, cache)
         atomic_write_json(tmp / REPORT_NAME, report)
         manifest_path = out / MANIFEST_NAME

@@ -14,7 +14,9 @@ BUILD_ROOT = Path("build")
 
 
 def build_dir_for(alias: str, precision: str, img_size: int | None) -> Path:
-    return BUILD_ROOT / (f"{alias}_{precision}" + (f"_{img_size}" if img_size else ""))
+    from vitdeploy.sources import short_name
+
+    return BUILD_ROOT / (f"{short_name(alias)}_{precision}" + (f"_{img_size}" if img_size else ""))
 
 
 def ensure_built(alias: str, backend: str, precision: str | None, img_size: int | None) -> tuple[Path, str]:

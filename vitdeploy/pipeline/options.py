@@ -40,6 +40,10 @@ class BuildOptions:
     accuracy_data: Path | None = None  # held-out images for the accuracy step (else the calibration set / random)
     min_agreement: float = 99.0  # agreement (%) the accuracy step needs for its ✔
     msda_impl: str = "stock"  # stock TensorRT plugin | vitdeploy's Triton plugin
+    num_classes: int | None = None  # --num-classes: a timm classifier of this size (0: pooled features)
+    input_names: str | None = None  # --input-names: the graph's input name
+    output_names: str | None = None  # --output-names: comma-separated output names
+    opset_pinned: bool = False  # --opset given: the export tries no other opset
 
 
 @dataclass
@@ -76,6 +80,15 @@ def _check_onnx_batch(path: Path) -> None:
                              "beside it says its range", "pass --dynamic-batch MIN:OPT:MAX (e.g. 1:8:32) or --batch N")
 
 
+def model_info(opts: BuildOptions):
+    """The ModelInfo `--model` and its options stand for (vitdeploy.sources): alias, timm, Hugging Face, Python."""
+    from vitdeploy.sources import resolve_request
+
+    return resolve_request(opts.alias, num_classes=opts.num_classes, input_names=opts.input_names,
+                           output_names=opts.output_names, pretrained=opts.pretrained, img_size=opts.img_size,
+                           checkpoint=opts.checkpoint, small=opts.small)
+
+
 def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
     """Check flag combinations and fill target defaults; returns (opts, target record)."""
     from vitdeploy import machine
@@ -97,9 +110,9 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
     if (opts.int8_exclude or opts.quantize_first_last) and not opts.int8:
         raise VitdeployError("--int8-exclude and --quantize-first-last are only used with --int8", "add --int8")
     if opts.alias:
-        from vitdeploy.models import check_exporter, check_input_size, get_info
+        from vitdeploy.models import check_exporter, check_input_size
 
-        info = get_info(opts.alias)  # unknown alias: one line, before anything is written
+        info = model_info(opts)  # an unknown model: one line, before anything is written
         if opts.img_size:
             check_input_size(info, opts.img_size)
         check_exporter(info, opts.exporter)

@@ -82,7 +82,8 @@ def step_plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
 def _passes(manifest: dict) -> list[str]:
     from vitdeploy.models import get_info
 
-    alias = (manifest.get("model") or {}).get("alias")
+    model = manifest.get("model") or {}
+    alias = model.get("alias") if model.get("route", "alias") == "alias" else None  # any other model: every pass
     if alias:
         try:
             return list(get_info(alias).passes)

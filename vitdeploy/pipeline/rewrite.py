@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from vitdeploy.artifact import (
-    MANIFEST_NAME, atomic_write_bytes, atomic_write_json, load_onnx, manifest_beside, sha256_file,
+    MANIFEST_NAME, atomic_save_onnx, atomic_write_bytes, atomic_write_json, load_onnx, manifest_beside, sha256_file,
 )
 from vitdeploy.errors import VitdeployError
 
@@ -27,7 +27,8 @@ def choose_passes(requested: list[str] | None, manifest: dict | None, mode: str)
         if unknown:
             raise VitdeployError(f"unknown rewrite pass '{unknown[0]}'", f"choose from {', '.join(PASSES)}")
         return list(requested), "--passes"
-    alias = (manifest or {}).get("model", {}).get("alias")
+    model = (manifest or {}).get("model") or {}
+    alias = model.get("alias") if model.get("route", "alias") == "alias" else None  # any other model: every pass
     if alias:
         from vitdeploy.models import get_info
 
@@ -60,7 +61,7 @@ def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None,
         rewritten, report, _ = rewrite_verified(model, names, mode, options,
                                                 "nothing was written; rerun with fewer --passes and report the model")
         report.update(input=str(src), output=str(dst), selected=why, seconds=round(time.perf_counter() - started, 2))
-        atomic_write_bytes(dst, rewritten.SerializeToString())
+        atomic_save_onnx(rewritten, dst)  # external data when over the protobuf limit
         if manifest is not None and dst.parent.resolve() == src.parent.resolve():
             manifest["rewrite"] = {k: v for k, v in report.items() if k not in ("input", "output")}
             manifest.setdefault("files", {})["rewritten"] = {"path": dst.name, "sha256": sha256_file(dst)}

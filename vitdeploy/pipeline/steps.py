@@ -11,12 +11,13 @@ import shutil
 import warnings
 from pathlib import Path
 
-from vitdeploy.artifact import MANIFEST_NAME, atomic_save_onnx, publish, sha256_file
+from vitdeploy.artifact import MANIFEST_NAME, atomic_save_onnx, load_onnx, publish, sha256_file
 from vitdeploy.console import console, stage
 from vitdeploy.deploy.export import BatchSpec
 from vitdeploy.errors import VitdeployError
 from vitdeploy.onnxgraph import plugin_nodes
-from vitdeploy.pipeline.cache import StepCache, file_entry, staged, tmp_path
+from vitdeploy.onnx_files import sha256_onnx
+from vitdeploy.pipeline.cache import StepCache, file_entry, staged, staged_onnx, tmp_path
 from vitdeploy.pipeline.options import BuildOptions
 
 PLAN_NAME = "model.plan"
@@ -32,13 +33,15 @@ def tool_versions() -> dict:
 def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
     """Model mode: export + parity (vitdeploy.deploy.export). --onnx mode: take the file as given."""
     from vitdeploy.deploy.export import ExportOptions, export_verified, summarize_parity
-    from vitdeploy.models import check_input_size, get_info
+    from vitdeploy.models import REGISTRY, check_input_size
+    from vitdeploy.pipeline.options import model_info
+    from vitdeploy.sources import fingerprint
 
     out = opts.out_dir
     with stage("export") as st:
         if opts.onnx is not None:
             return _import_onnx(opts, st)
-        info = get_info(opts.alias)
+        info = model_info(opts)
         if opts.img_size:
             check_input_size(info, opts.img_size)
         batch = opts.batch or BatchSpec()
@@ -48,12 +51,17 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
             "checkpoint": sha256_file(opts.checkpoint) if opts.checkpoint else None,
             "versions": {k: v for k, v in tool_versions().items() if k in ("torch", "onnx", "onnxscript", "timm", "transformers")},
         }
+        if info is not REGISTRY.get(info.alias):  # not a plain alias: what it is built from (absent for aliases,
+            inputs["model"] = fingerprint(info)  # so their earlier cache keys stay valid)
+        if not opts.opset_pinned:
+            inputs["opset_fallback"] = True
         dest = out / "model.onnx"
         eo = ExportOptions(img_size=opts.img_size, batch=batch, opset=opts.opset, checkpoint=opts.checkpoint,
-                           pretrained=opts.pretrained, exporter=opts.exporter, small=opts.small)
+                           pretrained=opts.pretrained, exporter=opts.exporter, small=opts.small,
+                           opset_pinned=opts.opset_pinned)
 
         def compute():
-            _, fields, _ = staged(out, dest, lambda tmp: export_verified(info, tmp, eo))
+            _, fields, _ = staged_onnx(out, dest, lambda tmp: export_verified(info, tmp, eo))
             return {"onnx": dest}, fields
 
         run = cache.run("export", inputs, compute)
@@ -62,6 +70,10 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
                      f"model.onnx (opset {exp['opset']}, {exp['exporter']} exporter), parity vs PyTorch: {summarize_parity(exp['parity'])}")
         if exp.get("normalized") and not run.cached:
             st.detail += f"; {exp['normalized']['summary']}"
+        if exp.get("fallback_reason") and not run.cached:
+            from rich.markup import escape
+
+            console.print(f"  [yellow]export retried:[/] {escape(exp['fallback_reason'])}")
         run.result["steps"] = {"export": run.key}
         return dest, run.result
 
@@ -74,12 +86,12 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
     src = opts.onnx.resolve()
     if not src.is_file():
         raise VitdeployError(f"ONNX file {opts.onnx} does not exist", "check the --onnx path")
-    load_onnx(src, hint="pass an .onnx file", load_external_data=False)
+    from vitdeploy.onnx_files import check_data_files, copy_onnx
+
+    check_data_files(src, load_onnx(src, hint="pass an .onnx file", load_external_data=False))  # one line if missing
     dest = src if src.parent == opts.out_dir.resolve() else opts.out_dir / src.name
     if dest != src:
-        tmp = tmp_path(opts.out_dir, src.name)
-        shutil.copyfile(src, tmp)
-        publish(tmp, dest)
+        copy_onnx(src, dest)  # with its external data files
     fields: dict = {}
     if (src.parent / MANIFEST_NAME).is_file():
         fields = manifest_beside(src) or {}
@@ -91,7 +103,7 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
         if exported and (src.parent / exported).is_file() and (src.parent / exported) != src:
             fields["reference_onnx"] = str(src.parent / exported)  # the FP32 export accuracy is measured against
     fields.setdefault("export", {}).update(io_signature(dest))
-    fields["source_onnx"] = {"path": str(src), "sha256": sha256_file(dest)}
+    fields["source_onnx"] = {"path": str(src), "sha256": sha256_onnx(dest)}
     st.detail = f"{dest.name} (given with --onnx{', manifest inherited' if 'model' in fields else ''})"
     fields["steps"] = {}
     return dest, fields
@@ -133,7 +145,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
         dest = opts.out_dir / f"{src.name.removesuffix('.onnx')}.rewritten.onnx"
 
         def compute():
-            model, report, refusals = rewrite_verified(onnx.load(str(src)), passes, mode, pass_options,
+            model, report, refusals = rewrite_verified(load_onnx(src), passes, mode, pass_options,
                                                        "rerun with --plugins off, or report the model")
             for why in refusals:
                 console.print(f"  [yellow]{why}[/]")
@@ -149,7 +161,7 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             report["output"] = dest.name if replaced else None
             return ({"onnx": dest} if replaced else {}), report
 
-        run = cache.run("rewrite", {"onnx": sha256_file(src), "passes": passes, "mode": mode, "options": pass_options}, compute)
+        run = cache.run("rewrite", {"onnx": sha256_onnx(src), "passes": passes, "mode": mode, "options": pass_options}, compute)
         report = run.result
         from rich.markup import escape
 
@@ -219,7 +231,7 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
         if wanted is None:
             st.skip("FP32 (add --fp16 or --int8)")
             return src, None, None
-        inputs = {"onnx": sha256_file(src), "precision": wanted}
+        inputs = {"onnx": sha256_onnx(src), "precision": wanted}
         if opts.int8:
             inputs.update(calib=_calib_fingerprint(opts.calib_data), method=opts.calib_method, images=opts.calib_images)
             if opts.int8_exclude or opts.quantize_first_last:  # absent by default: earlier cache keys stay valid
@@ -250,9 +262,13 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
                     save_cache(cache_file, calib_cache)
                     outputs["calibration_cache"] = cache_file
             else:  # quantize_int8 already keeps everything that is not INT8 in FP16
-                from vitdeploy.calibration.precision import convert_fp16
+                from vitdeploy.calibration.precision import convert_fp16, convert_fp16_file
+                from vitdeploy.onnx_files import data_files
 
-                model, summary["fp16"] = convert_fp16(onnx.load(str(src)), keep_io_fp32=True)
+                if data_files(src):  # weights in external data: streamed, one tensor at a time
+                    summary["fp16"] = convert_fp16_file(src, dest, keep_io_fp32=True)
+                    return outputs, summary
+                model, summary["fp16"] = convert_fp16(load_onnx(src), keep_io_fp32=True)
             atomic_save_onnx(model, dest)
             return outputs, summary
 
@@ -298,7 +314,7 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
             source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images}
         else:
             source = {"random": ACCURACY_IMAGES}
-        run = cache.run("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate),
+        run = cache.run("accuracy", {"reference": sha256_onnx(reference), "candidate": sha256_onnx(candidate),
                                      "data": source, "measure": ACCURACY_MEASURE},
                         lambda: ({}, compare_graphs(reference, candidate, fields, opts)))
         res = run.result
@@ -421,7 +437,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
 
         # the plugins' PTX follows these overrides (plugins/ptx_target.py), so they are part of the key
         ptx_env = {k: os.environ.get(k) for k in ("VITDEPLOY_PTX_ARCH", "VITDEPLOY_PTX_ISA") if os.environ.get(k)}
-        inputs = {"onnx": sha256_file(final_onnx), "tensorrt": trt_version,
+        inputs = {"onnx": sha256_onnx(final_onnx), "tensorrt": trt_version,
                   "gpu": [gpu.get("name"), gpu.get("compute_capability")],
                   "settings": settings.to_dict(key_only=True)}
         if ptx_env:  # absent by default: earlier cache keys stay valid

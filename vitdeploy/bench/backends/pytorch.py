@@ -125,7 +125,7 @@ class TorchBackend(ModuleBackend):
                  cuda_graph: bool = True, small: bool = False, threads: int | None = None):
         import torch
 
-        from vitdeploy.models import build_model, get_info
+        from vitdeploy.models import build_model
 
         if precision not in _DTYPES:
             raise VitdeployError(f"the {self.name} backend has no precision '{precision}'", "use fp32, fp16 or bf16")
@@ -135,13 +135,16 @@ class TorchBackend(ModuleBackend):
             raise VitdeployError("FP16 on the CPU is not a meaningful PyTorch benchmark", "use --precision bf16 or fp32 on the CPU")
         from vitdeploy.weights import RANDOM_SEED, for_model
 
-        info = get_info(alias)
+        from vitdeploy.sources import resolve_request
+
+        info = resolve_request(alias, img_size=img_size, small=small)  # an alias, timm name, HF directory, file:factory
         size = img_size or info.input_size
         torch.manual_seed(RANDOM_SEED)
         module = build_model(info, img_size=size, small=small, device=device).to(getattr(torch, _DTYPES[precision]))
-        super().__init__(self._wrap(module), name=self.name, model=alias, size=size, precision=precision,
-                         device=device, cuda_graph=cuda_graph, weights=for_model(alias),
-                         model_record={"alias": alias, "name": info.name, "reduced": bool(small)}, threads=threads)
+        weights = for_model(alias) if info.route in ("alias", "timm") else {"kind": "unknown"}
+        super().__init__(self._wrap(module), name=self.name, model=info.alias, size=size, precision=precision,
+                         device=device, cuda_graph=cuda_graph, weights=weights,
+                         model_record={"alias": info.alias, "name": info.name, "reduced": bool(small)}, threads=threads)
 
     def _wrap(self, module):
         return module

@@ -47,6 +47,22 @@ def lint_model(model: onnx.ModelProto, trt: Version | str, checker: bool = True)
 
 
 def lint_file(path: str | Path, trt: Version | str, checker: bool = True) -> LintReport:
+    """`lint_model` on a file. A graph with external data is read without its weights (the checks read the
+    graph and its small constants; a 2.5 GB ViT-H is linted in the memory of its graph), and onnx.checker
+    runs on the file, which is how it finds the data files."""
     from vitdeploy.artifact import load_onnx
+    from vitdeploy.onnx_files import check_data_files, load_small_external
 
-    return lint_model(load_onnx(Path(path), hint="pass an .onnx file"), trt, checker=checker)
+    path = Path(path)
+    model = load_onnx(path, hint="pass an .onnx file", load_external_data=False)
+    if not check_data_files(path, model):
+        return lint_model(model, trt, checker=checker)
+    load_small_external(model, path)
+    report = lint_model(model, trt, checker=False)
+    if checker:
+        from vitdeploy.deploy.lint.checker import check_onnx_file
+
+        report.findings += check_onnx_file(path, model)
+        order = {"error": 0, "warning": 1, "note": 2}
+        report.findings.sort(key=lambda f: order[f.severity])
+    return report

@@ -173,8 +173,10 @@ def run_pass(model: onnx.ModelProto, rw: RewritePass, mode: str = "plugin",
     if mode not in rw.modes:
         raise VitdeployError(f"pass '{rw.name}' has no '{mode}' mode", f"choose from {', '.join(rw.modes)}")
     report = PassReport(rw.name, mode)
+    from vitdeploy.onnx_files import infer_shapes
+
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes(model)  # over the protobuf limit: on the graph alone (onnx's own cannot)
     except Exception:
         inferred = model
     graph = gs.import_onnx(inferred)

@@ -151,9 +151,14 @@ def write(served: Served, out_dir: Path) -> dict:
         raise VitdeployError("the number of classes is unknown", "rebuild with 'vitdeploy build', which records it")
     out_dir, _ = ensure_writable_dir(out_dir)
     model_file = "model.plan" if served.kind == "engine" else "model.onnx"
-    tmp = out_dir / f".{model_file}.tmp"
-    shutil.copyfile(served.file, tmp)
-    publish(tmp, out_dir / model_file)
+    if served.kind == "onnx":  # with its external data files, under the names the graph gives them
+        from vitdeploy.onnx_files import copy_onnx
+
+        copy_onnx(served.file, out_dir / model_file)
+    else:
+        tmp = out_dir / f".{model_file}.tmp"
+        shutil.copyfile(served.file, tmp)
+        publish(tmp, out_dir / model_file)
     # Classifier label files hold one line per output, classes separated by ';'.
     atomic_write_bytes(out_dir / LABELS_NAME, (";".join(x.replace(";", ",") for x in names) + "\n").encode())
     batch_size = served.batch["opt"]

@@ -228,9 +228,14 @@ def write_repository(served: Served, repo: Path, name: str, instances: int = 1, 
         (folder / "1").mkdir(parents=True)
         (folder / "config.pbtxt").write_text(text)
         _, filename = PLATFORMS[served.kind]
-        tmp = folder / "1" / f".{filename}.tmp"
-        shutil.copyfile(served.file, tmp)
-        publish(tmp, folder / "1" / filename)
+        if served.kind == "onnx":  # with its external data files, under the names the graph gives them
+            from vitdeploy.onnx_files import copy_onnx
+
+            copy_onnx(served.file, folder / "1" / filename)
+        else:
+            tmp = folder / "1" / f".{filename}.tmp"
+            shutil.copyfile(served.file, tmp)
+            publish(tmp, folder / "1" / filename)
         manifest = dict(served.manifest)
         manifest["serving"] = {"platform": cfg.platform, "file": filename, "source": str(served.file),
                                "form": served.form, "io_source": served.io_source, **({"plugin_free": served.record}

@@ -92,10 +92,21 @@ def classify(logits: np.ndarray, k: int, names: list[str] | None) -> list[dict]:
 
 
 def detect(logits: np.ndarray, boxes: np.ndarray, size: tuple[int, int], k: int, threshold: float,
-           names: list[str] | None) -> list[dict]:
-    """Sigmoid scores per (query, class), top-k pairs, normalised cxcywh -> x0, y0, x1, y1 pixels."""
-    prob = (0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))).reshape(-1)
-    classes = logits.shape[-1]
+           names: list[str] | None, activation: str = "sigmoid") -> list[dict]:
+    """Sigmoid scores per (query, class) -- or, for DETR/YOLOS heads ("softmax"), a softmax whose last class is
+    "no object" and the best other class per query --, top-k pairs, normalised cxcywh -> x0, y0, x1, y1 pixels."""
+    logits = logits.astype(np.float64)
+    if activation == "softmax":
+        z = np.exp(logits - logits.max(-1, keepdims=True))
+        p = (z / z.sum(-1, keepdims=True))[..., :-1]
+        best = p.argmax(-1)[..., None]
+        prob = np.zeros_like(p)
+        np.put_along_axis(prob, best, np.take_along_axis(p, best, -1), -1)
+        classes = p.shape[-1]
+        prob = prob.reshape(-1)
+    else:
+        prob = (0.5 * (1.0 + np.tanh(0.5 * logits))).reshape(-1)
+        classes = logits.shape[-1]
     w, h = size
     out = []
     for flat in np.argsort(-prob, kind="stable")[:k]:
@@ -126,7 +137,8 @@ def infer(image: str | Path, url: str = "localhost:8000", model: str | None = No
     post = spec.get("postprocessing") or {}
     if post.get("task") == "detection":
         scores, boxes = got[post["scores"]["output"]], got[post["boxes"]["output"]]
-        return {"model": name, "detections": detect(scores[0], boxes[0], size, k, threshold, labels(spec))}
+        return {"model": name, "detections": detect(scores[0], boxes[0], size, k, threshold, labels(spec),
+                                                    post["scores"].get("activation", "sigmoid"))}
     first = got[(post.get("scores") or {}).get("output") or spec["outputs"][0]["name"]]
     return {"model": name, "topk": classify(first[0], k, labels(spec))}
 
