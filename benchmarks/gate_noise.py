@@ -15,7 +15,8 @@ same hours of the machine:
   interval, then the runs' recorded conditions), by the bootstrap interval alone (the gate before
   conditions were recorded), and by the bare ratio of medians (the gate before that);
 - **interleaved**: as many `compare --run` sessions as there are pairs (56), each timing the two
-  instances in alternating blocks for `--duration-s` a side, judged by `compare_interleaved`.
+  instances in alternating blocks for `--duration-s` a side, judged by `compare_interleaved` on
+  latency and (CPU) on the process CPU time of the same blocks (`--gate-on cpu-time`).
   After every separate run come runs-1 sessions.
 
 Every comparison is judged as measured (any "regression" is a false alarm) and with the
@@ -141,7 +142,8 @@ def slowed(run: dict, factor: float) -> dict:
             res["latency_ms"][k] *= factor
         res["throughput_ips"] /= factor
         if res.get("paired"):
-            res["paired"]["block_medians_ms"] = [v * factor for v in res["paired"]["block_medians_ms"]]
+            for key in ("block_medians_ms", "block_cpu_medians_ms"):
+                res["paired"][key] = [v * factor for v in res["paired"][key]]
     return out
 
 
@@ -198,7 +200,7 @@ def main(argv=None) -> int:
     docs = [schema.new_document(env, [r]) for r in runs]
     slowdowns = [float(s) for s in args.slowdowns.split(",") if s.strip()]
     cases = {"no_change": 0.0, **{f"slowdown_{s:+.0%}": s for s in slowdowns}}
-    gates = ("two_runs_as_shipped", "two_runs_interval_only", "bare_ratio", "interleaved")
+    gates = ("two_runs_as_shipped", "two_runs_interval_only", "bare_ratio", "interleaved", "interleaved_cpu_time")
     out_cases = {}
     for name, s in cases.items():
         counts = {g: {"regression": 0, "ok": 0, "inconclusive": 0} for g in gates}
@@ -214,12 +216,15 @@ def main(argv=None) -> int:
             sdoc = copy.deepcopy(sess)
             sdoc["runs"][1] = slowed(sess["runs"][1], 1 + s)
             inter = compare_interleaved(sdoc, max_latency_regression=limit).rows[0]
-            for g, v in zip(gates, (shipped.verdict, interval, bare, inter.verdict)):
+            cpu = (compare_interleaved(sdoc, max_latency_regression=limit, figure="cpu-time").rows[0]
+                   if args.device == "cpu" else inter)
+            for g, v in zip(gates, (shipped.verdict, interval, bare, inter.verdict, cpu.verdict)):
                 counts[g][v] += 1
             detail.append({"base": i, "cand": j, "two_runs": {"ratio": ratio, "ci": [lo, hi], "as_shipped": shipped.verdict,
                                                               "interval_only": interval, "bare_ratio": bare},
                            "interleaved": {"ratio": inter.ratio, "ci": list(inter.ci), "verdict": inter.verdict,
-                                           "rounds": len(inter.base["paired"]["block_medians_ms"])}})
+                                           "rounds": len(inter.base["paired"]["block_medians_ms"])},
+                           "interleaved_cpu_time": {"ratio": cpu.ratio, "ci": list(cpu.ci), "verdict": cpu.verdict}})
         wrong = "regression" if s <= limit else "ok"
         label = "false_alarms" if s <= limit else "misses"
         summary = {g: {label: counts[g][wrong], "caught" if s > limit else "ok": counts[g]["regression" if s > limit else "ok"],
@@ -269,7 +274,9 @@ def markdown_rows(doc: dict) -> str:
     m = doc["machine"]
     load = f"load {m['before']['load_average'][0]:.1f} before, {m['after']['load_average'][0]:.1f} after"
     lines = []
-    names = {"interleaved": "`compare --run` (interleaved)", "two_runs_as_shipped": "two files, as shipped (conditions)",
+    names = {"interleaved": "`compare --run` (interleaved), latency",
+             "interleaved_cpu_time": "`compare --run --gate-on cpu-time`",
+             "two_runs_as_shipped": "two files, as shipped (conditions)",
              "two_runs_interval_only": "two files, interval only (before)", "bare_ratio": "two files, bare ratio"}
     slow = [k for k in doc["cases"] if k != "no_change"]
     for g, label in names.items():

@@ -245,9 +245,17 @@ def test_compare_run_interleaves_and_gates_on_the_paired_ratio(tmp_path, cli_run
     assert base["identity"]["threads"]["intra_op"] == cand["identity"]["threads"]["intra_op"] == 1
     assert "load_avg" in base["results"][0]["conditions"]
     assert "Δ paired" in md.read_text()
+    assert len(pb["block_cpu_medians_ms"]) == len(pb["block_medians_ms"]) and min(pb["block_cpu_medians_ms"]) >= 0
     res = cli_run("compare", "--run", a, heavy, "--max-latency-regression", "50%", *RUN_FAST)
     assert res.exit_code == EXIT_REGRESSION, res.output
     assert "paired +" in res.output and "REGRESSION" in res.output
+    # the session's JSON is enough to recompute the verdict, on either figure
+    from vitdeploy.bench.compare import compare_interleaved
+
+    again = compare_interleaved(doc, max_latency_regression=0.5, figure="cpu-time")
+    assert again.rows[0].verdict in (OK, INCONCLUSIVE) and again.figure == "cpu-time"
+    res = cli_run("compare", "--run", a, a, "--gate-on", "cpu-time", "--device", "cuda")
+    assert res.exit_code == EXIT_USAGE and "--gate-on cpu-time applies to CPU runs" in res.output
 
 
 def test_compare_run_refusals(tmp_path, cli_run):

@@ -105,6 +105,7 @@ class Comparison:
     accuracy_metric: str | None = None
     random_weights: bool = False
     method: str = TWO_RUNS  # or INTERLEAVED: one `compare --run` session, gated on paired blocks
+    figure: str = "latency"  # or "cpu-time" (interleaved CPU runs: the CPU time of each block's iterations)
 
     @property
     def regressed(self) -> bool:
@@ -310,10 +311,14 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
 
 
 def compare_interleaved(doc: dict, *, max_latency_regression: float = 0.05, confidence: float = DEFAULT_CONFIDENCE,
-                        names: tuple[str, str] = ("baseline", "candidate")) -> Comparison:
+                        names: tuple[str, str] = ("baseline", "candidate"), figure: str = "latency") -> Comparison:
     """The gate over one `compare --run` session (`interleave.session_document`): per batch, the paired
-    ratio of the baseline's and candidate's block medians and its signed-rank interval."""
-    from vitdeploy.bench.interleave import ROLES, pairs
+    ratio of the baseline's and candidate's block medians and its signed-rank interval. `figure` is
+    "latency" (wall time) or "cpu-time" (the process CPU time of the same iterations)."""
+    from vitdeploy.bench.interleave import FIGURES, ROLES, pairs
+
+    if figure not in FIGURES:
+        raise VitdeployError(f"unknown gate figure '{figure}'", f"choose from {', '.join(FIGURES)}")
 
     if not 0.5 <= confidence < 1.0:
         raise VitdeployError(f"--confidence {confidence:g} is outside [0.5, 1)", "for example --confidence 0.95")
@@ -325,7 +330,9 @@ def compare_interleaved(doc: dict, *, max_latency_regression: float = 0.05, conf
     b, c = by_role["baseline"], by_role["candidate"]
     commit = _commit(doc)
     cmp = Comparison([], max_latency_regression, 0.0, confidence, devices=(_device(doc),) * 2, commits=(commit, commit),
-                     method=INTERLEAVED)
+                     method=INTERLEAVED, figure=figure)
+    if figure == "cpu-time" and b["device"] != "cpu":
+        raise VitdeployError("--gate-on cpu-time applies to CPU runs", "gate a GPU run on latency (CUDA events)")
     key = run_key(b)
     where = " ".join(key)
     ib, ic = b["identity"], c["identity"]
@@ -343,7 +350,7 @@ def compare_interleaved(doc: dict, *, max_latency_regression: float = 0.05, conf
         if res["batch"] not in cres:
             continue
         row = Row(key, res["batch"], res, cres[res["batch"]])
-        blocks_b, blocks_c = pairs(res, row.cand)
+        blocks_b, blocks_c = pairs(res, row.cand, figure)
         n = len(blocks_b)
         if n < MIN_PAIRS:
             row.ratio = row.cand["latency_ms"]["median"] / row.base["latency_ms"]["median"]
@@ -353,7 +360,7 @@ def compare_interleaved(doc: dict, *, max_latency_regression: float = 0.05, conf
         else:
             row.ratio, lo, hi = paired_ratio_ci(blocks_b, blocks_c, confidence)
             row.ci = (lo, hi)
-            _decide(row, max_latency_regression, confidence, "paired",
+            _decide(row, max_latency_regression, confidence, "paired" + (" CPU time" if figure == "cpu-time" else ""),
                     f"{n} rounds were not enough to resolve the limit: raise --duration-s")
         if row.latency == INCONCLUSIVE:
             cmp.notes.append(f"{where} batch {row.batch}: inconclusive: {row.why}")
@@ -370,7 +377,9 @@ def compare_interleaved(doc: dict, *, max_latency_regression: float = 0.05, conf
 
 def _delta_header(cmp: Comparison) -> str:
     """The gated figure: the ratio of two runs' medians, or the paired ratio of an interleaved session."""
-    return "Δ paired" if cmp.method == INTERLEAVED else "Δ median"
+    if cmp.method != INTERLEAVED:
+        return "Δ median"
+    return "Δ paired CPU" if cmp.figure == "cpu-time" else "Δ paired"
 
 
 def _pct(v: float) -> str:

@@ -15,6 +15,13 @@ round's block medians (`stats.paired_ratio_ci`).
 Each run's batch records are ordinary bench records (every sample of that side, its own
 conditions), plus `paired`: the session, this side's role, block size, and the block medians
 in round order, so the verdict can be recomputed from the JSON alone.
+
+Beside each block's latency, the process CPU time of its iterations is recorded. On a CPU
+shared with other work, an iteration's wall time is mostly waiting for a core (the scheduler
+hands it out in slices of a few milliseconds), which no pairing removes; the CPU time the
+iteration itself consumed is several times steadier there, and a slower code path shows in it
+one to one. `compare --run --gate-on cpu-time` gates on it (CPU backends with their threads
+pinned, e.g. --threads 1: a runtime's spinning worker threads add their own CPU time).
 """
 from __future__ import annotations
 
@@ -53,6 +60,7 @@ class Blocks:
     samples: tuple[list[float], list[float]]  # every iteration, per side, in time order
     enqueues: tuple[list[float], list[float]]
     medians: tuple[list[float], list[float]]  # one per round, per side
+    cpu_medians: tuple[list[float], list[float]]  # the process CPU time of the same blocks' iterations
     first: list[int]  # per round: 0 when the baseline block ran first, 1 when the candidate's did
     block_iters: int
     conditions: dict | None = None
@@ -85,6 +93,7 @@ def measure_pair(steps: tuple[Callable[[], Sample], Callable[[], Sample]], setti
     samples: tuple[list[float], list[float]] = ([], [])
     enqueues: tuple[list[float], list[float]] = ([], [])
     medians: tuple[list[float], list[float]] = ([], [])
+    cpu_medians: tuple[list[float], list[float]] = ([], [])
     first: list[int] = []
     timed = [0.0, 0.0]
     last_report = time.perf_counter()
@@ -93,14 +102,17 @@ def measure_pair(steps: tuple[Callable[[], Sample], Callable[[], Sample]], setti
             order = (0, 1) if rng.random() < 0.5 else (1, 0)
             first.append(order[0])
             for side in order:
-                block = []
+                block, cpu = [], []
                 for _ in range(k):
+                    c0 = time.process_time()
                     s = steps[side]()
+                    cpu.append((time.process_time() - c0) * 1e3)
                     block.append(s.latency_ms)
                     if s.enqueue_ms is not None:
                         enqueues[side].append(s.enqueue_ms)
                 samples[side].extend(block)
                 medians[side].append(float(np.median(block)))
+                cpu_medians[side].append(float(np.median(cpu)))
                 timed[side] += sum(block) / 1e3
             now = time.perf_counter()
             done = min(timed) / settings.duration_s if settings.duration_s > 0 else 1.0
@@ -110,7 +122,7 @@ def measure_pair(steps: tuple[Callable[[], Sample], Callable[[], Sample]], setti
             if (done >= 1.0 and len(first) >= paired.min_rounds
                     and min(len(samples[0]), len(samples[1])) >= settings.min_iters):
                 break
-    return Blocks(samples, enqueues, medians, first, k, probe.record)
+    return Blocks(samples, enqueues, medians, cpu_medians, first, k, probe.record)
 
 
 def interleave(base: Backend, cand: Backend, batches: list[int], mode: str, settings: Settings,
@@ -160,18 +172,26 @@ def interleave(base: Backend, cand: Backend, batches: list[int], mode: str, sett
                 rec["conditions"] = blocks.conditions
                 rec["paired"] = {"session": session, "role": ROLES[side], "block_iters": blocks.block_iters,
                                  "block_medians_ms": blocks.medians[side],
+                                 "block_cpu_medians_ms": blocks.cpu_medians[side],
                                  "ran_first": [f == side for f in blocks.first]}
                 run["results"].append(rec)
     return {"session": session, "runs": runs}
 
 
-def pairs(base_result: dict, cand_result: dict) -> tuple[list[float], list[float]]:
-    """The paired block medians of one batch size, checked to come from one session."""
+FIGURES = {"latency": "block_medians_ms", "cpu-time": "block_cpu_medians_ms"}
+
+
+def pairs(base_result: dict, cand_result: dict, figure: str = "latency") -> tuple[list[float], list[float]]:
+    """The paired block medians of one batch size (of latency, or of the process CPU time the
+    iterations took), checked to come from one session."""
     pb, pc = base_result.get("paired"), cand_result.get("paired")
     if not pb or not pc or pb.get("session") != pc.get("session"):
         raise VitdeployError("these results were not measured in one interleaved session",
                              "compare two bench files without --run, or rerun 'vitdeploy compare --run'")
-    b, c = pb["block_medians_ms"], pc["block_medians_ms"]
+    key = FIGURES[figure]
+    if key not in pb or key not in pc:
+        raise VitdeployError(f"this session recorded no {figure} per block", "rerun 'vitdeploy compare --run'")
+    b, c = pb[key], pc[key]
     if len(b) != len(c):
         raise VitdeployError("an interleaved session has unequal block counts", "rerun 'vitdeploy compare --run'")
     return b, c

@@ -12,7 +12,7 @@ from vitdeploy.errors import VitdeployError
 # bench's options that only make sense with --run (name -> flag, for the refusal without it)
 _RUN_ONLY = {"backend": "--backend", "device": "--device", "batch_text": "--batch-sizes", "warmup_ms": "--warmup-ms",
              "duration_s": "--duration-s", "min_iters": "--min-iters", "mode": "--mode", "threads": "--threads",
-             "block_ms": "--block-ms", "json_out": "--json", "cuda_graph": "--cuda-graph"}
+             "block_ms": "--block-ms", "json_out": "--json", "cuda_graph": "--cuda-graph", "gate_on": "--gate-on"}
 
 
 def _looks_like_artifact(path: str) -> bool:
@@ -126,9 +126,13 @@ def _run_session(baseline, candidate, backend, device, batch_text, warmup_ms, du
               help="--run: target length of one block of iterations (default 50; at least one iteration).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="--run: also write the session (both runs, every block) as a bench result.")
+@click.option("--gate-on", "gate_on", type=click.Choice(["latency", "cpu-time"]), default=None,
+              help="--run: gate on latency (default) or, for CPU runs on a shared machine, on the process CPU time "
+                   "each iteration took (steadier under load; use with --threads 1).")
 @click.option("--quiet", is_flag=True, help="--run: no progress bar.")
 def command(baseline, candidate, run, max_latency_regression, max_accuracy_drop, confidence, markdown_path, backend,
-            device, batch_text, warmup_ms, duration_s, min_iters, mode, cuda_graph, threads, block_ms, json_out, quiet):
+            device, batch_text, warmup_ms, duration_s, min_iters, mode, cuda_graph, threads, block_ms, json_out, gate_on,
+            quiet):
     """Compare CANDIDATE against BASELINE per model, precision and batch.
 
     Without --run, BASELINE and CANDIDATE are bench results (JSON). Runs must measure
@@ -164,11 +168,13 @@ def command(baseline, candidate, run, max_latency_regression, max_accuracy_drop,
 
     given = dict(backend=backend, device=device, batch_text=batch_text, warmup_ms=warmup_ms, duration_s=duration_s,
                  min_iters=min_iters, mode=mode, threads=threads, block_ms=block_ms, json_out=json_out,
-                 cuda_graph=cuda_graph is not None)
+                 cuda_graph=cuda_graph is not None, gate_on=gate_on)
     _check_mode(run, baseline, candidate, given)
     limit = parse_percent(max_latency_regression)
     if not 0.5 <= confidence < 1.0:
         raise VitdeployError(f"--confidence {confidence:g} is outside [0.5, 1)", "for example --confidence 0.95")
+    if gate_on == "cpu-time" and (device == "cuda" or (backend or "").strip() == "trt"):
+        raise VitdeployError("--gate-on cpu-time applies to CPU runs", "gate a GPU run on latency (CUDA events)")
     interrupted = False
     if run:
         from vitdeploy.bench.interleave import DEFAULT_BLOCK_MS
@@ -177,8 +183,8 @@ def command(baseline, candidate, run, max_latency_regression, max_accuracy_drop,
             baseline, candidate, backend, device, batch_text or "1", 200.0 if warmup_ms is None else warmup_ms,
             3.0 if duration_s is None else duration_s, 10 if min_iters is None else min_iters, mode or "compute",
             True if cuda_graph is None else cuda_graph, threads, DEFAULT_BLOCK_MS if block_ms is None else block_ms,
-            quiet, json_out)
-        cmp = compare_interleaved(doc, max_latency_regression=limit, confidence=confidence)
+            quiet or gate_on == "cpu-time", json_out)  # a redrawing bar's thread would add its CPU time
+        cmp = compare_interleaved(doc, max_latency_regression=limit, confidence=confidence, figure=gate_on or "latency")
     else:
         base, cand = schema.read(baseline), schema.read(candidate)
         schema.require_identity(base, baseline)
