@@ -253,12 +253,22 @@ def _build_detr(info: ModelInfo, pretrained: bool, small: bool):
 
 
 def _pretrained(fn, info: ModelInfo):
+    """Load pretrained weights; offline (or unreachable hub) and not cached fails at once in one line
+    (`vitdeploy.hub`), never after the hub client's retries."""
+    from vitdeploy import hub
+
+    how = hub.plan(info)
     try:
+        if how == "cache":
+            with hub.hub_offline():
+                return fn()
         return fn()
     except Exception as e:  # hub errors come in many types; all mean "could not download"
+        src = hub.source_for(info)
         raise VitdeployError(
-            f"could not download pretrained weights for {info.alias} ({type(e).__name__})",
-            "this machine may be offline: download the weights elsewhere and pass --checkpoint FILE",
+            f"could not {'load cached' if how == 'cache' else 'download'} pretrained weights for {info.alias} "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})",
+            hub.where_to_put(src) if src else "download the weights elsewhere and pass --checkpoint FILE",
         ) from None
 
 
