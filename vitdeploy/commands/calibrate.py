@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.common import renamed
+from vitdeploy.commands.common import IMG_SIZE, renamed
 
 METHODS = ["entropy", "percentile", "minmax"]
 
@@ -12,7 +12,8 @@ METHODS = ["entropy", "percentile", "minmax"]
 @click.option("--model", "alias", help="Model alias: export it first (see 'vitdeploy models').")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 ONNX to quantize (instead of --model).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for --model (.safetensors or .pth).")
-@click.option("--img-size", type=int, help="Square input size for --model (default: the model's).")
+@click.option("--img-size", type=IMG_SIZE, metavar="H [W]",
+              help="Input size for --model: H W, HxW, or one number for a square (default: the model's).")
 @click.option("--dynamic-batch", metavar="MIN:OPT:MAX", help="Export --model with a dynamic batch (default: static 1, "
               "as 'export' and 'build').")
 @click.option("--calib-data", "data_path", type=click.Path(),
@@ -67,7 +68,9 @@ def command(alias, onnx_path, checkpoint, img_size, dynamic_batch, data_path, me
     from vitdeploy.deploy.export import BatchSpec
 
     export_batch = BatchSpec.parse(dynamic_batch) if dynamic_batch else BatchSpec()
-    run_calibrate(alias=alias, onnx_path=onnx_path, checkpoint=checkpoint, img_size=img_size, data_path=data_path,
+    from vitdeploy.commands.common import parse_img_size
+
+    run_calibrate(alias=alias, onnx_path=onnx_path, checkpoint=checkpoint, img_size=parse_img_size(img_size), data_path=data_path,
                   export_batch=export_batch,
                   method=method, num_images=num_images, batch=batch, exclude=list(exclude),
                   quantize_first_last=quantize_first_last, cache_path=cache_path, out_dir=out_dir)
