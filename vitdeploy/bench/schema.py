@@ -155,6 +155,23 @@ def identity_difference(a: dict, b: dict) -> tuple[str, str, str] | None:
     return None
 
 
+def run_caveats(run: dict) -> list[str]:
+    """Why a run's figures do not measure what their labels suggest, short enough for a plot: read from
+    its identity (plugin nodes timed on the CPU reference, FP16 on the CPU), the same facts `bench`
+    printed as warnings on the terminal."""
+    ident = run.get("identity") or {}
+    out = []
+    plugins = ident.get("plugins") or {}
+    n = plugins.get("reference_executed") or 0
+    if n:
+        ops = ", ".join(f"{op}×{c}" for op, c in sorted((plugins.get("nodes") or {}).items()))
+        out.append(f"{n} plugin node{'s' if n != 1 else ''} ({ops}) timed on ONNX Runtime's CPU Python reference, "
+                   "not the plugin")
+    if ident.get("fp16_on_cpu"):
+        out.append("FP16 graph on the CPU: casts and few FP16 kernels, not FP16 speed")
+    return out
+
+
 def new_document(environment: dict, runs: list[dict] | None = None) -> dict:
     from vitdeploy import __version__
 
