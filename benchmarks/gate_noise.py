@@ -6,16 +6,16 @@
     python benchmarks/gate_noise.py --idle --img-size 64 --threads 1 --dry-run   # the idle command in miniature, to a temp dir
     python benchmarks/gate_noise.py --device cuda --precision fp16 --out benchmarks/results/gate_noise_gpu.json
 
-Times the same model with the same code (PyTorch backend, two instances with identical weights,
-the same threads and inputs) in one schedule that mixes both ways of gating, so both see the
-same hours of the machine:
+Times the same model with the same code (PyTorch backend, instances with identical weights, the
+same threads and inputs) in one schedule that mixes both ways of gating, so both see the same
+hours of the machine:
 
 - **two runs**: `--runs` separate runs of `--duration-s`; every ordered pair of runs is one
   baseline/candidate comparison (8 runs -> 56 pairs), judged by `compare` as shipped (bootstrap
   interval, then the runs' recorded conditions), by the bootstrap interval alone (the gate before
   conditions were recorded), and by the bare ratio of medians (the gate before that);
-- **interleaved**: as many `compare --run` sessions as there are pairs (56), each timing the two
-  instances in alternating blocks for `--duration-s` a side, judged by `compare_interleaved` on
+- **interleaved**: as many `compare --run` sessions as there are pairs (56), each timing two fresh
+  instances (built in random order) in alternating blocks for `--duration-s` a side, judged by `compare_interleaved` on
   latency and (CPU) on the process CPU time of the same blocks (`--gate-on cpu-time`).
   After every separate run come runs-1 sessions.
 
@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=float, default=0.05, help="--max-latency-regression as a fraction")
     p.add_argument("--slowdowns", default="0.10,0.20", help="Injected candidate slowdowns (fractions)")
     p.add_argument("--load", type=int, default=0, help="busy-loop processes to run meanwhile")
+    p.add_argument("--target-load", type=float, default=None,
+                   help="instead of --load: start as many busy loops as bring the 1-minute load average to about "
+                        "this (other people's work counts; the bench itself adds about 1)")
     p.add_argument("--idle", action="store_true", help="require a quiet machine (wait for it, verify it)")
     p.add_argument("--idle-max-load", type=float, default=0.5, help="--idle: 1-minute load average to wait for")
     p.add_argument("--idle-wait-s", type=float, default=1800)
@@ -73,8 +76,10 @@ def parse_args(argv=None):
     p.add_argument("--note", default="", help="free text stored in the JSON")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    if args.idle and args.load:
-        p.error("--idle and --load contradict each other")
+    if args.idle and (args.load or args.target_load):
+        p.error("--idle and --load/--target-load contradict each other")
+    if args.load and args.target_load:
+        p.error("pass --load or --target-load, not both")
     if args.dry_run:
         args.runs, args.duration_s, args.warmup_ms = 3, 0.3, 50.0
         args.out = Path(tempfile.mkdtemp(prefix="gate_noise_dry_")) / (args.out.name if args.out else "gate_noise.json")
@@ -164,28 +169,44 @@ def main(argv=None) -> int:
     before = uptime()
     print(f"before: {before['uptime']}", flush=True)
     size = (args.img_size, args.img_size) if args.img_size else None
-    pair = [TorchBackend(args.model, device=args.device, precision=args.precision, img_size=size, threads=args.threads)
-            for _ in range(2)]
+
+    def backend():
+        return TorchBackend(args.model, device=args.device, precision=args.precision, img_size=size, threads=args.threads)
+
+    import random
+
+    order_rng = random.Random(1)
+    runner = backend()  # the separate runs time one instance, as two CI jobs would each load theirs
     env = environment.collect(args.device)
     settings = Settings(warmup_ms=args.warmup_ms, duration_s=args.duration_s, min_iters=10)
     n_pairs = args.runs * (args.runs - 1)
     runs: list[dict] = []
     sessions: list[dict] = []
+    if args.target_load is not None:
+        args.load = max(0, int(round(args.target_load - os.getloadavg()[0] - 1)))
+        print(f"--target-load {args.target_load:g}: 1-minute load {os.getloadavg()[0]:.2f}, starting {args.load} busy loops",
+              flush=True)
     load = start_load(args.load)
     t0 = time.time()
     try:
         if load:
             time.sleep(3)  # let the load settle before the first measurement
         for i in range(args.runs):
-            run = run_batches(pair[0], [args.batch], "compute", settings, progress=False)
+            run = run_batches(runner, [args.batch], "compute", settings, progress=False)
             runs.append(run)
             res = run["results"][0]
             print(f"run {i + 1}/{args.runs}: median {res['latency_ms']['median']:.3f} ms, CV {res['latency_ms']['cv']:.1%}, "
                   f"{res['iterations']} iterations ({conditions.describe(res['conditions'])})", flush=True)
             for _ in range(args.runs - 1):
                 k = len(sessions)
+                # a fresh pair per session, as each `compare --run` loads its two artifacts; which one is built
+                # first is drawn at random (two instances of one model can differ by a few percent)
+                pair = [backend(), backend()]
+                if order_rng.random() < 0.5:
+                    pair.reverse()
                 s = interleave(pair[0], pair[1], [args.batch], "compute", settings,
                                PairedSettings(block_ms=block_ms, seed=k), progress=False)
+                del pair
                 sessions.append(session_document(s, env))
                 cmp = compare_interleaved(sessions[-1], max_latency_regression=limit)
                 r = cmp.rows[0]
