@@ -352,12 +352,22 @@ def pretrained_tag(info: ModelInfo, model) -> str:
 
 
 def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None = None) -> dict:
-    """Mean, std, size and interpolation the model expects, from timm's data config."""
+    """Mean, std, size and interpolation the model expects, and where they came from (`source`, see
+    `deploy.preprocess`): timm's data config of the model's pretrained_cfg, or the Hugging Face image
+    processor's defaults."""
     size = img_size or info.input_size
     if info.source == "timm":
         from timm.data import resolve_data_config
 
-        cfg = resolve_data_config({}, model=model) if model is not None else {}
+        if model is not None:
+            cfg, pcfg = resolve_data_config({}, model=model), getattr(model, "pretrained_cfg", None) or {}
+        else:
+            from timm.models import get_pretrained_cfg
+
+            pc = get_pretrained_cfg(info.name)
+            pcfg = pc.to_dict() if pc is not None else {}
+            cfg = resolve_data_config(pretrained_cfg=pcfg) if pcfg else {}
+        tag = ".".join(x for x in (pcfg.get("architecture") or info.name, pcfg.get("tag")) if x)
         out = {
             "input_size": [3, size[0], size[1]],
             "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
@@ -365,39 +375,39 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
             "interpolation": cfg.get("interpolation", "bicubic"),
             "crop_pct": float(cfg.get("crop_pct", 0.875)) if size == info.input_size else 1.0,
             "crop_mode": cfg.get("crop_mode", "center"),
+            "source": "timm pretrained_cfg",
+            "source_detail": tag + ("" if size == info.input_size else
+                                    f"; crop_pct 1.0 at {size[0]}x{size[1]} (not the {info.input_size[0]}x"
+                                    f"{info.input_size[1]} the config was made for)"),
         }
         out["resize"] = resize_spec(out)
         return out
-    # Deformable DETR: ImageNet statistics, resize without crop (the DETR image processor's defaults).
+    # Deformable DETR: the image processor's normalisation and filter; the export has a fixed H x W, so
+    # the image is resized to it (squash) instead of the processor's shortest/longest edge and padding.
+    from transformers import DeformableDetrImageProcessor
+
+    d = DeformableDetrImageProcessor().to_dict()
+    resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
     out = {
         "input_size": [3, size[0], size[1]],
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "interpolation": "bilinear",
+        "mean": [float(v) for v in d["image_mean"]],
+        "std": [float(v) for v in d["image_std"]],
+        "interpolation": resample.get(int(d.get("resample", 2)), "bilinear"),
         "crop_pct": 1.0,
         "crop_mode": "squash",
+        "source": "hf image processor",
+        "source_detail": f"DeformableDetrImageProcessor defaults (mean, std, filter); resized to {size[0]}x{size[1]} "
+                         f"(the export's fixed size) instead of its shortest/longest edge {d['size']}",
     }
     out["resize"] = resize_spec(out)
     return out
 
 
 def resize_spec(pp: dict) -> dict:
-    """What the eval transform resizes to before cropping, as timm's `transforms_imagenet_eval` computes it.
+    """What the eval transform resizes to before cropping (`deploy.image_transform.resize_spec`)."""
+    from vitdeploy.deploy.image_transform import resize_spec as spec
 
-    center: the shorter side to floor(size / crop_pct), aspect kept, then a centre crop;
-    squash: both sides to floor(size / crop_pct), then a centre crop (none at crop_pct 1).
-    """
-    import math
-
-    h, w = (int(v) for v in pp["input_size"][-2:])
-    pct = float(pp.get("crop_pct") or 0.875)
-    mode = pp.get("crop_mode") or "center"
-    scaled = [math.floor(h / pct), math.floor(w / pct)]
-    if mode == "center" and scaled[0] == scaled[1]:
-        return {"mode": "shorter_side", "size": scaled[0], "crop": [h, w]}
-    if mode == "squash":
-        return {"mode": "exact", "size": scaled, "crop": [h, w]}
-    return {"mode": f"{mode} (keep ratio)", "size": scaled, "crop": [h, w]}
+    return spec(pp)
 
 
 def labels_for(info: ModelInfo, model=None) -> dict:

@@ -65,6 +65,9 @@ def entries(docs: list[tuple[str, dict]]) -> list[Entry]:
             config = f"{run['backend']}/{run['precision']} {run_device(run)}"
             if run["mode"] != "compute":
                 config += f" {run['mode']}"
+            role = (run.get("interleaved") or {}).get("role")
+            if role:  # a `compare --run` session: the same configuration twice, baseline and candidate
+                config += f" ({role})"
             label = f"{config} [{source}]" if many else config
             out.append(Entry(run, label, source, device_name(run_environment(doc, run), run["device"]), config))
     return out

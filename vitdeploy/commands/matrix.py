@@ -46,7 +46,7 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
     each device type then builds its engine and runs 'vitdeploy bench'. Without
     --ray the cells run here one at a time; with --ray they run on the cluster's
     nodes by resources ([devices.NAME] in the matrix file). Results come back to
-    DIR and merge into one vitdeploy.bench/2 file for 'report' and 'compare'.
+    DIR and merge into one vitdeploy.bench/3 file for 'report' and 'compare'.
     A failing cell fails alone; Ctrl-C keeps the finished cells.
 
     \b

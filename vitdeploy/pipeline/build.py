@@ -72,6 +72,10 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     cache = StepCache(opts.out_dir)
     exported, fields = step_export(opts, cache)
     steps = dict(fields.pop("steps", {}))
+    from vitdeploy.deploy.preprocess import record_for_build
+
+    for line in record_for_build(fields, opts.preprocess, opts.labels):  # what serving may rely on, stated
+        console.print(f"  {line}")
 
     alias = opts.alias or (fields.get("model") or {}).get("alias")
     if alias:

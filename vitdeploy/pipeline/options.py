@@ -40,6 +40,8 @@ class BuildOptions:
     accuracy_data: Path | None = None  # held-out images for the accuracy step (else the calibration set / random)
     min_agreement: float = 99.0  # agreement (%) the accuracy step needs for its ✔
     msda_impl: str = "stock"  # stock TensorRT plugin | vitdeploy's Triton plugin
+    preprocess: Path | None = None  # --preprocess FILE.json: the model's preprocessing (deploy/preprocess.py)
+    labels: Path | None = None  # --labels FILE: class names
 
 
 @dataclass

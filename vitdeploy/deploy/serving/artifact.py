@@ -82,6 +82,15 @@ def batch_of(manifest: dict, io: dict) -> dict:
                          "rebuild with --dynamic-batch MIN:OPT:MAX")
 
 
+def calibration_cache(build_dir: Path, manifest: dict) -> Path | None:
+    """The build's INT8 calibration cache (JSON ranges), where one was written."""
+    rel = ((manifest.get("files") or {}).get("calibration_cache") or {}).get("path")
+    for p in ([build_dir / rel] if rel else []) + [build_dir / "calibration_cache.json"]:
+        if p.is_file():
+            return p
+    return None
+
+
 def precision_of(manifest: dict) -> str:
     return ((manifest.get("precision") or {}).get("applied") or "fp32").lower()
 
@@ -148,9 +157,14 @@ def plan_io(plan: Path) -> tuple[dict | None, str]:
     return io, f"{plan.name}, read with TensorRT {trt.__version__}"
 
 
-def _fallback_precision(applied: str) -> tuple[str, str | None]:
+def _fallback_precision(applied: str, calibration: Path | None = None) -> tuple[str, str | None]:
+    """The precision of the plugin-free graph: the build's, INT8 included where its calibration cache is there
+    to carry (`calibration/carry.py`); an INT8 build without one is served FP16, and says so."""
     if applied.startswith("int8"):
-        return "fp16", "INT8 Q/DQ needs the calibration again; the plugin-free graph is FP16"
+        if calibration is not None:
+            return "int8+fp16", None
+        return "fp16", ("the build is INT8 but its calibration cache is missing, so the plugin-free graph is FP16 "
+                        "(rebuild with --int8 to keep calibration_cache.json)")
     return ("fp16" if "fp16" in applied else "fp32"), None
 
 
@@ -171,17 +185,23 @@ def plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
         raise VitdeployError(f"{final.name} has plugin nodes, which ONNX Runtime servers cannot run, and {build_dir} "
                              "holds no plain export to make a plugin-free graph from",
                              "rebuild with 'vitdeploy build --model ... --plugins off', or build the engine on the target")
-    target, note = _fallback_precision(precision_of(manifest))
+    calibration = calibration_cache(build_dir, manifest) if precision_of(manifest).startswith("int8") else None
+    target, note = _fallback_precision(precision_of(manifest), calibration)
     passes = _passes(manifest)
     cache = StepCache(build_dir)
-    key = cache.key(PLUGIN_FREE_STEP, {"onnx": sha256_file(exported), "passes": passes, "precision": target,
-                                       "verify_images": VERIFY_IMAGES})
+    inputs = {"onnx": sha256_file(exported), "passes": passes, "precision": target, "verify_images": VERIFY_IMAGES}
+    if target.startswith("int8"):
+        inputs["calibration"] = sha256_file(calibration)
+    key = cache.key(PLUGIN_FREE_STEP, inputs)
     with stage("plugin-free") as st:
         rec = cache.lookup(PLUGIN_FREE_STEP, key)
         if rec is None:
             started = time.perf_counter()
-            model, result = _make_plugin_free(exported, passes, target)
-            dest = build_dir / f"model.plugin-free.{target}.onnx"
+            if target.startswith("int8"):
+                model, result = _make_plugin_free_int8(exported, passes, build_dir, manifest, calibration)
+            else:
+                model, result = _make_plugin_free(exported, passes, target)
+            dest = build_dir / f"model.plugin-free.{target.split('+')[0]}.onnx"
             atomic_save_onnx(model, dest)
             result["verified"] = _verify(exported, dest)
             if result["verified"]["cosine_min"] < MIN_COSINE:
@@ -201,7 +221,8 @@ def plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
         st.detail = (f"{dest.name}: {result['form']}; vs FP32 export cosine min {v['cosine_min']:.5f}, "
                      f"max-abs {v['max_abs_error']:.2e}{cached}")
     io = io_signature(dest)
-    form = f"{dest.name}, a plugin-free {target.upper()} ONNX ({result['form']}; {reason})"
+    what = "INT8 (Q/DQ) + FP16" if target.startswith("int8") else target.upper()
+    form = f"{dest.name}, a plugin-free {what} ONNX ({result['form']}; {reason})"
     return Served("onnx", dest, io, dest.name, batch_of(manifest, io), target, [], form, manifest, build_dir, result)
 
 
@@ -260,6 +281,27 @@ def _make_plugin_free(exported: Path, passes: list[str], precision: str):
     return model, record
 
 
+def _make_plugin_free_int8(exported: Path, passes: list[str], build_dir: Path, manifest: dict, calibration: Path):
+    """The plugin-free graph in FP32, then Q/DQ with the build's calibration carried over (`calibration/carry.py`)."""
+    import tempfile
+
+    from vitdeploy.calibration.carry import quantize_like_build
+    from vitdeploy.deploy.artifacts import atomic_save_onnx
+
+    model, record = _make_plugin_free(exported, passes, "fp32")
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-pf-") as tmp:
+        fp32 = Path(tmp) / "model.plugin-free.fp32.onnx"
+        atomic_save_onnx(model, fp32)
+        qdq, carried = quantize_like_build(fp32, build_dir, manifest, calibration)
+    cal = carried["calibration"]
+    record.update(precision="int8+fp16", int8=carried)
+    record["form"] += (f"; INT8 with the build's calibration ({cal['cache']}, {cal['method']} on {cal['images']} images, "
+                       f"measured on {cal['measured_on']}): {carried['layers_int8']} Linear/Conv layers INT8")
+    if carried["no_range"]:
+        record["form"] += f", {len(carried['no_range'])} without a carried range kept FP16"
+    return qdq, record
+
+
 def _verify(reference: Path, candidate: Path) -> dict:
     """The plugin-free graph against the FP32 export on seeded random images (ONNX Runtime, CPU).
 
@@ -281,3 +323,35 @@ def _verify(reference: Path, candidate: Path) -> dict:
     err = max(float(np.abs(r.astype(np.float64) - c).max()) for r, c in zip(ref, cand))
     return {"images": total, "outputs": len(ref), "cosine_min": cos, "max_abs_error": err,
             "data": "seeded random images"}
+
+
+def rebuild_command(manifest: dict, build_dir: Path, dynamic: str = "1:8:32") -> str:
+    """The build command that makes the same model with a dynamic batch (what a static-batch package lacks)."""
+    import shlex
+
+    model = manifest.get("model") or {}
+    src = manifest.get("source_onnx") or {}
+    applied = ((manifest.get("precision") or {}).get("applied") or "fp32")
+    tail = (["--int8", "--calib-data", "CALIB_IMAGES/"] if applied.startswith("int8") else
+            ["--fp16"] if "fp16" in applied else []) + ["--dynamic-batch", dynamic, "-o", str(build_dir)]
+    if src.get("path") or not model.get("alias"):  # a given ONNX: its batch axis is the exporter's to make dynamic
+        name = Path(src.get("path") or "MODEL.onnx").name
+        return ("re-export " + name + " with a dynamic batch axis, then "
+                + shlex.join(["vitdeploy", "build", "--onnx", name, *tail]))
+    parts = ["vitdeploy", "build", "--model", model["alias"]]
+    size = (manifest.get("preprocessing") or {}).get("input_size")
+    try:
+        from vitdeploy.models import get_info
+
+        native = get_info(model["alias"]).input_size
+    except VitdeployError:
+        native = None
+    if size and native and tuple(int(v) for v in size[1:]) != tuple(native):
+        parts += ["--img-size", f"{size[1]}x{size[2]}"]
+    if model.get("reduced"):
+        parts.append("--reduced")
+    if model.get("weights") == "pretrained":
+        parts.append("--pretrained")
+    elif model.get("weights") == "checkpoint":
+        parts += ["--checkpoint", str((model.get("checkpoint") or {}).get("path") or "CHECKPOINT")]
+    return shlex.join(parts + tail)
