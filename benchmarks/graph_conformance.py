@@ -144,7 +144,7 @@ def main() -> None:
 
     import tempfile
 
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.artifact import atomic_write_json
     from vitdeploy.deploy.export_step import versions
 
     started = time.time()

@@ -46,10 +46,10 @@ def run(alias: str, dynamic: bool, workdir: Path) -> dict:
     import torch
 
     from vitdeploy.deploy.export import BatchSpec, export_onnx
-    from vitdeploy.deploy.inputs import random_images
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
     from vitdeploy.models import build_model, get_info
     from vitdeploy.onnxrt import session
+    from vitdeploy.parity import random_images
 
     info = get_info(alias)
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     import tempfile
 
     from benchmarks.kernels.common import environment
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.artifact import atomic_write_json
     from vitdeploy.deploy.export_step import versions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         path = Path(ns.out) / "timing.json"
         Path(ns.out).mkdir(parents=True, exist_ok=True)
         record = gpu_mode(ns)
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.artifact import atomic_write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)

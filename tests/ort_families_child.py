@@ -104,7 +104,7 @@ class Opened:
     def __init__(self, family: str, seed: int):
         self.family = family
         if family.endswith(".onnx"):
-            from vitdeploy.deploy.rewrite.base import static_feeds
+            from vitdeploy.deploy.rewrite.probe import static_feeds
 
             model = onnx.load(family)
             self.feeds, self.want = static_feeds(model, batch=1, seed=seed), None
@@ -169,7 +169,7 @@ def main(mode: str, families: list[str]) -> dict:
             errors[f"{i}:{o.family}:main"] = o.check()
     else:
         raise SystemExit(f"unknown mode {mode}")
-    from vitdeploy.plugins.base import ort_registered
+    from vitdeploy.plugins.ort import ort_registered
 
     return {"mode": mode, "families": families, "max_rel_err": max(errors.values()), "checks": len(errors),
             "registered": sorted(ort_registered())}

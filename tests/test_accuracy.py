@@ -164,7 +164,7 @@ def test_accuracy_refuses_to_compare_a_graph_with_itself(two_vits, tmp_path, cap
 def test_accuracy_names_random_weights(two_vits, tmp_path, capsys):
     from test_precision import run_cli
 
-    from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest
+    from vitdeploy.artifact import atomic_write_json, new_manifest
 
     d = tmp_path / "art"
     d.mkdir()
@@ -208,7 +208,7 @@ def test_detection_measure_uses_boxes_and_scores():
 
 
 def test_average_precision_by_hand():
-    from vitdeploy.deploy.detection import Detection, average_precision
+    from vitdeploy.calibration.detection import Detection, average_precision
 
     truths = [[(1, (0.0, 0.0, 0.5, 0.5)), (1, (0.5, 0.5, 1.0, 1.0))]]
     dets = [[Detection(1, 0.9, (0.0, 0.0, 0.5, 0.5)), Detection(1, 0.8, (0.0, 0.5, 0.4, 1.0)),
@@ -226,7 +226,7 @@ def test_detection_with_box_labels_reports_map(tmp_path):
 
     rng = np.random.default_rng(1)
     logits, boxes = _detr_outputs(rng, n=2)
-    from vitdeploy.deploy.detection import cxcywh_to_xyxy
+    from vitdeploy.calibration.detection import cxcywh_to_xyxy
 
     xyxy = np.clip(cxcywh_to_xyxy(boxes), 0, 1)
     labels = [[{"label": 1, "box": list(map(float, xyxy[i, j]))} for j in range(2)] for i in range(2)]

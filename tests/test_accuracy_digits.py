@@ -44,7 +44,7 @@ def test_digits_precision_targets(arch, tmp_path):
     assert fp32 - int8 <= 1.0, (fp32, int8)
     passes = digits.ARCHS[arch].get("passes")
     if passes:  # the graph build deploys: rewritten (plugin nodes), then FP16 (INT8 of it: measure_digits.py)
-        from vitdeploy.deploy.rewrite.base import run_passes
+        from vitdeploy.deploy.rewrite.driver import run_passes
 
         rewritten, report = run_passes(onnx.load(str(fp32_path)), passes, "plugin")
         assert all(p["found"] == p["replaced"] > 0 for p in report["passes"]), report["passes"]

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from vitdeploy.deploy.lint import lint_model
-from vitdeploy.deploy.rewrite.base import run_passes
+from vitdeploy.deploy.rewrite.driver import run_passes
 
 F = TensorProto.FLOAT
 

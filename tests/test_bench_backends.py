@@ -14,7 +14,7 @@ from vitdeploy.bench import schema
 def vit_t_static(tmp_path_factory):
     """vit_t exported with a static batch of 1 (and its manifest)."""
     from vitdeploy.deploy.export import BatchSpec
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     out = tmp_path_factory.mktemp("vit_t")
     run_export("vit_t", str(out), batch=BatchSpec.static(1), exporter="torchscript")
@@ -112,7 +112,7 @@ def test_trt_backend_without_tensorrt_says_so(cli_run, vit_t_static, tmp_path):
 
 def test_run_records_what_it_measured(cli_run, vit_t_static, tmp_path):
     """Issue 15 item 7: the identity `compare` pairs runs on (it used to pair on the alias alone)."""
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     out = tmp_path / "id.json"
     res = cli_run("bench", str(vit_t_static), "--threads", "2", "--json", str(out), *FAST)
@@ -221,7 +221,7 @@ def test_reference_executed_plugins_are_warned_and_never_compared_with_a_real_ru
     import timm
     import torch
 
-    from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest, sha256_file
+    from vitdeploy.artifact import atomic_write_json, new_manifest, sha256_file
     from vitdeploy.deploy.export import BatchSpec, export_onnx
 
     torch.manual_seed(0)

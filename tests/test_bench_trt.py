@@ -14,7 +14,7 @@ def vit_t_engine(tmp_path_factory):
     import tensorrt as trt
 
     from vitdeploy.deploy.export import BatchSpec
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     out = tmp_path_factory.mktemp("vit_t_trt")
     run_export("vit_t", str(out), batch=BatchSpec(1, 2, 4), exporter="torchscript")

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from cli_runner import invoke as _invoke
-from vitdeploy.deploy.artifacts import sha256_file
+from vitdeploy.artifact import sha256_file
 from vitdeploy.errors import EXIT_ENGINE_SKIPPED, EXIT_USAGE
 
 VIT = ["build", "--model", "vit_t", "--exporter", "torchscript", "--dynamic-batch", "1:2:4"]
@@ -102,9 +102,9 @@ def test_manifest_contents(vit):
     # Issue 15 item 13: no plugin nodes, so no plugin (TensorRT >= 10.9) requirement
     assert "10.9" not in json.dumps(m["engine"]) and "no plugin nodes" in eng["plugin_mode"]["reason"]
     assert m["model"]["weights"] == "random" and m["postprocessing"]["task"] == "classification"
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
 
-    assert m["build"]["machine"]["cuda"] == (gpu_env.cuda_runtime().get("version") or gpu_env.probe().get("cuda_driver_api"))
+    assert m["build"]["machine"]["cuda"] == (machine.cuda_runtime().get("version") or machine.probe().get("cuda_driver_api"))
     assert set(m["steps"]) == {"export"} and len(m["steps"]["export"]) == 64
     assert m["build"]["versions"]["onnxruntime"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["build"]["created"])
@@ -268,12 +268,12 @@ def test_impossible_flag_combinations(cli_run, tmp_path, args, message):
 
 
 def test_jetson_target_defaults(monkeypatch, tmp_path):
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
     from vitdeploy.pipeline import options as pipeline
 
     orin = {"gpus": [{"name": "Orin", "compute_capability": "8.7"}],
             "jetson": {"module": "NVIDIA Jetson AGX Orin Developer Kit", "l4t": "36.4.0", "jetpack": "6.2", "power_mode": "MAXN (0)"}}
-    monkeypatch.setattr(gpu_env, "probe", lambda: orin)
+    monkeypatch.setattr(machine, "probe", lambda: orin)
     opts, target = pipeline.resolve(pipeline.BuildOptions(out_dir=tmp_path, alias="vit_t", dla_core=0))
     assert target["target"] == "jetson" and target["jetson"]["power_mode"] == "MAXN (0)"
     assert opts.fp16 is True and opts.workspace_gb == pipeline.JETSON_WORKSPACE_GB and opts.dla_core == 0
@@ -371,12 +371,12 @@ def test_swin_t_like_make_run(tmp_path, cli_run):
 
 
 def test_dla_on_jetson_thor_is_refused(monkeypatch, tmp_path):
-    from vitdeploy.deploy import gpu_env
-    from vitdeploy.pipeline import options as pipeline
+    from vitdeploy import machine
     from vitdeploy.errors import VitdeployError
+    from vitdeploy.pipeline import options as pipeline
 
     thor = {"gpus": [{"name": "NVIDIA Thor", "compute_capability": "11.0"}], "jetson": {"module": "NVIDIA Jetson AGX Thor Developer Kit"}}
-    monkeypatch.setattr(gpu_env, "probe", lambda: thor)
+    monkeypatch.setattr(machine, "probe", lambda: thor)
     with pytest.raises(VitdeployError, match="Jetson Thor has no DLA"):
         pipeline.resolve(pipeline.BuildOptions(out_dir=tmp_path, alias="vit_t", dla_core=0))
 

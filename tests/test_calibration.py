@@ -293,7 +293,7 @@ def test_cli_calibrate_next_trtexec_has_the_exports_batch_profile(tiny, int8, tm
 
     from test_precision import run_cli
 
-    from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest
+    from vitdeploy.artifact import atomic_write_json, new_manifest
 
     path, calib = tiny
     src = tmp_path / "src"

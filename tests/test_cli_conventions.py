@@ -115,7 +115,7 @@ def test_json_flag_alone_prints_json_on_stdout_and_with_a_file_writes_it(cli_run
 # ----------------------------------------------------------------------------- Python API
 
 def _manifest(tmp_path, **engine):
-    from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest
+    from vitdeploy.artifact import atomic_write_json, new_manifest
 
     m = new_manifest()
     m.update(files={"onnx": {"path": "model.fp16.onnx"}}, engine=engine)

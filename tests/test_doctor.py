@@ -15,7 +15,7 @@ def test_doctor_screen(cli_run):
 def test_doctor_json_matches_this_machine(cli_run):
     import onnxruntime
 
-    from vitdeploy.deploy.trt_env import tensorrt_version
+    from vitdeploy.machine import tensorrt_version
 
     info = json.loads(cli_run("doctor", "--json").output)
     assert info["onnxruntime"]["version"] == onnxruntime.__version__
@@ -28,13 +28,13 @@ def test_doctor_json_matches_this_machine(cli_run):
 
 def test_doctor_on_a_jetpack6_jetson(monkeypatch):
     """What doctor says on a Jetson Orin with TensorRT 10.3 (JetPack 6): native rewrite, no --plugins on."""
+    from vitdeploy import machine
     from vitdeploy.commands import doctor
-    from vitdeploy.deploy import gpu_env, trt_env
 
     orin = {"gpus": [{"name": "Orin (nvgpu)", "compute_capability": "8.7"}],
             "jetson": {"module": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.0", "jetpack": "6.2", "power_mode": "15W (0)"}}
-    monkeypatch.setattr(gpu_env, "probe", lambda: orin)
-    monkeypatch.setattr(trt_env, "tensorrt_version", lambda: "10.3.0.30")
+    monkeypatch.setattr(machine, "probe", lambda: orin)
+    monkeypatch.setattr(machine, "tensorrt_version", lambda: "10.3.0.30")
     info = doctor.collect()
     plan = "\n".join(info["build_will"])
     assert "TensorRT 10.3.0.30" in plan and "Orin (nvgpu)" in plan and "compute capability 8.7" in plan
@@ -46,21 +46,21 @@ def test_doctor_on_a_jetpack6_jetson(monkeypatch):
 def test_doctor_shows_each_plugins_ptx_and_refuses_an_old_driver(monkeypatch):
     """Issue 11: per plugin, the .target and pinned PTX ISA an engine built here gets; an 11.8 driver
     cannot JIT Hopper's ISA 8.0, and doctor says the build will refuse."""
+    from vitdeploy import machine
     from vitdeploy.commands import doctor
-    from vitdeploy.deploy import gpu_env, trt_env
 
     monkeypatch.delenv("VITDEPLOY_PTX_ARCH", raising=False)
     monkeypatch.delenv("VITDEPLOY_PTX_ISA", raising=False)
     h100 = {"gpus": [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}], "cuda_driver_api": "12.8"}
-    monkeypatch.setattr(gpu_env, "probe", lambda: h100)
-    monkeypatch.setattr(trt_env, "tensorrt_version", lambda: "10.13.0.35")
+    monkeypatch.setattr(machine, "probe", lambda: h100)
+    monkeypatch.setattr(machine, "tensorrt_version", lambda: "10.13.0.35")
     info = doctor.collect()["plugin_ptx"]
     assert info["driver_max_isa"] == "8.7"
     for op in ("WindowAttention", "GatedPositionalAttention", "MultiscaleDeformableAttention"):
         e = info["plugins"][op]
         assert (e["none"]["target"], e["none"]["ptx_isa"], e["none"]["driver_ok"]) == ("sm_90a", "8.0", True)
         assert (e["ampere_plus"]["target"], e["ampere_plus"]["ptx_isa"], e["ampere_plus"]["portable"]) == ("sm_80", "7.8", True)
-    monkeypatch.setattr(gpu_env, "probe", lambda: {**h100, "cuda_driver_api": "11.8"})
+    monkeypatch.setattr(machine, "probe", lambda: {**h100, "cuda_driver_api": "11.8"})
     plan = "\n".join(doctor.collect()["build_will"])
     assert "WindowAttention: this driver JITs PTX ISA <= 7.8, the plugin PTX needs 8.0" in plan
 
@@ -71,13 +71,13 @@ def test_cuda_runtime_comes_from_the_runtime_not_cuda_bindings(cli_run, monkeypa
 
     import pytest
 
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
 
     try:
         wheel = version("nvidia-cuda-runtime")
     except PackageNotFoundError:
         pytest.skip("no nvidia-cuda-runtime wheel in this environment")
-    rt = gpu_env.cuda_runtime()
+    rt = machine.cuda_runtime()
     assert rt["version"] == ".".join(wheel.split(".")[:2])
     assert rt["source"].startswith(f"nvidia-cuda-runtime {wheel} wheel (libcudart")
     info = json.loads(cli_run("doctor", "--json").output)
@@ -90,5 +90,5 @@ def test_cuda_runtime_comes_from_the_runtime_not_cuda_bindings(cli_run, monkeypa
         raise PackageNotFoundError(name)
 
     monkeypatch.setattr(md, "distribution", no_wheel)
-    monkeypatch.setattr(gpu_env, "_cudart_version", lambda lib: None)
-    assert gpu_env.cuda_runtime() == {}
+    monkeypatch.setattr(machine, "_cudart_version", lambda lib: None)
+    assert machine.cuda_runtime() == {}

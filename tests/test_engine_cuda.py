@@ -49,9 +49,9 @@ def test_device_copy_from_a_torch_tensor():
 def test_gpu_probe_reads_compute_capability():
     import torch
 
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
 
-    env = gpu_env.probe()
+    env = machine.probe()
     major, minor = torch.cuda.get_device_capability()
     assert env["gpus"][0]["compute_capability"] == f"{major}.{minor}"
     assert env.get("driver")

@@ -1,9 +1,9 @@
 """Issue 5: what TensorRT/GPU/Jetson environment means for the build (pure functions, no TensorRT)."""
 import pytest
 
-from vitdeploy.deploy import gpu_env
-from vitdeploy.deploy.trt_env import parse_version, select_plugin_mode, supports_aot_plugins, supports_dla
+from vitdeploy import machine
 from vitdeploy.errors import VitdeployError
+from vitdeploy.machine import parse_version, select_plugin_mode, supports_aot_plugins, supports_dla
 
 
 @pytest.mark.parametrize("version,aot", [
@@ -57,22 +57,22 @@ def test_plugins_on_with_old_tensorrt_is_a_clear_error():
 
 def test_smi_parsing():
     text = "NVIDIA H100 80GB HBM3, 9.0, 550.54.15, 81559 MiB\nNVIDIA A10, 8.6, 550.54.15, [N/A]\n"
-    gpus = gpu_env.parse_smi_gpus(text)
+    gpus = machine.parse_smi_gpus(text)
     assert gpus[0] == {"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "compute_capability": "9.0", "memory": "81559 MiB"}
     assert gpus[1]["compute_capability"] == "8.6" and "memory" not in gpus[1]
 
 
 def test_jetson_release_parsing():
     release = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024"
-    assert gpu_env.parse_tegra_release(release) == "36.4.0"
-    assert gpu_env.jetpack_for_l4t("36.4.0") == "6.2"
-    assert gpu_env.jetpack_for_l4t("99.1") is None
-    assert gpu_env.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == "MAXN (0)"
-    assert gpu_env.parse_nvpmodel("NV Power Mode: 15W\n") == "15W"
+    assert machine.parse_tegra_release(release) == "36.4.0"
+    assert machine.jetpack_for_l4t("36.4.0") == "6.2"
+    assert machine.jetpack_for_l4t("99.1") is None
+    assert machine.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == "MAXN (0)"
+    assert machine.parse_nvpmodel("NV Power Mode: 15W\n") == "15W"
 
 
 def test_probe_here_finds_no_gpu_without_guessing():
-    env = gpu_env.probe()
+    env = machine.probe()
     import shutil
 
     if shutil.which("nvidia-smi") is None and not env.get("jetson"):

@@ -7,11 +7,11 @@ import onnx
 import pytest
 import torch
 
-from vitdeploy.deploy.artifacts import sha256_file
+from vitdeploy.artifact import sha256_file
 from vitdeploy.deploy.export import BatchSpec
-from vitdeploy.deploy.export_flow import run_export
 from vitdeploy.models import build_model, get_info
 from vitdeploy.onnxrt import session
+from vitdeploy.pipeline.export import run_export
 
 # (alias, img size, reduced) — the small variant of every family; Deformable DETR reduced but whole.
 FAMILIES = [
@@ -238,7 +238,7 @@ def test_conflicting_flags(cli_run, tmp_path):
 
 def test_parity_failure_exits_3_and_leaves_nothing(cli_run, tmp_path, monkeypatch):
     from vitdeploy.deploy import export_step
-    from vitdeploy.deploy.parity import Tolerance
+    from vitdeploy.parity import Tolerance
 
     monkeypatch.setattr(export_step, "Tolerance", lambda: Tolerance(atol=-1.0, rtol=0.0))
     r = cli_run("export", "--model", "vit_t", "-o", str(tmp_path / "o"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vitdeploy.deploy.export import export_onnx
-from vitdeploy.deploy.rewrite.base import run_passes
+from vitdeploy.deploy.rewrite.driver import run_passes
 from vitdeploy.errors import VitdeployError
 from vitdeploy.onnxrt import session
 

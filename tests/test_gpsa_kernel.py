@@ -35,7 +35,7 @@ INTERPRET = textwrap.dedent("""
 
 AOT = textwrap.dedent("""
     import json, os, subprocess, sys, triton
-    from vitdeploy.plugins.base import entry_params, ptxas_path
+    from vitdeploy.plugins.ptx import entry_params, ptxas_path
     from vitdeploy.plugins.gated_positional_attention import kernel as K
     assert isinstance(K.gpsa_fwd_kernel, triton.runtime.JITFunction)
     ptxas = ptxas_path()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vitdeploy.deploy.export import BatchSpec, export_onnx
-from vitdeploy.deploy.rewrite.base import run_pass, run_passes
+from vitdeploy.deploy.rewrite.driver import run_pass, run_passes
 from vitdeploy.deploy.rewrite.gpsa import GpsaPass
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import build_model, get_info

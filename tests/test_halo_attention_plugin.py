@@ -115,7 +115,8 @@ def test_reference_rejects_mismatched_shapes():
 
 
 def test_spec_is_discoverable_like_the_other_plugins():
-    from vitdeploy.plugins import ORT_FACES, TRT_FACES, load_ort_face
+    from vitdeploy.plugins import ORT_FACES, TRT_FACES
+    from vitdeploy.plugins.ort import load_ort_face
 
     assert SPEC.plugin_id == "vitdeploy::HaloAttention" and SPEC.version == "1" and SPEC.domain == "vitdeploy"
     assert ORT_FACES["HaloAttention"].endswith("halo_attention.ort")
@@ -253,7 +254,7 @@ def test_config_refuses_maps_that_do_not_tile():
 
 AOT = textwrap.dedent("""
     import json, os, subprocess, sys
-    from vitdeploy.plugins.base import entry_params, ptxas_path
+    from vitdeploy.plugins.ptx import entry_params, ptxas_path
     from vitdeploy.plugins.halo_attention import kernel as K
     ptxas = ptxas_path()
     res = []

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.halo_rewrite import bytes_written  # noqa: E402  (the figure the benchmark records)
 from vitdeploy.deploy.export import BatchSpec, export_onnx  # noqa: E402
-from vitdeploy.deploy.rewrite.base import run_passes  # noqa: E402
+from vitdeploy.deploy.rewrite.driver import run_passes  # noqa: E402
 from vitdeploy.deploy.rewrite.halo import Geometry, neighbourhood_index  # noqa: E402
 from vitdeploy.models import build_model, get_info  # noqa: E402
 from vitdeploy.onnxrt import session  # noqa: E402
@@ -206,7 +206,7 @@ def _halonet(alias: str):
 
 
 def _images(batch: int, seed: int = 0) -> np.ndarray:
-    from vitdeploy.deploy.inputs import random_images
+    from vitdeploy.parity import random_images
 
     return random_images(batch, (256, 256), seed=seed)
 
@@ -227,11 +227,14 @@ def test_halonet26t_build_runs_to_the_engine_step(halonet26t_build):
     assert m["rewrite"]["whole_graph"]["passed"]
     assert [(p["op"], p["count"], p["namespace"], p["version"]) for p in m["plugins"]] == [("HaloAttention", 3, "vitdeploy", "1")]
     assert m["precision"]["applied"] == "fp16" and m["export"]["exporter"] == "dynamo"
+    assert m["precision"]["fp16"]["plugins_fp16"] == 3 and m["precision"]["fp16"]["fp16_ops"]["HaloAttention"] == 3
     assert m["preprocessing"]["input_size"] == [3, 256, 256] and m["preprocessing"]["crop_pct"] == 0.95  # timm data config
     assert res.engine is None and "TensorRT" in res.skipped_reason
     final = onnx.load(str(res.final_onnx))
     halo = [n for n in final.graph.node if n.op_type == "HaloAttention"]
     assert len(halo) == 3 and not any(n.op_type == "Softmax" for n in final.graph.node)
+    declared = {vi.name: vi.type.tensor_type.elem_type for vi in final.graph.value_info}
+    assert [declared.get(n.output[0]) for n in halo] == [onnx.TensorProto.FLOAT16] * 3  # typed FP16, not left untyped
     assert m["accuracy"]["finite"] and m["accuracy"]["cosine_min"] > 0.999  # FP16 graph vs FP32 export (random weights)
     # an --onnx build of an unknown graph runs every pass: the others must not claim HaloNet's attention
     _, others = run_passes(onnx.load(str(res.out_dir / "model.onnx")), ["swin", "gpsa", "msda"], "plugin")

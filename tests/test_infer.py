@@ -20,7 +20,7 @@ def photo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     """vit_t at 64x64 (same graph structure, cheap), exported and verified, with its manifest."""
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     out = tmp_path_factory.mktemp("vit64")
     run_export("vit_t", str(out), img_size=(64, 64), exporter="torchscript")
@@ -96,8 +96,8 @@ def test_infer_bad_inputs(cli_run, artifact, photo, tmp_path):
 
 def test_infer_engine_without_tensorrt_names_the_problem(cli_run, artifact, photo, tmp_path):
     """A plan file whose manifest is intact but TensorRT absent: refused by the manifest check."""
-    from vitdeploy.deploy.artifacts import sha256_file
-    from vitdeploy.deploy.trt_env import tensorrt_version
+    from vitdeploy.artifact import sha256_file
+    from vitdeploy.machine import tensorrt_version
 
     if tensorrt_version() is not None:
         pytest.skip("TensorRT is installed here: tests/test_trt_engine.py covers real engines")
@@ -157,7 +157,7 @@ def test_infer_unreadable_onnx_is_one_line(cli_run, photo, tmp_path, content):
 
 def test_infer_says_which_preprocessing_it_assumed(cli_run, artifact, photo, tmp_path):
     """An ONNX imported with 'build --onnx' has a manifest but no preprocessing: say that, not 'no manifest'."""
-    from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest, sha256_file
+    from vitdeploy.artifact import atomic_write_json, new_manifest, sha256_file
 
     (tmp_path / "model.onnx").write_bytes((artifact / "model.onnx").read_bytes())
     manifest = new_manifest()

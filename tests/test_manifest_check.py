@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vitdeploy.deploy.artifacts import sha256_file
+from vitdeploy.artifact import sha256_file
 from vitdeploy.deploy.manifest_check import differences, ensure_compatible, verify_plan_file
 from vitdeploy.errors import VitdeployError
 

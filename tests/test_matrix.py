@@ -170,7 +170,7 @@ def test_materialize_moves_a_prepared_artifact_to_another_node(tmp_path):
     (src / ".model.onnx.123.tmp").write_bytes(b"half")  # a temporary file is never shipped
     files = execute._files(src)
     assert sorted(files) == [".vitdeploy/steps/export.json", "manifest.json", "model.onnx"]
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     digests = {r: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for r, p in files.items()}
     payload = {"id": "p1", "dir": str(src), "files": digests, "data": {r: p.read_bytes() for r, p in files.items()}}

@@ -1,9 +1,9 @@
-"""Deformable DETR post-processing (`vitdeploy.deploy.detection`) against transformers' image processor."""
+"""Deformable DETR post-processing (`vitdeploy.calibration.detection`) against transformers' image processor."""
 import numpy as np
 import pytest
 import torch
 
-from vitdeploy.deploy.detection import Detection, postprocess_detr
+from vitdeploy.calibration.detection import Detection, postprocess_detr
 
 
 def transformers_results(logits, boxes, sizes, threshold, topk):

@@ -54,7 +54,7 @@ def test_stock_node_contract_matches_tensorrt_sources():
     assert [t.kind for t in STOCK_SPEC.inputs] == ["float", "int32", "int32", "float", "float"]
     assert [t.name for t in STOCK_SPEC.inputs] == [t.name for t in VITDEPLOY_SPEC.inputs]
     assert VITDEPLOY_SPEC.node_attrs() == {"plugin_namespace": "vitdeploy", "plugin_version": "1"}
-    # stock: version 1 unless the target TensorRT is known to be >= 10.11 (deploy.trt_env.stock_msda_version)
+    # stock: version 1 unless the target TensorRT is known to be >= 10.11 (machine.stock_msda_version)
     assert spec_for("stock") is STOCK_V1_SPEC and spec_for("stock", "plugin", "2") is STOCK_SPEC
     assert spec_for("vitdeploy") is VITDEPLOY_SPEC
     # native mode (TensorRT without Python plugins, e.g. 10.3): the stock plugin's version 1, same IO
@@ -225,8 +225,8 @@ def ptx_sm90_fp16():
 
 @pytest.mark.parametrize("arch,dtype", [(87, "fp32"), (90, "fp16")])
 def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
+    from vitdeploy.plugins.ptx import entry_params
     from vitdeploy.plugins.msda import kernel
-    from vitdeploy.plugins.base import entry_params
 
     if (arch, dtype) == (90, "fp16"):
         name, ptx, meta = ptx_sm90_fp16  # Deformable DETR R50's L=4, P=4, D=32
@@ -241,7 +241,7 @@ def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype, ptx_sm90_fp16):
 
 
 def test_stripped_ptx_assembles_with_ptxas(ptx_sm90_fp16):
-    from vitdeploy.plugins.base import ptxas_path
+    from vitdeploy.plugins.ptx import ptxas_path
 
     ptxas = ptxas_path()
     if ptxas is None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vitdeploy.deploy.export import BatchSpec, export_onnx
-from vitdeploy.deploy.rewrite.base import run_passes
+from vitdeploy.deploy.rewrite.driver import run_passes
 from vitdeploy.deploy.rewrite.msda import MsdaPass
 from vitdeploy.models import build_model, detr_config, get_info
 from vitdeploy.onnxrt import session

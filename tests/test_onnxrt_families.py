@@ -69,13 +69,14 @@ def test_sessions_created_and_run_concurrently_in_threads():
 
 def test_an_op_registered_after_the_seal_is_refused_not_crashed():
     """A plugin face outside ORT_FACES, or registered late, fails with a message naming the fix."""
-    from vitdeploy.plugins import register_ort_faces
-    from vitdeploy.plugins.base import PluginSpec, TensorSpec, ort_sealed, register_ort_op
+    from vitdeploy.plugins.ort import register_ort_faces
+    from vitdeploy.plugins.ort import ort_sealed, register_ort_op
+    from vitdeploy.plugins.spec import PluginSpec, TensorSpec
 
     register_ort_faces()
     assert ort_sealed()
     late = PluginSpec("LateAttention", (TensorSpec("x"),), (TensorSpec("y"),))
-    with pytest.raises(RuntimeError, match="List its face module in vitdeploy.plugins.ORT_FACES"):
+    with pytest.raises(RuntimeError, match="Give its op type a row in vitdeploy/plugins/registry.py"):
         register_ort_op(late, lambda x: x)
 
 
@@ -115,7 +116,7 @@ def _tiny_rewritten(tmp: Path, family: str) -> Path:
     import torch
 
     from vitdeploy.deploy.export import export_onnx
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
 
     torch.manual_seed(0)
     if family == "swin":

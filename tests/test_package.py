@@ -127,8 +127,8 @@ def test_served_onnx_is_plugin_free_and_says_which_it_is(served, name, form):
 
 @pytest.mark.parametrize("name", ["swin_t", "convit_t", "detr"])
 def test_served_onnx_runs_with_the_configs_shapes_and_agrees_with_the_build(served, name):
-    from vitdeploy.deploy.inputs import random_images
     from vitdeploy.onnxrt import session
+    from vitdeploy.parity import random_images
 
     build, repo, _ = served[name]
     cfg = config(repo, name)
@@ -302,9 +302,9 @@ def test_bad_arguments_are_one_line_and_write_nothing(served, tmp_path, args, me
 def test_engine_configs_for_the_tensorrt_backend(served):
     """The tensorrt_plan config for an engine's I/O (here the final graph's: no engine can be built on this
     machine). A config-writer test, not an engine test: the plan's own I/O is read with TensorRT where it exists."""
-    from vitdeploy.deploy.export import io_signature
     from vitdeploy.deploy.serving import triton
     from vitdeploy.deploy.serving.artifact import Served, batch_of
+    from vitdeploy.onnxgraph import io_signature
 
     for name, op in (("swin_t", "vitdeploy AOT"), ("detr", "TensorRT stock")):
         build, _, _ = served[name]

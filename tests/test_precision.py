@@ -7,8 +7,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from vitdeploy.calibration.precision import convert_fp16, node_precision, tensor_types
+from vitdeploy.calibration.precision import convert_fp16, node_precision
+
 from vitdeploy.deploy.export import BatchSpec, export_onnx
+from vitdeploy.onnxgraph import tensor_types
 from vitdeploy.onnxrt import session
 
 
@@ -171,7 +173,7 @@ def test_rewritten_swin_fp16_and_int8_run_with_fp16_plugins(tmp_path):
     from vitdeploy.calibration.data import CalibrationData
     from vitdeploy.calibration.quantization import quantize_int8
     from vitdeploy.deploy.rewrite import load_pass
-    from vitdeploy.deploy.rewrite.base import run_pass
+    from vitdeploy.deploy.rewrite.driver import run_pass
 
     torch.manual_seed(0)
     m = SwinTransformer(img_size=16, patch_size=2, window_size=4, num_classes=5, embed_dim=16, depths=(2,),
@@ -219,3 +221,43 @@ def test_cli_fp16_io_graph_through_convert_accuracy_and_verify(tiny_vit, tmp_pat
     code, stdout, err = run_cli(["verify", str(tiny_vit), str(out), "--atol", "0.02", "--min-cosine", "0.999"], capsys)
     assert code == 0, err
     assert "match" in stdout
+
+
+def _one_plugin_node_graph(op_type: str):
+    """x -> Relu -> <plugin node of `op_type`, inputs as its spec declares> -> Relu -> y (FP32)."""
+    from vitdeploy.plugins.ort import load_ort_face
+
+    face = load_ort_face(op_type)
+    spec = next(s for s in (getattr(face, "SPECS", None) or (face.SPEC,)) if s.name == op_type)
+    inputs, inits = [], []
+    for i, ts in enumerate(spec.inputs):
+        if ts.kind == "float":
+            inputs.append(helper.make_tensor_value_info(f"in{i}", TensorProto.FLOAT, [2, 4]))
+        else:
+            inits.append(helper.make_tensor(f"in{i}", TensorProto.INT32, [1], [1]))
+    nodes = [helper.make_node("Relu", ["in0"], ["r0"], name="pre"),
+             helper.make_node(op_type, ["r0", *[f"in{i}" for i in range(1, len(spec.inputs))]], ["plug"],
+                              domain=spec.domain, name="plugin", plugin_namespace=spec.namespace, plugin_version=spec.version),
+             helper.make_node("Relu", ["plug"], ["y"], name="post")]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(spec.domain, 1)])
+
+
+def _plugin_op_types() -> list[str]:
+    from vitdeploy.plugins.registry import PLUGINS
+
+    return [p.op_type for p in PLUGINS]
+
+
+@pytest.mark.parametrize("op_type", _plugin_op_types())
+def test_every_registered_plugin_node_is_fp16_and_checked(op_type):
+    """Every plugin vitdeploy emits (HaloAttention was once left out of a hand-kept list): its float output gets
+    a declared FP16 type, the summary counts it, and the FP16 plugin check guards it (a node kept FP32 is refused)."""
+    from vitdeploy.errors import VitdeployError
+
+    fp16, summary = convert_fp16(_one_plugin_node_graph(op_type))
+    types = tensor_types(fp16)
+    assert types["plug"] == TensorProto.FLOAT16
+    assert summary["plugins_fp16"] == 1 and summary["fp16_ops"][op_type] == 1
+    with pytest.raises(VitdeployError, match="plugin node plugin would not be FP16"):
+        convert_fp16(_one_plugin_node_graph(op_type), fp32_nodes=["plugin"])

@@ -2,8 +2,8 @@
 and the stock MSDA plugin version by TensorRT version. No GPU, no TensorRT; one real Triton compile."""
 import pytest
 
-from vitdeploy.deploy.trt_env import stock_msda_version
 from vitdeploy.errors import VitdeployError
+from vitdeploy.machine import stock_msda_version
 from vitdeploy.plugins import ptx, ptx_target
 from vitdeploy.plugins.msda.spec import STOCK_SPEC, STOCK_V1_SPEC, VITDEPLOY_SPEC, spec_for
 

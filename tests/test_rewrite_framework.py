@@ -4,7 +4,7 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper
 
-from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass, run_pass, whole_graph_parity
+from vitdeploy.deploy.rewrite.driver import Candidate, Emission, RewritePass, run_pass, whole_graph_parity
 from vitdeploy.onnxrt import session
 
 

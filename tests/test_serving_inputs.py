@@ -404,8 +404,8 @@ def test_plugin_free_graph_of_an_int8_build_is_int8_with_the_builds_calibration(
     import shutil
 
     from vitdeploy.commands.package import _what_is_served
-    from vitdeploy.deploy.artifacts import load_manifest
-    from vitdeploy.deploy.serving.artifact import plugin_free
+    from vitdeploy.artifact import load_manifest
+    from vitdeploy.pipeline.plugin_free import step_plugin_free as plugin_free
 
     build = tmp_path / "b"
     shutil.copytree(int8_build, build)

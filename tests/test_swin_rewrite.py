@@ -17,7 +17,7 @@ import torch
 from onnx import numpy_helper
 
 from vitdeploy.deploy.export import BatchSpec, export_onnx
-from vitdeploy.deploy.rewrite.base import run_pass, run_passes
+from vitdeploy.deploy.rewrite.driver import run_pass, run_passes
 from vitdeploy.deploy.rewrite.swin import SwinWindowAttentionPass, shift_mask, window_order
 from vitdeploy.onnxrt import session
 

@@ -173,7 +173,9 @@ def test_a_failed_registration_is_reraised_not_hidden(layer):
     "No return annotation" check, finding 2) must come back on retry, not "already has a definition"."""
     from typing import Tuple
 
-    from vitdeploy.plugins.base import PluginSpec, TensorSpec, register_once
+    from vitdeploy.plugins.spec import PluginSpec, TensorSpec
+
+    from vitdeploy.plugins.trt import register_once
 
     trtp = layer.trtp
     spec = PluginSpec("ContractProbe", (TensorSpec("x"),), (TensorSpec("y"),), {"k": int})

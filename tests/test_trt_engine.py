@@ -38,8 +38,8 @@ def test_engine_is_built_and_described(built):
 
 def test_engine_matches_onnxruntime_at_two_batch_sizes(built):
     import vitdeploy
-    from vitdeploy.deploy.inputs import random_images
     from vitdeploy.onnxrt import session
+    from vitdeploy.parity import random_images
 
     sess = session(built.final_onnx)
     with vitdeploy.Engine(built.out_dir) as engine:
@@ -66,8 +66,8 @@ def test_engine_buffers_are_reused_and_torch_in_gives_torch_out(built):
 
 
 def test_rerun_reuses_the_engine(built):
-    from vitdeploy.pipeline import BuildOptions, run_build
     from vitdeploy.deploy.export import BatchSpec
+    from vitdeploy.pipeline import BuildOptions, run_build
 
     again = run_build(BuildOptions(out_dir=built.out_dir, alias="vit_t", img_size=(64, 64), exporter="torchscript",
                                    batch=BatchSpec(1, 2, 4), timing_cache=built.out_dir / "timing.cache"))

@@ -19,7 +19,7 @@ def test_plugins_register_with_tensorrt():
 
     import tensorrt as trt
 
-    from vitdeploy.deploy.trt_env import supports_aot_plugins
+    from vitdeploy.machine import supports_aot_plugins
     from vitdeploy.plugins import TRT_FACES
 
     if not supports_aot_plugins(trt.__version__):
@@ -34,7 +34,7 @@ def test_plugins_register_with_tensorrt():
 def test_plugin_mode_follows_the_installed_tensorrt(cli_run, tmp_path):
     import tensorrt as trt
 
-    from vitdeploy.deploy.trt_env import supports_aot_plugins
+    from vitdeploy.machine import supports_aot_plugins
 
     if supports_aot_plugins(trt.__version__):
         pytest.skip("AOT-capable TensorRT: --plugins on is allowed here")
@@ -49,10 +49,10 @@ def test_swin_aot_engine_runs_without_python_plugins(tmp_path):
     import tensorrt as trt
 
     import vitdeploy
-    from vitdeploy.deploy.inputs import random_images
-    from vitdeploy.pipeline import BuildOptions, run_build
-    from vitdeploy.deploy.trt_env import supports_aot_plugins
+    from vitdeploy.machine import supports_aot_plugins
     from vitdeploy.onnxrt import session
+    from vitdeploy.parity import random_images
+    from vitdeploy.pipeline import BuildOptions, run_build
 
     if not supports_aot_plugins(trt.__version__):
         pytest.skip(f"TensorRT {trt.__version__} has no ahead-of-time plugins")

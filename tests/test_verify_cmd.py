@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from vitdeploy.deploy.artifacts import atomic_write_json, new_manifest, sha256_file
+from vitdeploy.artifact import atomic_write_json, new_manifest, sha256_file
 from vitdeploy.deploy.export import BatchSpec, export_onnx
 
 
@@ -87,14 +87,14 @@ def test_rewrite_bad_inputs_are_one_line_errors(cli_run, swin_onnx, tmp_path):
 
 def test_rewrite_exits_3_and_writes_nothing_when_the_whole_graph_differs(cli_run, swin_onnx, tmp_path, monkeypatch):
     """The end-to-end check is the last line of defence: a failed one must not publish a file."""
-    import vitdeploy.deploy.rewrite.base as base
+    import vitdeploy.deploy.rewrite.driver as driver
 
-    real = base.whole_graph_parity
+    real = driver.whole_graph_parity
 
     def stricter(original, rewritten, feeds, tol=None):  # a real comparison, at a tolerance nothing meets
-        return real(original, rewritten, feeds, base.Tolerance(atol=-1.0, rtol=0.0))
+        return real(original, rewritten, feeds, driver.Tolerance(atol=-1.0, rtol=0.0))
 
-    monkeypatch.setattr(base, "whole_graph_parity", stricter)
+    monkeypatch.setattr(driver, "whole_graph_parity", stricter)
     out = tmp_path / "o.onnx"
     r = cli_run("rewrite", str(swin_onnx), "-o", str(out), "--passes", "swin", "--plugins", "off")
     assert r.exit_code == 3 and "the rewritten graph differs" in r.output

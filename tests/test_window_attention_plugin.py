@@ -23,7 +23,7 @@ from vitdeploy.plugins.window_attention.reference import (
     shift_mask,
     window_attention,
 )
-from vitdeploy.plugins import base
+from vitdeploy.plugins.ptx import entry_params, ptxas_path, strip_unused_scratch_params
 from vitdeploy.plugins.window_attention.spec import SPEC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -366,7 +366,7 @@ def test_compiles_to_ptx_for_jetson_and_hopper(arch, dtype):
         assert "mma" in ptx
     assert "ld.global.v4" in ptx  # 128-bit qkv row loads: the aligned-pointer hint reached the compiler
     # the entry TensorRT launches takes exactly: qkv, bias, pad_qkv, batch, out
-    entry = base.entry_params(base.strip_unused_scratch_params(ptx, name, keep=kernel.NUM_KERNEL_ARGS), name)
+    entry = entry_params(strip_unused_scratch_params(ptx, name, keep=kernel.NUM_KERNEL_ARGS), name)
     assert entry == [".u64", ".u64", ".u64", ".u32", ".u64"]
 
 
@@ -393,12 +393,12 @@ def test_stripped_ptx_still_assembles():
 
     if kernel.interpreter_active():
         pytest.skip("AOT compilation needs TRITON_INTERPRET unset")
-    ptxas = base.ptxas_path()
+    ptxas = ptxas_path()
     if ptxas is None:
         pytest.skip("Triton ships no ptxas here")
     cfg = kernel.make_config(window_size=7, shift_size=3, num_heads=6, height=12, width=12, scale=32**-0.5, channels=192)
     name, ptx, _ = kernel.compile_ptx(87, "fp16", cfg)
-    stripped = base.strip_unused_scratch_params(ptx, name, keep=kernel.NUM_KERNEL_ARGS)
+    stripped = strip_unused_scratch_params(ptx, name, keep=kernel.NUM_KERNEL_ARGS)
     proc = subprocess.run([ptxas, "-arch=sm_87", "-o", os.devnull, "-"], input=stripped, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

@@ -34,11 +34,11 @@ def _prepare_extensions() -> str:
     sessions, and return the library path to give the session options."""
     from onnxruntime_extensions import get_library_path
 
-    from vitdeploy.plugins import base, register_ort_faces
+    from vitdeploy.plugins.ort import ort_ops_added_since_seal, register_ort_faces, seal_ort_ops
 
     register_ort_faces()
     with _SESSIONS_LOCK:
-        added = base.ort_ops_added_since_seal()
+        added = ort_ops_added_since_seal()
         if added:
             if len(_PLUGIN_SESSIONS):
                 raise VitdeployError(
@@ -46,12 +46,12 @@ def _prepare_extensions() -> str:
                     f"{len(_PLUGIN_SESSIONS)} vitdeploy plugin session(s) were open, which invalidates them",
                     "register your own onnx_op functions before the first vitdeploy.onnxrt.session",
                 )
-            base.seal_ort_ops()  # no session holds the old table: accept the new ops
+            seal_ort_ops()  # no session holds the old table: accept the new ops
     return get_library_path()
 
 
 def _plugin_nodes(model):
-    from vitdeploy.plugins import load_ort_face
+    from vitdeploy.plugins.ort import load_ort_face
 
     found = []
     for node in model.graph.node:
@@ -71,7 +71,7 @@ def adapt_for_ort(model):
     import onnx
     from onnx import helper
 
-    from vitdeploy.plugins.base import ORT_PYOP_DOMAIN
+    from vitdeploy.plugins.spec import ORT_PYOP_DOMAIN
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     found = _plugin_nodes(model)
@@ -120,7 +120,7 @@ def session(path_or_model, *, providers: list[str] | None = None, threads: int |
     import onnxruntime as ort
 
     if isinstance(path_or_model, (str, os.PathLike)):
-        from vitdeploy.deploy.artifacts import load_onnx
+        from vitdeploy.artifact import load_onnx
 
         model = load_onnx(path_or_model)
     else:

@@ -47,17 +47,10 @@ def beside(path: str | Path | None) -> dict:
     """The weights record of the manifest next to an ONNX/engine file, or of a build directory."""
     if path is None:
         return {"kind": "unknown"}
-    p = Path(path)
-    mpath = p / "manifest.json" if p.is_dir() else p.parent / "manifest.json"
-    if not mpath.is_file():
-        return {"kind": "unknown"}
-    try:
-        import json
+    from vitdeploy.artifact import manifest_beside
 
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError):
-        return {"kind": "unknown"}
-    return from_manifest(manifest if isinstance(manifest, dict) else None)
+    manifest = manifest_beside(path)
+    return {"kind": "unknown"} if manifest is None else from_manifest(manifest)
 
 
 def is_random(record: dict | None) -> bool:

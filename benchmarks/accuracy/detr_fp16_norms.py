@@ -37,9 +37,9 @@ def main() -> None:
     import onnx
 
     from benchmarks.graph_conformance import write_photos
+    from vitdeploy.artifact import atomic_write_json
     from vitdeploy.calibration.data import load_data
     from vitdeploy.calibration.precision import DEFAULT_FP32_OPS, convert_fp16
-    from vitdeploy.deploy.artifacts import atomic_write_json
     from vitdeploy.deploy.export_step import ExportOptions, export_verified, versions
     from vitdeploy.models import get_info
     from vitdeploy.onnxrt import session

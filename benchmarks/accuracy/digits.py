@@ -138,7 +138,7 @@ def measure(arch: str, workdir: Path, methods=("entropy", "percentile", "minmax"
                                         excluded=summary["excluded"])
     passes = ARCHS[arch].get("passes")
     if passes:  # the graph `build` deploys: rewritten (plugin nodes run their FP32 reference here), then converted
-        from vitdeploy.deploy.rewrite.base import run_passes
+        from vitdeploy.deploy.rewrite.driver import run_passes
 
         rewritten, report = run_passes(onnx.load(str(fp32_path)), passes, "plugin")
         rw_path = workdir / f"digits_{arch}.rewritten.onnx"

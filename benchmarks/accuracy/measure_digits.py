@@ -85,7 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     archs = sorted(args.arch or digits.ARCHS)
 
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.artifact import atomic_write_json
     from vitdeploy.deploy.export_step import versions
 
     started = time.time()

@@ -80,7 +80,7 @@ def check_parity(variants: dict, x, precision: str) -> dict:
     """name -> parity record of its logits against eager's on input `x`."""
     import torch
 
-    from vitdeploy.deploy.parity import Tolerance, compare
+    from vitdeploy.parity import Tolerance, compare
 
     atol, rtol, cos = TOLERANCES[precision]
     tol = Tolerance(atol=atol, rtol=rtol, min_cosine=cos)
@@ -102,8 +102,8 @@ def main(argv=None) -> int:
     from vitdeploy.bench.backends.pytorch import ModuleBackend
     from vitdeploy.bench.runner import Settings, run_batches
     from vitdeploy.commands.bench import parse_batches, print_run
-    from vitdeploy.deploy.inputs import random_images
     from vitdeploy.models import build_model, get_info
+    from vitdeploy.parity import random_images
     from vitdeploy.weights import for_model
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -103,7 +103,7 @@ def measure(cfg: dict, workdir: Path) -> dict:
     """Build, export, rewrite in both modes and run; the JSON record of what happened (never raises)."""
     import onnx
 
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
     from vitdeploy.errors import VitdeployError
     from vitdeploy.onnxrt import session
 
@@ -280,8 +280,8 @@ def main(argv=None) -> int:
 
     import logging
 
+    from vitdeploy.artifact import atomic_write_json
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import atomic_write_json
 
     logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)  # dynamo's trace of a failed export
 

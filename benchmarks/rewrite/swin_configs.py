@@ -85,7 +85,7 @@ def run_one(model, size, exporter: str, workdir: Path) -> list[dict]:
     import torch
 
     from vitdeploy.deploy.export import export_onnx
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
     from vitdeploy.onnxrt import session
 
     h, w = size

@@ -126,7 +126,7 @@ def _has_labels(data_path: str) -> bool:
 
 
 def _same_data(a, b) -> bool:
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     pa, pb = Path(a), Path(b)
     if not pa.exists() or not pb.exists():

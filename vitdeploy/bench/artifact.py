@@ -7,13 +7,12 @@ graph holds.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vitdeploy.artifact import ENGINE_SUFFIXES
 from vitdeploy.errors import VitdeployError
-
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+from vitdeploy.onnxgraph import graph_precision
 
 
 @dataclass
@@ -39,12 +38,9 @@ class Artifact:
 
 
 def _files(manifest: dict, base: Path) -> list[tuple[str, Path]]:
-    out = []
-    for key, entry in (manifest.get("files") or {}).items():
-        rel = entry.get("path") if isinstance(entry, dict) else entry
-        if isinstance(rel, str):
-            out.append((key, base / rel))
-    return out
+    from vitdeploy.artifact import manifest_file
+
+    return [(role, p) for role in (manifest.get("files") or {}) if (p := manifest_file(manifest, base, role)) is not None]
 
 
 def _pick_onnx(files: dict[str, Path]) -> Path | None:
@@ -83,63 +79,24 @@ def _manifest_precision(manifest: dict) -> str | None:
     return None
 
 
-def graph_precision(path_or_model) -> str:
-    """The canonical precision label of an ONNX graph, from the graph alone.
-
-    int8 when it holds Q/DQ nodes; fp16 / bf16 when weights or casts use that type; joined
-    with '+' (an INT8 graph whose other layers are FP16 is 'int8+fp16'); 'fp32' otherwise.
-    The same graph gets the same label whatever its file or directory is called.
-    """
-    import onnx
-
-    from vitdeploy.deploy.artifacts import load_onnx
-
-    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else load_onnx(path_or_model, load_external_data=False)
-    types = {t.data_type for t in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Cast":
-            types.update(a.i for a in n.attribute if a.name == "to")
-        elif n.op_type == "Constant":
-            types.update(a.t.data_type for a in n.attribute if a.name == "value" and a.HasField("t"))
-    parts = []
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        parts.append("int8")
-    if onnx.TensorProto.FLOAT16 in types:
-        parts.append("fp16")
-    if onnx.TensorProto.BFLOAT16 in types:
-        parts.append("bf16")
-    return "+".join(parts) or "fp32"
-
-
-onnx_precision = graph_precision  # the name earlier callers use
+onnx_precision = graph_precision  # the name earlier callers use (the label itself is vitdeploy.onnxgraph's)
 
 
 def plugin_node_counts(path_or_model) -> dict[str, int]:
     """op type -> count of the plugin nodes (vitdeploy or TensorRT stock) in an ONNX graph."""
     import onnx
 
-    from vitdeploy.deploy.artifacts import load_onnx
-    from vitdeploy.plugins import ORT_FACES
+    from vitdeploy.artifact import load_onnx
+    from vitdeploy.onnxgraph import plugin_node_counts as counts
 
-    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else load_onnx(path_or_model, load_external_data=False)
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        if n.domain == "vitdeploy" or n.op_type in ORT_FACES:
-            counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return counts
+    return counts(path_or_model if isinstance(path_or_model, onnx.ModelProto) else load_onnx(path_or_model, load_external_data=False))
 
 
 def _sidecar_manifest(p: Path) -> dict | None:
-    """The manifest.json beside a file, or None when there is none or it is not a JSON object
-    (a loose file is still benchable; only its provenance is unknown)."""
-    sidecar = p.parent / "manifest.json"
-    if not sidecar.is_file():
-        return None
-    try:
-        manifest = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    """The manifest.json beside a file, or None (a loose file is still benchable; only its provenance is unknown)."""
+    from vitdeploy.artifact import manifest_beside
+
+    return manifest_beside(p)
 
 
 def _alias(manifest: dict, default: str) -> str:
@@ -171,7 +128,7 @@ def resolve(path: str) -> Artifact:
         mpath = p / "manifest.json"
         if not mpath.is_file():
             raise VitdeployError(f"{p} has no manifest.json", "point at a directory written by 'vitdeploy export' or 'build'")
-        from vitdeploy.deploy.artifacts import load_manifest
+        from vitdeploy.artifact import load_manifest
 
         manifest = load_manifest(p)
         files = _files(manifest, p)

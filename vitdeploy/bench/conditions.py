@@ -98,7 +98,7 @@ def _cpu_mhz() -> tuple[float, str] | None:
 
 
 def _gpu_sm_mhz() -> float | None:
-    from vitdeploy.bench.environment import _run
+    from vitdeploy.machine import run as _run
 
     out = _run(["nvidia-smi", "--id=0", "--query-gpu=clocks.sm", "--format=csv,noheader,nounits"], timeout=3.0)
     try:

@@ -1,15 +1,17 @@
 """Where a benchmark ran: device, clocks and power mode (where readable), versions, commit.
 
-Every probe is best effort: a field that cannot be read is left out, never guessed.
+Every probe is best effort: a field that cannot be read is left out, never guessed. The probe
+helpers and tool versions are `vitdeploy.machine`'s; this adds what a benchmark record needs.
 NVIDIA discrete GPUs are read with nvidia-smi; Jetson boards through /sys and nvpmodel.
 """
 from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 from pathlib import Path
+
+from vitdeploy.machine import read as _read
+from vitdeploy.machine import run as _run
 
 _SMI_FIELDS = (
     "name",
@@ -26,23 +28,6 @@ _SMI_FIELDS = (
     "temperature.gpu",
     "pstate",
 )
-
-
-def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def _read(path: str | Path) -> str | None:
-    try:
-        return Path(path).read_text().strip().strip("\x00")
-    except OSError:
-        return None
 
 
 _SMI_MINIMAL = ("name", "driver_version", "clocks.sm", "clocks.max.sm", "power.limit")
@@ -123,13 +108,9 @@ def git_commit(start: str | Path | None = None) -> dict | None:
 
 def versions() -> dict:
     from vitdeploy import __version__
+    from vitdeploy.machine import tool_versions
 
-    out = {"vitdeploy": __version__, "python": platform.python_version()}
-    for mod in ("torch", "onnxruntime", "onnx", "timm", "triton", "tensorrt"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # absent or broken installs both mean "not available here"
-            pass
+    out = {"vitdeploy": __version__, **tool_versions(("torch", "onnxruntime", "onnx", "timm", "triton", "tensorrt"), imported=True)}
     try:
         import torch
 

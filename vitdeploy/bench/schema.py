@@ -299,7 +299,7 @@ def require_identity(doc: dict, source: str) -> None:
 
 def write(path: str | os.PathLike, doc: dict) -> None:
     """Validate, then write atomically (a crash never leaves half a result file)."""
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.artifact import atomic_write_json
 
     if doc.get("schema") != SCHEMA:
         raise VitdeployError(f"refusing to write schema {doc.get('schema')}", f"this vitdeploy writes {SCHEMA}")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitdeploy.calibration.data import check_shape, model_input, progress
+from vitdeploy.calibration.data import check_shape, progress
+
 from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxgraph import model_input
 
 
 class _Runner:
@@ -162,7 +164,7 @@ def compare_detections(ref_logits: np.ndarray, ref_boxes: np.ndarray, cand_logit
       as with random weights) matched one-to-one to the candidate's top-k by class and IoU >= 0.5;
     - with `truths` (per image a list of (label, normalized x0, y0, x1, y1)): mAP@0.5 and @0.5:0.95 of both.
     """
-    from vitdeploy.deploy.detection import average_precision, cxcywh_to_xyxy, match_detections, paired_iou, postprocess_detr
+    from vitdeploy.calibration.detection import average_precision, cxcywh_to_xyxy, match_detections, paired_iou, postprocess_detr
 
     if ref_logits.shape != cand_logits.shape or ref_boxes.shape != cand_boxes.shape:
         raise VitdeployError(f"the models' outputs differ in shape: {ref_logits.shape}/{ref_boxes.shape} vs "
@@ -213,7 +215,7 @@ def compare_detections(ref_logits: np.ndarray, ref_boxes: np.ndarray, cand_logit
 
 
 def evaluate_detections(logits: np.ndarray, boxes: np.ndarray, truths: list, topk: int = DET_TOPK) -> dict:
-    from vitdeploy.deploy.detection import average_precision, postprocess_detr
+    from vitdeploy.calibration.detection import average_precision, postprocess_detr
 
     if len(truths) != len(logits):
         raise VitdeployError(f"{len(truths)} box label lists for {len(logits)} images", "pass one list of boxes per image")
@@ -279,6 +281,6 @@ def load_box_labels(path) -> list[list[tuple[int, tuple]]]:
 
 
 def input_shape(model_path) -> list:
-    from vitdeploy.deploy.artifacts import load_onnx
+    from vitdeploy.artifact import load_onnx
 
     return model_input(load_onnx(model_path, load_external_data=False))[1]

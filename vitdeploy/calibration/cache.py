@@ -75,7 +75,7 @@ def to_tensors_data(cache: dict):
 
 
 def save_cache(path: str | os.PathLike, cache: dict) -> None:
-    from vitdeploy.deploy.artifacts import atomic_write_json
+    from vitdeploy.artifact import atomic_write_json
 
     atomic_write_json(path, cache)
 

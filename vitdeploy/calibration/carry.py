@@ -73,7 +73,7 @@ def carry(target: onnx.ModelProto, source: onnx.ModelProto, ranges: dict, exclud
 
 def calibrated_graph(build_dir: Path, manifest: dict, model_sha256: str) -> Path | None:
     """The ONNX in the build directory the cache was measured on (by sha256)."""
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     listed = [build_dir / e["path"] for e in (manifest.get("files") or {}).values()
               if isinstance(e, dict) and str(e.get("path", "")).endswith(".onnx")]
@@ -88,7 +88,7 @@ def quantize_like_build(fp32_path: Path, build_dir: Path, manifest: dict, cache_
     """The Q/DQ (+FP16) version of the FP32 graph at `fp32_path` with the build's calibration: (model, record)."""
     from vitdeploy.calibration.cache import load_cache
     from vitdeploy.calibration.quantization import quantize_int8
-    from vitdeploy.deploy.artifacts import load_onnx, sha256_file
+    from vitdeploy.artifact import load_onnx, sha256_file
 
     cache = load_cache(cache_path)
     source = calibrated_graph(build_dir, manifest, cache.get("model_sha256", ""))

@@ -272,21 +272,8 @@ def load_labels(path: str | os.PathLike) -> np.ndarray:
         raise VitdeployError(f"cannot read labels from {p.name}: {str(e)[:120]}", "one integer class id per image") from None
 
 
-def model_input(model) -> tuple[str, list]:
-    """Name and shape (ints, or strings for symbolic dims) of an ONNX model's first input."""
-    inp = model.graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inp.type.tensor_type.shape.dim]
-    return inp.name, dims
-
-
 def preprocessing_for(onnx_path: str | os.PathLike) -> dict | None:
     """The `preprocessing` dict of the manifest.json next to an ONNX file, if there is one."""
-    from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
+    from vitdeploy.artifact import manifest_beside
 
-    m = Path(onnx_path).resolve().parent / MANIFEST_NAME
-    if not m.is_file():
-        return None
-    try:
-        return load_manifest(m).get("preprocessing")
-    except VitdeployError:
-        return None
+    return (manifest_beside(Path(onnx_path).resolve()) or {}).get("preprocessing")

@@ -15,6 +15,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxgraph import tensor_types, toposort
+from vitdeploy.plugins.registry import OP_TYPES, is_plugin_node, lookup
 
 # Ops whose accumulation loses too much in FP16: normalisations (the variance over up to tens of thousands
 # of elements: LayerNorm, and GroupNorm, which exporters write as InstanceNormalization), plus the pieces
@@ -24,44 +26,20 @@ from vitdeploy.errors import VitdeployError
 # (benchmarks/results/digits_int8_recipe.json). Pass fp32_ops to keep it FP32.
 DEFAULT_FP32_OPS: tuple[str, ...] = ("LayerNormalization", "GroupNormalization", "InstanceNormalization",
                                      "ReduceMean", "Pow")
-# Plugin nodes vitdeploy writes; they run in FP16 (their kernels and TensorRT plugins support it).
-PLUGIN_OPS: frozenset[str] = frozenset(
-    {"WindowAttention", "GatedPositionalAttention", "MultiscaleDeformableAttnPlugin_TRT", "MultiscaleDeformableAttention"}
-)
+# Plugin nodes vitdeploy writes (the registry's op types); they run in FP16 (their kernels and TensorRT
+# plugins support it).
+PLUGIN_OPS: frozenset[str] = OP_TYPES
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
-
-
-def is_plugin(node: onnx.NodeProto) -> bool:
-    return node.op_type in PLUGIN_OPS and node.domain not in ("", "ai.onnx")
+is_plugin = is_plugin_node
 
 
 def _plugin_float_outputs(node: onnx.NodeProto) -> list[str]:
-    """Names of a plugin node's float outputs, from its spec when the plugin is installed."""
-    try:
-        from vitdeploy.plugins import load_ort_face
+    """Names of a plugin node's float outputs, from its spec (the registry row says where it lives)."""
+    import importlib
 
-        mod = load_ort_face(node.op_type)
-    except Exception:  # a plugin that fails to import still has float outputs
-        mod = None
-    spec = getattr(mod, "SPEC", None)
-    if spec is None:
-        return [o for o in node.output if o]
+    row = lookup(node)
+    spec = getattr(importlib.import_module(row.module("spec")), row.spec)
     return [o for o, ts in zip(node.output, spec.outputs) if o and ts.kind == "float"]
-
-
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every named tensor the graph declares (inputs, outputs, value_info, initializers)."""
-    g = model.graph
-    types = {i.name: i.data_type for i in g.initializer}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for n in g.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    types[n.output[0]] = a.t.data_type
-    return types
 
 
 def declare_plugin_outputs(model: onnx.ModelProto, dtype: int) -> None:
@@ -126,7 +104,7 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
 
     if any(vi.type.tensor_type.elem_type == TensorProto.FLOAT16 for vi in model.graph.input):
         raise VitdeployError("the model already has FP16 inputs", "convert the FP32 model instead")
-    from vitdeploy.deploy.lint.checker import strip_stale_value_info
+    from vitdeploy.onnxgraph import strip_stale_value_info
 
     blocked = set(fp32_ops) - PLUGIN_OPS
     m = onnx.ModelProto.FromString(model.SerializeToString())
@@ -147,35 +125,6 @@ def convert_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True, fp32_ops=DEF
     _check_plugins_fp16(out)
     _check_consistent(out)
     return out, precision_summary(out)
-
-
-def toposort(model: onnx.ModelProto) -> None:
-    """Sort nodes so every input is produced before it is read (stable; in place).
-
-    The converter appends its Casts at the end of the node list; ONNX Runtime does
-    not mind, but the ONNX checker and TensorRT's parser require topological order.
-    """
-    g = model.graph
-    nodes = list(g.node)
-    available = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    producers = {o: idx for idx, n in enumerate(nodes) for o in n.output}
-    order, done, pending = [], set(), list(range(len(nodes)))
-    while pending:
-        progressed, rest = False, []
-        for idx in pending:
-            ins = [i for i in nodes[idx].input if i not in available]
-            if all(producers.get(i) in done or i not in producers for i in ins):
-                order.append(idx)
-                done.add(idx)
-                available.update(nodes[idx].output)
-                progressed = True
-            else:
-                rest.append(idx)
-        if not progressed:
-            raise VitdeployError("the graph has a cycle after FP16 conversion", "report the model")
-        pending = rest
-    del g.node[:]
-    g.node.extend(nodes[i] for i in order)
 
 
 def _check_plugins_fp16(model: onnx.ModelProto) -> None:

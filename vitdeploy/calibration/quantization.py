@@ -30,9 +30,10 @@ import numpy as np
 import onnx
 
 from vitdeploy.calibration.cache import check_cache, make_cache, ort_method, to_tensors_data
-from vitdeploy.calibration.data import CalibrationData, check_shape, model_input, progress
+from vitdeploy.calibration.data import CalibrationData, check_shape, progress
 from vitdeploy.calibration.precision import declare_plugin_outputs, convert_fp16
 from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxgraph import model_input
 
 QUANT_OPS = ("MatMul", "Gemm", "Conv")
 ENTROPY_BINS = 1024  # TensorRT uses 2048; ORT's pure-Python KL search is O(bins^2), 1024 keeps it fast
@@ -237,7 +238,7 @@ def _quiet_ort_logging():
 
 
 def model_sha256(model_path: str | os.PathLike) -> str:
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     return sha256_file(model_path)
 

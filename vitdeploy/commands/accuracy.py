@@ -11,7 +11,7 @@ from vitdeploy.commands.common import emit_json, json_option, json_to_stdout, re
 def _same_file(a, b) -> bool:
     from pathlib import Path
 
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     return Path(a).resolve() == Path(b).resolve() or sha256_file(a) == sha256_file(b)
 
@@ -19,14 +19,9 @@ def _same_file(a, b) -> bool:
 def _manifest_beside(path):
     from pathlib import Path
 
-    from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
-    from vitdeploy.errors import VitdeployError
+    from vitdeploy.artifact import manifest_beside
 
-    m = Path(path).resolve().parent / MANIFEST_NAME
-    try:
-        return load_manifest(m) if m.is_file() else None
-    except VitdeployError:
-        return None
+    return manifest_beside(Path(path).resolve())
 
 
 NAMES = {"top1_agreement": "top-1 agreement", "detection_agreement": "detection agreement",
@@ -84,10 +79,10 @@ def command(reference, candidate, data_path, labels_path, num_images, batch, min
 
     from rich.table import Table
 
+    from vitdeploy.artifact import load_onnx
     from vitdeploy.calibration.accuracy import compare_models, input_shape, load_box_labels
     from vitdeploy.calibration.data import ImageFolder, load_data, load_labels, preprocessing_for
     from vitdeploy.console import console, stage
-    from vitdeploy.deploy.artifacts import load_onnx
     from vitdeploy.errors import EXIT_REGRESSION, VitdeployError
     from vitdeploy.weights import banner, from_manifest, is_random
 

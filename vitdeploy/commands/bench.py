@@ -5,11 +5,11 @@ import sys
 
 import click
 
+from vitdeploy.bench.backends import BACKENDS
 from vitdeploy.commands.common import IMG_SIZE, emit_json, json_option, json_to_stdout, parse_img_size, renamed
-
 from vitdeploy.errors import VitdeployError
 
-BACKEND_NAMES = ["trt", "ort", "torch", "torch-compile"]
+BACKEND_NAMES = list(BACKENDS)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -96,7 +96,7 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
         if threads is not None:
             raise VitdeployError("--threads applies to CPU work (ort, torch on the CPU)", "drop --threads for --backend trt")
         return backend_class("trt")(path, model=art.model, precision=art.precision or "unknown", cuda_graph=cuda_graph), art
-    from vitdeploy.bench.artifact import graph_precision
+    from vitdeploy.onnxgraph import graph_precision
 
     # One label per graph, read from the graph: the same file benched alone or through its directory agrees.
     prec = art.precision if path == art.onnx and art.precision else graph_precision(path)

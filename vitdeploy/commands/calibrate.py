@@ -63,7 +63,7 @@ def command(alias, onnx_path, checkpoint, img_size, dynamic_batch, data_path, me
         raise VitdeployError("--dynamic-batch applies to --model only", "the ONNX given with --onnx is used as is")
     if not Path(data_path).exists():
         raise VitdeployError(f"calibration data {data_path} does not exist", "pass a folder of images or a .npy/.npz file")
-    from vitdeploy.calibration.flow import run_calibrate
+    from vitdeploy.pipeline.calibrate import run_calibrate
 
     from vitdeploy.deploy.export import BatchSpec
 

@@ -138,8 +138,8 @@ def emit_json(doc, target: str | None) -> None:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         sys.stdout.flush()
         return
+    from vitdeploy.artifact import atomic_write_json
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import atomic_write_json
 
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target, doc)

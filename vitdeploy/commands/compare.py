@@ -161,9 +161,9 @@ def command(baseline, candidate, run, max_latency_regression, max_accuracy_drop,
         INCONCLUSIVE, REGRESSION, accuracy_footnote, compare, compare_interleaved, parse_percent, regression_lines,
         to_markdown, to_table, verdict_line,
     )
+    from vitdeploy.artifact import atomic_write_bytes
     from vitdeploy.bench.tables import console_width
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import atomic_write_bytes
     from vitdeploy.errors import EXIT_INCONCLUSIVE, EXIT_REGRESSION
 
     given = dict(backend=backend, device=device, batch_text=batch_text, warmup_ms=warmup_ms, duration_s=duration_s,

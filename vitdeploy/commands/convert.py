@@ -25,11 +25,11 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
     """
     from pathlib import Path
 
+    from vitdeploy.artifact import atomic_write_bytes, load_onnx
     from vitdeploy.calibration.precision import DEFAULT_FP32_OPS, convert_fp16
     from vitdeploy.console import console, next_steps, stage
-    from vitdeploy.deploy.artifacts import atomic_write_bytes, load_onnx
     from vitdeploy.errors import VitdeployError
-    from vitdeploy.plugins.base import NAMESPACE
+    from vitdeploy.plugins.spec import NAMESPACE
 
     if not fp16:
         raise VitdeployError("nothing to convert", "pass --fp16")
@@ -62,9 +62,9 @@ def command(onnx_in, onnx_out, fp16, keep_io_fp32, fp32_ops):
 def _check(src, model) -> str:
     """FP16 vs FP32 on two random images (batch permitting), in ONNX Runtime."""
     from vitdeploy.calibration.accuracy import compare_logits
-    from vitdeploy.calibration.data import model_input
-    from vitdeploy.deploy.inputs import random_images
+    from vitdeploy.onnxgraph import model_input
     from vitdeploy.onnxrt import session
+    from vitdeploy.parity import random_images
 
     _, shape = model_input(model)
     if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):

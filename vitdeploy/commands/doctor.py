@@ -7,19 +7,16 @@ from vitdeploy.commands.common import emit_json, json_option, json_to_stdout
 
 
 def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
+    from vitdeploy.machine import tool_versions
 
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
+    return tool_versions((name,), python=False).get(name)
 
 
 def plugin_ptx(env: dict) -> dict:
     """Per vitdeploy AOT plugin: the PTX `.target` and pinned ISA an engine built here gets (and with
     --hardware-compat ampere_plus), and whether this machine's driver can JIT it."""
-    from vitdeploy.deploy.trt_env import parse_version
     from vitdeploy.errors import VitdeployError
+    from vitdeploy.machine import parse_version
     from vitdeploy.plugins import TRT_FACES, ptx_target
 
     gpus = env.get("gpus") or []
@@ -46,8 +43,8 @@ def collect() -> dict:
     import platform
 
     from vitdeploy import __version__
-    from vitdeploy.deploy import gpu_env
-    from vitdeploy.deploy.trt_env import (
+    from vitdeploy import machine
+    from vitdeploy.machine import (
         AOT_PLUGINS_MIN,
         select_plugin_mode,
         supports_aot_plugins,
@@ -63,7 +60,7 @@ def collect() -> dict:
                          "cuda_available": bool(torch.cuda.is_available())}
     except Exception as e:  # a broken torch install is worth reporting, not crashing on
         info["torch"] = {"error": f"{type(e).__name__}: {e}"}
-    env = gpu_env.probe()
+    env = machine.probe()
     info["gpu"] = env
     trt = tensorrt_version()
     info["tensorrt"] = {"version": trt, "aot_plugins": supports_aot_plugins(trt),

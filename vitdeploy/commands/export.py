@@ -24,7 +24,7 @@ def command(alias, out_dir, checkpoint, pretrained, img_size, batch, dynamic_bat
       vitdeploy export --model swin_t -o out/swin_t --dynamic-batch 1:8:32
       vitdeploy export --model swinv2_t --img-size 240 320 -o out/swinv2_t_240x320
     """
-    from vitdeploy.deploy.export_flow import run_export
+    from vitdeploy.pipeline.export import run_export
 
     check_weights_flags(checkpoint, pretrained)
     if reduced:

@@ -13,24 +13,22 @@ def resolve_artifact(path: Path) -> tuple[str, Path, dict | None, str | None]:
 
     A build directory runs its engine where TensorRT is importable, else its final ONNX.
     """
-    from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
-    from vitdeploy.deploy.trt_env import tensorrt_version
+    from vitdeploy.artifact import load_manifest, manifest_beside, manifest_file
     from vitdeploy.errors import VitdeployError
+    from vitdeploy.machine import tensorrt_version
 
     if path.is_dir():
         manifest = load_manifest(path)
-        files = manifest.get("files", {})
-        if files.get("engine") and tensorrt_version() is not None:
-            return "engine", path / files["engine"]["path"], manifest, None
-        onnx_rel = (files.get("onnx") or {}).get("path")
-        if not onnx_rel:
+        engine, final = manifest_file(manifest, path, "engine"), manifest_file(manifest, path, "onnx")
+        if engine is not None and tensorrt_version() is not None:
+            return "engine", engine, manifest, None
+        if final is None:
             raise VitdeployError(f"{path} has neither an engine nor an ONNX graph", "point at a directory written by vitdeploy")
-        note = "TensorRT is not installed here: running the ONNX graph with ONNX Runtime" if files.get("engine") else None
-        return "onnx", path / onnx_rel, manifest, note
+        note = "TensorRT is not installed here: running the ONNX graph with ONNX Runtime" if engine is not None else None
+        return "onnx", final, manifest, note
     if not path.is_file():
         raise VitdeployError(f"{path} does not exist", "pass an engine (.plan), an ONNX file or a build directory")
-    sibling = path.parent / MANIFEST_NAME
-    manifest = load_manifest(sibling) if sibling.is_file() else None
+    manifest = manifest_beside(path, strict=True)
     if path.suffix == ".onnx":
         return "onnx", path, manifest, None
     return "engine", path, manifest, None
@@ -62,8 +60,8 @@ def class_names(manifest: dict | None, num_classes: int) -> list[str] | None:
 
 
 def _input_size_from_onnx(path: Path) -> tuple[int, int] | None:
-    from vitdeploy.calibration.data import model_input
-    from vitdeploy.deploy.artifacts import load_onnx
+    from vitdeploy.artifact import load_onnx
+    from vitdeploy.onnxgraph import model_input
 
     _, shape = model_input(load_onnx(path, load_external_data=False))
     h, w = shape[-2:]
@@ -184,10 +182,10 @@ def command(artifact, image, k, threshold, json_out):
                     "weights": weights}
     if "pred_boxes" in outputs:
         try:
-            from vitdeploy.deploy.detection import postprocess_detr
+            from vitdeploy.calibration.detection import postprocess_detr
         except ImportError:
             raise VitdeployError("detection post-processing is not part of this install",
-                                 "vitdeploy.deploy.detection comes with the Deformable DETR support") from None
+                                 "vitdeploy.calibration.detection comes with the Deformable DETR support") from None
         dets = postprocess_detr(outputs["logits"], outputs["pred_boxes"], (height, width), threshold=threshold, topk=k)[0]
         names = detection_labels(manifest)
         result["box_format"] = BOX_FORMAT

@@ -35,8 +35,8 @@ def command(model, trt, notes, json_out):
 
     from rich.markup import escape
 
+    from vitdeploy.artifact import load_onnx
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import load_onnx
     from vitdeploy.deploy.lint import fmt, lint_model, parse_trt
     from vitdeploy.deploy.lint.core import grouped_lines
     from vitdeploy.deploy.lint.targets import LintTarget, resolve_auto
@@ -44,7 +44,7 @@ def command(model, trt, notes, json_out):
 
     path = Path(model)
     if path.is_dir():  # a build directory: its final graph
-        from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
+        from vitdeploy.artifact import MANIFEST_NAME, load_manifest
 
         if not (path / MANIFEST_NAME).is_file():
             raise VitdeployError(f"{path} is a directory without {MANIFEST_NAME}", "pass an .onnx file or a build directory")

@@ -70,8 +70,8 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
     if dry_run:
         _print_plan(plan, ray_address, out, resume)
         return
+    from vitdeploy.artifact import ensure_writable_dir
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import ensure_writable_dir
     from vitdeploy.matrix.progress import Board
     from vitdeploy.matrix.results import Store
 

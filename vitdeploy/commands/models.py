@@ -41,7 +41,7 @@ def parameter_counts(infos) -> dict[str, int]:
                 counts[info.alias] = count_parameters(info)
                 advance(1)
         try:
-            from vitdeploy.deploy.artifacts import atomic_write_json
+            from vitdeploy.artifact import atomic_write_json
 
             root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, {"versions": key, "counts": counts})

@@ -58,6 +58,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
     from vitdeploy.console import console, next_steps, stage
     from vitdeploy.deploy.serving import artifact, deepstream as ds, spec, triton
     from vitdeploy.errors import VitdeployError
+    from vitdeploy.pipeline.plugin_free import served_artifact
 
     if triton_repo is None and deepstream is None:
         raise VitdeployError("nothing to package", "pass --triton-repo REPO and/or --deepstream DIR")
@@ -86,7 +87,7 @@ def package(build_dir: Path, *, triton_repo: Path | None = None, name: str | Non
     pp = manifest.get("preprocessing") or {}
     console.print(f"  preprocessing from {pp.get('source') or 'the model registry (recorded before sources)'}"
                   + (f": {pp['source_detail']}" if pp.get("source_detail") else ""))
-    served = artifact.resolve(build_dir, platform, manifest)
+    served = served_artifact(build_dir, platform, manifest)
     console.print(f"  serving {served.form}; I/O from {served.io_source}")
     for style, line in _what_is_served(served, manifest):
         console.print(f"  [{style}]{line}[/]")

@@ -22,10 +22,10 @@ def command(results, out_dir, labels):
       vitdeploy report trt.json ort.json -o report/
       vitdeploy report main/bench.json pr/bench.json --label main --label pr -o report/
     """
+    from vitdeploy.artifact import staging
     from vitdeploy.bench import schema
     from vitdeploy.bench.report import build, random_weight_runs, source_labels
     from vitdeploy.console import console
-    from vitdeploy.deploy.artifacts import staging
 
     names = source_labels(list(results), labels)
     docs = [(name, schema.read(p)) for name, p in zip(names, results)]

@@ -34,8 +34,8 @@ def command(src, dst, passes, plugins, msda_impl, json_out):
       vitdeploy rewrite out/swin_t/model.onnx -o out/swin_t/model.rewritten.onnx
       vitdeploy rewrite swin.onnx -o swin.native.onnx --passes swin --plugins off --json
     """
-    from vitdeploy.deploy.rewrite_flow import run_rewrite
-    from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_version
+    from vitdeploy.machine import select_plugin_mode, tensorrt_version
+    from vitdeploy.pipeline.rewrite import run_rewrite
 
     from vitdeploy.weights import banner, beside, is_random
 

@@ -27,16 +27,16 @@ def load_inputs(path: str, names: list[str]) -> dict:
 def compare_graphs(a: str, b: str, *, atol: float, rtol: float, min_cosine: float, inputs_npz: str | None = None,
                    batch: int = 2, seed: int = 0) -> dict:
     """Both graphs on the same inputs through `vitdeploy.onnxrt.session`; per-output parity."""
-    from vitdeploy.deploy.parity import Tolerance, compare
-    from vitdeploy.deploy.rewrite.base import static_feeds
-    from vitdeploy.deploy.rewrite_flow import load_model
+    from vitdeploy.artifact import load_onnx
+    from vitdeploy.deploy.rewrite.probe import static_feeds
     from vitdeploy.errors import VitdeployError
     from vitdeploy.onnxrt import session
+    from vitdeploy.parity import Tolerance, compare
     from pathlib import Path
 
     if batch < 1:
         raise VitdeployError(f"--run-batch must be at least 1, got {batch}", "use --run-batch 1")
-    ma, mb = load_model(Path(a)), load_model(Path(b))
+    ma, mb = load_onnx(Path(a)), load_onnx(Path(b))
     sa, sb = session(ma), session(mb)
     names_a = [i.name for i in sa.get_inputs()]
     names_b = [i.name for i in sb.get_inputs()]

@@ -7,12 +7,12 @@ are registered with `tensorrt.plugin` before parsing; with ahead-of-time
 implementations their PTX is embedded in the plan, so it runs without Python.
 The plan is a plain TensorRT plan file; everything about it lives in manifest.json.
 
-TensorRT is imported only inside the functions that build.
+TensorRT is imported only inside the functions that build; its logger and the stock plugin
+library are `vitdeploy.tensorrt_session`'s, the process's one.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vitdeploy.deploy.export import BatchSpec
 from vitdeploy.errors import VitdeployError
+from vitdeploy.tensorrt_session import init_stock_plugins, logger
 
 HW_COMPAT = {  # CLI value -> trt.HardwareCompatibilityLevel member
     "none": "NONE",
@@ -92,28 +93,15 @@ def default_timing_cache(trt_version: str, compute_capability: str | None) -> Pa
 
 def register_plugins(plugins: list[dict]) -> list[str]:
     """Register the vitdeploy plugins a graph uses with tensorrt.plugin; returns their op names."""
-    from vitdeploy.plugins import TRT_FACES
+    from vitdeploy.plugins.trt import register_trt_faces
 
-    done = []
-    for p in plugins:
-        if p["kind"] != "vitdeploy AOT":
-            continue  # stock plugins come with libnvinfer_plugin (polygraphy initialises it)
-        mod = TRT_FACES.get(p["op"])
-        if mod is None:
-            raise VitdeployError(f"no TensorRT implementation registered for plugin {p['op']}",
-                                 "rebuild the ONNX with --plugins off")
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            raise VitdeployError(f"the TensorRT face of plugin {p['op']} ({mod}) is missing: {e}",
-                                 "rebuild the ONNX with --plugins off") from None
-        module.register()
-        done.append(p["op"])
-    return done
+    ops = [p["op"] for p in plugins if p["kind"] == "vitdeploy AOT"]  # stock plugins come with libnvinfer_plugin
+    register_trt_faces(ops, strict=True)
+    return ops
 
 
 def _gpu_arch(gpu: dict) -> int | None:
-    from vitdeploy.deploy.trt_env import parse_version
+    from vitdeploy.machine import parse_version
 
     v = parse_version(gpu.get("compute_capability"))
     return v[0] * 10 + (v[1] if len(v) > 1 else 0) if v else None
@@ -149,19 +137,6 @@ def check_stock_plugins(trt, plugins: list[dict]) -> None:
             )
 
 
-_LOGGER = None
-
-
-def _logger():
-    """One process-wide TensorRT logger: init_libnvinfer_plugins keeps a raw pointer to it."""
-    global _LOGGER
-    if _LOGGER is None:
-        from polygraphy.backend.trt import util as trt_util
-
-        _LOGGER = trt_util.get_trt_logger()
-    return _LOGGER
-
-
 def _network(onnx_path: Path, prefer_aot: bool):
     """(builder, network, parser), strongly typed. With vitdeploy plugins, ask TensorRT to prefer
     their AOT implementation (needed when a plugin also defines a JIT `impl`)."""
@@ -172,11 +147,10 @@ def _network(onnx_path: Path, prefer_aot: bool):
         return NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)()
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
-    logger = _logger()
-    builder = trt.Builder(logger)
+    builder = trt.Builder(logger())
     network = builder.create_network(flags)
-    trt.init_libnvinfer_plugins(logger, "")
-    parser = trt.OnnxParser(network, logger)
+    init_stock_plugins(trt)
+    parser = trt.OnnxParser(network, logger())
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise VitdeployError(f"TensorRT cannot parse {onnx_path.name}: {errors[0] if errors else 'unknown error'}",
@@ -189,13 +163,13 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
 
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
     from vitdeploy.plugins import ptx_target
 
-    gpu = gpu_env.primary_gpu() or {}
-    target = plugin_ptx_target(settings, plugins, gpu, gpu_env.probe().get("cuda_driver_api"))
+    gpu = machine.primary_gpu() or {}
+    target = plugin_ptx_target(settings, plugins, gpu, machine.probe().get("cuda_driver_api"))
     registered = register_plugins(plugins)
-    trt.init_libnvinfer_plugins(_logger(), "")
+    init_stock_plugins(trt)
     check_stock_plugins(trt, plugins)
     timing = settings.timing_cache or default_timing_cache(trt.__version__, gpu.get("compute_capability"))
     timing.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +226,19 @@ def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, plu
         **settings.to_dict(),
         "timing_cache": str(timing),
     }
+
+
+def trtexec_shapes(manifest: dict) -> str:
+    """` --minShapes=... --optShapes=... --maxShapes=...` for a dynamic-batch export ("" for a static one).
+
+    Without them trtexec builds a batch-1-only engine from a dynamic-batch graph.
+    """
+    batch = manifest.get("batch") or {}
+    inputs = (manifest.get("export") or {}).get("inputs") or []
+    if not batch.get("dynamic") or not inputs:
+        return ""
+    return "".join(f" {flag}=" + ",".join(f"{i['name']}:" + "x".join(map(str, [batch[key], *i["shape"][1:]])) for i in inputs)
+                   for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")))
 
 
 def trtexec_command(onnx_path: Path, plan_path: Path, settings: EngineSettings) -> str:

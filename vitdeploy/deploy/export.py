@@ -231,7 +231,7 @@ def drop_default_scatter_reduction(path: Path) -> int:
     """drop_scatter_reduction_none on the file at `path`, rewritten only when something changed."""
     import onnx
 
-    from vitdeploy.deploy.artifacts import atomic_save_onnx
+    from vitdeploy.artifact import atomic_save_onnx
 
     model = onnx.load(str(path))
     dropped = drop_scatter_reduction_none(model)
@@ -245,24 +245,3 @@ def _opset_of(path: Path) -> int | None:
 
     proto = onnx.load(str(path), load_external_data=False)
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def io_signature(path: str | Path) -> dict:
-    """Names, shapes (symbolic dims as strings) and dtypes of a graph's inputs and outputs."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-
-    def describe(values):
-        out = []
-        for v in values:
-            t = v.type.tensor_type
-            dims = [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
-            out.append({"name": v.name, "shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
-        return out
-
-    inits = {i.name for i in proto.graph.initializer}
-    return {
-        "inputs": describe([i for i in proto.graph.input if i.name not in inits]),
-        "outputs": describe(proto.graph.output),
-    }

@@ -1,18 +1,17 @@
 """Build a model, export it to ONNX and prove the ONNX computes what PyTorch computes."""
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx
 
-from vitdeploy.deploy.export import BatchSpec, ExportResult, export_onnx, io_signature
-from vitdeploy.deploy.inputs import random_images
-from vitdeploy.deploy.parity import Tolerance, compare_all
 from vitdeploy.errors import VerificationError
 from vitdeploy.models import (
     ModelInfo, build_model, check_exporter, labels_for, postprocessing_for, preprocessing, pretrained_tag,
 )
+from vitdeploy.onnxgraph import io_signature
+from vitdeploy.parity import Tolerance, compare_all, random_images
 
 
 @dataclass
@@ -28,22 +27,10 @@ class ExportOptions:
 
 
 def versions() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
+    """The versions the export ran with, as imported (torch's build tag included)."""
+    from vitdeploy.machine import tool_versions
 
-    out = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-    for mod in ("timm", "transformers", "onnxscript"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return out
+    return tool_versions(("torch", "onnx", "onnxruntime", "timm", "transformers", "onnxscript"), imported=True)
 
 
 def parity_batches(batch: BatchSpec) -> list[int]:
@@ -86,7 +73,9 @@ def verify_against_torch(model, onnx_path: Path, output_names, size, batches, to
 def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tuple[ExportResult, dict, dict]:
     """Export `info` to `out_path`; returns (export result, manifest fields, parity record).
 
-    Raises VerificationError (exit 3) when ONNX Runtime and PyTorch disagree beyond tolerance.
+    The fields are what the export and build manifests record (model, preprocessing, labels, batch,
+    export with its parity, versions, the checkpoint's sha256). Raises VerificationError (exit 3)
+    when ONNX Runtime and PyTorch disagree beyond tolerance.
     """
     import torch
 
@@ -123,11 +112,16 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
             "fallback_reason": res.fallback_reason,
             "opset": res.opset,
             **io_signature(out_path),
+            "parity": parity,
         },
         "versions": versions(),
     }
     if opts.pretrained:
         fields["model"]["pretrained_tag"] = pretrained_tag(info, model)
+    if opts.checkpoint:
+        from vitdeploy.artifact import sha256_file
+
+        fields["model"]["checkpoint"] = {"path": str(Path(opts.checkpoint).resolve()), "sha256": sha256_file(opts.checkpoint)}
     if not parity["passed"]:
         bad = [o for r in parity["runs"] for o in r["outputs"] if not o["passed"]][0]
         raise VerificationError(

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vitdeploy.deploy.artifacts import sha256_file
-from vitdeploy.deploy.trt_env import parse_version
+from vitdeploy.artifact import sha256_file
 from vitdeploy.errors import VitdeployError
+from vitdeploy.machine import parse_version
 
 HW_COMPAT_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 # Version-compatible plans across a major version (TensorRT 11.4 support matrix, "Engine Portability":
@@ -28,11 +28,11 @@ VERSION_COMPATIBLE_MAJORS = {(8, 9), (8, 10), (10, 11)}
 
 def runtime_environment() -> dict:
     """What the running process would load an engine with: TensorRT version and GPU."""
-    from vitdeploy.deploy import gpu_env
-    from vitdeploy.deploy.trt_env import tensorrt_version
+    from vitdeploy import machine
+    from vitdeploy.machine import tensorrt_version
 
-    env = gpu_env.probe()
-    gpu = gpu_env.primary_gpu(env) or {}
+    env = machine.probe()
+    gpu = machine.primary_gpu(env) or {}
     return {"tensorrt": tensorrt_version(), "gpu": gpu, "jetson": env.get("jetson"),
             "cuda_driver": env.get("cuda_driver_api")}
 

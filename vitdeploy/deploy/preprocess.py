@@ -188,7 +188,7 @@ def load_preprocess_file(path: str | os.PathLike, input_size=None) -> dict:
     preprocessor_config.json; source "user file" with the path and its sha256."""
     import json
 
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     p = Path(path)
     if not p.is_file():

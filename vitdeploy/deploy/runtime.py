@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_manifest
+from vitdeploy.artifact import MANIFEST_NAME, load_manifest, manifest_beside, manifest_file
 from vitdeploy.errors import VitdeployError
+from vitdeploy.tensorrt_session import import_tensorrt, load_plan
 
 
 class _CudaPython:
@@ -110,17 +111,6 @@ class _PyCuda:
         self._allocs.clear()
 
 
-_LOGGER = None
-
-
-def _logger(trt):
-    """One logger for the process: init_libnvinfer_plugins keeps a raw pointer to the one it is given."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
 def _cuda():
     errors = []
     for cls in (_CudaPython, _PyCuda):
@@ -136,17 +126,16 @@ def find_plan(path: str | os.PathLike) -> tuple[Path, dict | None]:
     p = Path(path)
     if p.is_dir():
         manifest = load_manifest(p)
-        rel = (manifest.get("files", {}).get("engine") or {}).get("path")
-        if not rel:
+        plan = manifest_file(manifest, p, "engine")
+        if plan is None:
             why = (manifest.get("engine") or {}).get("skipped") or "no engine in this build"
             raise VitdeployError(f"{p} has no engine: {why}", "build one with 'vitdeploy build --onnx ...' on the target")
-        return p / rel, manifest
+        return plan, manifest
     if p.suffix == ".onnx":
         raise VitdeployError(f"{p.name} is an ONNX graph, not a TensorRT engine",
                              "run it with vitdeploy.onnxrt.session(path) (ONNX Runtime, plugin nodes included), "
                              "or build an engine from it with 'vitdeploy build --onnx'")
-    m = p.parent / MANIFEST_NAME
-    manifest = load_manifest(m) if m.is_file() else None
+    manifest = manifest_beside(p, strict=True)
     if not p.exists():
         engine = (manifest or {}).get("engine") or {}
         if engine.get("skipped"):
@@ -181,19 +170,12 @@ class Engine:
     def __init__(self, path: str | os.PathLike, *, check: bool = True):
         self.plan_path, self.manifest = find_plan(path)
         self.warnings = check_plan(self.plan_path, self.manifest) if check else []
-        try:
-            import tensorrt as trt
-        except ImportError:
-            raise VitdeployError("TensorRT is not installed here", "install TensorRT (pip install tensorrt) on the GPU machine") from None
+        trt = import_tensorrt("TensorRT is not installed here", "install TensorRT (pip install tensorrt) on the GPU machine")
         self.trt = trt
         # CUDA first: with pycuda that makes the primary context current before TensorRT allocates in it
         self.cuda = _cuda()
-        logger = _logger(trt)
-        trt.init_libnvinfer_plugins(logger, "")  # stock plugins (e.g. MultiscaleDeformableAttnPlugin_TRT)
-        self.runtime = trt.Runtime(logger)
-        if (self.manifest or {}).get("engine", {}).get("version_compatible"):
-            self.runtime.engine_host_code_allowed = True
-        self.engine = self.runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
+        self.runtime, self.engine = load_plan(trt, self.plan_path, version_compatible=bool(
+            (self.manifest or {}).get("engine", {}).get("version_compatible")))
         if self.engine is None:
             raise VitdeployError(f"TensorRT could not deserialize {self.plan_path.name}",
                                  "the file is damaged or from another TensorRT/GPU: rebuild it here")

@@ -102,7 +102,7 @@ def _files(root: Path) -> dict[str, Path]:
 def run_prepare(prep: Prepare, work: Path, node: dict, *, pack: bool) -> tuple[dict, dict | None]:
     """Make the prepared artifact in WORK/prepare/ID; (record, payload). The payload carries the
     directory's files (for nodes that cannot see this one's disk) when `pack` is set."""
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     started = time.time()
     out = work / "prepare" / prep.id
@@ -127,7 +127,7 @@ def run_prepare(prep: Prepare, work: Path, node: dict, *, pack: bool) -> tuple[d
 
 
 def _intact(root: Path, digests: dict) -> bool:
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     for rel, d in digests.items():
         p = root / rel
@@ -178,7 +178,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 def collect_plan(artifact: Path, node: dict, max_plan_bytes: int, files: dict) -> dict | None:
     """The engine plan of an artifact: its bytes into `files` when small enough to bring back, and
     in every case where it stays (node, path), its size and sha256."""
-    from vitdeploy.deploy.artifacts import sha256_file
+    from vitdeploy.artifact import sha256_file
 
     plans = sorted(p for p in artifact.iterdir() if p.suffix in PLAN_SUFFIXES and p.is_file())
     if not plans:

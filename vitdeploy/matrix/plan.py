@@ -236,14 +236,16 @@ def load(path: str | Path) -> tuple[dict, dict[str, DeviceType], dict, list[dict
 
 
 def _check_suite(cfg: dict, devices: dict[str, DeviceType], ck: _Checker, where: str) -> None:
-    from vitdeploy.commands.bench import BACKEND_NAMES
+    from vitdeploy.bench.backends import BACKENDS
     from vitdeploy.deploy.export import BatchSpec
     from vitdeploy.models import REGISTRY
 
+    names = list(BACKENDS)
+
     backends = [b.strip() for b in str(cfg["backend"]).split(",") if b.strip()]
     for b in backends or [""]:
-        if b not in BACKEND_NAMES:
-            ck.fail(f"{where}.backend", f"unknown backend '{b}'", _suggest(b, BACKEND_NAMES))
+        if b not in names:
+            ck.fail(f"{where}.backend", f"unknown backend '{b}'", _suggest(b, names))
     kind = cfg.get("prepare", "none")
     if kind not in PREPARE_KINDS:
         ck.fail(f"{where}.prepare", f"must be one of {', '.join(PREPARE_KINDS)}, got {kind!r}", 'e.g. prepare = "build"')

@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from vitdeploy.deploy.artifacts import atomic_write_bytes, atomic_write_json
+from vitdeploy.artifact import atomic_write_bytes, atomic_write_json
 from vitdeploy.errors import VitdeployError
 from vitdeploy.matrix.plan import Cell, Plan, Prepare
 

@@ -6,13 +6,14 @@ import shutil
 import time
 from pathlib import Path
 
+from vitdeploy.artifact import MANIFEST_NAME, atomic_write_json, ensure_writable_dir, new_manifest
 from vitdeploy.console import console
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, ensure_writable_dir, new_manifest
 from vitdeploy.errors import VitdeployError
+from vitdeploy.onnxgraph import plugin_nodes
 from vitdeploy.pipeline.cache import CACHE_DIR, StepCache, file_entry
 from vitdeploy.pipeline.options import BuildOptions, BuildResult, resolve
 from vitdeploy.pipeline.steps import (
-    PLAN_NAME, plugin_nodes, tool_versions, engine_settings, step_accuracy, step_engine, step_export,
+    PLAN_NAME, tool_versions, engine_settings, step_accuracy, step_engine, step_export,
     step_lint, step_precision, step_rewrite,
 )
 
@@ -20,7 +21,7 @@ def run_build(opts: BuildOptions) -> BuildResult:
     """Run every step into opts.out_dir and write manifest.json; a failure before any step
     finished leaves no directory behind."""
     from vitdeploy.deploy.lint.targets import build_target
-    from vitdeploy.deploy.trt_env import select_plugin_mode, tensorrt_import_error, tensorrt_version
+    from vitdeploy.machine import select_plugin_mode, tensorrt_import_error, tensorrt_version
 
     started = time.time()
     opts, target = resolve(opts)
@@ -63,10 +64,10 @@ def bound_opset(opts: BuildOptions, lint_target, record: dict) -> None:
 
 def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decision, lint_target,
                started: float) -> BuildResult:
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
     from vitdeploy.deploy.engine import target_commands
     from vitdeploy.deploy.lint.targets import for_final_graph
-    from vitdeploy.deploy.trt_env import supports_aot_plugins
+    from vitdeploy.machine import supports_aot_plugins
     from vitdeploy.models import get_info
 
     cache = StepCache(opts.out_dir)
@@ -132,7 +133,7 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     if accuracy is not None:
         manifest["accuracy"] = accuracy
     manifest["lint"] = lint
-    env = gpu_env.probe()
+    env = machine.probe()
     machine = {"tensorrt": trt_version, "cuda": env.get("cuda_runtime") or env.get("cuda_driver_api"),
                "cuda_source": env.get("cuda_runtime_source") or ("driver API" if env.get("cuda_driver_api") else None),
                "driver": env.get("driver"), "gpu": (env.get("gpus") or [None])[0], "jetson": env.get("jetson")}

@@ -6,9 +6,14 @@ import hashlib
 import json
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
-from vitdeploy.deploy.artifacts import atomic_write_json, sha256_file
+from vitdeploy.artifact import atomic_write_json, publish, sha256_file
+
+T = TypeVar("T")
 
 CACHE_DIR = ".vitdeploy/steps"
 
@@ -17,11 +22,11 @@ CACHE_DIR = ".vitdeploy/steps"
 # plugin attributes, the INT8 recipe -- without changing the version, and a stale cached graph would
 # then reach TensorRT. A step not listed here depends on the whole package.
 STEP_CODE = {
-    "export": ("deploy/export.py", "deploy/export_step.py", "deploy/parity.py", "models.py", "weights.py"),
-    "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py"),
+    "export": ("deploy/export.py", "deploy/export_step.py", "parity.py", "models.py", "weights.py"),
+    "rewrite": ("deploy/rewrite", "plugins", "onnxrt.py", "onnxgraph.py"),
     "precision": ("calibration", "plugins"),
-    "accuracy": ("calibration", "deploy/detection.py", "onnxrt.py"),
-    "engine": ("deploy/engine.py", "deploy/trt_env.py", "plugins"),
+    "accuracy": ("calibration", "onnxrt.py"),
+    "engine": ("deploy/engine.py", "machine.py", "tensorrt_session.py", "plugins"),
 }
 
 
@@ -42,6 +47,24 @@ def code_digest(parts: tuple[str, ...] | None, root: Path | None = None) -> str:
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class StepRun:
+    """What `StepCache.run` returns: the step's record, its key, and whether it came from the cache."""
+
+    key: str
+    record: dict  # {"key", "outputs": {role: {"path", "sha256", "bytes"}}, "result", "seconds"}
+    cached: bool
+    out_dir: Path
+
+    @property
+    def result(self) -> dict:
+        return self.record["result"]
+
+    def output(self, role: str) -> Path | None:
+        entry = self.record["outputs"].get(role)
+        return None if entry is None else self.out_dir / entry["path"]
 
 
 class StepCache:
@@ -82,6 +105,29 @@ class StepCache:
         }
         atomic_write_json(self.dir / f"{step}.json", rec)
         return rec
+
+
+    def run(self, step: str, inputs: dict, compute: Callable[[], tuple[dict[str, Path], dict]]) -> StepRun:
+        """The step's record for `inputs`: the stored one when its key matches and its output files are intact,
+        else `compute()` -> (output files by role, result), timed and stored. Every build step runs through here."""
+        key = self.key(step, inputs)
+        rec = self.lookup(step, key)
+        if rec is not None:
+            return StepRun(key, rec, True, self.out_dir)
+        started = time.perf_counter()
+        outputs, result = compute()
+        return StepRun(key, self.store(step, key, outputs, result, time.perf_counter() - started), False, self.out_dir)
+
+
+def staged(out_dir: Path, dest: Path, write: Callable[[Path], T]) -> T:
+    """`write(tmp)` into a temporary file beside `dest`, then publish it as `dest` (never a half-written file)."""
+    tmp = tmp_path(out_dir, dest.name)
+    try:
+        value = write(tmp)
+        publish(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
 
 
 def file_entry(root: Path, p: Path) -> dict:

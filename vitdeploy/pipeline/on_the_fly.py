@@ -6,7 +6,6 @@ its step cache makes the next run reuse it; the caller prints one line saying wh
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vitdeploy.errors import VitdeployError
@@ -56,7 +55,6 @@ def ensure_built(alias: str, backend: str, precision: str | None, img_size) -> t
 
 
 def _steps(out: Path) -> dict | None:
-    try:
-        return json.loads((out / "manifest.json").read_text()).get("steps")
-    except (OSError, ValueError, AttributeError):
-        return None
+    from vitdeploy.artifact import manifest_beside
+
+    return (manifest_beside(out) or {}).get("steps")

@@ -61,9 +61,7 @@ def _check_onnx_batch(path: Path) -> None:
     """A given ONNX with a symbolic batch needs a range for its optimisation profile: from the
     manifest beside it, or from --dynamic-batch / --batch. Without one the engine would silently be
     built for batch 1 only."""
-    import json
-
-    from vitdeploy.deploy.artifacts import MANIFEST_NAME, load_onnx
+    from vitdeploy.artifact import load_onnx, manifest_beside
 
     if not path.is_file():
         raise VitdeployError(f"ONNX file {path} does not exist", "check the --onnx path")
@@ -74,10 +72,7 @@ def _check_onnx_batch(path: Path) -> None:
     symbolic = [i.name for i, d in zip(inputs, dims) if d and not d[0].HasField("dim_value")]
     if not symbolic:
         return
-    try:
-        recorded = json.loads((path.parent / MANIFEST_NAME).read_text()).get("batch")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
+    recorded = (manifest_beside(path) or {}).get("batch")
     if not recorded:
         raise VitdeployError(f"{path.name} has a dynamic batch dimension (input '{symbolic[0]}') and no manifest "
                              "beside it says its range", "pass --dynamic-batch MIN:OPT:MAX (e.g. 1:8:32) or --batch N")
@@ -85,7 +80,7 @@ def _check_onnx_batch(path: Path) -> None:
 
 def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
     """Check flag combinations and fill target defaults; returns (opts, target record)."""
-    from vitdeploy.deploy import gpu_env
+    from vitdeploy import machine
 
     if bool(opts.alias) == bool(opts.onnx):
         raise VitdeployError("pass exactly one of --model and --onnx", "e.g. --model swin_t or --onnx model.onnx")
@@ -114,10 +109,10 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
         _check_onnx_batch(Path(opts.onnx))
     if opts.workspace_gb is not None and opts.workspace_gb <= 0:
         raise VitdeployError(f"--workspace must be positive, got {opts.workspace_gb:g}", "e.g. --workspace 4")
-    env = gpu_env.probe()
+    env = machine.probe()
     target = opts.target
     if target == "auto":
-        target = "jetson" if gpu_env.is_jetson(env) else "gpu"
+        target = "jetson" if machine.is_jetson(env) else "gpu"
     record: dict = {"target": target, "requested": opts.target}
     if target == "jetson":
         # Jetson defaults: FP16 (Orin's tensor cores, half the DRAM traffic), INT8 on top when
@@ -138,7 +133,7 @@ def resolve(opts: BuildOptions) -> tuple[BuildOptions, dict]:
             raise VitdeployError(f"--dla-core must be 0 or 1, got {opts.dla_core}", "e.g. --dla-core 0")
         if opts.alias and not (opts.fp16 or opts.int8):  # a given ONNX carries its own precision
             raise VitdeployError("DLA runs only FP16/INT8 layers", "add --fp16 or --int8")
-        from vitdeploy.deploy.trt_env import supports_dla, tensorrt_version
+        from vitdeploy.machine import supports_dla, tensorrt_version
 
         trt_here = tensorrt_version()
         if trt_here is not None and not supports_dla(trt_here):

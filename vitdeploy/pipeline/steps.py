@@ -1,18 +1,22 @@
-"""The build steps: each reads its inputs, looks up the step cache, and writes one artifact."""
+"""The build steps: each reads its inputs and runs through the step cache (`StepCache.run`), writing one artifact.
+
+The single-stage commands (`export`, `rewrite`, `calibrate`; `vitdeploy.pipeline.export`, `.rewrite`,
+`.calibrate`) call the same stage functions these steps call; `package`'s plugin-free graph is a
+step too (`vitdeploy.pipeline.plugin_free`).
+"""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import shutil
-import time
 import warnings
 from pathlib import Path
 
+from vitdeploy.artifact import MANIFEST_NAME, atomic_save_onnx, publish, sha256_file
 from vitdeploy.console import console, stage
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_save_onnx, publish, sha256_file
 from vitdeploy.deploy.export import BatchSpec
 from vitdeploy.errors import VitdeployError
-from vitdeploy.pipeline.cache import StepCache, file_entry, tmp_path
+from vitdeploy.onnxgraph import plugin_nodes
+from vitdeploy.pipeline.cache import StepCache, file_entry, staged, tmp_path
 from vitdeploy.pipeline.options import BuildOptions
 
 PLAN_NAME = "model.plan"
@@ -20,16 +24,9 @@ CALIBRATION_CACHE_NAME = "calibration_cache.json"  # JSON tensor ranges, as 'cal
 
 def tool_versions() -> dict:
     """Installed versions from package metadata (no imports: a cached rerun stays fast)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
+    from vitdeploy.machine import tool_versions as versions
 
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "onnx", "onnxscript", "onnxruntime", "timm", "transformers", "polygraphy", "tensorrt"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
+    return versions(("torch", "onnx", "onnxscript", "onnxruntime", "timm", "transformers", "polygraphy", "tensorrt"))
 
 
 def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
@@ -51,34 +48,26 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
             "checkpoint": sha256_file(opts.checkpoint) if opts.checkpoint else None,
             "versions": {k: v for k, v in tool_versions().items() if k in ("torch", "onnx", "onnxscript", "timm", "transformers")},
         }
-        key = cache.key("export", inputs)
         dest = out / "model.onnx"
-        rec = cache.lookup("export", key)
-        if rec is None:
-            started = time.perf_counter()
-            tmp = tmp_path(out, "model.onnx")
-            try:
-                eo = ExportOptions(img_size=opts.img_size, batch=batch, opset=opts.opset, checkpoint=opts.checkpoint,
-                                   pretrained=opts.pretrained, exporter=opts.exporter, small=opts.small)
-                res, fields, parity = export_verified(info, tmp, eo)
-                fields["export"]["parity"] = parity
-                if opts.checkpoint:
-                    fields["model"]["checkpoint"] = {"path": str(Path(opts.checkpoint).resolve()), "sha256": inputs["checkpoint"]}
-                publish(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
-            rec = cache.store("export", key, {"onnx": dest}, fields, time.perf_counter() - started)
-            st.detail = f"model.onnx (opset {res.opset}, {res.exporter} exporter), parity vs PyTorch: {summarize_parity(parity)}"
-        else:
-            st.detail = "model.onnx (cached)"
-        rec["result"]["steps"] = {"export": key}
-        return dest, rec["result"]
+        eo = ExportOptions(img_size=opts.img_size, batch=batch, opset=opts.opset, checkpoint=opts.checkpoint,
+                           pretrained=opts.pretrained, exporter=opts.exporter, small=opts.small)
+
+        def compute():
+            _, fields, _ = staged(out, dest, lambda tmp: export_verified(info, tmp, eo))
+            return {"onnx": dest}, fields
+
+        run = cache.run("export", inputs, compute)
+        exp = run.result["export"]
+        st.detail = ("model.onnx (cached)" if run.cached else
+                     f"model.onnx (opset {exp['opset']}, {exp['exporter']} exporter), parity vs PyTorch: {summarize_parity(exp['parity'])}")
+        run.result["steps"] = {"export": run.key}
+        return dest, run.result
 
 
 def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
     """--onnx: use the file (copied into DIR unless already there) and inherit its manifest."""
-    from vitdeploy.deploy.artifacts import load_manifest, load_onnx
-    from vitdeploy.deploy.export import io_signature
+    from vitdeploy.artifact import load_onnx, manifest_beside
+    from vitdeploy.onnxgraph import io_signature
 
     src = opts.onnx.resolve()
     if not src.is_file():
@@ -91,10 +80,7 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
         publish(tmp, dest)
     fields: dict = {}
     if (src.parent / MANIFEST_NAME).is_file():
-        try:
-            fields = load_manifest(src.parent / MANIFEST_NAME)
-        except VitdeployError:
-            fields = {}
+        fields = manifest_beside(src) or {}
         inherited_files = {k: v for k, v in (fields.get("files") or {}).items() if k not in ("engine", "onnx")}
         fields = {k: v for k, v in fields.items() if k not in ("engine", "steps", "files", "created", "build")}
         if inherited_files and dest == src:  # paths are relative to this directory
@@ -109,40 +95,19 @@ def _import_onnx(opts: BuildOptions, st) -> tuple[Path, dict]:
     return dest, fields
 
 
-def _available_passes(names: list[str]) -> tuple[list[str], list[str]]:
-    from vitdeploy.deploy.rewrite import PASSES
+def rewrite_verified(model, passes: list[str], mode: str, options: dict | None, hint: str):
+    """The rewrite stage, as the build and the `rewrite` command run it: the passes, each candidate verified,
+    then the whole graph compared with the input (VerificationError, exit 3, when it differs).
 
-    have, missing = [], []
-    for n in names:
-        mod = PASSES.get(n, "").split(":")[0]
-        (have if mod and importlib.util.find_spec(mod) is not None else missing).append(n)
-    return have, missing
+    Returns (rewritten model, report, refusals): the warning of every candidate left untouched.
+    """
+    from vitdeploy.deploy.rewrite.driver import check_whole_graph, run_passes
 
-
-def plugin_nodes(model) -> list[dict]:
-    """vitdeploy / TensorRT stock plugin nodes in a graph: op, namespace, version, count."""
-    from vitdeploy.plugins import ORT_FACES
-
-    seen: dict[tuple, dict] = {}
-    for node in model.graph.node:
-        if node.domain != "vitdeploy" and node.op_type not in ORT_FACES:
-            continue
-        attrs = {a.name: _onnx_attr(a) for a in node.attribute}
-        key = (node.op_type, node.domain)
-        entry = seen.setdefault(key, {
-            "op": node.op_type, "domain": node.domain or "ai.onnx",
-            "namespace": attrs.get("plugin_namespace", ""), "version": str(attrs.get("plugin_version", "1")),
-            "count": 0, "kind": "vitdeploy AOT" if node.domain == "vitdeploy" else "TensorRT stock",
-        })
-        entry["count"] += 1
-    return list(seen.values())
-
-
-def _onnx_attr(a):
-    import onnx
-
-    v = onnx.helper.get_attribute_value(a)
-    return v.decode() if isinstance(v, bytes) else v
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rewritten, report = run_passes(model, passes, mode, options=options)
+    check_whole_graph(report, hint)
+    return rewritten, report, [str(w.message) for w in caught if ": left " in str(w.message)]
 
 
 def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, cache: StepCache,
@@ -150,37 +115,26 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
     """`inherited`: the rewrite record of the manifest that came with a given ONNX (--onnx)."""
     import onnx
 
-    from vitdeploy.deploy.rewrite.base import run_passes
-    from vitdeploy.deploy.rewrite_flow import check_whole_graph
-
-    have, missing = _available_passes(passes)
     with stage("rewrite") as st:
         if opts.onnx is not None:
             done = already_rewritten(src, inherited)
             if done:
                 st.skip(f"{src.name} is already rewritten ({done}): kept as given")
                 return src, None
-        for n in missing:
-            console.print(f"  [yellow]rewrite pass '{n}' is not part of this install yet: continuing without it[/]")
-        if not have:
-            st.skip("no rewrite passes apply" if not passes else f"pass module(s) missing: {', '.join(missing)}")
+        if not passes:
+            st.skip("no rewrite passes apply")
             return src, None
-        from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+        from vitdeploy.machine import stock_msda_version, tensorrt_version
 
         stock = stock_msda_version(tensorrt_version())  # the stock MSDA plugin version this TensorRT has
         pass_options = {"msda_impl": opts.msda_impl, "msda_stock_version": stock.version}
-        key = cache.key("rewrite", {"onnx": sha256_file(src), "passes": have, "mode": mode, "options": pass_options})
-        rec = cache.lookup("rewrite", key)
         dest = opts.out_dir / f"{src.name.removesuffix('.onnx')}.rewritten.onnx"
-        if rec is None:
-            started = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model, report = run_passes(onnx.load(str(src)), have, mode, options=pass_options)
-            for w in caught:
-                if ": left " in str(w.message):
-                    console.print(f"  [yellow]{w.message}[/]")
-            check_whole_graph(report, "rerun with --plugins off, or report the model")
+
+        def compute():
+            model, report, refusals = rewrite_verified(onnx.load(str(src)), passes, mode, pass_options,
+                                                       "rerun with --plugins off, or report the model")
+            for why in refusals:
+                console.print(f"  [yellow]{why}[/]")
             replaced = sum(p["replaced"] for p in report["passes"])
             report["plugins"] = plugin_nodes(model)
             stock_nodes = {p["op"]: p["version"] for p in report["plugins"] if p["kind"] == "TensorRT stock"}
@@ -191,22 +145,21 @@ def step_rewrite(src: Path, passes: list[str], mode: str, opts: BuildOptions, ca
             if replaced:
                 atomic_save_onnx(model, dest)
             report["output"] = dest.name if replaced else None
-            rec = cache.store("rewrite", key, {"onnx": dest} if replaced else {}, report, time.perf_counter() - started)
-            cached = False
-        else:
-            cached = True
-        report = rec["result"]
+            return ({"onnx": dest} if replaced else {}), report
+
+        run = cache.run("rewrite", {"onnx": sha256_file(src), "passes": passes, "mode": mode, "options": pass_options}, compute)
+        report = run.result
         found = sum(p["found"] for p in report["passes"])
         replaced = sum(p["replaced"] for p in report["passes"])
-        what = f"{'+'.join(have)} ({mode})"
-        if not cached:
+        what = f"{'+'.join(passes)} ({mode})"
+        if not run.cached:
             st.detail = (f"{what}: {replaced}/{found} subgraphs replaced" if found else
                          f"{what}: no matching subgraph in {src.name}")
         elif report.get("output"):  # nothing was replaced in this run: say what was reused, and what it holds
             st.detail = f"{report['output']} (cached): {what}, {replaced}/{found} subgraphs replaced when it was built"
         else:
             st.detail = f"{what}: no matching subgraph in {src.name} (cached)"
-        report["step_key"] = key
+        report["step_key"] = run.key
         return (dest if report.get("output") else src), report
 
 
@@ -258,23 +211,16 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
         if wanted is None:
             st.skip("FP32 (add --fp16 or --int8)")
             return src, None, None
-        needed = ["vitdeploy.calibration.precision"] + (["vitdeploy.calibration.quantization"] if opts.int8 else [])
-        missing = [m for m in needed if importlib.util.find_spec(m) is None]
-        if missing:
-            st.skip(f"{wanted} requested but {', '.join(missing)} is not part of this install: the graph stays FP32")
-            return src, {"requested": wanted, "applied": "fp32", "missing": missing}, None
         inputs = {"onnx": sha256_file(src), "precision": wanted}
         if opts.int8:
             inputs.update(calib=_calib_fingerprint(opts.calib_data), method=opts.calib_method, images=opts.calib_images)
             if opts.int8_exclude or opts.quantize_first_last:  # absent by default: earlier cache keys stay valid
                 inputs.update(exclude=list(opts.int8_exclude), first_last=opts.quantize_first_last)
-        key = cache.key("precision", inputs)
         stem = src.name.removesuffix(".onnx").removesuffix(".rewritten")
         dest = opts.out_dir / f"{stem}.{'int8' if opts.int8 else 'fp16'}.onnx"
         cache_file = opts.out_dir / CALIBRATION_CACHE_NAME
-        rec = cache.lookup("precision", key)
-        if rec is None:
-            started = time.perf_counter()
+
+        def compute():
             outputs: dict[str, Path] = {"onnx": dest}
             summary: dict = {"requested": wanted, "applied": wanted}
             if opts.int8:
@@ -282,7 +228,7 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
                 from vitdeploy.calibration.quantization import quantize_int8
 
                 calib = load_data(opts.calib_data, fields.get("preprocessing"), num_images=opts.calib_images)
-                from vitdeploy.calibration.data import model_input
+                from vitdeploy.onnxgraph import model_input
 
                 _, shape = model_input(onnx.load(str(src), load_external_data=False))
                 static = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
@@ -300,17 +246,19 @@ def step_precision(src: Path, fields: dict, opts: BuildOptions, cache: StepCache
 
                 model, summary["fp16"] = convert_fp16(onnx.load(str(src)), keep_io_fp32=True)
             atomic_save_onnx(model, dest)
-            rec = cache.store("precision", key, outputs, summary, time.perf_counter() - started)
+            return outputs, summary
+
+        run = cache.run("precision", inputs, compute)
+        summary = run.result
+        if run.cached:
+            st.detail = f"{wanted} -> {dest.name} (cached)"
+        else:
             st.detail = f"{wanted} -> {dest.name}"
             tiny = [k for k, why in (summary.get("int8") or {}).get("excluded", {}).items() if "spans only" in why]
             if tiny:
                 st.detail += f" ({len(tiny)} layer(s) kept FP16: input range too small for an FP16 INT8 scale)"
-        else:
-            st.detail = f"{wanted} -> {dest.name} (cached)"
-        summary = rec["result"]
-        summary["step_key"] = key
-        cal = opts.out_dir / rec["outputs"]["calibration_cache"]["path"] if "calibration_cache" in rec["outputs"] else None
-        return dest, summary, cal
+        summary["step_key"] = run.key
+        return dest, summary, run.output("calibration_cache")
 
 
 def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOptions, cache: StepCache) -> dict | None:
@@ -336,26 +284,16 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
         elif candidate == reference:
             st.skip("nothing changed the exported graph (no rewrite, FP32)")
             return None
-        if importlib.util.find_spec("vitdeploy.calibration.accuracy") is None:
-            st.skip("vitdeploy.calibration.accuracy is not part of this install")
-            return None
         if opts.accuracy_data:
             source = {"held_out": _calib_fingerprint(opts.accuracy_data)}
         elif opts.calib_data:
             source = {"calib": _calib_fingerprint(opts.calib_data), "images": opts.calib_images}
         else:
             source = {"random": ACCURACY_IMAGES}
-        key = cache.key("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate),
-                                     "data": source, "measure": ACCURACY_MEASURE})
-        rec = cache.lookup("accuracy", key)
-        if rec is None:
-            started = time.perf_counter()
-            result = compare_graphs(reference, candidate, fields, opts)
-            rec = cache.store("accuracy", key, {}, result, time.perf_counter() - started)
-            cached = False
-        else:
-            cached = True
-        res = rec["result"]
+        run = cache.run("accuracy", {"reference": sha256_file(reference), "candidate": sha256_file(candidate),
+                                     "data": source, "measure": ACCURACY_MEASURE},
+                        lambda: ({}, compare_graphs(reference, candidate, fields, opts)))
+        res = run.result
         weights = from_manifest(fields)
         res["weights"] = weights
         if res.get("task") == "detection":
@@ -367,7 +305,7 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
             st.detail = (f"top-1 agreement {agreement:.1f}%, cosine min {res['cosine_min']:.5f}, "
                          f"max-abs {res['max_abs_error']:.2e}")
         st.detail += f" vs exported FP32 ({res['images']} {res['data']})"
-        if cached:  # the figures were measured when the graph was built, not in this run
+        if run.cached:  # the figures were measured when the graph was built, not in this run
             st.detail = f"cached figures: {st.detail}"
         if is_random(weights):
             st.unjudged()
@@ -375,7 +313,7 @@ def step_accuracy(reference: Path, candidate: Path, fields: dict, opts: BuildOpt
         elif agreement < opts.min_agreement:
             st.unjudged()
             st.detail += f"; below --min-agreement {opts.min_agreement:g}%"
-        res["step_key"] = key
+        res["step_key"] = run.key
         return res
 
 
@@ -390,8 +328,9 @@ DATA_NAMES = {
 
 def compare_graphs(reference: Path, candidate: Path, fields: dict, opts: BuildOptions) -> dict:
     from vitdeploy.calibration.accuracy import compare_models
-    from vitdeploy.calibration.data import CalibrationData, load_data, model_input
-    from vitdeploy.deploy.inputs import random_images
+    from vitdeploy.calibration.data import CalibrationData, load_data
+    from vitdeploy.onnxgraph import model_input
+    from vitdeploy.parity import random_images
 
     import onnx
 
@@ -442,8 +381,8 @@ def _batch_from_fields(fields: dict) -> BatchSpec:
 
 def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOptions, cache: StepCache,
                 trt_version: str | None, trt_error: str | None) -> tuple[Path | None, dict]:
+    from vitdeploy import machine
     from vitdeploy.deploy import engine as eng
-    from vitdeploy.deploy import gpu_env
 
     plan = opts.out_dir / PLAN_NAME
     with stage("engine") as st:
@@ -454,7 +393,7 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
             why = f"TensorRT is not installed here ({trt_error})"
             st.skip("no TensorRT here (the last line says what to run on the target)", word="not built")
             return None, {"built": False, "skipped": why, **settings.to_dict()}
-        gpu = gpu_env.primary_gpu() or {}
+        gpu = machine.primary_gpu() or {}
         import os
 
         # the plugins' PTX follows these overrides (plugins/ptx_target.py), so they are part of the key
@@ -464,23 +403,16 @@ def step_engine(final_onnx: Path, settings, plugins: list[dict], opts: BuildOpti
                   "settings": settings.to_dict(key_only=True)}
         if ptx_env:  # absent by default: earlier cache keys stay valid
             inputs["ptx_env"] = ptx_env
-        key = cache.key("engine", inputs)
-        rec = cache.lookup("engine", key)
-        if rec is None:
-            started = time.perf_counter()
-            tmp = tmp_path(opts.out_dir, PLAN_NAME)
-            try:
-                record = eng.build_engine(final_onnx, tmp, settings, plugins)
-                publish(tmp, plan)
-            finally:
-                tmp.unlink(missing_ok=True)
+        def compute():
+            record = staged(opts.out_dir, plan, lambda tmp: eng.build_engine(final_onnx, tmp, settings, plugins))
             record["plan"] = file_entry(opts.out_dir, plan)
-            rec = cache.store("engine", key, {"plan": plan}, record, time.perf_counter() - started)
-            st.detail = f"{PLAN_NAME} ({record['plan']['bytes'] / 2**20:.1f} MiB, TensorRT {trt_version})"
-        else:
-            st.detail = f"{PLAN_NAME} (cached)"
-        record = rec["result"]
-        record["step_key"] = key
+            return {"plan": plan}, record
+
+        run = cache.run("engine", inputs, compute)
+        record = run.result
+        st.detail = (f"{PLAN_NAME} (cached)" if run.cached else
+                     f"{PLAN_NAME} ({record['plan']['bytes'] / 2**20:.1f} MiB, TensorRT {trt_version})")
+        record["step_key"] = run.key
         return plan, record
 
 

@@ -1,4 +1,8 @@
-"""vitdeploy's plugins, one folder each; this module knows where to find their ORT faces.
+"""vitdeploy's plugins, one folder each (spec, reference, ort, kernel, trt), declared in `registry.py`.
+
+What the faces share is split by face: `spec.py` (PluginSpec: the contract and the ONNX node),
+`ort.py` (registering the ORT faces), `ptx.py` (compiling and checking PTX), `trt.py` (the
+TensorRT faces' shared helpers and their registration).
 
 Importing this package imports no plugin: `vitdeploy.onnxrt` loads the ORT faces when the
 first graph with plugin nodes needs a session, and TensorRT faces load only in the engine step.
@@ -14,72 +18,22 @@ every open session with dangling op pointers: SIGSEGV when that session runs or 
 That is what one process opening a Swin graph and then a ConViT graph hit.
 
 So every vitdeploy op is registered once, together, before any session loads the library:
-`register_ort_faces()` imports every module in `ORT_FACES` (each calls
-`plugins.base.register_ort_op` at import) and then seals the registry; a registration after
+`plugins.ort.register_ort_faces()` imports every module in `ORT_FACES` (each calls
+`plugins.ort.register_ort_op` at import) and then seals the registry; a registration after
 the seal raises instead of corrupting live sessions. To add a plugin's ORT face:
 
 1. write `vitdeploy/plugins/<name>/ort.py` that calls `register_ort_op(SPEC, compute)` (or one
    call per spec, exposing `SPECS`) at import, and never `onnx_op` directly;
-2. add its op type(s) to `ORT_FACES` below. That is all: `vitdeploy.onnxrt.session` registers it
-   with the others before the first session, whatever order graphs arrive in.
+2. give its op type(s) a row in `vitdeploy/plugins/registry.py` (ORT_FACES below is derived from
+   it). That is all: `vitdeploy.onnxrt.session` registers it with the others before the first
+   session, whatever order graphs arrive in.
 """
 from __future__ import annotations
 
-import importlib
-import threading
+from vitdeploy.plugins.registry import faces
 
-# op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS).
-ORT_FACES: dict[str, str] = {
-    "WindowAttention": "vitdeploy.plugins.window_attention.ort",
-    "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.ort",
-    "MultiscaleDeformableAttnPlugin_TRT": "vitdeploy.plugins.msda.ort",
-    "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.ort",
-    "HaloAttention": "vitdeploy.plugins.halo_attention.ort",
-}
+# op_type -> module whose import registers the ORT CPU op (and exposes SPEC or SPECS); from the registry.
+ORT_FACES: dict[str, str] = faces("ort")
 
-# Modules with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
-TRT_FACES: dict[str, str] = {
-    "WindowAttention": "vitdeploy.plugins.window_attention.trt",
-    "GatedPositionalAttention": "vitdeploy.plugins.gated_positional_attention.trt",
-    "MultiscaleDeformableAttention": "vitdeploy.plugins.msda.trt",
-    "HaloAttention": "vitdeploy.plugins.halo_attention.trt",
-}
-
-_REGISTER_LOCK = threading.Lock()
-
-
-def _import_face(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("vitdeploy.plugins"):
-            return None  # a plugin that is not part of this install
-        raise
-
-
-def load_ort_face(op_type: str):
-    """The ORT face module for `op_type` (SPEC/SPECS, compute), or None if no plugin serves it.
-
-    Importing a face before `register_ort_faces()` registers its op early, which is harmless;
-    after the seal every face is already imported, so this never registers anything late.
-    """
-    mod = ORT_FACES.get(op_type)
-    return None if mod is None else _import_face(mod)
-
-
-def register_ort_faces() -> None:
-    """Register every installed ORT face's ops with onnxruntime-extensions, then seal the registry.
-
-    Idempotent and thread-safe; `vitdeploy.onnxrt.session` calls it before it gives the library
-    to any session, so the op vector never grows under a live session.
-    """
-    from vitdeploy.plugins import base
-
-    if base.ort_sealed():
-        return
-    with _REGISTER_LOCK:
-        if base.ort_sealed():
-            return
-        for module in dict.fromkeys(ORT_FACES.values()):
-            _import_face(module)
-        base.seal_ort_ops()
+# op_type -> module with a `register()` that registers the plugin with tensorrt.plugin (TensorRT >= 10.9).
+TRT_FACES: dict[str, str] = faces("trt")

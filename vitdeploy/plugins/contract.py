@@ -85,7 +85,7 @@ def plugin_layer() -> Iterator[PluginLayer]:
         for k in [k for k in sys.modules if k == "tensorrt" or k.startswith("tensorrt.")]:
             del sys.modules[k]
         sys.modules.update(saved)
-        from vitdeploy.deploy.trt_env import tensorrt_version
+        from vitdeploy.machine import tensorrt_version
 
         tensorrt_version.cache_clear()  # nothing may remember the stand-in as "TensorRT"
 

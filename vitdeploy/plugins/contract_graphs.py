@@ -69,7 +69,7 @@ def export_rewritten(case: GraphCase, workdir: str | Path):
     import torch
 
     from vitdeploy.deploy.export import BatchSpec, export_onnx
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.deploy.rewrite.driver import run_passes
 
     path = Path(workdir) / f"{case.name}.onnx"
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""What a PTX module says about itself, and the rules TensorRT's AOT launcher imposes on it.
+"""PTX for the TensorRT faces: compiling a Triton kernel ahead of time (`triton_ptx`, no GPU needed),
+what a PTX module says about itself, and the rules TensorRT's AOT launcher imposes on it.
 
 TensorRT loads the PTX an `aot_impl` returns through the driver's PTX JIT and launches its
 entry with the returned grid, block and dynamic shared memory, passing exactly the tensor
@@ -6,12 +7,13 @@ inputs, then the extra int32 scalars, then the outputs (`tensorrt.plugin.aot_imp
 docstring). This module reads those facts back from the PTX text (`.version`, `.target`,
 the entry's parameter list, `.reqntid`, static shared arrays) and checks them, with no GPU,
 no Triton and no TensorRT: the same checks run where the PTX is produced
-(`plugins.base.finish_for_tensorrt`), in the CPU contract tests, and before a driver launch.
+(`plugins.trt.finish_for_tensorrt`), in the CPU contract tests, and before a driver launch.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 # Dynamic + static shared memory a block may use without cuFuncSetAttribute(
 # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES); nothing says TensorRT's AOT launcher opts in.
@@ -99,3 +101,76 @@ def problems(info: PtxInfo, *, abi: tuple[str, ...] | None = None, block: int | 
     if portable and info.arch_specific:
         bad.append(f".target {info.target} is architecture-specific; portable PTX was asked for")
     return bad
+
+
+# --- compiling --------------------------------------------------------------------------------------
+
+def triton_ptx(fn, signature: Mapping[str, str], constexprs: Mapping[str, Any], arch: int, num_warps: int = 4, num_stages: int = 2,
+               aligned: tuple[str, ...] = ()):
+    """Compile a @triton.jit kernel ahead of time to PTX for sm_`arch`, without a GPU.
+
+    Returns (kernel_name, ptx_text, metadata). Used by the `aot_impl` TensorRT faces and the
+    AOT tests (sm_87 Jetson Orin, sm_90 Hopper). The PTX ISA is pinned to
+    `ptx_target.pinned_isa(arch)` (the lowest the architecture accepts) instead of Triton's
+    default, its bundled ptxas's, so older drivers can JIT it; Triton still assembles the PTX
+    with its ptxas, which rejects any instruction the pinned ISA lacks. `aligned` names pointer
+    arguments the caller guarantees 16-byte aligned (TensorRT's plugin I/O buffers are): the JIT
+    infers that from the actual pointers, AOT must be told, else every load/store is scalar.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from vitdeploy.plugins.ptx_target import pinned_isa
+
+    names = list(signature)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in aligned}
+    src = triton.compiler.ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs), attrs=attrs or None)
+    target = GPUTarget("cuda", arch, 32)
+    options = {"num_warps": num_warps, "num_stages": num_stages, "ptx_version": pinned_isa(arch)}
+    compiled = triton.compile(src, target=target, options=options)
+    return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
+
+
+def _entry_span(ptx: str, name: str) -> tuple[int, int]:
+    start = ptx.index(f".entry {name}(")
+    open_ = ptx.index("(", start)
+    return open_ + 1, ptx.index(")", open_)
+
+
+def entry_params(ptx: str, name: str) -> list[str]:
+    """PTX types of the entry's parameters, e.g. ['.u64', '.u32']."""
+    a, b = _entry_span(ptx, name)
+    return [p.split()[1] for p in ptx[a:b].split(",") if p.strip()]
+
+
+def strip_unused_scratch_params(ptx: str, name: str, keep: int) -> str:
+    """Drop entry parameters after the first `keep` (the kernel's own arguments) if the body never reads them.
+
+    Triton appends hidden pointers (global scratch, profile scratch) to every kernel; TensorRT's
+    AOT launcher passes exactly: tensor inputs, extra scalars, outputs. A kernel that needs no
+    scratch never reads them, so removing them makes the entry match what TensorRT passes.
+    """
+    a, b = _entry_span(ptx, name)
+    params = [p.strip() for p in ptx[a:b].split(",") if p.strip()]
+    if len(params) <= keep:
+        return ptx
+    body = ptx[b:]
+    for p in params[keep:]:
+        pname = p.split()[-1]
+        if pname in body:
+            raise ValueError(f"kernel {name} reads hidden parameter {pname}; cannot drop it")
+    kept = ",\n".join("\t" + p for p in params[:keep])
+    return ptx[:a] + "\n" + kept + "\n" + ptx[b:]
+
+
+def ptxas_path() -> str | None:
+    """Triton's bundled ptxas (lets CPU-only tests assemble PTX), or None."""
+    import os
+
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        p = get_ptxas(90).path
+    except Exception:
+        return None
+    return p if p and os.path.isfile(p) else None

@@ -192,7 +192,7 @@ _lock = threading.Lock()
 
 
 def record(plugin: str, target: PtxTarget, ptx_isa: int, ptx_target: str, shared: int) -> None:
-    """Called for every PTX a TensorRT face returns (see plugins.base.finish_for_tensorrt)."""
+    """Called for every PTX a TensorRT face returns (see plugins.trt.finish_for_tensorrt)."""
     with _lock:
         r = _compiled.setdefault(plugin, {"targets": set(), "isas": set(), "max_shared": 0, "kernels": 0,
                                           "portable": True})

@@ -11,11 +11,12 @@ from vitdeploy.bench.backends.base import Backend, Prepared, Sample
 
 __all__ = ["BACKENDS", "Backend", "Prepared", "Sample", "backend_class"]
 
+# --backend NAME -> its class (the order is the one `--help` and error messages list them in)
 BACKENDS: dict[str, str] = {
+    "trt": "vitdeploy.bench.backends.trt:TrtBackend",
     "ort": "vitdeploy.bench.backends.ort:OrtBackend",
     "torch": "vitdeploy.bench.backends.pytorch:TorchBackend",
     "torch-compile": "vitdeploy.bench.backends.pytorch:TorchCompileBackend",
-    "trt": "vitdeploy.bench.backends.trt:TrtBackend",
 }
 
 

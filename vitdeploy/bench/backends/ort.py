@@ -56,10 +56,10 @@ class OrtBackend(Backend):
 
     def identity(self) -> dict:
         if self._identity is None:
+            from vitdeploy.artifact import sha256_file
             from vitdeploy.bench.artifact import manifest_model, plugin_node_counts
             from vitdeploy.bench.backends.base import usable_cores
             from vitdeploy.bench.schema import make_identity
-            from vitdeploy.deploy.artifacts import sha256_file
             from vitdeploy.weights import from_manifest
 
             nodes = plugin_node_counts(self.artifact)
@@ -90,7 +90,7 @@ class OrtBackend(Backend):
         return None
 
     def prepare(self, batch: int, mode: str) -> Prepared:
-        from vitdeploy.deploy.inputs import random_images
+        from vitdeploy.parity import random_images
 
         _, c, h, w = self.input.shape
         x = random_images(batch, (h, w), channels=c).astype(self.dtype)

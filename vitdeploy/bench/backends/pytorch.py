@@ -33,7 +33,7 @@ def prepare_module(module, batch: int, mode: str, *, size: tuple[int, int], dtyp
     """Time `module` on random images: perf_counter on the CPU, CUDA events (+ graph replay) on CUDA."""
     import torch
 
-    from vitdeploy.deploy.inputs import random_images
+    from vitdeploy.parity import random_images
 
     host = torch.from_numpy(random_images(batch, size)).to(dtype)
 

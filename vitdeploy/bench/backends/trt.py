@@ -10,7 +10,6 @@ capture succeeds and replayed; the end event is spin-waited.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 
 from vitdeploy.bench.backends.base import Backend, Prepared, Sample
 from vitdeploy.errors import VitdeployError
+from vitdeploy.plugins.trt import register_trt_faces
+from vitdeploy.tensorrt_session import import_tensorrt, init_stock_plugins, load_plan
 
 
 def _cudart():
@@ -39,33 +40,14 @@ def check(result):
     return values[0] if len(values) == 1 else (values or None)
 
 
-def register_plugins() -> dict[str, str]:
-    """Register vitdeploy's TensorRT plugins so engines that use them deserialize; op -> "ok" or why not."""
-    from vitdeploy.plugins import TRT_FACES
-
-    status = {}
-    for op, mod in TRT_FACES.items():
-        try:
-            importlib.import_module(mod).register()
-            status[op] = "ok"
-        except ModuleNotFoundError as e:
-            status[op] = f"not available ({e.name})"
-        except Exception as e:  # e.g. a TensorRT without tensorrt.plugin (< 10.9): engines without it still load
-            status[op] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-    return status
-
-
 class TrtBackend(Backend):
     name = "trt"
     clock = "cuda_events"
     device = "cuda"
 
     def __init__(self, engine_path: Path, *, model: str, precision: str, cuda_graph: bool = True):
-        try:
-            import tensorrt as trt
-        except Exception:  # absent, or a stub package that raises at import
-            raise VitdeployError("TensorRT is not installed here, so the trt backend cannot run",
-                                 "install TensorRT's Python package, or use --backend ort / torch") from None
+        trt = import_tensorrt("TensorRT is not installed here, so the trt backend cannot run",
+                              "install TensorRT's Python package, or use --backend ort / torch")
         self.trt = trt
         self.cudart = _cudart()
         self.model, self.precision = model, precision
@@ -78,13 +60,10 @@ class TrtBackend(Backend):
         plan, manifest = find_plan(engine_path)
         self.manifest = manifest or {}
         self.manifest_warnings = check_plan(plan, manifest) if manifest is not None else []
-        logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
-        self.plugins = register_plugins()
-        self.runtime = trt.Runtime(logger)
-        if ((manifest or {}).get("engine") or {}).get("version_compatible"):
-            self.runtime.engine_host_code_allowed = True
-        self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        init_stock_plugins(trt)
+        self.plugins = register_trt_faces(strict=False)  # engines that use them deserialize; op -> "ok" or why not
+        self.runtime, self.engine = load_plan(trt, Path(engine_path), version_compatible=bool(
+            ((manifest or {}).get("engine") or {}).get("version_compatible")))
         if self.engine is None:
             raise VitdeployError(f"TensorRT could not load {Path(engine_path).name}",
                                  "engines only load with the TensorRT version and GPU they were built for; rebuild it here")
@@ -107,9 +86,9 @@ class TrtBackend(Backend):
         return self._identity
 
     def _make_identity(self) -> dict:
+        from vitdeploy.artifact import sha256_file
         from vitdeploy.bench.artifact import manifest_model
         from vitdeploy.bench.schema import make_identity
-        from vitdeploy.deploy.artifacts import sha256_file
         from vitdeploy.weights import from_manifest
 
         if self.input_shape[0] != -1:

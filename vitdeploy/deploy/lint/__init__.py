@@ -47,6 +47,6 @@ def lint_model(model: onnx.ModelProto, trt: Version | str, checker: bool = True)
 
 
 def lint_file(path: str | Path, trt: Version | str, checker: bool = True) -> LintReport:
-    from vitdeploy.deploy.artifacts import load_onnx
+    from vitdeploy.artifact import load_onnx
 
     return lint_model(load_onnx(Path(path), hint="pass an .onnx file"), trt, checker=checker)

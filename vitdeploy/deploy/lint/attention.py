@@ -15,7 +15,7 @@ import onnx
 
 from vitdeploy.deploy.lint import tables as T
 from vitdeploy.deploy.lint.core import Finding, GraphIndex, node_label
-from vitdeploy.plugins import ORT_FACES
+from vitdeploy.plugins.registry import is_plugin_node
 
 # Between BMM1 and the Softmax: what may sit there (Cast: precision; Add: bias/mask), and what blocks the pattern.
 _PASS = {"Cast", "Add", "Mul", "Div", "Reshape", "Where", "Sub", "Identity", "Squeeze", "Unsqueeze", "Transpose"}
@@ -59,7 +59,7 @@ def analyse(ix: GraphIndex) -> tuple[list[dict], list[Finding]]:
     blocks: list[dict] = []
     findings: list[Finding] = []
     for i, n in enumerate(ix.nodes):
-        if n.op_type in ORT_FACES and n.domain not in ("", "ai.onnx"):  # vitdeploy's and stock attention plugins
+        if is_plugin_node(n):  # vitdeploy's and stock attention plugins
             blocks.append({"block": len(blocks), "node": node_label(n, i), "form": f"plugin {n.op_type}"})
         elif n.op_type == "Attention" and n.domain in ("", "ai.onnx"):
             blocks.append({"block": len(blocks), "node": node_label(n, i), "form": "onnx Attention"})

@@ -9,32 +9,10 @@ from __future__ import annotations
 import onnx
 
 from vitdeploy.deploy.lint.core import Finding, GraphIndex, dtype_name
+from vitdeploy.onnxgraph import strip_stale_value_info
 
 # Above this the checker needs the model on disk (protobuf's 2 GiB limit); skip it in memory.
 CHECKER_MAX_BYTES = 1 << 30
-
-
-def stale_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """value_info entries that describe initializers or graph inputs (whose type the graph already states)
-    or tensors nothing produces."""
-    g = model.graph
-    declared = {i.name for i in g.initializer} | {i.name for i in g.input}
-    produced = {o for n in g.node for o in n.output}
-    return [vi for vi in g.value_info if vi.name in declared or vi.name not in produced]
-
-
-def strip_stale_value_info(model: onnx.ModelProto) -> int:
-    """Drop the stale entries in place (before precision conversion); returns how many."""
-    g = model.graph
-    declared = {i.name for i in g.initializer} | {i.name for i in g.input}
-    produced = {o for n in g.node for o in n.output}
-    keep = [vi for vi in g.value_info if vi.name not in declared and vi.name in produced]
-    dropped = len(g.value_info) - len(keep)
-    if dropped:
-        kept = [onnx.ValueInfoProto.FromString(vi.SerializeToString()) for vi in keep]
-        del g.value_info[:]
-        g.value_info.extend(kept)
-    return dropped
 
 
 def check_value_info(ix: GraphIndex) -> list[Finding]:

@@ -199,7 +199,7 @@ def _vitdeploy_specs() -> dict[str, object]:
     import importlib
 
     from vitdeploy.plugins import TRT_FACES
-    from vitdeploy.plugins.base import NAMESPACE, PluginSpec
+    from vitdeploy.plugins.spec import NAMESPACE, PluginSpec
 
     specs = {}
     for op, face in TRT_FACES.items():

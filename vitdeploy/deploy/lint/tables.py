@@ -118,7 +118,7 @@ STOCK_PLUGINS: dict[str, dict[str, tuple[Version, Version | None]]] = {
 }
 
 # vitdeploy's own plugins are tensorrt.plugin plugins with ahead-of-time implementations: TensorRT >= 10.9
-# (Changelog 10.9 "Added support for Python AOT plugins"; vitdeploy.deploy.trt_env.AOT_PLUGINS_MIN).
+# (Changelog 10.9 "Added support for Python AOT plugins"; vitdeploy.machine.AOT_PLUGINS_MIN).
 AOT_PLUGINS: Version = (10, 9)
 
 # FP16 fused multi-head attention (TensorRT developer guide, MHA fusion restrictions, as quoted in

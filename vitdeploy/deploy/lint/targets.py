@@ -32,7 +32,7 @@ def _parsed(version: str | None) -> Version | None:
 
 
 def build_target(trt_here: str | None, target: str, mode: str) -> LintTarget:
-    """The TensorRT `build` writes its graph for (the same assumptions as trt_env.select_plugin_mode)."""
+    """The TensorRT `build` writes its graph for (the same assumptions as machine.select_plugin_mode)."""
     here = _parsed(trt_here)
     if here is not None:
         return LintTarget(here, f"the TensorRT installed here ({trt_here})")
@@ -59,19 +59,15 @@ def for_final_graph(target: LintTarget, has_aot_plugins: bool) -> LintTarget:
 def resolve_auto(onnx_path: Path, model) -> LintTarget:
     """`--trt auto`: the TensorRT installed here; else what the artifact's manifest says it was built for;
     else 10.9 for graphs with vitdeploy plugins and 10.3 (JetPack 6, the oldest target) for the rest."""
-    from vitdeploy.deploy.trt_env import tensorrt_version
+    from vitdeploy.machine import tensorrt_version
 
     here = tensorrt_version()
     if _parsed(here) is not None:
         return LintTarget(_parsed(here), f"the TensorRT installed here ({here})")
-    manifest = Path(onnx_path).parent / "manifest.json"
-    if manifest.is_file():
-        import json
+    from vitdeploy.artifact import manifest_beside
 
-        try:
-            m = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            m = {}
+    m = manifest_beside(onnx_path)
+    if m is not None:
         eng = m.get("engine") or {}
         if eng.get("tensorrt"):
             return LintTarget(parse_trt(str(eng["tensorrt"])), f"manifest.json: built with TensorRT {eng['tensorrt']}")

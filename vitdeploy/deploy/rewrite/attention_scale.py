@@ -17,20 +17,12 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass
-
-
-def _const(t: gs.Tensor) -> np.ndarray | None:
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    p = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
-    if p is not None and p.op == "Constant" and isinstance(p.attrs.get("value"), gs.Constant):
-        return np.asarray(p.attrs["value"].values)
-    return None
+from vitdeploy.deploy.rewrite.driver import Candidate, Emission, RewritePass
+from vitdeploy.deploy.rewrite.graph import const_nodes, const_value
 
 
 def _activation(t: gs.Tensor) -> bool:
-    return isinstance(t, gs.Variable) and _const(t) is None
+    return isinstance(t, gs.Variable) and const_value(t) is None
 
 
 class AttentionScalePass(RewritePass):
@@ -51,14 +43,12 @@ class AttentionScalePass(RewritePass):
             for i, j in order:
                 logits, s = op.inputs[i], op.inputs[j]
                 mm = logits.inputs[0] if isinstance(logits, gs.Variable) and logits.inputs else None
-                value = _const(s)
+                value = const_value(s)
                 if mm is None or mm.op != "MatMul" or value is None or value.size != 1 or len(logits.outputs) != 1:
                     continue
                 if not all(_activation(x) for x in mm.inputs[:2]):
                     continue  # a Linear, not q·kᵀ
-                nodes = [mm, op]
-                if not isinstance(s, gs.Constant):  # a Constant node's output: part of the subgraph
-                    nodes.insert(0, s.inputs[0])
+                nodes = [*const_nodes(s), mm, op]  # a Constant node's output: part of the subgraph
                 cands.append(Candidate(f"scale of {sm.name or scaled.name}", nodes, list(mm.inputs[:2]), [scaled],
                                        {"op": op.op, "scale": value.reshape(())}))
                 break

@@ -30,31 +30,19 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass, capture, static_feeds
+from vitdeploy.deploy.rewrite.driver import Candidate, Emission, RewritePass
+from vitdeploy.deploy.rewrite.graph import SHAPE_OPS, match_each, producer, through
+from vitdeploy.deploy.rewrite.probe import activations
 from vitdeploy.errors import VitdeployError
 from vitdeploy.plugins.gated_positional_attention.spec import SPEC
 
 # Ops that only move or select data; q, k and V reach their Linear through these.
 LAYOUT_OPS = {"Reshape", "Transpose", "Gather", "Squeeze", "Unsqueeze", "Split", "Slice", "Identity", "Flatten"}
-SHAPE_OPS = {"Shape", "Size"}
-
-
-def _producer(t: gs.Tensor) -> gs.Node | None:
-    return t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
 
 
 def _only_consumer(t: gs.Tensor, op: str) -> gs.Node | None:
     users = list(t.outputs)
     return users[0] if len(users) == 1 and users[0].op == op else None
-
-
-def _through_layout(t: gs.Tensor) -> gs.Tensor:
-    """Follow layout ops upstream (data input) to the tensor a compute op produced."""
-    node = _producer(t)
-    while node is not None and node.op in LAYOUT_OPS:
-        t = node.inputs[0]
-        node = _producer(t)
-    return t
 
 
 @dataclass
@@ -79,7 +67,7 @@ def _upstream(roots: list[gs.Tensor], boundary: set[str] = frozenset()) -> Upstr
         seen.add(t.name)
         if t.name in boundary:
             continue
-        node = _producer(t)
+        node = producer(t)
         if node is None:
             data_src[t.name] = t
             continue
@@ -91,17 +79,17 @@ def _upstream(roots: list[gs.Tensor], boundary: set[str] = frozenset()) -> Upstr
             continue
         stack.extend(node.inputs)
     # A tensor whose shape is read may also be computed inside the subgraph: then it is not an input.
-    external = [t for t in shape_src.values() if t.name not in data_src and id(_producer(t)) not in nodes]
+    external = [t for t in shape_src.values() if t.name not in data_src and id(producer(t)) not in nodes]
     return Upstream(list(nodes.values()), external, list(data_src.values()))
 
 
 def _softmax_term(t: gs.Tensor) -> tuple[gs.Tensor, gs.Node] | None:
     """Mul(coef, Softmax(x)) in either operand order -> (coef, softmax node)."""
-    mul = _producer(t)
+    mul = producer(t)
     if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
         return None
     for i in (0, 1):
-        sm = _producer(mul.inputs[i])
+        sm = producer(mul.inputs[i])
         if sm is not None and sm.op == "Softmax" and sm.attrs.get("axis", -1) in (-1, 3):
             return mul.inputs[1 - i], sm
     return None
@@ -111,9 +99,9 @@ def _renormalised(add_out: gs.Tensor) -> gs.Tensor:
     """timm's `attn /= attn.sum(-1, keepdim)`: return the Div output if present, else the blend itself."""
     for user in add_out.outputs:
         if user.op == "Div" and user.inputs[0] is add_out:
-            den = _producer(user.inputs[1])
+            den = producer(user.inputs[1])
             if den is not None and den.op == "Unsqueeze":
-                den = _producer(den.inputs[0])
+                den = producer(den.inputs[0])
             if den is not None and den.op == "ReduceSum" and den.inputs[0] is add_out:
                 return user.outputs[0]
     return add_out
@@ -121,11 +109,11 @@ def _renormalised(add_out: gs.Tensor) -> gs.Tensor:
 
 def _scaled_scores(sm: gs.Node) -> tuple[gs.Node, gs.Tensor, bool] | None:
     """Softmax input = MatMul(q, kᵀ) * s  or  / s  -> (MatMul, s tensor, is_division)."""
-    op = _producer(sm.inputs[0])
+    op = producer(sm.inputs[0])
     if op is None or op.op not in ("Mul", "Div") or len(op.inputs) != 2:
         return None
     for i, j in [(0, 1)] if op.op == "Div" else [(0, 1), (1, 0)]:
-        mm = _producer(op.inputs[i])
+        mm = producer(op.inputs[i])
         if mm is not None and mm.op == "MatMul":
             return mm, op.inputs[j], op.op == "Div"
     return None
@@ -170,14 +158,14 @@ class GpsaPass(RewritePass):
         if scores is None:
             return None, f"{where}: content attention is not softmax(MatMul(q, k^T) * scale)"
         mm, scale, divides = scores
-        qk = _through_layout(mm.inputs[0])
-        if _through_layout(mm.inputs[1]) is not qk:
+        qk = through(mm.inputs[0], LAYOUT_OPS)[0]
+        if through(mm.inputs[1], LAYOUT_OPS)[0] is not qk:
             return None, f"{where}: q and k do not come from one qk projection"
         attn = _renormalised(add.outputs[0])
         pv = _only_consumer(attn, "MatMul")
         if pv is None or pv.inputs[0] is not attn:
             return None, f"{where}: attention is not applied to V by one MatMul"
-        v = _through_layout(pv.inputs[1])
+        v = through(pv.inputs[1], LAYOUT_OPS)[0]
         tr = _only_consumer(pv.outputs[0], "Transpose")
         rs = _only_consumer(tr.outputs[0], "Reshape") if tr is not None else None
         if rs is None or list(tr.attrs.get("perm", [])) != [0, 2, 1, 3]:
@@ -189,15 +177,7 @@ class GpsaPass(RewritePass):
 
     def find(self, graph: gs.Graph):
         notes: list[str] = []
-        matches: list[_Match] = []
-        for node in graph.nodes:
-            if node.op != "Add":
-                continue
-            m, why = self._match(node)
-            if why:
-                notes.append(why)
-            if m is not None:
-                matches.append(m)
+        matches: list[_Match] = match_each([n for n in graph.nodes if n.op == "Add"], self._match, notes)
         if not matches:
             return [], notes
         try:
@@ -224,13 +204,8 @@ class GpsaPass(RewritePass):
     @staticmethod
     def _probe(graph: gs.Graph, matches: list[_Match]) -> dict[str, np.ndarray]:
         """One ORT run of the graph for the constant-like tensors (and qk/v for their shapes)."""
-        model = gs.export_onnx(graph.copy(), do_type_check=False)
-        names = set()
-        for m in matches:
-            for t in (m.qk, m.v, m.positional, m.coef_content, m.scale):
-                if not isinstance(t, gs.Constant):
-                    names.add(t.name)
-        return capture(model, sorted(names), static_feeds(model))
+        return activations(graph.copy(), [t for m in matches for t in (m.qk, m.v, m.positional, m.coef_content, m.scale)],
+                           batch=2)
 
     @staticmethod
     def _constants(m: _Match, values: dict[str, np.ndarray]) -> tuple[dict, str | None]:

@@ -10,7 +10,7 @@ Slice/Reshape/Transpose/Expand nodes around three MatMuls):
 where q_in and kv_in are the two tensors the region reads (timm's q and kv convolutions) and
 "layout" ops only move data. Nothing is read off names or attributes: the parameters are
 *measured* on the candidate with ONNX Runtime, then the whole candidate is verified by
-`rewrite/base.py` like every pass:
+`rewrite/driver.py` like every pass:
 
 - data movement: q_in and kv_in filled with their own element codes are pushed through the
   region; the codes arriving at the two MatMuls (q, kᵀ, v) and, in a second probe, the codes
@@ -38,23 +38,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass, capture, static_feeds
-from vitdeploy.deploy.rewrite.swin import _Emitter, activation_dependence, const_value
+from vitdeploy.deploy.rewrite.driver import Candidate, Emission, RewritePass
+from vitdeploy.deploy.rewrite.emit import Emitter, taken_names
+from vitdeploy.deploy.rewrite.graph import Walker, between, const_value, match_each, producer
+from vitdeploy.deploy.rewrite.probe import activations, measured, probe_once
 
 # Ops that only move or select data (blocking, pad, unfold, split, fold, the rel-logit shuffles).
 LAYOUT_OPS = {"Reshape", "Transpose", "Slice", "Concat", "Pad", "Squeeze", "Unsqueeze", "Gather", "Identity",
               "Split", "Flatten", "Expand"}
 # Between q / k and the Softmax: layout, the q·kᵀ and q·table MatMuls, the scale and the sums.
 LOGIT_OPS = LAYOUT_OPS | {"MatMul", "Add", "Mul", "Div"}
-SHAPE_OPS = {"Shape", "Size"}
 MAX_EXACT = 2 ** 24  # element codes stay exact in FP32 below this
-
-
-def _producer(t: gs.Tensor) -> gs.Node | None:
-    return t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
 
 
 # ----------------------------------------------------------------------------- timm's index maps (numpy)
@@ -175,55 +171,8 @@ class Core:
     softmax: gs.Node
 
 
-class _Walker:
-    def __init__(self, graph: gs.Graph):
-        self.graph = graph
-        self.dep = activation_dependence(graph)
-        self.outputs = {id(t) for t in graph.outputs}
-
-    def is_dep(self, t) -> bool:
-        return id(t) in self.dep
-
-    def data_inputs(self, n: gs.Node) -> list[gs.Tensor]:
-        return [i for i in n.inputs if self.is_dep(i)]
-
-    def data_consumers(self, t: gs.Tensor) -> list[gs.Node]:
-        return [n for n in t.outputs if n.op not in SHAPE_OPS]
-
-    def frontier(self, starts: list[gs.Tensor], ops: set[str]) -> list[gs.Tensor]:
-        """Activation tensors reached upstream through `ops` (data inputs only), where other compute begins."""
-        found: dict[int, gs.Tensor] = {}
-        seen: set[int] = set()
-        stack = list(starts)
-        while stack:
-            t = stack.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            p = _producer(t)
-            ins = self.data_inputs(p) if p is not None else []
-            if p is None or p.op not in ops or not ins:
-                found[id(t)] = t
-                continue
-            stack.extend(ins)
-        return list(found.values())
-
-    def down(self, start: gs.Tensor) -> list[gs.Tensor]:
-        """Where compute resumes downstream of `start` through layout ops."""
-        found: dict[int, gs.Tensor] = {}
-        stack, seen = [start], set()
-        while stack:
-            t = stack.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            cons = self.data_consumers(t)
-            if id(t) in self.outputs or not cons or any(n.op not in LAYOUT_OPS for n in cons):
-                found[id(t)] = t
-            for n in cons:
-                if n.op in LAYOUT_OPS:
-                    stack.extend(o for o in n.outputs if self.data_consumers(o) or id(o) in self.outputs)
-        return list(found.values())
+class _Walker(Walker):
+    """The HaloAttn match on top of the shared activation walker."""
 
     def match(self, softmax: gs.Node) -> tuple[Core | None, str | None]:
         if int(softmax.attrs.get("axis", -1)) not in (-1, 3):
@@ -232,12 +181,12 @@ class _Walker:
         if len(users) != 1 or users[0].op != "MatMul" or users[0].inputs[0] is not softmax.outputs[0]:
             return None, None
         av = users[0]
-        kv = self.frontier([av.inputs[1]], LAYOUT_OPS)
-        if len(kv) != 1 or _producer(kv[0]) is None or _producer(av.inputs[1]) is None \
-                or _producer(av.inputs[1]).op not in LAYOUT_OPS:
+        kv = self.up([av.inputs[1]], LAYOUT_OPS)[0]
+        if len(kv) != 1 or producer(kv[0]) is None or producer(av.inputs[1]) is None \
+                or producer(av.inputs[1]).op not in LAYOUT_OPS:
             return None, None  # v is not a data movement of one tensor: not a HaloAttn
         kv_in = kv[0]
-        sources = self.frontier([softmax.inputs[0]], LOGIT_OPS)
+        sources = self.up([softmax.inputs[0]], LOGIT_OPS)[0]
         others = [t for t in sources if t is not kv_in]
         where = softmax.name or softmax.outputs[0].name
         if len(others) != 1 or len(sources) != 2:
@@ -247,12 +196,12 @@ class _Walker:
         for n in self._region_nodes(softmax.inputs[0], {id(q_in), id(kv_in)}):
             if n.op != "MatMul" or len(self.data_inputs(n)) != 2:
                 continue
-            a, b = (self.frontier([t], LAYOUT_OPS) for t in n.inputs[:2])
+            a, b = (self.up([t], LAYOUT_OPS)[0] for t in n.inputs[:2])
             if [t.name for t in a] == [q_in.name] and [t.name for t in b] == [kv_in.name]:
                 qk = n
         if qk is None:
             return None, f"attention at '{where}': no MatMul of blocked q with neighbourhood keys"
-        ys = self.down(av.outputs[0])
+        ys = self.down(av.outputs[0], LAYOUT_OPS)[0]
         if len(ys) != 1:
             return None, f"attention at '{where}': its output is not folded into one tensor"
         return Core(q_in, kv_in, ys[0], qk, av, softmax), None
@@ -264,107 +213,14 @@ class _Walker:
             t = stack.pop()
             if id(t) in stop:
                 continue
-            p = _producer(t)
+            p = producer(t)
             if p is None or id(p) in nodes or p.op not in LOGIT_OPS:
                 continue
             nodes[id(p)] = p
             stack.extend(self.data_inputs(p))
         return list(nodes.values())
 
-    def subgraph(self, sources: list[gs.Tensor], y: gs.Tensor) -> tuple[list[gs.Node], list[gs.Variable]]:
-        """Nodes computing y from `sources` (with their constant-only branches) and any other
-        activation they read (only through Shape ops, if at all)."""
-        order = {id(n): i for i, n in enumerate(self.graph.nodes)}
-        src = {id(s) for s in sources}
-        anc: dict[int, gs.Node] = {}
-        stack = [y]
-        while stack:
-            t = stack.pop()
-            if id(t) in src:
-                continue
-            p = _producer(t)
-            if p is None or id(p) in anc:
-                continue
-            anc[id(p)] = p
-            stack.extend(p.inputs)
-        desc: set[int] = set()
-        stack = list(sources)
-        while stack:
-            t = stack.pop()
-            for n in t.outputs:
-                if id(n) in anc and id(n) not in desc:
-                    desc.add(id(n))
-                    stack.extend(n.outputs)
-        keep = {i: anc[i] for i in desc}
-        extras: dict[int, gs.Variable] = {}
-        stack = list(keep.values())
-        while stack:
-            n = stack.pop()
-            for t in n.inputs:
-                if isinstance(t, gs.Constant) or id(t) in src or not t.name:
-                    continue
-                p = _producer(t)
-                if p is None:
-                    extras[id(t)] = t
-                    continue
-                if id(p) in keep:
-                    continue
-                if self.is_dep(t):
-                    extras[id(t)] = t
-                    continue
-                keep[id(p)] = p
-                stack.append(p)
-        return sorted(keep.values(), key=lambda n: order.get(id(n), 0)), list(extras.values())
-
-
 # ----------------------------------------------------------------------------- probing
-
-def _run(nodes: list[gs.Node], feeds: dict[str, np.ndarray], fetch: list[str], opset: int,
-         overrides: dict[str, float] | None = None) -> list[np.ndarray]:
-    """Run `nodes` alone with ONNX Runtime; a tensor named in `overrides` becomes tensor*0 + c."""
-    from vitdeploy.onnxrt import session
-
-    overrides = overrides or {}
-    g = gs.Graph(opset=opset)
-    tensors: dict[str, gs.Tensor] = {}
-
-    def clone(t: gs.Tensor) -> gs.Tensor:
-        if not t.name:
-            return gs.Variable.empty()
-        if t.name not in tensors:
-            if isinstance(t, gs.Constant):
-                tensors[t.name] = gs.Constant(t.name, t.values)
-            elif t.name in feeds:
-                tensors[t.name] = gs.Variable(t.name, dtype=feeds[t.name].dtype, shape=list(feeds[t.name].shape))
-            else:
-                tensors[t.name] = gs.Variable(t.name, dtype=t.dtype)
-        return tensors[t.name]
-
-    for n in nodes:
-        outs = []
-        for o in n.outputs:
-            if o.name in overrides:
-                raw, zero = gs.Variable(o.name + "__raw"), gs.Variable(o.name + "__zero")
-                g.nodes.append(gs.Node("Mul", inputs=[raw, gs.Constant(o.name + "__0", np.zeros((), np.float32))], outputs=[zero]))
-                g.nodes.append(gs.Node("Add", inputs=[zero, gs.Constant(o.name + "__c", np.asarray(overrides[o.name], np.float32))],
-                                       outputs=[clone(o)]))
-                outs.append(raw)
-            else:
-                outs.append(clone(o))
-        g.nodes.append(gs.Node(n.op, n.name, dict(n.attrs), [clone(t) for t in n.inputs], outs, domain=n.domain))
-    g.inputs = [tensors[k] for k in feeds if k in tensors]
-    g.outputs = [tensors[k] for k in fetch]
-    for o in g.outputs:
-        o.dtype = o.dtype or np.float32
-    g.cleanup()
-    model = gs.export_onnx(g, do_type_check=False)
-    del model.opset_import[:]
-    model.opset_import.append(onnx.helper.make_opsetid("", opset))
-    model.ir_version = min(model.ir_version, 10)
-    sess = session(model)
-    names = {i.name for i in sess.get_inputs()}
-    return sess.run(fetch, {k: v for k, v in feeds.items() if k in names})
-
 
 def _table_candidates(nodes: list[gs.Node], rows: int, dim: int) -> list[np.ndarray]:
     """Constant [rows, dim] (or [dim, rows]) matrices the region reads, as [rows, dim]."""
@@ -435,38 +291,22 @@ class HaloAttentionPass(RewritePass):
     def find(self, graph):
         walker = _Walker(graph)
         notes: list[str] = []
-        cores: list[Core] = []
-        for n in list(graph.nodes):
-            if n.op != "Softmax":
-                continue
-            core, why = walker.match(n)
-            if why:
-                notes.append(why)
-            if core is not None:
-                cores.append(core)
+        cores: list[Core] = match_each([n for n in graph.nodes if n.op == "Softmax"], walker.match, notes)
         if not cores:
             return [], notes
-        model = gs.export_onnx(graph, do_type_check=False)
-        subgraphs = [walker.subgraph([c.q_in, c.kv_in], c.y) for c in cores]
-        names = sorted({t.name for c, (_, extras) in zip(cores, subgraphs) for t in [c.q_in, c.kv_in, c.y, *extras]})
+        blocks = [(c, *walker.subgraph([c.q_in, c.kv_in], c.y)) for c in cores]  # (core, nodes, extra inputs)
         try:
-            values = capture(model, names, static_feeds(model, batch=2))
+            values = activations(graph, [t for c, _, extras in blocks for t in (c.q_in, c.kv_in, c.y, *extras)], batch=2)
         except Exception as e:  # shapes cannot be measured: report, rewrite nothing
             return [], [*notes, f"halo: could not run the graph to measure the blocks: {str(e).splitlines()[0][:160]}"]
         cands: list[Candidate] = []
-        for k, (core, (nodes, extras)) in enumerate(zip(cores, subgraphs)):
-            where = core.softmax.name or core.softmax.outputs[0].name
-            try:
-                measured, why = self._measure(core, nodes, extras, values, graph.opset)
-            except Exception as e:  # a probe that cannot run means the structure is not what we think
-                measured, why = None, f"probe failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-            if measured is None:
-                notes.append(f"blocked attention at '{where}' not rewritten: {why}")
-                continue
-            g = measured.geometry
+        for (core, nodes, extras), m in measured(
+                blocks, lambda b: self._measure(b[0], b[1], b[2], values, graph.opset),
+                lambda b: f"blocked attention at '{b[0].softmax.name or b[0].softmax.outputs[0].name}'", notes):
+            g = m.geometry
             name = (f"HaloAttn {len(cands) + 1} ({g.height}x{g.width}, block {g.block}, halo {g.halo}, "
                     f"stride {g.stride}, {g.heads}x{g.dqk}/{g.dv})")
-            params = dict(measured=measured, dtype=values[core.q_in.name].dtype)
+            params = dict(measured=m, dtype=values[core.q_in.name].dtype)
             cands.append(Candidate(name, nodes, [core.q_in, core.kv_in, *extras], [core.y], params))
         return cands, notes
 
@@ -481,7 +321,7 @@ class HaloAttentionPass(RewritePass):
         q_code = np.arange(1, q_val.size + 1, dtype=np.float32).reshape(q_val.shape)
         kv_code = np.arange(1, kv_val.size + 1, dtype=np.float32).reshape(kv_val.shape)
         probe = [core.qk.inputs[0].name, core.qk.inputs[1].name, core.av.inputs[1].name]
-        q_mm, k_t, v = _run(nodes, {core.q_in.name: q_code, core.kv_in.name: kv_code, **extra}, probe, opset)
+        q_mm, k_t, v = probe_once(nodes, {core.q_in.name: q_code, core.kv_in.name: kv_code, **extra}, probe, opset)
         geo, why = _shape_hypothesis(batch, q_val, kv_val, y_val, q_mm, k_t, v)
         if geo is None:
             return None, why
@@ -491,9 +331,9 @@ class HaloAttentionPass(RewritePass):
                 return None, f"the {what} are not timm's (block {geo.block}, halo {geo.halo}, stride {geo.stride})"
         # fold: the nodes between the attention output and y, fed with codes
         av_out = core.av.outputs[0]
-        fold_nodes = _between(nodes, av_out, core.y)
+        fold_nodes = between(nodes, av_out, core.y)
         av_shape = (q_mm.shape[0], q_mm.shape[1], q_mm.shape[2], geo.dv)
-        (y_code,) = _run(fold_nodes, {av_out.name: np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float32).reshape(av_shape),
+        (y_code,) = probe_once(fold_nodes, {av_out.name: np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float32).reshape(av_shape),
                                       **extra}, [core.y.name], opset)
         if not np.array_equal(y_code.astype(np.int64), want["fold"]):
             return None, "the attention output is not folded back in timm's order"
@@ -501,13 +341,13 @@ class HaloAttentionPass(RewritePass):
         logits = core.softmax.inputs[0].name
         rng = np.random.default_rng(0)
         kv_rand = rng.standard_normal(kv_val.shape).astype(np.float32)
-        (ones,) = _run(nodes, {core.q_in.name: np.zeros_like(q_val), core.kv_in.name: kv_rand, **extra}, [logits], opset,
+        (ones,) = probe_once(nodes, {core.q_in.name: np.zeros_like(q_val), core.kv_in.name: kv_rand, **extra}, [logits], opset,
                        overrides={core.qk.outputs[0].name: 1.0})
         scale = float(ones.ravel()[0])
         if not np.allclose(ones, scale, rtol=1e-6, atol=1e-7) or scale == 0.0:
             return None, "the logits are not scale * q·kᵀ + terms linear in q"
         q_rand = rng.standard_normal(q_val.shape).astype(np.float32)
-        rel, q_at = _run(nodes, {core.q_in.name: q_rand, core.kv_in.name: kv_rand, **extra}, [logits, core.qk.inputs[0].name],
+        rel, q_at = probe_once(nodes, {core.q_in.name: q_rand, core.kv_in.name: kv_rand, **extra}, [logits, core.qk.inputs[0].name],
                          opset, overrides={core.qk.outputs[0].name: 0.0})
         tables = _table_candidates(nodes, 2 * geo.win - 1, geo.dqk)
         rel = rel.astype(np.float64)
@@ -529,7 +369,7 @@ class HaloAttentionPass(RewritePass):
     def emit(self, graph, cand, mode):
         m: Measured = cand.params["measured"]
         g = m.geometry
-        e = _Emitter(cand.outputs[0].name + "__halo", set(graph.tensors()) | {n.name for n in graph.nodes})
+        e = Emitter(cand.outputs[0].name + "__halo", taken_names(graph))
         q_in, kv_in = cand.inputs[0], cand.inputs[1]
         if mode == "plugin":
             from vitdeploy.plugins.halo_attention.spec import SPEC
@@ -544,25 +384,7 @@ class HaloAttentionPass(RewritePass):
         return Emission(e.nodes, [out])
 
 
-def _between(nodes: list[gs.Node], src: gs.Tensor, dst: gs.Tensor) -> list[gs.Node]:
-    """The nodes of `nodes` on a path from `src` to `dst`, plus constant-only nodes feeding them."""
-    by_out = {id(o): n for n in nodes for o in n.outputs}
-    anc: dict[int, gs.Node] = {}
-    stack = [dst]
-    while stack:
-        t = stack.pop()
-        if t is src:
-            continue
-        p = by_out.get(id(t))
-        if p is None or id(p) in anc:
-            continue
-        anc[id(p)] = p
-        stack.extend(p.inputs)
-    order = {id(n): i for i, n in enumerate(nodes)}
-    return sorted(anc.values(), key=lambda n: order[id(n)])
-
-
-def _native(e: _Emitter, q_in, kv_in, m: Measured):
+def _native(e: Emitter, q_in, kv_in, m: Measured):
     """Plain ONNX HaloAttn: each neighbourhood gathered once, straight into the MatMul layouts."""
     g = m.geometry
     heads, dqk, dv, bsd, win = g.heads, g.dqk, g.dv, g.bsd, g.win

@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass
+from vitdeploy.deploy.rewrite.driver import Candidate, Emission, RewritePass
+from vitdeploy.deploy.rewrite.graph import const_value, producer, scalar, through
 from vitdeploy.plugins.msda.spec import spec_for
 
 _VIEW_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
@@ -43,39 +44,10 @@ class NotACore(Exception):
 
 # ----------------------------------------------------------------------------- graph helpers
 
-def _producer(t: gs.Tensor) -> gs.Node | None:
-    return t.inputs[0] if getattr(t, "inputs", None) else None
-
-
-def _const(t: gs.Tensor) -> np.ndarray | None:
-    """Value of a constant tensor (initializer or Constant node output), else None."""
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    p = _producer(t)
-    if p is not None and p.op == "Constant" and "value" in p.attrs:
-        v = p.attrs["value"]
-        return np.asarray(v.values if isinstance(v, gs.Constant) else v)
-    return None
-
-
-def _scalar(t: gs.Tensor) -> float | None:
-    v = _const(t)
-    return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
-
-
 def _sole_consumer(t: gs.Tensor) -> gs.Node | None:
     """The only non-Shape consumer of `t` (TorchScript adds Shape nodes that read tensors for reshape targets)."""
     users = [n for n in t.outputs if n.op != "Shape"]
     return users[0] if len(users) == 1 else None
-
-
-def _up_views(t: gs.Tensor, ops=_VIEW_OPS) -> tuple[gs.Tensor, gs.Node | None]:
-    """Walk up through view-only ops; returns the first tensor produced by something else, and that producer."""
-    while True:
-        p = _producer(t)
-        if p is None or p.op not in ops:
-            return t, p
-        t = p.inputs[0]
 
 
 def _axis(node: gs.Node, default: int = 0) -> int:
@@ -151,7 +123,7 @@ def _weights_source(w: gs.Tensor) -> gs.Tensor:
     """[N*M, 1, Lq, L*P] <- Reshape <- Transpose[0,2,1,3,4] <- attention weights [N, Lq, M, L, P]."""
     t = w
     while True:
-        p = _producer(t)
+        p = producer(t)
         if p is None:
             break
         if p.op == "Transpose" and list(p.attrs.get("perm", [])) == [0, 2, 1, 3, 4]:
@@ -164,10 +136,10 @@ def _weights_source(w: gs.Tensor) -> gs.Tensor:
 
 def _level_of_grid(g: gs.Tensor) -> tuple[gs.Tensor, int]:
     """grid per level <- views <- Gather(axis=3, const index) <- sampling grid [N, Lq, M, L, P, 2]."""
-    t, p = _up_views(g)
+    t, p = through(g, _VIEW_OPS)
     if p is None or p.op != "Gather" or _axis(p) != 3:
         raise NotACore("GridSample grid is not one level (Gather on axis 3) of a [N, Lq, M, L, P, 2] grid")
-    idx = _const(p.inputs[1])
+    idx = const_value(p.inputs[1])
     if idx is None or idx.size != 1:
         raise NotACore("GridSample grid level index is not a constant")
     return p.inputs[0], int(idx.reshape(-1)[0])
@@ -175,14 +147,14 @@ def _level_of_grid(g: gs.Tensor) -> tuple[gs.Tensor, int]:
 
 def _locations_of(grid: gs.Tensor) -> tuple[gs.Tensor, bool]:
     """`2 * loc - 1` -> (loc, False); any other producer -> (grid, True): the emission maps it back."""
-    sub = _producer(grid)
-    if sub is not None and sub.op == "Sub" and _scalar(sub.inputs[1]) == 1.0:
-        mul = _producer(sub.inputs[0])
+    sub = producer(grid)
+    if sub is not None and sub.op == "Sub" and scalar(sub.inputs[1]) == 1.0:
+        mul = producer(sub.inputs[0])
         if mul is not None and mul.op == "Mul":
             a, b = mul.inputs
-            if _scalar(b) == 2.0 and _const(a) is None:
+            if scalar(b) == 2.0 and const_value(a) is None:
                 return a, False
-            if _scalar(a) == 2.0 and _const(b) is None:
+            if scalar(a) == 2.0 and const_value(b) is None:
                 return b, False
     return grid, True
 
@@ -192,22 +164,22 @@ def _value_level(v: gs.Tensor) -> tuple[gs.Tensor, object, object, object]:
 
     Returns (value, start, H, W); each of start/H/W is an int or a tensor holding it.
     """
-    p = _producer(v)
+    p = producer(v)
     if p is None or p.op != "Reshape":
         raise NotACore("GridSample input is not a reshaped value map")
     h, w = _last_two_dims(p.inputs[1])
-    t, src = _up_views(p.inputs[0])
+    t, src = through(p.inputs[0], _VIEW_OPS)
     if src is not None and src.op == "Slice":
-        axes = _const(src.inputs[3]) if len(src.inputs) > 3 else np.array([0])
-        steps = _const(src.inputs[4]) if len(src.inputs) > 4 else np.array([1])
+        axes = const_value(src.inputs[3]) if len(src.inputs) > 3 else np.array([0])
+        steps = const_value(src.inputs[4]) if len(src.inputs) > 4 else np.array([1])
         if axes is None or axes.size != 1 or int(axes[0]) != 1 or steps is None or int(steps.reshape(-1)[0]) != 1:
             raise NotACore("value level is not a unit-step slice along the token axis")
-        start = _const(src.inputs[1])
+        start = const_value(src.inputs[1])
         return src.inputs[0], (int(start.reshape(-1)[0]) if start is not None else src.inputs[1]), h, w
     if src is not None and src.op == "Split":
         if _axis(src) != 1:
             raise NotACore("value is not split along the token axis")
-        sizes = _const(src.inputs[1]) if len(src.inputs) > 1 else None
+        sizes = const_value(src.inputs[1]) if len(src.inputs) > 1 else None
         if sizes is None:
             raise NotACore("value split sizes are not constant")
         k = [i for i, o in enumerate(src.outputs) if o is t][0]
@@ -217,17 +189,17 @@ def _value_level(v: gs.Tensor) -> tuple[gs.Tensor, object, object, object]:
 
 def _last_two_dims(shape: gs.Tensor) -> tuple[object, object]:
     """H and W from a Reshape target: a constant, or a Concat of 1-element pieces (constant or not)."""
-    c = _const(shape)
+    c = const_value(shape)
     if c is not None:
         if c.size != 4 or c[2] <= 0 or c[3] <= 0:
             raise NotACore("value map reshape is not [N*M, D, H, W]")
         return int(c[2]), int(c[3])
-    p = _producer(shape)
+    p = producer(shape)
     if p is None or p.op != "Concat" or len(p.inputs) != 4:
         raise NotACore("value map reshape target is neither constant nor a 4-piece Concat")
     dims = []
     for piece in p.inputs[2:]:
-        v = _const(piece)
+        v = const_value(piece)
         dims.append(int(v.reshape(-1)[0]) if v is not None else piece)
     return dims[0], dims[1]
 
@@ -239,14 +211,14 @@ class MsdaPass(RewritePass):
     description = ("Deformable DETR multi-scale deformable attention -> TensorRT's MultiscaleDeformableAttnPlugin_TRT "
                    "(or vitdeploy's Triton MultiscaleDeformableAttention with impl=vitdeploy)")
     # plugin: the stock plugin at the version the target TensorRT has (option msda_stock_version, else
-    # the TensorRT here decides: trt_env.stock_msda_version), or vitdeploy's Triton plugin with
+    # the TensorRT here decides: machine.stock_msda_version), or vitdeploy's Triton plugin with
     # msda_impl=vitdeploy; native: stock v1, which TensorRT without Python-plugin support (10.3) ships.
     modes = ("plugin", "native")
 
     def spec(self, mode: str = "plugin"):
         version = self.options.get("msda_stock_version")
         if version is None:
-            from vitdeploy.deploy.trt_env import stock_msda_version, tensorrt_version
+            from vitdeploy.machine import stock_msda_version, tensorrt_version
 
             version = stock_msda_version(tensorrt_version()).version
         return spec_for(self.options.get("msda_impl") or self.options.get("impl") or "stock", mode, version)
@@ -374,7 +346,7 @@ def _region(out: gs.Tensor, boundary: list[gs.Tensor]) -> tuple[list[gs.Node], l
         t = todo.pop()
         if id(t) in stop or isinstance(t, gs.Constant):
             continue
-        p = _producer(t)
+        p = producer(t)
         if p is None or id(p) in seen:
             continue
         seen.add(id(p))
@@ -388,7 +360,7 @@ def _region(out: gs.Tensor, boundary: list[gs.Tensor]) -> tuple[list[gs.Node], l
             if id(n) in inside:
                 continue
             feeds = [i for i in n.inputs if not isinstance(i, gs.Constant)]
-            if not feeds or any(id(i) in stop or id(_producer(i)) in inside for i in feeds):
+            if not feeds or any(id(i) in stop or id(producer(i)) in inside for i in feeds):
                 inside.add(id(n))
                 changed = True
     nodes = [n for n in ancestors if id(n) in inside]
@@ -397,7 +369,7 @@ def _region(out: gs.Tensor, boundary: list[gs.Tensor]) -> tuple[list[gs.Node], l
         for i in n.inputs:
             if isinstance(i, gs.Constant) or id(i) in have:
                 continue
-            p = _producer(i)
+            p = producer(i)
             if p is None or id(p) not in inside:
                 extra.append(i)
                 have.add(id(i))

@@ -51,19 +51,21 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.rewrite.base import Candidate, Emission, RewritePass, capture, static_feeds
+from vitdeploy.deploy.rewrite.driver import Candidate, Emission, RewritePass
+from vitdeploy.deploy.rewrite.emit import Emitter, taken_names
+from vitdeploy.deploy.rewrite.graph import Walker, const_value, producer
+from vitdeploy.deploy.rewrite.probe import activations, measured, probe
 
 # Ops that only move or select data (the roll/pad/partition/reverse/crop of a Swin block).
 LAYOUT_OPS = {"Reshape", "Transpose", "Slice", "Concat", "Pad", "Squeeze", "Unsqueeze", "Gather",
               "Identity", "Split", "Flatten"}
 # Between the qkv Linear and q/k/v: layout plus a scalar scale on q (and on k for SDPA exports).
-QKV_OPS = LAYOUT_OPS | {"Mul", "Div"}
+SCALE_OPS = frozenset({"Mul", "Div"})  # passed only with one activation input (a scale, not a product)
+QKV_OPS = LAYOUT_OPS | SCALE_OPS
 # Between q·kᵀ and the Softmax: additive terms, view changes and a scale.
 LOGIT_OPS = {"Add", "Reshape", "Identity", "Mul", "Div", "Squeeze", "Unsqueeze"}
-SHAPE_OPS = {"Shape", "Size"}
 # What F.normalize(x, dim=-1) exports to, besides the Div: the L2 norm over the last axis, clamped.
 NORM_OPS = {"ReduceL2", "ReduceSum", "ReduceSumSquare", "Sqrt", "Pow", "Mul", "Clip", "Max", "Expand", "Abs",
             "Reshape", "Unsqueeze", "Identity", "Cast"}
@@ -71,23 +73,7 @@ MASK_VALUE = -100.0  # timm's (and torchvision's) value for cross-region pairs
 NATIVE_NORM_EPS = 2.0 ** -14  # native clamp of ‖q‖, ‖k‖: F.normalize uses 1e-12, which FP16 flushes to 0 (0/0 on zero rows)
 
 
-# ----------------------------------------------------------------------------- graph helpers
-
-def _producer(t: gs.Tensor) -> gs.Node | None:
-    return t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
-
-
-def const_value(t: gs.Tensor) -> np.ndarray | None:
-    """The value of a tensor that is an initializer or a Constant node's output, else None."""
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    p = _producer(t)
-    if p is not None and p.op == "Constant" and isinstance(p.attrs.get("value"), gs.Constant):
-        return np.asarray(p.attrs["value"].values)
-    if p is not None and p.op == "Identity":
-        return const_value(p.inputs[0])
-    return None
-
+# ----------------------------------------------------------------------------- structure
 
 def _value(t) -> np.ndarray:
     return t if isinstance(t, np.ndarray) else const_value(t)
@@ -95,19 +81,6 @@ def _value(t) -> np.ndarray:
 
 def _shape(t) -> tuple[int, ...]:
     return tuple(_value(t).shape)
-
-
-def activation_dependence(graph: gs.Graph) -> set[int]:
-    """ids of tensors whose *values* depend on a graph input (shape-only dependence does not count).
-
-    Shape/Size cut the dependence: TorchScript's shape arithmetic and timm's runtime-built masks
-    and bias gathers then count as constants of the block. ONNX stores nodes topologically.
-    """
-    dep = {id(t) for t in graph.inputs}
-    for n in graph.nodes:
-        if n.op not in SHAPE_OPS and any(id(i) in dep for i in n.inputs):
-            dep.update(id(o) for o in n.outputs)
-    return dep
 
 
 @dataclass
@@ -136,62 +109,17 @@ class Core:
         return None if b is None else (b if isinstance(b, np.ndarray) else const_value(b)).reshape(-1)
 
 
-class _Walker:
-    def __init__(self, graph: gs.Graph):
-        self.graph = graph
-        self.dep = activation_dependence(graph)
-        self.outputs = {id(t) for t in graph.outputs}
-
-    def is_dep(self, t: gs.Tensor) -> bool:
-        return id(t) in self.dep
-
-    def data_inputs(self, n: gs.Node) -> list[gs.Tensor]:
-        return [i for i in n.inputs if self.is_dep(i)]
-
-    def data_consumers(self, t: gs.Tensor) -> list[gs.Node]:
-        return [n for n in t.outputs if n.op not in SHAPE_OPS]
-
-    def up(self, starts: list[gs.Tensor], ops: set[str]) -> tuple[list[gs.Tensor], list[gs.Node]]:
-        """Follow data inputs upstream through `ops`; returns the frontier tensors and the nodes passed."""
-        frontier: dict[int, gs.Tensor] = {}
-        seen: dict[int, gs.Node] = {}
-        stack = list(starts)
-        while stack:
-            t = stack.pop()
-            p = _producer(t)
-            ins = self.data_inputs(p) if p is not None else []
-            if p is None or p.op not in ops or not ins or (p.op in ("Mul", "Div") and len(ins) != 1):
-                frontier[id(t)] = t
-                continue
-            if id(p) not in seen:
-                seen[id(p)] = p
-                stack.extend(ins)
-        return list(frontier.values()), list(seen.values())
-
-    def down(self, start: gs.Tensor) -> tuple[list[gs.Tensor], list[gs.Node]]:
-        """Follow consumers downstream through layout ops; the frontier is where compute resumes."""
-        frontier: dict[int, gs.Tensor] = {}
-        seen: dict[int, gs.Node] = {}
-        stack = [start]
-        while stack:
-            t = stack.pop()
-            cons = self.data_consumers(t)
-            if id(t) in self.outputs or any(n.op not in LAYOUT_OPS for n in cons) or not cons:
-                frontier[id(t)] = t
-            for n in cons:
-                if n.op in LAYOUT_OPS and id(n) not in seen:
-                    seen[id(n)] = n
-                    stack.extend(o for o in n.outputs if self.data_consumers(o) or id(o) in self.outputs)
-        return list(frontier.values()), list(seen.values())
+class _Walker(Walker):
+    """The Swin match on top of the shared activation walker."""
 
     def linear(self, t: gs.Tensor):
         """t = MatMul(a, W) [+ b] with constant W [C_in, C_out], b -> (a, W, b) (tensors) or None."""
-        p = _producer(t)
+        p = producer(t)
         b = None
         if p is not None and p.op == "Add" and len(self.data_inputs(p)) == 1:
             b = next(i for i in p.inputs if not self.is_dep(i))
             t = self.data_inputs(p)[0]
-            p = _producer(t)
+            p = producer(t)
         if p is None or p.op != "MatMul" or len(self.data_inputs(p)) != 1 or not self.is_dep(p.inputs[0]):
             return None
         w = const_value(p.inputs[1])
@@ -205,7 +133,7 @@ class _Walker:
         """x when t = Div(x, f(x)) with f made only of NORM_OPS and a reduction (F.normalize as
         exported: x / Expand(Clip(ReduceL2(x, -1), eps))), else None. That f really is the L2
         norm over the head dimension is then proven by the candidate's verification."""
-        p = _producer(t)
+        p = producer(t)
         if p is None or p.op != "Div" or len(p.inputs) != 2 or not all(self.is_dep(i) for i in p.inputs):
             return None
         x, d = p.inputs
@@ -216,7 +144,7 @@ class _Walker:
             u = stack.pop()
             if u is x or not self.is_dep(u):
                 continue
-            q = _producer(u)
+            q = producer(u)
             if q is None or q.op not in NORM_OPS or len(seen) > 16:
                 return None
             if id(q) not in seen:
@@ -227,7 +155,7 @@ class _Walker:
 
     def _unnormalized(self, t: gs.Tensor) -> tuple[gs.Tensor, bool]:
         """(the tensor before an L2 normalisation on t's path, True), or (t, False)."""
-        front = self.up([t], QKV_OPS)[0]
+        front = self.up([t], QKV_OPS, one_input=SCALE_OPS)[0]
         if len(front) == 1:
             x = self.l2_source(front[0])
             if x is not None:
@@ -243,7 +171,7 @@ class _Walker:
         (q, q_norm), (k, k_norm) = self._unnormalized(q), self._unnormalized(k)
         if q_norm != k_norm:
             return None  # one-sided normalisation is not Swin V2
-        fronts = [self.up([t], QKV_OPS)[0] for t in (q, k, v)]
+        fronts = [self.up([t], QKV_OPS, one_input=SCALE_OPS)[0] for t in (q, k, v)]
         if any(len(f) != 1 for f in fronts):
             return None
         q0, k0, v0 = (f[0] for f in fronts)
@@ -277,7 +205,7 @@ class _Walker:
         # logits chain up to q·kᵀ
         t = softmax.inputs[0]
         while True:
-            p = _producer(t)
+            p = producer(t)
             if p is None:
                 return None
             ins = self.data_inputs(p)
@@ -342,57 +270,12 @@ class _Walker:
         proj = self.linear(out)
         if proj is None:
             return None
-        ys, post = self.down(out)
+        ys, post = self.down(out, LAYOUT_OPS)
         if len(ys) != 1:
             return None
         views = tuple(o.name for nd in pre if nd.op == "Reshape" for o in nd.outputs if o.name)
         return Core(x, ys[0], w_in, qkv, qk, logits, w_qkv, b_qkv, proj[1], proj[2],
                     channels=_shape(w_qkv)[0], moves_data=bool(pre or post), views=views)
-
-    def subgraph(self, x: gs.Tensor, y: gs.Tensor) -> tuple[list[gs.Node], list[gs.Variable]]:
-        """Nodes computing y from x (with their shape arithmetic and constant-only branches) and
-        any extra activations they read (only through Shape ops, in practice)."""
-        order = {id(n): i for i, n in enumerate(self.graph.nodes)}
-        anc: dict[int, gs.Node] = {}
-        stack = [y]
-        while stack:  # ancestors of y, not crossing x
-            t = stack.pop()
-            if t is x:
-                continue
-            p = _producer(t)
-            if p is None or id(p) in anc:
-                continue
-            anc[id(p)] = p
-            stack.extend(p.inputs)
-        desc: set[int] = set()
-        stack = [x]
-        while stack:  # descendants of x among those ancestors
-            t = stack.pop()
-            for n in t.outputs:
-                if id(n) in anc and id(n) not in desc:
-                    desc.add(id(n))
-                    stack.extend(n.outputs)
-        keep = {i: anc[i] for i in desc}
-        extras: dict[int, gs.Variable] = {}
-        stack = [n for n in keep.values()]
-        while stack:  # shape arithmetic and constant-only branches feeding the between-set
-            n = stack.pop()
-            for t in n.inputs:
-                if isinstance(t, gs.Constant) or t is x or not t.name:
-                    continue
-                p = _producer(t)
-                if p is None or id(p) in keep:
-                    if p is None:
-                        extras[id(t)] = t
-                    continue
-                if self.is_dep(t):  # an activation from outside (TorchScript: read by a Shape op)
-                    extras[id(t)] = t
-                    continue
-                keep[id(p)] = p
-                stack.append(p)
-        nodes = sorted(keep.values(), key=lambda n: order.get(id(n), 0))
-        return nodes, list(extras.values())
-
 
 # ----------------------------------------------------------------------------- measurement
 
@@ -440,61 +323,6 @@ def shift_mask(height: int, width: int, window, shift, value: float = MASK_VALUE
     return np.where(region_mismatch(height, width, window, shift), value, 0.0).astype(np.float32)
 
 
-def _probe(nodes: list[gs.Node], feeds: dict[str, np.ndarray], variants: list[tuple[dict[str, float], list[str]]],
-           opset: int) -> list[list[np.ndarray]]:
-    """Run copies of `nodes` in ONE ONNX Runtime session (one copy per variant).
-
-    A variant is (overrides, fetch): `overrides` maps a tensor name to a constant c; in that copy the
-    tensor is replaced by tensor*0 + c (same shape, whatever it is). Returns the fetched values.
-    """
-    from vitdeploy.onnxrt import session
-
-    g = gs.Graph(opset=opset)
-    shared: dict[str, gs.Tensor] = {}
-    for k, v in feeds.items():
-        shared[k] = gs.Variable(k, dtype=v.dtype, shape=list(v.shape))
-    fetched: list[list[gs.Variable]] = []
-    for i, (overrides, fetch) in enumerate(variants):
-        local: dict[str, gs.Tensor] = {}
-
-        def clone(t: gs.Tensor, i=i, local=local) -> gs.Tensor:
-            if isinstance(t, gs.Constant):
-                return shared.setdefault(t.name, gs.Constant(t.name, t.values))
-            if t.name in shared or not t.name:
-                return shared.get(t.name) or gs.Variable.empty()
-            if t.name not in local:
-                local[t.name] = gs.Variable(f"{t.name}__p{i}", dtype=t.dtype)
-            return local[t.name]
-
-        for n in nodes:
-            outs = []
-            for o in n.outputs:
-                if o.name in overrides:
-                    raw = gs.Variable(f"{o.name}__p{i}_raw")
-                    zero = gs.Variable(f"{o.name}__p{i}_zero")
-                    g.nodes.append(gs.Node("Mul", inputs=[raw, gs.Constant(f"{o.name}__p{i}_0", np.zeros((), np.float32))], outputs=[zero]))
-                    g.nodes.append(gs.Node("Add", inputs=[zero, gs.Constant(f"{o.name}__p{i}_c", np.asarray(overrides[o.name], np.float32))],
-                                           outputs=[clone(o)]))
-                    outs.append(raw)
-                else:
-                    outs.append(clone(o))
-            g.nodes.append(gs.Node(n.op, f"{n.name}__p{i}", dict(n.attrs), [clone(t) for t in n.inputs], outs, domain=n.domain))
-        fetched.append([clone(gs.Variable(name)) for name in fetch])
-    g.inputs = list(v for k, v in shared.items() if k in feeds)
-    g.outputs = [t for ts in fetched for t in ts]
-    for o in g.outputs:
-        o.dtype = o.dtype or np.float32
-    g.cleanup()
-    model = gs.export_onnx(g, do_type_check=False)
-    del model.opset_import[:]
-    model.opset_import.append(onnx.helper.make_opsetid("", opset))
-    model.ir_version = min(model.ir_version, 10)
-    sess = session(model)
-    names = [t.name for t in g.outputs]
-    got = dict(zip(names, sess.run(names, {k: feeds[k] for k in (i.name for i in sess.get_inputs())})))
-    return [[got[t.name] for t in ts] for ts in fetched]
-
-
 def _decode_tokens(windows: np.ndarray, channels: int) -> np.ndarray | None:
     """Rows of a probed tensor -> global token index (-1: zero padding); None if channels moved."""
     rows = windows.reshape(-1, channels).astype(np.float64)
@@ -534,7 +362,7 @@ def _attention_terms(core: Core, nodes, feeds, opset):
     terms [windows, heads, N, N]) or the reason it is not a scaled-dot-product attention with a bias."""
     channels = core.channels
     if core.attention is None:
-        (w_in, logits, *views), (a,), (ones,) = _probe(nodes, feeds, [
+        (w_in, logits, *views), (a,), (ones,) = probe(nodes, feeds, [
             ({}, [core.w_in.name, core.logits.name, *core.views]),
             ({core.qk.name: 0.0}, [core.logits.name]),  # q·kᵀ = 0: only the additive terms reach the Softmax
             ({t.name: 1.0 for t in core.qkv}, [core.logits.name]),  # qkv = 1: q·kᵀ = head_dim, times the scale
@@ -553,7 +381,7 @@ def _attention_terms(core: Core, nodes, feeds, opset):
         att = core.attention
         mask = att.inputs[3] if len(att.inputs) > 3 and att.inputs[3].name else None
         fetch_mask = mask is not None and not isinstance(mask, gs.Constant)
-        got = _probe(nodes, feeds, [({}, [core.w_in.name, att.inputs[0].name, att.inputs[1].name]
+        got = probe(nodes, feeds, [({}, [core.w_in.name, att.inputs[0].name, att.inputs[1].name]
                                       + ([mask.name] if fetch_mask else []) + list(core.views))], opset)[0]
         views = got[len(got) - len(core.views):] if core.views else []
         got = got[:len(got) - len(core.views)]
@@ -613,6 +441,10 @@ def _split_bias_and_mask(a: np.ndarray, cross: np.ndarray | None) -> tuple[np.nd
 
 # ----------------------------------------------------------------------------- the pass
 
+def _where(core: Core) -> str:
+    return core.attention.name if core.attention is not None else core.logits.name
+
+
 class SwinWindowAttentionPass(RewritePass):
     name = "swin"
     description = "Swin (shifted-)window attention -> WindowAttention plugin, or plain ONNX with folded bias (native)"
@@ -630,24 +462,16 @@ class SwinWindowAttentionPass(RewritePass):
         notes: list[str] = []
         if not cores:
             return [], notes
-        model = gs.export_onnx(graph, do_type_check=False)
-        subgraphs = [walker.subgraph(c.x, c.y) for c in cores]
-        names = sorted({t.name for c, (_, extras) in zip(cores, subgraphs) for t in [c.x, c.y, *extras]})
+        blocks = [(c, *walker.subgraph([c.x], c.y)) for c in cores]  # (core, nodes, extra inputs)
         try:
-            values = capture(model, names, static_feeds(model, batch=1))
+            values = activations(graph, [t for c, _, extras in blocks for t in (c.x, c.y, *extras)], batch=1)
         except Exception as e:  # shapes cannot be measured: report, rewrite nothing
             return [], [f"swin: could not run the graph to measure block shapes: {str(e).splitlines()[0][:160]}"]
         cands: list[Candidate] = []
         stage, block, last_hw = 0, 0, None
-        for core, (nodes, extras) in zip(cores, subgraphs):
-            where = core.attention.name if core.attention is not None else core.logits.name
-            try:
-                layout, why = self._measure(core, nodes, extras, values, graph.opset)
-            except Exception as e:  # a probe that cannot run means the structure is not what we think
-                layout, why = None, f"probe failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-            if layout is None:
-                notes.append(f"window attention at '{where}' not rewritten: {why}")
-                continue
+        for (core, nodes, extras), layout in measured(
+                blocks, lambda b: self._measure(b[0], b[1], b[2], values, graph.opset),
+                lambda b: f"window attention at '{_where(b[0])}'", notes):
             hw = (layout.height, layout.width)
             if hw != last_hw:
                 stage, block, last_hw = stage + 1, 0, hw
@@ -717,7 +541,7 @@ class SwinWindowAttentionPass(RewritePass):
         x_shape, y_shape = cand.params["x_shape"], cand.params["y_shape"]
         c = core.channels
         tokens = lay.height * lay.width
-        e = _Emitter(cand.outputs[0].name + "__swin", set(graph.tensors()) | {n.name for n in graph.nodes})
+        e = Emitter(cand.outputs[0].name + "__swin", taken_names(graph))
         t = core.x
         if len(x_shape) != 3 or x_shape[1] != tokens:
             t = e.reshape(t, [0, tokens, c])
@@ -738,44 +562,7 @@ class SwinWindowAttentionPass(RewritePass):
         return Emission(e.nodes, [t])
 
 
-class _Emitter:
-    """Appends uniquely named nodes/constants for one replacement."""
-
-    def __init__(self, tag: str, taken: set[str]):
-        self.tag = tag
-        self.taken = taken  # names already in the graph (a graph rewritten before has our names)
-        self.nodes: list[gs.Node] = []
-        self.count = 0
-
-    def _name(self, what: str) -> str:
-        self.count += 1
-        while f"{self.tag}_{what}{self.count}" in self.taken:
-            self.count += 1
-        return f"{self.tag}_{what}{self.count}"
-
-    def const(self, value, dtype=None) -> gs.Constant:
-        value = np.asarray(value)
-        if dtype is not None or value.dtype == np.float64:
-            value = value.astype(dtype or np.float32)
-        return gs.Constant(self._name("c"), np.ascontiguousarray(value))
-
-    def op(self, op: str, inputs, attrs=None, n_out: int = 1, domain=None):
-        outs = [gs.Variable(self._name(op.lower())) for _ in range(n_out)]
-        self.nodes.append(gs.Node(op, self._name(op), dict(attrs or {}), list(inputs), outs, domain=domain))
-        return outs[0] if n_out == 1 else outs
-
-    def reshape(self, t, shape):
-        return self.op("Reshape", [t, self.const(np.asarray(shape, np.int64))])
-
-    def linear(self, t, w, b):
-        """MatMul (+Add): reuses an initializer as is, else makes a constant of the value."""
-        t = self.op("MatMul", [t, w if isinstance(w, gs.Constant) else self.const(_value(w))])
-        if b is not None:
-            t = self.op("Add", [t, b if isinstance(b, gs.Constant) else self.const(_value(b))])
-        return t
-
-
-def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
+def _native_attention(e: Emitter, t, core: Core, lay: Layout):
     """Plain ONNX for [B, H*W, C] tokens -> attention output [B, H*W, C] before proj: a constant
     Gather (roll+pad+partition), attention in the form TensorRT's fused attention matches --
     MatMul(q·scale, kᵀ) -> Add(ONE 4-D constant) -> Softmax -> MatMul(·, v), nothing else between
@@ -839,7 +626,7 @@ def _native_attention(e: _Emitter, t, core: Core, lay: Layout):
     return e.op("Gather", [out, e.const(inverse)], {"axis": 1})  # [B, H*W, C]
 
 
-def _l2_normalize(e: _Emitter, t):
+def _l2_normalize(e: Emitter, t):
     """t / max(‖t‖₂ over the last axis, eps): F.normalize with an eps that survives FP16."""
     sq = e.op("ReduceSum", [e.op("Mul", [t, t]), e.const(np.asarray([-1], np.int64))], {"keepdims": 1})
     norm = e.op("Max", [e.op("Sqrt", [sq]), e.const(np.asarray(NATIVE_NORM_EPS, np.float32))])

@@ -138,7 +138,7 @@ def render(served: Served, model_file: str, scale: Scale, pp: dict, batch_size: 
 
 def write(served: Served, out_dir: Path) -> dict:
     """DIR/config_infer_primary.txt, DIR/labels.txt and the model file; returns what was written and the scale."""
-    from vitdeploy.deploy.artifacts import atomic_write_bytes, ensure_writable_dir, publish
+    from vitdeploy.artifact import atomic_write_bytes, ensure_writable_dir, publish
     from vitdeploy.deploy.serving import spec
 
     check_supported(served)

@@ -131,7 +131,7 @@ def write(served: Served, repo: Path, name: str, main_cfg, instances: int = 1) -
         shutil.rmtree(stage, ignore_errors=True)
     client_spec = repo / name / "preprocess.json"  # the client's --ensemble mode reads where to send bytes
     if client_spec.is_file():
-        from vitdeploy.deploy.artifacts import atomic_write_json
+        from vitdeploy.artifact import atomic_write_json
 
         doc = json.loads(client_spec.read_text())
         doc["ensemble"] = {"model": ens_name, "input": IMAGE, "datatype": "BYTES",

@@ -214,7 +214,7 @@ def _ours(folder: Path) -> bool:
 def write_repository(served: Served, repo: Path, name: str, instances: int = 1, max_queue_delay_us: int = 100) -> dict:
     """Assemble REPO/NAME in a staging folder, validate config.pbtxt, then move it into place (replacing
     an earlier vitdeploy-written NAME, never anything else). Returns what was written."""
-    from vitdeploy.deploy.artifacts import atomic_write_json, ensure_writable_dir, publish
+    from vitdeploy.artifact import atomic_write_json, ensure_writable_dir, publish
     from vitdeploy.deploy.serving import spec
 
     check_name(name)

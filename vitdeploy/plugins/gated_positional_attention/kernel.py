@@ -146,7 +146,7 @@ def constexprs(num_heads: int, head_dim: int, scale: float, dtype: str,
 
 
 def signature(dtype: str) -> dict[str, str]:
-    """Runtime argument types for ahead-of-time compilation (`vitdeploy.plugins.base.triton_ptx`)."""
+    """Runtime argument types for ahead-of-time compilation (`vitdeploy.plugins.ptx.triton_ptx`)."""
     ptr = f"*{dtype}"
     return {"qk_ptr": ptr, "v_ptr": ptr, "pos_ptr": ptr, "gate_ptr": ptr, "N": "i32", "out_ptr": ptr}
 
@@ -186,7 +186,7 @@ NUM_KERNEL_ARGS = 6  # qk, v, pos, gate | N | out: exactly what TensorRT's AOT l
 def compile_ptx(arch: int, dtype: str, num_heads: int, head_dim: int, scale: float, tactic: int = 0):
     """(name, PTX, metadata) for sm_`arch`, no GPU needed. Pointers are declared 16-byte aligned
     (TensorRT's plugin buffers are), so loads and stores vectorise as under the JIT."""
-    from vitdeploy.plugins.base import triton_ptx
+    from vitdeploy.plugins.ptx import triton_ptx
 
     block_m, block_n, num_warps, num_stages = config(dtype, tactic)
     return triton_ptx(gpsa_fwd_kernel, signature(dtype), constexprs(num_heads, head_dim, scale, dtype, block_m, block_n),
@@ -195,8 +195,8 @@ def compile_ptx(arch: int, dtype: str, num_heads: int, head_dim: int, scale: flo
 
 def ptx_for_tensorrt(arch: int, dtype: str, num_heads: int, head_dim: int, scale: float, tactic: int = 0):
     """Like `compile_ptx`, with Triton's hidden scratch parameters dropped so the entry takes the 6 TensorRT
-    passes, and checked (<= 48 KiB shared memory, pinned ISA) by `plugins.base.finish_for_tensorrt`."""
-    from vitdeploy.plugins.base import finish_for_tensorrt
+    passes, and checked (<= 48 KiB shared memory, pinned ISA) by `plugins.trt.finish_for_tensorrt`."""
+    from vitdeploy.plugins.trt import finish_for_tensorrt
 
     name, ptx, meta = compile_ptx(arch, dtype, num_heads, head_dim, scale, tactic)
     return finish_for_tensorrt("GatedPositionalAttention", name, ptx, meta, inputs=4, extras=1, outputs=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vitdeploy.plugins.base import register_ort_op
+from vitdeploy.plugins.ort import register_ort_op
 from vitdeploy.plugins.gated_positional_attention.reference import gated_positional_attention
 from vitdeploy.plugins.gated_positional_attention.spec import SPEC
 

@@ -20,7 +20,7 @@ Attributes: `num_heads`, `scale` (timm: head_dim ** -0.5).
 """
 from __future__ import annotations
 
-from vitdeploy.plugins.base import PluginSpec, TensorSpec
+from vitdeploy.plugins.spec import PluginSpec, TensorSpec
 
 SPEC = PluginSpec(
     name="GatedPositionalAttention",

@@ -12,7 +12,7 @@ compiled into the PTX as constants; N travels as the one extra scalar argument.
 from typing import List, Tuple, Union
 
 from vitdeploy.plugins.gated_positional_attention.spec import SPEC
-from vitdeploy.plugins.base import register_once, target_arch as _target_arch
+from vitdeploy.plugins.trt import register_once, target_arch as _target_arch
 
 
 def target_arch() -> int:

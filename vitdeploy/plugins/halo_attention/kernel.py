@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-from vitdeploy.plugins.base import finish_for_tensorrt
+from vitdeploy.plugins.trt import finish_for_tensorrt
 from vitdeploy.plugins.halo_attention.spec import check_attrs, window_size
 
 KERNEL_NAME = "halo_attention_kernel"
@@ -260,7 +260,7 @@ def signature(dtype: str) -> dict[str, str]:
 
 def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
     """(kernel_name, ptx, metadata) for sm_`arch`, compiled on the CPU (no GPU needed)."""
-    from vitdeploy.plugins.base import triton_ptx
+    from vitdeploy.plugins.ptx import triton_ptx
 
     if interpreter_active():
         raise RuntimeError("AOT compilation needs the compiler: unset TRITON_INTERPRET")

@@ -28,7 +28,7 @@ must be multiples of block_size; the batch may be dynamic.
 """
 from __future__ import annotations
 
-from vitdeploy.plugins.base import PluginSpec, TensorSpec
+from vitdeploy.plugins.spec import PluginSpec, TensorSpec
 
 SPEC = PluginSpec(
     name="HaloAttention",

@@ -13,7 +13,7 @@ constants (only the batch may be dynamic). TensorRT is imported only inside thes
 # No `from __future__ import annotations`: tensorrt.plugin inspects real annotation objects.
 from typing import List, Tuple, Union
 
-from vitdeploy.plugins.base import register_once, target_arch as _target_arch
+from vitdeploy.plugins.trt import register_once, target_arch as _target_arch
 from vitdeploy.plugins.halo_attention import kernel
 from vitdeploy.plugins.halo_attention.spec import SPEC
 
@@ -35,7 +35,7 @@ def _constant(expr, what: str) -> int:
 
 def register() -> None:
     """Register vitdeploy::HaloAttention with TensorRT's plugin registry (idempotent; once per imported
-    tensorrt.plugin, and a failed attempt is re-raised rather than hidden: plugins.base.register_once)."""
+    tensorrt.plugin, and a failed attempt is re-raised rather than hidden: plugins.trt.register_once)."""
     register_once(SPEC, _define)
 
 
@@ -89,7 +89,7 @@ def run_one_node(q, kv, height_rel, width_rel, **attrs):
     """
     import tensorrt.plugin as trtp
 
-    from vitdeploy.plugins.base import run_plugin_network
+    from vitdeploy.plugins.trt import run_plugin_network
 
     register()
     attrs = SPEC.read_attrs(attrs)

@@ -145,7 +145,7 @@ def signature(dtype: str) -> dict:
 
 def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
     """(kernel_name, ptx, metadata) for sm_`arch`, compiled on the CPU (no GPU needed)."""
-    from vitdeploy.plugins.base import triton_ptx
+    from vitdeploy.plugins.ptx import triton_ptx
 
     if interpreter_active():
         raise RuntimeError("AOT compilation needs the compiler: unset TRITON_INTERPRET")
@@ -160,8 +160,8 @@ def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
 
 def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
     """PTX whose entry takes exactly the 9 arguments TensorRT's AOT launcher passes (Triton's unused
-    trailing scratch pointers removed), with its name and metadata, checked by `plugins.base.finish_for_tensorrt`."""
-    from vitdeploy.plugins.base import finish_for_tensorrt
+    trailing scratch pointers removed), with its name and metadata, checked by `plugins.trt.finish_for_tensorrt`."""
+    from vitdeploy.plugins.trt import finish_for_tensorrt
 
     name, ptx, meta = compile_ptx(arch, dtype, cfg)
     return finish_for_tensorrt("MultiscaleDeformableAttention", name, ptx, meta, inputs=5, extras=3, outputs=1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitdeploy.plugins.base import register_ort_op
+from vitdeploy.plugins.ort import register_ort_op
 from vitdeploy.plugins.msda.spec import STOCK_SPEC, VITDEPLOY_SPEC
 
 

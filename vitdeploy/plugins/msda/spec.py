@@ -3,7 +3,7 @@
 `MultiscaleDeformableAttnPlugin_TRT` is the plugin TensorRT ships (libnvinfer_plugin): version
 "2" (IPluginV3) from TensorRT 10.11, version "1" (IPluginV2DynamicExt) before and, as the
 "Legacy" creator, after; which one a graph asks for follows the TensorRT that builds it
-(`deploy.trt_env.stock_msda_version`, recorded in the manifest). `MultiscaleDeformableAttention` (namespace
+(`machine.stock_msda_version`, recorded in the manifest). `MultiscaleDeformableAttention` (namespace
 vitdeploy) is vitdeploy's own Triton implementation of the same op, with the
 same inputs and output, selectable with `--msda-impl vitdeploy`.
 
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitdeploy.plugins.base import PluginSpec, TensorSpec
+from vitdeploy.plugins.spec import PluginSpec, TensorSpec
 
 STOCK_NAME = "MultiscaleDeformableAttnPlugin_TRT"
 STOCK_VERSION = "2"
@@ -115,7 +115,7 @@ def spec_for(impl: str, mode: str = "plugin", stock_version: str = "1") -> Plugi
     """The node type `--msda-impl stock|vitdeploy` selects in a rewrite mode.
 
     "plugin" mode: the stock plugin at `stock_version` ("1" everywhere, "2" from TensorRT 10.11;
-    see deploy.trt_env.stock_msda_version) or vitdeploy's. "native" mode (no vitdeploy/Python
+    see machine.stock_msda_version) or vitdeploy's. "native" mode (no vitdeploy/Python
     plugins, e.g. TensorRT 10.3): the stock v1 plugin, which every TensorRT 8.6-11.1 ships.
     """
     from vitdeploy.errors import VitdeployError

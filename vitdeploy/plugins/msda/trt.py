@@ -12,9 +12,9 @@ engine, so the engine runs without Python. TensorRT is imported only inside thes
 """
 # No `from __future__ import annotations` here: tensorrt.plugin inspects real annotation objects.
 
+from vitdeploy.plugins.trt import register_once, target_arch as _target_arch
 from vitdeploy.plugins.msda import kernel
 from vitdeploy.plugins.msda.spec import VITDEPLOY_SPEC as SPEC
-from vitdeploy.plugins.base import register_once, target_arch as _target_arch
 
 BLOCK_Q_TACTICS = (16, 32, 64)  # tactic = queries per program; TensorRT times each
 
@@ -81,20 +81,6 @@ def _define() -> None:
         extra[2] = trtp.SymInt32(heads)
         return name, ptx, launch, extra
 
-_LOGGER = None
-
-
-def _logger():
-    """One logger for the life of the process: init_libnvinfer_plugins keeps a raw pointer to it
-    (inferPlugin.cpp stores it in a global), so a temporary would dangle."""
-    global _LOGGER
-    if _LOGGER is None:
-        import tensorrt as trt
-
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
 def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *, stock: bool = False):
     """Build and run a one-node TensorRT network with the plugin (FP32); returns a CUDA tensor [N, Lq, M, D].
 
@@ -103,18 +89,20 @@ def run_one_node(value, spatial_shapes, level_start_index, sampling_locations, a
     """
     import tensorrt as trt
 
-    from vitdeploy.plugins.base import run_plugin_network
+    from vitdeploy.plugins.trt import run_plugin_network
 
     feeds = {"value": value.float(), "spatial_shapes": spatial_shapes.int(), "level_start_index": level_start_index.int(),
              "sampling_locations": sampling_locations.float(), "attention_weights": attention_weights.float()}
 
     def add_layer(network, itensors):
         if stock:
-            from vitdeploy.deploy.trt_env import stock_msda_version
+            from vitdeploy.machine import stock_msda_version
             from vitdeploy.plugins.msda.spec import STOCK_SPECS
 
             spec = STOCK_SPECS[stock_msda_version(trt.__version__).version]
-            trt.init_libnvinfer_plugins(_logger(), "")
+            from vitdeploy.tensorrt_session import init_stock_plugins
+
+            init_stock_plugins(trt)
             creator = trt.get_plugin_registry().get_creator(spec.name, spec.version, "")
             if creator is None:
                 raise RuntimeError(f"{spec.name} version {spec.version} is not in this TensorRT's plugin registry")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-from vitdeploy.plugins.base import finish_for_tensorrt
+from vitdeploy.plugins.trt import finish_for_tensorrt
 from vitdeploy.plugins.window_attention.spec import MASK_VALUE, head_scales, pair
 
 KERNEL_NAME = "window_attention_kernel"
@@ -313,7 +313,7 @@ def signature(dtype: str, bias_dtype: str | None = None, pad_dtype: str | None =
 
 def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
     """(kernel_name, ptx, metadata) for sm_`arch`, compiled on the CPU (no GPU needed)."""
-    from vitdeploy.plugins.base import triton_ptx
+    from vitdeploy.plugins.ptx import triton_ptx
 
     if interpreter_active():
         raise RuntimeError("AOT compilation needs the compiler: unset TRITON_INTERPRET")
@@ -330,13 +330,13 @@ def compile_ptx(arch: int, dtype: str, cfg: LaunchConfig):
 
 # --- PTX for TensorRT -------------------------------------------------------------------------------
 # Triton appends hidden scratch pointers to every kernel; TensorRT's AOT launcher passes exactly
-# tensor inputs, extra scalars, outputs (see plugins.base.strip_unused_scratch_params).
+# tensor inputs, extra scalars, outputs (see plugins.ptx.strip_unused_scratch_params).
 
 NUM_KERNEL_ARGS = 5  # qkv, bias, pad_qkv, batch, out
 
 
 def ptx_for_tensorrt(arch: int, dtype: str, cfg: LaunchConfig):
     """(name, PTX, metadata) whose entry takes exactly the 5 arguments TensorRT passes, checked
-    (<= 48 KiB shared memory, pinned ISA) and recorded by `plugins.base.finish_for_tensorrt`."""
+    (<= 48 KiB shared memory, pinned ISA) and recorded by `plugins.trt.finish_for_tensorrt`."""
     name, ptx, meta = compile_ptx(arch, dtype, cfg)
     return finish_for_tensorrt("WindowAttention", name, ptx, meta, inputs=3, extras=1, outputs=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vitdeploy.plugins.base import register_ort_op
+from vitdeploy.plugins.ort import register_ort_op
 from vitdeploy.plugins.window_attention.reference import window_attention
 from vitdeploy.plugins.window_attention.spec import SPEC
 

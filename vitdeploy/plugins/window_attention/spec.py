@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitdeploy.plugins.base import ListAttr, PluginSpec, TensorSpec
+from vitdeploy.plugins.spec import ListAttr, PluginSpec, TensorSpec
 
 MASK_VALUE = -100.0  # timm's value for cross-region pairs in shifted windows
 NORM_EPS = 1e-12  # torch.nn.functional.normalize's eps (Swin V2's q and k)

@@ -10,7 +10,7 @@ so the engine runs without Python. TensorRT is imported only inside these functi
 
 from vitdeploy.plugins.window_attention import kernel
 from vitdeploy.plugins.window_attention.spec import SPEC
-from vitdeploy.plugins.base import register_once, target_arch as _target_arch
+from vitdeploy.plugins.trt import register_once, target_arch as _target_arch
 
 
 def target_arch() -> int:
@@ -30,7 +30,7 @@ def register() -> None:
 
     List attributes (window_size, shift_size, scale) reach the plugin as the INT32 / FLOAT32 arrays
     TensorRT's ONNX parser makes of INTS / FLOATS, hence the `numpy.typing.NDArray` annotations.
-    Once per imported tensorrt.plugin; a failed attempt is re-raised, not hidden (base.register_once).
+    Once per imported tensorrt.plugin; a failed attempt is re-raised, not hidden (plugins.trt.register_once).
     """
     register_once(SPEC, _define)
 
@@ -103,7 +103,7 @@ def run_one_node(qkv, bias, pad_qkv, **attrs):
     """
     import tensorrt.plugin as trtp
 
-    from vitdeploy.plugins.base import run_plugin_network
+    from vitdeploy.plugins.trt import run_plugin_network
 
     register()
     feeds = {"qkv": qkv.float(), "bias": bias.float(), "pad_qkv": pad_qkv.float()}
@@ -119,7 +119,7 @@ def plugin_attrs(attrs: dict) -> dict:
     """Spec attributes as `tensorrt.plugin`'s op call wants them: lists as int32 / float32 arrays."""
     import numpy as np
 
-    from vitdeploy.plugins.base import ListAttr
+    from vitdeploy.plugins.spec import ListAttr
 
     out = {}
     for k, v in SPEC.read_attrs(SPEC.node_attrs(**attrs)).items():

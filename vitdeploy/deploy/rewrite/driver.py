@@ -1,4 +1,4 @@
-"""Verify-then-replace: the framework every rewrite pass runs in.
+"""Verify-then-replace: the driver every rewrite pass runs in.
 
 A pass only knows how to *find* its subgraphs (`find`) and how to *emit* a
 replacement (`emit`). This module does the rest, the same way for every pass:
@@ -10,6 +10,10 @@ replacement (`emit`). This module does the rest, the same way for every pass:
 3. splice in only the replacements that matched, warn (naming the candidate)
    about the ones that did not, and leave those untouched;
 4. finally compare the whole rewritten graph with the original.
+
+What passes share to find and emit lives beside it: `graph.py` (structural queries),
+`probe.py` (ONNX Runtime runs of graphs and pieces, with overridden tensors), `emit.py`
+(uniquely named replacement nodes).
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.parity import Tolerance, compare
-from vitdeploy.errors import VitdeployError
+from vitdeploy.deploy.rewrite.probe import capture, run, standalone, static_feeds
+from vitdeploy.errors import VerificationError, VitdeployError
+from vitdeploy.onnxgraph import strip_stale_value_info
+from vitdeploy.parity import Tolerance, compare
 
 MODES = ("plugin", "native")
 
@@ -105,101 +111,6 @@ class RewritePass:
         return {}
 
 
-# ----------------------------------------------------------------------------- helpers
-
-def static_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Seeded random inputs for a graph's inputs; symbolic batch dims become `batch`."""
-    rng = np.random.default_rng(seed)
-    inits = {i.name for i in model.graph.initializer}
-    feeds = {}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        t = inp.type.tensor_type
-        shape = []
-        for i, d in enumerate(t.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                shape.append(d.dim_value)
-            elif dims and d.dim_param in dims:
-                shape.append(dims[d.dim_param])
-            elif i == 0:
-                shape.append(batch)
-            else:
-                raise VitdeployError(
-                    f"input '{inp.name}' has a symbolic dimension '{d.dim_param}' besides the batch",
-                    "pass example inputs with --inputs FILE.npz",
-                )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
-    return feeds
-
-
-def capture(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Values of the named intermediate tensors (plus outputs) for `feeds`."""
-    from vitdeploy.onnxrt import session
-
-    m = onnx.ModelProto.FromString(model.SerializeToString())
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-            have.add(n)
-    sess = session(m)
-    out_names = [o.name for o in sess.get_outputs()]
-    return dict(zip(out_names, sess.run(None, feeds)))
-
-
-def _value_info(var: gs.Variable, value: np.ndarray) -> gs.Variable:
-    v = gs.Variable(var.name, dtype=value.dtype, shape=list(value.shape))
-    return v
-
-
-def _standalone(nodes: list[gs.Node], inputs: list[gs.Variable], outputs: list[gs.Variable],
-                values: dict[str, np.ndarray], opset: int, domains: dict[str, int]) -> onnx.ModelProto:
-    """An ONNX model of just `nodes`, fed by `inputs` (typed from `values`)."""
-    g = gs.Graph(opset=opset)
-    mapping: dict[str, gs.Tensor] = {}
-
-    def clone(t: gs.Tensor) -> gs.Tensor:
-        if t.name in mapping:
-            return mapping[t.name]
-        if isinstance(t, gs.Constant):
-            c = gs.Constant(t.name, t.values)
-        elif t.name in values:
-            c = _value_info(t, values[t.name])
-        else:
-            c = gs.Variable(t.name, dtype=t.dtype, shape=t.shape)
-        mapping[t.name] = c
-        return c
-
-    for n in nodes:
-        g.nodes.append(gs.Node(n.op, n.name, dict(n.attrs), [clone(i) for i in n.inputs], [clone(o) for o in n.outputs], domain=n.domain))
-    g.inputs = [clone(i) for i in inputs if not isinstance(i, gs.Constant)]
-    g.outputs = [clone(o) for o in outputs]
-    for o in g.outputs:
-        if o.dtype is None and o.name in values:
-            o.dtype = values[o.name].dtype
-    g.cleanup()
-    model = gs.export_onnx(g, do_type_check=False)
-    del model.opset_import[:]
-    model.opset_import.append(onnx.helper.make_opsetid("", opset))
-    for d, v in domains.items():
-        model.opset_import.append(onnx.helper.make_opsetid(d, v))
-    model.ir_version = min(model.ir_version, 10)
-    return model
-
-
-def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    from vitdeploy.onnxrt import session
-
-    sess = session(model)
-    names = [i.name for i in sess.get_inputs()]
-    return sess.run(None, {n: feeds[n] for n in names})
-
-
 def _domains(model: onnx.ModelProto) -> dict[str, int]:
     return {o.domain: o.version for o in model.opset_import if o.domain not in ("", "ai.onnx")}
 
@@ -211,11 +122,11 @@ def verify_candidate(cand: Candidate, emission: Emission, values: dict[str, np.n
     """Original subgraph vs replacement on captured activations and on random inputs."""
     act_inputs = [i for i in cand.inputs if not isinstance(i, gs.Constant)]
     try:
-        original = _standalone(cand.nodes, act_inputs, cand.outputs, values, opset, domains)
+        original = standalone(cand.nodes, act_inputs, cand.outputs, values, opset, domains)
         for new, old in zip(emission.outputs, cand.outputs):
             if new.dtype is None:
                 new.dtype = old.dtype if old.dtype is not None else values[old.name].dtype
-        replacement = _standalone(emission.nodes, act_inputs, emission.outputs, values, opset, domains)
+        replacement = standalone(emission.nodes, act_inputs, emission.outputs, values, opset, domains)
     except Exception as e:  # a malformed emission is a refused candidate, not a crash
         return False, float("inf"), 0.0, f"could not build the subgraphs: {e}"
     rng = np.random.default_rng(seed)
@@ -228,8 +139,8 @@ def verify_candidate(cand: Candidate, emission: Emission, values: dict[str, np.n
     worst_abs, worst_cos = 0.0, 1.0
     for k, feeds in enumerate(trials):
         try:
-            ref = _run(original, feeds) if k else [values[o.name] for o in cand.outputs]
-            got = _run(replacement, feeds)
+            ref = run(original, feeds) if k else [values[o.name] for o in cand.outputs]
+            got = run(replacement, feeds)
         except Exception as e:
             return False, float("inf"), 0.0, f"replacement does not run: {str(e).splitlines()[0][:200]}"
         for o, r, g in zip(cand.outputs, ref, got):
@@ -294,17 +205,9 @@ def run_pass(model: onnx.ModelProto, rw: RewritePass, mode: str = "plugin",
     for d, v in rw.extra_opsets(mode).items():
         if report.replaced and not any(o.domain == d for o in out.opset_import):
             out.opset_import.append(onnx.helper.make_opsetid(d, v))
-    _strip_stale_value_info(out)
+    strip_stale_value_info(out)
     report.nodes_after = len(out.graph.node)
     return out, report
-
-
-def _strip_stale_value_info(model: onnx.ModelProto) -> None:
-    """Drop value_info for tensors that no longer exist (shape inference re-derives the rest)."""
-    live = {o for n in model.graph.node for o in n.output}
-    keep = [vi for vi in model.graph.value_info if vi.name in live]
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(keep)
 
 
 def run_passes(model: onnx.ModelProto, names: list[str], mode: str = "plugin",
@@ -327,12 +230,23 @@ def run_passes(model: onnx.ModelProto, names: list[str], mode: str = "plugin",
     return current, result
 
 
+def check_whole_graph(report: dict, hint: str = "nothing was written; rerun with fewer --passes and report the model") -> None:
+    """Raise (exit 3) when the composed rewrites change the graph's outputs end to end."""
+    whole = report.get("whole_graph")
+    if whole is not None and not whole["passed"]:
+        bad = next(o for o in whole["outputs"] if not o["passed"])
+        raise VerificationError(
+            f"the rewritten graph differs from the input: {bad['name']} max-abs {bad['max_abs']:.3g}, cosine {bad['cosine']:.6f}",
+            hint,
+        )
+
+
 def whole_graph_parity(original: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
                        tol: Tolerance | None = None) -> dict:
     """End-to-end proof for the composed rewrites: same outputs on the same feeds."""
     tol = tol or Tolerance(atol=1e-4, rtol=1e-3)
-    ref = _run(original, feeds)
-    got = _run(rewritten, feeds)
+    ref = run(original, feeds)
+    got = run(rewritten, feeds)
     names = [o.name for o in original.graph.output]
     per = [compare(n, r, g, tol).to_dict() for n, r, g in zip(names, ref, got)]
     return {"passed": all(p["passed"] for p in per), "outputs": per, "tolerance": tol.to_dict()}

@@ -1,4 +1,9 @@
-"""The `calibrate` command's flow: (export) -> load data -> calibrate -> check -> publish."""
+"""`vitdeploy calibrate`: INT8 on its own: (export) -> load data -> calibrate -> check -> publish.
+
+The Q/DQ graph is `calibration.quantization.quantize_int8`, as in the build's precision step; this
+adds the calibration cache reuse, the check on the calibration images, calibration.json and the
+manifest update.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,16 +20,17 @@ CHECK_IMAGES = 64
 def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None, data_path, method="entropy",
                   num_images=256, batch=8, exclude=(), quantize_first_last=False, cache_path=None, out_dir,
                   export_batch=None) -> dict:
+    from vitdeploy.artifact import MANIFEST_NAME, atomic_write_json, load_manifest, load_onnx, manifest_beside, staging
     from vitdeploy.calibration.accuracy import compare_models
     from vitdeploy.calibration.cache import load_cache, save_cache
-    from vitdeploy.calibration.data import load_data, model_input, preprocessing_for
+    from vitdeploy.calibration.data import load_data, preprocessing_for
     from vitdeploy.calibration.quantization import quantize_int8
-    from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, load_manifest, load_onnx, staging
+    from vitdeploy.onnxgraph import model_input
 
     out = Path(out_dir)
     if alias:
         from vitdeploy.deploy.export import BatchSpec
-        from vitdeploy.deploy.export_flow import run_export
+        from vitdeploy.pipeline.export import run_export
 
         size = ((img_size, img_size) if isinstance(img_size, int) else tuple(img_size)) if img_size else None
         run_export(alias, str(out), img_size=size, batch=export_batch or BatchSpec(),  # as `export` and `build`
@@ -79,7 +85,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
         atomic_write_json(tmp / REPORT_NAME, report)
         manifest_path = out / MANIFEST_NAME
         if manifest_path.is_file() and Path(onnx_path).resolve().parent == out.resolve():
-            from vitdeploy.deploy.artifacts import sha256_file
+            from vitdeploy.artifact import sha256_file
 
             manifest = load_manifest(manifest_path)
             manifest.setdefault("files", {})["onnx_int8"] = {"path": INT8_NAME, "sha256": sha256_file(tmp / INT8_NAME)}
@@ -89,13 +95,10 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
             }
             atomic_write_json(tmp / MANIFEST_NAME, manifest)
     console.print(f"[green]✔[/] wrote {out / INT8_NAME}, {out / CACHE_NAME} and {out / REPORT_NAME}")
-    from vitdeploy.deploy.export_flow import trtexec_shapes
+    from vitdeploy.deploy.engine import trtexec_shapes
 
-    source_manifest = Path(onnx_path).parent / MANIFEST_NAME  # the export's batch range, when there is one
-    try:
-        shapes = trtexec_shapes(load_manifest(source_manifest)) if source_manifest.is_file() else ""
-    except VitdeployError:  # an unreadable manifest only costs the shapes on a suggested command
-        shapes = ""
+    # the export's batch range, when there is one; an unreadable manifest only costs the shapes on a suggested command
+    shapes = trtexec_shapes(manifest_beside(Path(onnx_path)) or {})
     next_steps([
         f"vitdeploy accuracy {onnx_path} {out / INT8_NAME} --accuracy-data HELD_OUT_IMAGES/ --min-agreement 97",
         f"trtexec --onnx={out / INT8_NAME} --stronglyTyped --saveEngine={out / 'model.int8.plan'}{shapes}",

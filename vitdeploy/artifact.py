@@ -1,8 +1,12 @@
-"""Artifacts on disk: atomic writes, staging directories, hashes and the manifest.
+"""Artifacts on disk: atomic writes, staging directories, hashes, and the one reader of the manifest.
 
 A failed run must never leave a half-written model or manifest behind, so every
 file is written to a temporary name and renamed into place, and multi-file
 outputs are assembled in a staging directory first.
+
+Every "which manifest describes this path" question (a build directory, a loose .onnx or plan
+beside one) goes through `manifest_beside`, and every "which file plays this role" (final ONNX,
+plain export, engine) through `manifest_file`.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from vitdeploy.errors import VitdeployError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -156,3 +161,30 @@ def new_manifest() -> dict:
     from vitdeploy import __version__
 
     return {"schema": MANIFEST_SCHEMA, "vitdeploy": __version__}
+
+
+def manifest_beside(path: str | os.PathLike, *, strict: bool = False) -> dict | None:
+    """The manifest of the artifact `path` belongs to: DIR/manifest.json for a directory, the one next to a file.
+
+    None where there is none. An unreadable one raises (VitdeployError, as `load_manifest`) with
+    `strict`, where the caller needs it; otherwise it is None too (a loose file stays usable, only
+    its provenance is unknown), and any JSON object counts.
+    """
+    p = Path(path)
+    m = p / MANIFEST_NAME if p.is_dir() else p.parent / MANIFEST_NAME
+    if not m.is_file():
+        return None
+    if strict:
+        return load_manifest(m)
+    try:
+        data = json.loads(m.read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def manifest_file(manifest: dict | None, base: str | os.PathLike, role: str) -> Path | None:
+    """Where the manifest's file of `role` ("onnx", "onnx_exported", "engine", ...) is, relative to `base`; None if unlisted."""
+    entry = ((manifest or {}).get("files") or {}).get(role)
+    rel = entry.get("path") if isinstance(entry, dict) else entry
+    return Path(base) / rel if isinstance(rel, str) and rel else None

@@ -1,11 +1,16 @@
-"""The `export` command's flow: stage an export, verify it, then publish model + manifest."""
+"""`vitdeploy export`: the export stage on its own: stage it, verify it, publish model.onnx + manifest.json.
+
+The export and its parity are `deploy.export_step.export_verified`, as in the build's export step;
+this adds the staging directory, the stage line and the Next block.
+"""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from vitdeploy.artifact import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
 from vitdeploy.console import console, next_steps, stage
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
+from vitdeploy.deploy.engine import trtexec_shapes
 from vitdeploy.deploy.export import BatchSpec, check_opset
 from vitdeploy.deploy.export_step import ExportOptions, export_verified, summarize_parity
 from vitdeploy.models import check_exporter, check_input_size, get_info
@@ -37,10 +42,7 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
         console.print(f"  parity vs PyTorch: {summarize_parity(parity)}")
         manifest = new_manifest()
         manifest.update(fields)
-        manifest["export"]["parity"] = parity
         manifest["files"] = {"onnx": {"path": "model.onnx", "sha256": sha256_file(onnx_path)}}
-        if checkpoint:
-            manifest["model"]["checkpoint"] = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint)}
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
     out = Path(out_dir)
@@ -62,19 +64,6 @@ def opset_limit_note(opset: int, path: Path | str = "model.onnx") -> str | None:
     first = f"TensorRT >= {since[0]}.{since[1]}" if since else "no TensorRT release yet"
     return (f"opset {opset} is documented by {first} (JetPack 6's 10.3 stops at {OPSET_MAX[0][1]}){att}: "
             f"check with vitdeploy lint {path} --trt 10.3")
-
-
-def trtexec_shapes(manifest: dict) -> str:
-    """` --minShapes=... --optShapes=... --maxShapes=...` for a dynamic-batch export ("" for a static one).
-
-    Without them trtexec builds a batch-1-only engine from a dynamic-batch graph.
-    """
-    batch = manifest.get("batch") or {}
-    inputs = (manifest.get("export") or {}).get("inputs") or []
-    if not batch.get("dynamic") or not inputs:
-        return ""
-    return "".join(f" {flag}=" + ",".join(f"{i['name']}:" + "x".join(map(str, [batch[key], *i["shape"][1:]])) for i in inputs)
-                   for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")))
 
 
 def _print_next(out: Path, manifest: dict, has_passes: bool) -> None:

@@ -1,4 +1,7 @@
-"""Numerical comparison of two computations of the same model: the proof behind every artifact."""
+"""Numerical comparison of two computations of the same model, on the same seeded inputs: the proof behind every artifact.
+
+`random_images` is the one source of verification inputs (the same for PyTorch and every ONNX graph).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -71,3 +74,9 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Outp
 
 def compare_all(names, refs, gots, tol: Tolerance) -> list[OutputParity]:
     return [compare(n, r, g, tol) for n, r, g in zip(names, refs, gots)]
+
+
+def random_images(batch: int, size: tuple[int, int], seed: int = 0, channels: int = 3) -> np.ndarray:
+    """Normalised-image-like input: N(0,1), FP32, NCHW."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, channels, size[0], size[1])).astype(np.float32)

@@ -1,32 +1,21 @@
-"""The `rewrite` command's flow: load an ONNX graph, run verified passes, publish the result.
+"""`vitdeploy rewrite`: the rewrite stage on its own: load an ONNX graph, run verified passes, publish the result.
 
 Which passes run: the ones named, else the model family's (when the graph sits in a vitdeploy
-artifact directory, i.e. next to a manifest.json), else every installed pass that supports the
-mode (a pass that finds nothing leaves the graph as it is). The rewritten graph is compared with
-the original end to end before anything is written; it is written atomically, and when it lands
-in the artifact directory it came from, the manifest records the rewrite.
+artifact directory, i.e. next to a manifest.json), else every pass that supports the mode (a
+pass that finds nothing leaves the graph as it is). The passes and the whole-graph comparison
+are `pipeline.steps.rewrite_verified`, as in the build's rewrite step; nothing is written when
+the comparison fails. The graph is written atomically, and when it lands in the artifact
+directory it came from, the manifest records the rewrite.
 """
 from __future__ import annotations
 
-import importlib.util
 import time
-import warnings
 from pathlib import Path
 
-from vitdeploy.deploy.artifacts import MANIFEST_NAME, atomic_write_bytes, atomic_write_json, load_manifest, sha256_file
-from vitdeploy.errors import VerificationError, VitdeployError
-
-
-def artifact_manifest(onnx_path: Path) -> dict | None:
-    """The manifest of the vitdeploy artifact directory holding `onnx_path`, if any."""
-    m = onnx_path.parent / MANIFEST_NAME
-    return load_manifest(m) if m.is_file() else None
-
-
-def installed_passes() -> list[str]:
-    from vitdeploy.deploy.rewrite import PASSES
-
-    return [n for n, target in PASSES.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
+from vitdeploy.artifact import (
+    MANIFEST_NAME, atomic_write_bytes, atomic_write_json, load_onnx, manifest_beside, sha256_file,
+)
+from vitdeploy.errors import VitdeployError
 
 
 def choose_passes(requested: list[str] | None, manifest: dict | None, mode: str) -> tuple[list[str], str]:
@@ -37,49 +26,39 @@ def choose_passes(requested: list[str] | None, manifest: dict | None, mode: str)
         unknown = [n for n in requested if n not in PASSES]
         if unknown:
             raise VitdeployError(f"unknown rewrite pass '{unknown[0]}'", f"choose from {', '.join(PASSES)}")
-        missing = [n for n in requested if n not in installed_passes()]
-        if missing:
-            raise VitdeployError(f"rewrite pass '{missing[0]}' is not part of this install", "pick another with --passes")
         return list(requested), "--passes"
     alias = (manifest or {}).get("model", {}).get("alias")
     if alias:
         from vitdeploy.models import get_info
 
         try:
-            passes = [n for n in get_info(alias).passes if n in installed_passes()]
-            return passes, f"passes for {alias} (manifest)"
+            return list(get_info(alias).passes), f"passes for {alias} (manifest)"
         except VitdeployError:
             pass
-    usable = [n for n in installed_passes() if mode in load_pass(n).modes]
+    usable = [n for n in PASSES if mode in load_pass(n).modes]
     return usable, "every installed pass"
-
-
-def load_model(path: Path):
-    from vitdeploy.deploy.artifacts import load_onnx
-
-    return load_onnx(path)
 
 
 def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None, mode: str = "plugin",
                 options: dict | None = None, as_json: bool = False) -> dict:
     """Rewrite IN into OUT; returns the report (the same dict `--json` prints)."""
     from vitdeploy.console import console, stage
-    from vitdeploy.deploy.rewrite.base import run_passes
+    from vitdeploy.pipeline.steps import rewrite_verified
 
     src, dst = Path(in_path), Path(out_path)
     if dst.resolve() == src.resolve():
         raise VitdeployError("-o must differ from the input graph", "write the rewrite next to it, e.g. model.rewritten.onnx")
     if not dst.parent.is_dir():
         raise VitdeployError(f"output directory {dst.parent} does not exist", "create it or choose another -o")
-    model = load_model(src)
-    manifest = artifact_manifest(src)
+    model = load_onnx(src)
+    manifest = manifest_beside(src, strict=True)  # the artifact directory's, if `src` sits in one
     names, why = choose_passes(passes, manifest, mode)
 
     def work():
-        with warnings.catch_warnings():  # refusals are in the report; do not print them twice
-            warnings.simplefilter("ignore")
-            rewritten, report = run_passes(model, names, mode, options=options)
-        check_whole_graph(report)  # nothing is written when the end-to-end comparison fails
+        # refusals are in the report (print_report), not printed twice; nothing is written when the
+        # end-to-end comparison fails
+        rewritten, report, _ = rewrite_verified(model, names, mode, options,
+                                                "nothing was written; rerun with fewer --passes and report the model")
         report.update(input=str(src), output=str(dst), selected=why, seconds=round(time.perf_counter() - started, 2))
         atomic_write_bytes(dst, rewritten.SerializeToString())
         if manifest is not None and dst.parent.resolve() == src.parent.resolve():
@@ -100,17 +79,6 @@ def run_rewrite(in_path: str, out_path: str, *, passes: list[str] | None = None,
     if not as_json:
         print_report(report, console)
     return report
-
-
-def check_whole_graph(report: dict, hint: str = "nothing was written; rerun with fewer --passes and report the model") -> None:
-    """Raise (exit 3) when the composed rewrites change the graph's outputs end to end."""
-    whole = report.get("whole_graph")
-    if whole is not None and not whole["passed"]:
-        bad = next(o for o in whole["outputs"] if not o["passed"])
-        raise VerificationError(
-            f"the rewritten graph differs from the input: {bad['name']} max-abs {bad['max_abs']:.3g}, cosine {bad['cosine']:.6f}",
-            hint,
-        )
 
 
 def print_report(report: dict, console) -> None:
