@@ -31,11 +31,24 @@ def samples(median: float, cv: float = 0.01, n: int = 201, seed: int = 0) -> lis
     return list(median * (1.0 + cv * q))
 
 
+QUIET = {"wall_s": 3.0, "load_avg": {"start": [0.1, 0.1, 0.1], "end": [0.2, 0.1, 0.1]}, "cpus": 4, "busy_share": 0.25,
+         "own_share": 0.25, "others_share": 0.0, "steal_share": 0.0, "cpu_mhz": {"start": 3000.0, "end": 3000.0,
+                                                                                 "source": "scaling_cur_freq"}}
+
+
+def loaded(others: float = 0.4, **extra) -> dict:
+    """Conditions of a run that shared the machine: `others` of the CPUs used by other work."""
+    return {**copy.deepcopy(QUIET), "others_share": others, "busy_share": 0.25 + others, **extra}
+
+
 def make_run(model="vit_t", backend="ort", precision="fp32", medians=(2.0, 9.0), batches=(1, 8), accuracy=None,
-             cv=0.01, n=201, seed=0, device="cpu", ident: dict | None = None) -> dict:
-    """A run with `medians` per batch; `ident` replaces identity fields (e.g. {"input": ...})."""
+             cv=0.01, n=201, seed=0, device="cpu", ident: dict | None = None, conditions: dict | None = QUIET) -> dict:
+    """A run with `medians` per batch; `ident` replaces identity fields (e.g. {"input": ...}); `conditions`
+    is every batch's machine record (None: not recorded)."""
     results = [batch_record(b, samples(m, cv, n, seed + i), [], {"used": False}, device)
                for i, (b, m) in enumerate(zip(batches, medians))]
+    for r in results:
+        r["conditions"] = copy.deepcopy(conditions)
     acc = None
     if accuracy is not None:
         acc = {"headline": {"name": "top1_agreement", "value": accuracy, "unit": "%", "data": "held-out",

@@ -27,7 +27,7 @@ def test_round_trip(tmp_path):
     doc = make_doc(make_run(), make_run(backend="torch", accuracy=80.5))
     p = tmp_path / "sub" / "r.json"
     schema.write(p, doc)
-    assert json.loads(p.read_text())["schema"] == schema.SCHEMA == "vitdeploy.bench/2"
+    assert json.loads(p.read_text())["schema"] == schema.SCHEMA == "vitdeploy.bench/3"
     back = schema.read(p)
     assert back == json.loads(json.dumps(doc))
     assert back["runs"][0]["results"][1]["latency_ms"]["median"] == pytest.approx(9.0)
@@ -83,10 +83,11 @@ def test_identity_difference_names_the_field():
 
 def test_read_rejects_other_versions_and_other_files(tmp_path):
     doc = make_doc()
-    doc["schema"] = "vitdeploy.bench/3"
-    (tmp_path / "v3.json").write_text(json.dumps(doc))
-    with pytest.raises(VitdeployError, match="uses schema vitdeploy.bench/3, this vitdeploy reads vitdeploy.bench/1 and vitdeploy.bench/2"):
-        schema.read(tmp_path / "v3.json")
+    doc["schema"] = "vitdeploy.bench/4"
+    (tmp_path / "v4.json").write_text(json.dumps(doc))
+    with pytest.raises(VitdeployError, match="uses schema vitdeploy.bench/4, this vitdeploy reads vitdeploy.bench/1, "
+                                             "vitdeploy.bench/2 and vitdeploy.bench/3"):
+        schema.read(tmp_path / "v4.json")
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(VitdeployError, match="not a vitdeploy bench result"):
         schema.read(tmp_path / "other.json")

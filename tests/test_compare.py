@@ -188,4 +188,4 @@ def test_compare_api_deltas():
     assert parse_percent("5%") == pytest.approx(0.05) and parse_percent("0.5") == pytest.approx(0.005)
     with pytest.raises(VitdeployError):
         parse_percent("-1%")
-    assert schema.SCHEMA == "vitdeploy.bench/2"
+    assert schema.SCHEMA == "vitdeploy.bench/3"

@@ -25,8 +25,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("deploy", {"deploy"}),
     ("onnxrt", {"onnxrt"}),
     ("plugins", {"plugins"}),
-    ("base", {"models", "sources", "hf_detectors", "weights", "console", "errors", "onnxgraph", "onnx_files",
-              "tensorrt_session", "artifact", "machine", "parity"}),
+    ("base", {"models", "sources", "hub", "hf_detectors", "weights", "console", "errors", "onnxgraph", "onnx_files",
+              "image_transform", "tensorrt_session", "artifact", "machine", "parity"}),
 ]
 ANYWHERE = {"vitdeploy", "vitdeploy.plugins.registry"}
 # Test and benchmark harness: may import anything; the product never imports it.

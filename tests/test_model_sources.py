@@ -171,7 +171,7 @@ def test_hf_directory_builds_with_its_image_processor_and_labels(cli_run, work, 
     assert m["model"]["weights"] == "checkpoint" and len(m["model"]["checkpoint"]["sha256"]) == 64
     assert m["labels"] == {"num_classes": 3, "names": ["cat", "dog", "bird"], "source": "config.id2label"}
     pp = m["preprocessing"]
-    assert pp["source"] == "huggingface image processor" and pp["input_size"] == [3, 32, 32]
+    assert pp["source"] == "hf image processor" and pp["input_size"] == [3, 32, 32]
     np.testing.assert_allclose(pp["mean"], [0.485, 0.456, 0.406]) and np.testing.assert_allclose(pp["std"], [0.229, 0.224, 0.225])
     assert pp["interpolation"] == "bicubic" and pp["crop_mode"] == "squash"
     assert m["postprocessing"]["task"] == "classification"

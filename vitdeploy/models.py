@@ -400,12 +400,22 @@ def _check_query_selection(info: ModelInfo, config, size: tuple[int, int]) -> No
 
 
 def _pretrained(fn, info: ModelInfo):
+    """Load pretrained weights; offline (or unreachable hub) and not cached fails at once in one line
+    (`vitdeploy.hub`), never after the hub client's retries."""
+    from vitdeploy import hub
+
+    how = hub.plan(info)
     try:
+        if how == "cache":
+            with hub.hub_offline():
+                return fn()
         return fn()
     except Exception as e:  # hub errors come in many types; all mean "could not download"
+        src = hub.source_for(info)
         raise VitdeployError(
-            f"could not download pretrained weights for {info.alias} ({type(e).__name__})",
-            "this machine may be offline: download the weights elsewhere and pass --checkpoint FILE",
+            f"could not {'load cached' if how == 'cache' else 'download'} pretrained weights for {info.alias} "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})",
+            hub.where_to_put(src) if src else "download the weights elsewhere and pass --checkpoint FILE",
         ) from None
 
 
@@ -518,8 +528,9 @@ def pretrained_tag(info: ModelInfo, model) -> str:
 
 
 def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None = None) -> dict:
-    """Mean, std, size and interpolation the model expects: timm's data config (its pretrained_cfg), the
-    Hugging Face image processor's config, or, for a Python factory, what its module says (vitdeploy.sources)."""
+    """Mean, std, size and interpolation the model expects, and where they came from (`source`, see
+    `deploy.preprocess`): timm's data config (its pretrained_cfg), the Hugging Face image processor's
+    config or defaults, or, for a Python factory, what its module says (vitdeploy.sources)."""
     size = img_size or info.input_size
     if info.route == "huggingface" and info.source == "transformers":
         from vitdeploy.sources.hf import preprocessing as hf_preprocessing
@@ -530,16 +541,39 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
 
         return python_preprocessing(model, size)
     if info.source == "timm":
-        out = timm_preprocessing(model, size, info.input_size)
-        return out if info.route == "alias" else {"source": "timm pretrained_cfg", **out}
-    # Deformable DETR, Mask2Former: ImageNet statistics, resize without crop (their image processors' defaults);
+        return timm_preprocessing(model, size, info.input_size, name=info.name)
+    if info.family == "deformable_detr":
+        # the image processor's normalisation and filter; the export has a fixed H x W, so the image is
+        # resized to it (squash) instead of the processor's shortest/longest edge and padding.
+        from transformers import DeformableDetrImageProcessor
+
+        d = DeformableDetrImageProcessor().to_dict()
+        resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+        out = {
+            "input_size": [3, size[0], size[1]],
+            "mean": [float(v) for v in d["image_mean"]],
+            "std": [float(v) for v in d["image_std"]],
+            "interpolation": resample.get(int(d.get("resample", 2)), "bilinear"),
+            "crop_pct": 1.0,
+            "crop_mode": "squash",
+            "source": "hf image processor",
+            "source_detail": f"DeformableDetrImageProcessor defaults (mean, std, filter); resized to {size[0]}x{size[1]} "
+                             f"(the export's fixed size) instead of its shortest/longest edge {d['size']}",
+        }
+        out["resize"] = resize_spec(out)
+        return out
+    # Mask2Former: ImageNet statistics, resize without crop (its image processor's defaults);
     # RT-DETR (v2) and D-FINE (RTDetrImageProcessor): pixels / 255 only, no normalisation.
     rescale_only = info.family in ("rtdetr", "rtdetr_v2", "dfine")
+    processor = "RTDetrImageProcessor" if rescale_only else "Mask2FormerImageProcessor"
     out = {
         "input_size": [3, size[0], size[1]],
         "mean": [0.0, 0.0, 0.0] if rescale_only else [0.485, 0.456, 0.406],
         "std": [1.0, 1.0, 1.0] if rescale_only else [0.229, 0.224, 0.225],
         "interpolation": "bilinear",
+        "source": "hf image processor",
+        "source_detail": f"{processor} defaults ({'pixels / 255, no normalisation' if rescale_only else 'ImageNet mean/std'}); "
+                         f"resized to {size[0]}x{size[1]} (the export's fixed size)",
         "crop_pct": 1.0,
         "crop_mode": "squash",
     }
@@ -547,40 +581,44 @@ def preprocessing(info: ModelInfo, model=None, img_size: tuple[int, int] | None 
     return out
 
 
-def timm_preprocessing(model, size: tuple[int, int], native: tuple[int, int]) -> dict:
-    """timm's data config of `model` (its pretrained_cfg) at `size`; the crop applies at the native size only."""
+def timm_preprocessing(model, size: tuple[int, int], native: tuple[int, int], name: str | None = None) -> dict:
+    """timm's data config of `model` (its pretrained_cfg), or of the architecture `name` when no module is at
+    hand, at `size`; the crop applies at the native size only. `source_detail` names the config's tag."""
     from timm.data import resolve_data_config
 
-    cfg = resolve_data_config({}, model=model) if model is not None else {}
+    if model is not None:
+        cfg, pcfg = resolve_data_config({}, model=model), getattr(model, "pretrained_cfg", None) or {}
+    elif name:
+        from timm.models import get_pretrained_cfg
+
+        pc = get_pretrained_cfg(name)
+        pcfg = pc.to_dict() if pc is not None else {}
+        cfg = resolve_data_config(pretrained_cfg=pcfg) if pcfg else {}
+    else:
+        cfg, pcfg = {}, {}
+    native_size = tuple(size) == tuple(native)
+    tag = ".".join(x for x in (pcfg.get("architecture") or name or "", pcfg.get("tag")) if x)
     out = {
         "input_size": [3, size[0], size[1]],
         "mean": list(map(float, cfg.get("mean", (0.485, 0.456, 0.406)))),
         "std": list(map(float, cfg.get("std", (0.229, 0.224, 0.225)))),
         "interpolation": cfg.get("interpolation", "bicubic"),
-        "crop_pct": float(cfg.get("crop_pct", 0.875)) if tuple(size) == tuple(native) else 1.0,
+        "crop_pct": float(cfg.get("crop_pct", 0.875)) if native_size else 1.0,
         "crop_mode": cfg.get("crop_mode", "center"),
+        "source": "timm pretrained_cfg",
+        "source_detail": tag + ("" if native_size else
+                                f"; crop_pct 1.0 at {size[0]}x{size[1]} (not the {native[0]}x{native[1]} "
+                                "the config was made for)"),
     }
     out["resize"] = resize_spec(out)
     return out
 
 
 def resize_spec(pp: dict) -> dict:
-    """What the eval transform resizes to before cropping, as timm's `transforms_imagenet_eval` computes it.
+    """What the eval transform resizes to before cropping (`image_transform.resize_spec`)."""
+    from vitdeploy.image_transform import resize_spec as spec
 
-    center: the shorter side to floor(size / crop_pct), aspect kept, then a centre crop;
-    squash: both sides to floor(size / crop_pct), then a centre crop (none at crop_pct 1).
-    """
-    import math
-
-    h, w = (int(v) for v in pp["input_size"][-2:])
-    pct = float(pp.get("crop_pct") or 0.875)
-    mode = pp.get("crop_mode") or "center"
-    scaled = [math.floor(h / pct), math.floor(w / pct)]
-    if mode == "center" and scaled[0] == scaled[1]:
-        return {"mode": "shorter_side", "size": scaled[0], "crop": [h, w]}
-    if mode == "squash":
-        return {"mode": "exact", "size": scaled, "crop": [h, w]}
-    return {"mode": f"{mode} (keep ratio)", "size": scaled, "crop": [h, w]}
+    return spec(pp)
 
 
 def labels_for(info: ModelInfo, model=None) -> dict:

@@ -71,16 +71,17 @@ def describe(record: dict | None) -> str:
     return "unknown"
 
 
-BANNER = ("random weights: {what} has no --checkpoint/--pretrained weights; latency is unaffected, but "
+BANNER = ("random weights: {what} {verb} no --checkpoint/--pretrained weights; latency is unaffected, but "
           "agreement and accuracy figures of a random model are noise and get no ✔")
 
 
-def banner(what: str) -> None:
-    """The one line every command prints (on stderr, so JSON on stdout stays clean) for random weights."""
+def banner(what: str, plural: bool = False) -> None:
+    """The one line every command prints (on stderr, so JSON on stdout stays clean) for random weights.
+    `plural` when `what` names several things ("the runs in a.json and b.json")."""
     from rich.markup import escape
 
     from vitdeploy import console
 
     if getattr(console, "_quiet", [0])[0]:  # a step run on the side (bench building its artifact): its caller says it
         return
-    console.err_console.print(f"[bold yellow]⚠ {escape(BANNER.format(what=what))}[/]")
+    console.err_console.print(f"[bold yellow]⚠ {escape(BANNER.format(what=what, verb='have' if plural else 'has'))}[/]")

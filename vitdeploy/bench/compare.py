@@ -17,6 +17,14 @@ counts, not just two medians:
     interval contains the threshold         -> inconclusive (exit 5): the noise is larger
                                                than the difference the gate must resolve
 
+Two separate runs can be shifted as a whole by load that changed between them, which the
+interval cannot see. Every /3 batch record carries the machine's conditions while it was timed
+(`conditions.py`); a verdict those conditions could have produced by themselves (a regression
+when the candidate ran disturbed, an ok when the baseline did) becomes inconclusive, naming
+the disturbance. `compare_interleaved` gates a session of `vitdeploy compare --run`, where both
+artifacts were timed in alternating blocks in one process window, on the paired ratio of the
+blocks (`stats.paired_ratio_ci`): drift hits both sides of a pair alike.
+
 p99 is shown but too noisy to gate on. The accuracy threshold gates the drop of each
 run's headline figure in percentage points, when both sides measured the same figure on
 the same kind of data with real (non-random) weights.
@@ -28,12 +36,15 @@ from dataclasses import dataclass, field
 from vitdeploy.bench.accuracy import headline_label, headline_name, headline_value
 from vitdeploy.bench.environment import device_name
 from vitdeploy.bench.schema import identity_difference, require_identity, run_environment, run_key, run_label
-from vitdeploy.bench.stats import median_ratio_ci
+from vitdeploy.bench import conditions
+from vitdeploy.bench.stats import MIN_PAIRS, median_ratio_ci, paired_ratio_ci
 from vitdeploy.errors import VitdeployError
 from vitdeploy.weights import is_random
 
 REGRESSION, INCONCLUSIVE, OK = "regression", "inconclusive", "ok"
 DEFAULT_CONFIDENCE = 0.95
+TWO_RUNS, INTERLEAVED = "two runs", "interleaved"
+RUN_HINT = "gate in one window with 'vitdeploy compare --run BASELINE CANDIDATE' (docs/benchmarking.md)"
 
 
 @dataclass
@@ -93,6 +104,8 @@ class Comparison:
     accuracy_label: str | None = None  # what the accuracy column holds, when every row holds the same figure
     accuracy_metric: str | None = None
     random_weights: bool = False
+    method: str = TWO_RUNS  # or INTERLEAVED: one `compare --run` session, gated on paired blocks
+    figure: str = "latency"  # or "cpu-time" (interleaved CPU runs: the CPU time of each block's iterations)
 
     @property
     def regressed(self) -> bool:
@@ -151,6 +164,22 @@ def _library(doc: dict, run: dict) -> tuple[str, str | None]:
     return lib, (run_environment(doc, run).get("versions") or {}).get(lib)
 
 
+def _decide(row: Row, limit: float, confidence: float, what: str, advice: str) -> None:
+    """ok / regression / inconclusive from `row.ratio` and `row.ci` against 1 + limit."""
+    lo, hi = row.ci
+    bound = 1.0 + limit
+    ci = f"{confidence:.0%} CI {lo - 1:+.1%}..{hi - 1:+.1%}"
+    if lo > bound:
+        row.latency = REGRESSION
+        row.regressions.append(f"{what} {row.ratio - 1:+.1%} > +{limit:.1%} ({ci})")
+    elif hi <= bound:
+        row.latency = OK
+    else:
+        row.latency = INCONCLUSIVE
+        cvs = (row.base["latency_ms"]["cv"], row.cand["latency_ms"]["cv"])
+        row.why = f"{what} {row.ratio - 1:+.1%}, {ci} contains the +{limit:.1%} limit (CV {cvs[0]:.1%} / {cvs[1]:.1%}): {advice}"
+
+
 def _latency_verdict(row: Row, limit: float, confidence: float) -> None:
     base, cand = row.base.get("samples_ms") or [], row.cand.get("samples_ms") or []
     if len(base) < 2 or len(cand) < 2:
@@ -161,18 +190,23 @@ def _latency_verdict(row: Row, limit: float, confidence: float) -> None:
         return
     row.ratio, lo, hi = median_ratio_ci(base, cand, confidence)
     row.ci = (lo, hi)
-    bound = 1.0 + limit
-    ci = f"{confidence:.0%} CI {lo - 1:+.1%}..{hi - 1:+.1%}"
-    if lo > bound:
-        row.latency = REGRESSION
-        row.regressions.append(f"median {row.ratio - 1:+.1%} > +{limit:.1%} ({ci})")
-    elif hi <= bound:
-        row.latency = OK
-    else:
+    _decide(row, limit, confidence, "median",
+            "measure longer (--duration-s), pin cores and clocks, or " + RUN_HINT.replace(" (docs/benchmarking.md)", ""))
+
+
+def _conditions_verdict(row: Row, device: str) -> bool:
+    """Make a verdict the two runs' conditions could have produced by themselves inconclusive.
+    False when a side recorded no conditions (schema /2)."""
+    j = conditions.judge(row.base.get("conditions"), row.cand.get("conditions"), device)
+    if not j.recorded:
+        return False
+    if row.latency in j.untrusted:
+        was = row.latency
         row.latency = INCONCLUSIVE
-        cvs = (row.base["latency_ms"]["cv"], row.cand["latency_ms"]["cv"])
-        row.why = (f"median {row.ratio - 1:+.1%}, {ci} contains the +{limit:.1%} limit (CV {cvs[0]:.1%} / {cvs[1]:.1%}): "
-                   "measure longer (--duration-s), pin cores and clocks (docs/benchmarking.md)")
+        row.regressions = [r for r in row.regressions if not r.startswith("median ")]
+        row.why = (f"median {row.ratio - 1:+.1%} would read {was}, but the runs' conditions differ ({j.reason}), "
+                   f"which alone can produce that; {RUN_HINT}")
+    return True
 
 
 def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0.05,
@@ -249,9 +283,12 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
                 labels.add((b["label"], b["metric"][0]))
         elif (acc_b is None) != (acc_c is None):
             cmp.notes.append(f"{where}: accuracy measured on one side only, not gated")
+        unrecorded = False
         for batch in batches:
             row = Row(k, batch, b["results"][batch], c["results"][batch], acc_b, acc_c)
             _latency_verdict(row, max_latency_regression, confidence)
+            if row.latency != INCONCLUSIVE and not _conditions_verdict(row, b["run"]["device"]):
+                unrecorded = True
             if row.latency == INCONCLUSIVE:
                 cmp.notes.append(f"{where} batch {batch}: inconclusive: {row.why}")
             graphs = ((row.base.get("cuda_graph") or {}).get("used"), (row.cand.get("cuda_graph") or {}).get("used"))
@@ -262,12 +299,87 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
             if ad is not None and not random and -ad > max_accuracy_drop:
                 row.regressions.append(f"accuracy {ad:+.2f} pts < -{max_accuracy_drop:g}")
             cmp.rows.append(row)
+        if unrecorded:
+            cmp.notes.append(f"{where}: a side recorded no machine conditions (schema /2): load that changed "
+                             "between the runs could not be checked")
     if not cmp.rows:
         raise VitdeployError("the two results share no batch size for any matching run",
                              "benchmark both with the same --batch-sizes list")
     if len(labels) == 1:
         cmp.accuracy_label, cmp.accuracy_metric = labels.pop()
     return cmp
+
+
+def compare_interleaved(doc: dict, *, max_latency_regression: float = 0.05, confidence: float = DEFAULT_CONFIDENCE,
+                        names: tuple[str, str] = ("baseline", "candidate"), figure: str = "latency") -> Comparison:
+    """The gate over one `compare --run` session (`interleave.session_document`): per batch, the paired
+    ratio of the baseline's and candidate's block medians and its signed-rank interval. `figure` is
+    "latency" (wall time) or "cpu-time" (the process CPU time of the same iterations)."""
+    from vitdeploy.bench.interleave import FIGURES, ROLES, pairs
+
+    if figure not in FIGURES:
+        raise VitdeployError(f"unknown gate figure '{figure}'", f"choose from {', '.join(FIGURES)}")
+
+    if not 0.5 <= confidence < 1.0:
+        raise VitdeployError(f"--confidence {confidence:g} is outside [0.5, 1)", "for example --confidence 0.95")
+    require_identity(doc, "the session")
+    by_role = {(r.get("interleaved") or {}).get("role"): r for r in doc["runs"]}
+    if set(ROLES) - set(by_role):
+        raise VitdeployError("this bench result holds no interleaved baseline/candidate session",
+                             "write one with 'vitdeploy compare --run BASELINE CANDIDATE --json FILE'")
+    b, c = by_role["baseline"], by_role["candidate"]
+    commit = _commit(doc)
+    cmp = Comparison([], max_latency_regression, 0.0, confidence, devices=(_device(doc),) * 2, commits=(commit, commit),
+                     method=INTERLEAVED, figure=figure)
+    if figure == "cpu-time" and b["device"] != "cpu":
+        raise VitdeployError("--gate-on cpu-time applies to CPU runs", "gate a GPU run on latency (CUDA events)")
+    key = run_key(b)
+    where = " ".join(key)
+    ib, ic = b["identity"], c["identity"]
+    if ib.get("artifact_sha256") == ic.get("artifact_sha256") and ib.get("artifact_sha256"):
+        cmp.notes.append(f"{where}: {names[0]} and {names[1]} are the same artifact (sha256 {ib['artifact_sha256'][:12]})")
+    nb, nc = ib["plugins"]["nodes"], ic["plugins"]["nodes"]
+    if nb != nc:
+        fmt = lambda n: ", ".join(f"{op}×{cnt}" for op, cnt in sorted(n.items())) or "none"  # noqa: E731
+        cmp.notes.append(f"{where}: plugin nodes differ ({names[0]}: {fmt(nb)}; {names[1]}: {fmt(nc)})")
+    if ib["plugins"]["reference_executed"]:
+        cmp.notes.append(f"{where}: both sides time plugin nodes on the CPU Python reference, not the plugins")
+    cmp.random_weights = is_random(ib.get("weights"))
+    cres = {r["batch"]: r for r in c["results"]}
+    for res in b["results"]:
+        if res["batch"] not in cres:
+            continue
+        row = Row(key, res["batch"], res, cres[res["batch"]])
+        blocks_b, blocks_c = pairs(res, row.cand, figure)
+        n = len(blocks_b)
+        if n < MIN_PAIRS:
+            row.ratio = row.cand["latency_ms"]["median"] / row.base["latency_ms"]["median"]
+            row.ci = (0.0, float("inf"))
+            row.latency = INCONCLUSIVE
+            row.why = f"{n} rounds, fewer than the {MIN_PAIRS} an interval needs: raise --duration-s"
+        else:
+            row.ratio, lo, hi = paired_ratio_ci(blocks_b, blocks_c, confidence)
+            row.ci = (lo, hi)
+            _decide(row, max_latency_regression, confidence, "paired" + (" CPU time" if figure == "cpu-time" else ""),
+                    f"{n} rounds were not enough to resolve the limit: raise --duration-s")
+        if row.latency == INCONCLUSIVE:
+            cmp.notes.append(f"{where} batch {row.batch}: inconclusive: {row.why}")
+        cond = res.get("conditions")
+        cmp.notes.append(f"{where} batch {row.batch}: {n} rounds of {res['paired']['block_iters']} iteration(s) a side, "
+                         f"interleaved in one window ({conditions.describe(cond)})")
+        cmp.rows.append(row)
+    for s in b["skipped"]:
+        cmp.notes.append(f"{where} batch {s['batch']} skipped: {s['reason']}")
+    if not cmp.rows:
+        raise VitdeployError("the session measured no batch size", "check --batch-sizes against the artifacts' batch")
+    return cmp
+
+
+def _delta_header(cmp: Comparison) -> str:
+    """The gated figure: the ratio of two runs' medians, or the paired ratio of an interleaved session."""
+    if cmp.method != INTERLEAVED:
+        return "Δ median"
+    return "Δ paired CPU" if cmp.figure == "cpu-time" else "Δ paired"
 
 
 def _pct(v: float) -> str:
@@ -347,12 +459,14 @@ def to_markdown(cmp: Comparison, names: tuple[str, str] = ("baseline", "candidat
     lines = [
         "### vitdeploy bench: compare",
         "",
-        f"{icon} **{verdict_line(cmp)}** (limits: median latency +{cmp.max_latency_regression:.1%} at "
-        f"{cmp.confidence:.0%} confidence, accuracy -{cmp.max_accuracy_drop:g} pts)",
+        f"{icon} **{verdict_line(cmp)}** (limits: {'paired' if cmp.method == INTERLEAVED else 'median'} latency "
+        f"+{cmp.max_latency_regression:.1%} at {cmp.confidence:.0%} confidence"
+        + (", baseline and candidate interleaved in one window)" if cmp.method == INTERLEAVED
+           else f", accuracy -{cmp.max_accuracy_drop:g} pts)"),
         "",
         f"{names[0]}: {cmp.devices[0]} `{cmp.commits[0] or '?'}` · {names[1]}: {cmp.devices[1]} `{cmp.commits[1] or '?'}`",
         "",
-        f"| model | config | batch | median ms | Δ median | {cmp.confidence:.0%} CI | p99 ms | Δ p99 | img/s | Δ img/s "
+        f"| model | config | batch | median ms | {_delta_header(cmp)} | {cmp.confidence:.0%} CI | p99 ms | Δ p99 | img/s | Δ img/s "
         f"| {_accuracy_header(cmp)} | |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
@@ -389,7 +503,7 @@ def to_table(cmp: Comparison, width: int | None = None):
     columns = [
         Column("batch", [str(r.batch) for r in rows]),
         Column("median ms", _pairs(rows, _median, (_p99,))),
-        Column("Δ median", [f"[bold red]{_pct(r.ratio - 1)}[/]" if r.latency == REGRESSION else _pct(r.ratio - 1)
+        Column(_delta_header(cmp), [f"[bold red]{_pct(r.ratio - 1)}[/]" if r.latency == REGRESSION else _pct(r.ratio - 1)
                             for r in rows]),
         Column(f"{cmp.confidence:.0%} CI", [_ci(r) for r in rows]),
         Column("p99 ms", _pairs(rows, _p99, (_median,)), drop=3),
@@ -400,7 +514,8 @@ def to_table(cmp: Comparison, width: int | None = None):
         Column("status", [status[r.verdict] for r in rows], justify="left"),
     ]
     layout = fit(columns, width)
-    parts = [Text("bench compare: candidate vs baseline", style="bold")]
+    parts = [Text("bench compare: candidate vs baseline" + (", interleaved in one window" if cmp.method == INTERLEAVED
+                                                            else ""), style="bold")]
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(r.key, []).append(i)

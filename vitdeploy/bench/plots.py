@@ -12,6 +12,10 @@ axis starts at zero, so a gap between two configurations is drawn at its true si
   accuracy_latency.png    headline accuracy (0-100 %) against median latency; points are numbered
                           (numbers placed where they overlap nothing) and the key under the plot
                           names each number with its exact figures
+
+A run whose figures do not measure what its label suggests (plugin nodes timed on the CPU
+reference, FP16 on the CPU: `report.caveats`) gets a ⚠ caption line at the top of every figure
+it appears in.
 """
 from __future__ import annotations
 
@@ -80,12 +84,26 @@ def _save(fig, path: Path) -> bool:
     return True
 
 
+CAVEAT_CHARS = 120
+
+
+def caption(fig, caveats: list[str] | None) -> None:
+    """The runs' caveats at the top of the figure (under its title, wrapped to its width; the figure
+    grows by their height), so a PNG seen alone still says what `bench` warned about."""
+    if not caveats:
+        return
+    lines = "\n".join(_wrap("⚠ " + c, CAVEAT_CHARS) for c in caveats)
+    title = fig._suptitle.get_text() + "\n" if fig._suptitle is not None else ""
+    fig.set_figheight(fig.get_figheight() + 0.17 * (lines.count("\n") + 1))
+    fig.suptitle(title + lines, fontsize=8.5 if not title else 10)
+
+
 def _n(res: dict) -> str:
     shown, total = len(res["samples_ms"]), res.get("samples_total") or len(res["samples_ms"])
     return f"n={shown}" if total <= shown else f"n={shown} of {total}"
 
 
-def latency_figure(model: str, items: list):
+def latency_figure(model: str, items: list, caveats: list[str] | None = None):
     """One panel per batch size, stacked; in each, one row per configuration that measured it (None: no samples)."""
     batches = sorted({r["batch"] for e in items for r in e.run["results"] if r["samples_ms"]})
     if not batches:
@@ -128,10 +146,11 @@ def latency_figure(model: str, items: list):
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{model}: latency per batch size\nbox: quartiles and median, whiskers: 1.5 IQR, "
                  "dots: every recorded iteration", fontsize=10)
+    caption(fig, caveats)
     return fig
 
 
-def throughput_figure(model: str, items: list):
+def throughput_figure(model: str, items: list, caveats: list[str] | None = None):
     """Images/s per configuration: lines over batch sizes, or bars when only one batch size was measured."""
     series = [(i, e, sorted(e.run["results"], key=lambda r: r["batch"])) for i, e in enumerate(items)]
     series = [s for s in series if s[2]]
@@ -157,6 +176,7 @@ def throughput_figure(model: str, items: list):
         ax.set_xlabel("throughput (images/s, at median latency)")
         ax.set_title(f"{model}: throughput at batch {batches[0]} (the only batch size measured)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
+        caption(fig, caveats)
         return fig
     markers = "osD^vP*X"
     labels, ncol, key_lines = _key_lines([e.label for _, e, _ in series])
@@ -176,6 +196,7 @@ def throughput_figure(model: str, items: list):
     ax.set_title(f"{model}: throughput vs batch size", fontsize=10)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+    caption(fig, caveats)
     return fig
 
 
@@ -253,7 +274,7 @@ def place_labels(ax, xy: list[tuple[float, float]], texts: list[str], colors: li
     return out
 
 
-def accuracy_latency_figure(items: list):
+def accuracy_latency_figure(items: list, caveats: list[str] | None = None):
     """Headline accuracy against median latency, numbered points and a key (None: no run has accuracy)."""
     pts = accuracy_points(items)
     if not pts:
@@ -275,19 +296,20 @@ def accuracy_latency_figure(items: list):
     ax.set_title("accuracy vs latency (numbers: see the key below)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False, handletextpad=0.3)
+    caption(fig, caveats)
     fig.canvas.draw()  # lay the figure out, then freeze it: the numbers are placed against the final axes
     fig.set_layout_engine("none")
     place_labels(ax, [(p[1], p[2]) for p in pts], [str(k + 1) for k in range(len(pts))], colors)
     return fig
 
 
-def plot_latency(model: str, items: list, path: Path) -> bool:
-    return _save(latency_figure(model, items), path)
+def plot_latency(model: str, items: list, path: Path, caveats: list[str] | None = None) -> bool:
+    return _save(latency_figure(model, items, caveats), path)
 
 
-def plot_throughput(model: str, items: list, path: Path) -> bool:
-    return _save(throughput_figure(model, items), path)
+def plot_throughput(model: str, items: list, path: Path, caveats: list[str] | None = None) -> bool:
+    return _save(throughput_figure(model, items, caveats), path)
 
 
-def plot_accuracy_latency(items: list, path: Path) -> bool:
-    return _save(accuracy_latency_figure(items), path)
+def plot_accuracy_latency(items: list, path: Path, caveats: list[str] | None = None) -> bool:
+    return _save(accuracy_latency_figure(items, caveats), path)

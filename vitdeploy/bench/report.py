@@ -15,6 +15,7 @@ from pathlib import Path
 from vitdeploy.bench.accuracy import headline_label, headline_value
 from vitdeploy.bench.environment import device_name
 from vitdeploy.bench.plots import plot_accuracy_latency, plot_latency, plot_throughput
+from vitdeploy.bench.schema import run_caveats as caveats
 from vitdeploy.bench.schema import run_device, run_environment
 from vitdeploy.bench.tables import decimals, fixed, number_column
 from vitdeploy.errors import VitdeployError
@@ -64,6 +65,9 @@ def entries(docs: list[tuple[str, dict]]) -> list[Entry]:
             config = f"{run['backend']}/{run['precision']} {run_device(run)}"
             if run["mode"] != "compute":
                 config += f" {run['mode']}"
+            role = (run.get("interleaved") or {}).get("role")
+            if role:  # a `compare --run` session: the same configuration twice, baseline and candidate
+                config += f" ({role})"
             label = f"{config} [{source}]" if many else config
             out.append(Entry(run, label, source, device_name(run_environment(doc, run), run["device"]), config))
     return out
@@ -81,6 +85,7 @@ def _summary_table(items: list[Entry]) -> list[str]:
     many = len({headline_label(e.run) for e in items if headline_value(e.run) is not None}) > 1
     for e in items:
         acc = headline_value(e.run)
+        flag = " ⚠" if caveats(e.run) else ""
         cell = "-" if acc is None else f"{acc:.2f}" + (f" ({headline_label(e.run)})" if many else "")
         res = sorted(e.run["results"], key=lambda r: r["batch"])
         # one run's rows share decimals (median and p99 alike, chosen from its values), never an exponent
@@ -89,11 +94,16 @@ def _summary_table(items: list[Entry]) -> list[str]:
         p99 = [fixed(r["latency_ms"]["p99"], places) for r in res]
         ips = number_column([r["throughput_ips"] for r in res])
         for i, r in enumerate(res):
-            lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {r['batch']} | {med[i]} | {p99[i]} "
+            lines.append(f"| {e.run['model']} | {e.label}{flag} | {e.device} | {r['batch']} | {med[i]} | {p99[i]} "
                          f"| {r['latency_ms']['cv']:.1%} | {ips[i]} | {cell} |")
         for sk in e.run["skipped"]:
             lines.append(f"| {e.run['model']} | {e.label} | {e.device} | {sk['batch']} | skipped: {sk['reason']} | | | | |")
     return lines
+
+
+def caveat_lines(items: list[Entry]) -> list[str]:
+    """One line per configuration with caveats: 'model config: caveat; caveat'."""
+    return [f"{e.run['model']} {e.label}: {'; '.join(c)}" for e in items if (c := caveats(e.run))]
 
 
 def random_weight_runs(docs: list[tuple[str, dict]]) -> list[str]:
@@ -119,6 +129,10 @@ def build(docs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
                   f"{' (dirty)' if git.get('dirty') else ''}, vitdeploy {doc.get('vitdeploy', '?')}, schema {doc.get('schema')}")
     if random_weight_runs(docs):
         md += ["", "> ⚠ Some runs use random weights: their latency is real, their accuracy figures are noise."]
+    notes = caveat_lines(items)
+    if notes:  # what the terminal warned about travels with the figures (⚠ in the table, a caption in each PNG)
+        md += ["", "> ⚠ These figures do not measure what their labels suggest:", ">",
+               *[f"> - {n}" for n in notes]]
     md += ["", "## Summary", "", *_summary_table(items), ""]
     for model, group in by_model.items():
         # one configuration from several files side by side (main next to pr), in first-seen order
@@ -127,12 +141,12 @@ def build(docs: list[tuple[str, dict]], out_dir: Path) -> list[Path]:
         md += [f"## {model}", ""]
         for kind, fn in (("throughput", plot_throughput), ("latency", plot_latency)):
             path = out_dir / f"{kind}_{_slug(model)}.png"
-            if fn(model, group, path):
+            if fn(model, group, path, caveat_lines(group)):
                 written.append(path)
                 md += [f"![{model} {kind}]({path.name})", ""]
     acc_path = out_dir / "accuracy_latency.png"
     md += ["## Accuracy vs latency", ""]
-    if plot_accuracy_latency(items, acc_path):
+    if plot_accuracy_latency(items, acc_path, caveat_lines([e for e in items if headline_value(e.run) is not None])):
         written.append(acc_path)
         md += [f"![accuracy vs latency]({acc_path.name})", ""]
     else:

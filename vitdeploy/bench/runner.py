@@ -1,5 +1,7 @@
 """Run a backend over batch sizes: warm up by time, measure for a duration (and at least N iterations).
 
+Each batch record carries the machine's conditions while it was timed (load, steal, clocks,
+other work: `conditions.py`), which `compare` checks before trusting two separate runs.
 Ctrl-C stops the batch being measured; the batches already finished are kept and
 the run is marked `interrupted`, so a long sweep is never all-or-nothing.
 """
@@ -9,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from vitdeploy.bench import stats
+from vitdeploy.bench import conditions, stats
 from vitdeploy.bench.backends.base import Backend, Sample
 from vitdeploy.bench.schema import SAMPLES_CAP
 from vitdeploy.errors import VitdeployError
@@ -71,6 +73,7 @@ def batch_record(batch: int, latencies: list[float], enqueues: list[float], cuda
         "samples_ms": stats.downsample(latencies, SAMPLES_CAP),
         "samples_total": len(latencies),
         "warnings": warnings,
+        "conditions": None,  # the runner fills in what the machine was doing (`conditions.py`)
     }
 
 
@@ -114,7 +117,8 @@ def run_batches(backend: Backend, batches: list[int], mode: str, settings: Setti
             prepared = None
             try:
                 prepared = backend.prepare(batch, mode)
-                lat, enq = measure(prepared.step, settings, lambda f: bar.update(task, completed=f))
+                with conditions.Probe(backend.device) as probe:
+                    lat, enq = measure(prepared.step, settings, lambda f: bar.update(task, completed=f))
             except KeyboardInterrupt:
                 run["interrupted"] = True
                 break
@@ -133,6 +137,7 @@ def run_batches(backend: Backend, batches: list[int], mode: str, settings: Setti
                     prepared.close()
                 bar.remove_task(task)
             record = batch_record(batch, lat, enq, prepared.cuda_graph, backend.device)
+            record["conditions"] = probe.record
             run["results"].append(record)
             if on_batch:
                 on_batch(record)

@@ -1,6 +1,6 @@
 """The bench result file: one versioned JSON layout that `bench` writes and `compare`/`report` read.
 
-    {"schema": "vitdeploy.bench/2", "created": ..., "vitdeploy": ..., "environment": {...},
+    {"schema": "vitdeploy.bench/3", "created": ..., "vitdeploy": ..., "environment": {...},
      "runs": [{"model", "artifact", "backend", "device", "precision", "mode", "settings",
                "timing", "identity": {...}, "warnings": [...], "accuracy", "interrupted",
                "skipped": [{"batch", "reason"}],
@@ -8,7 +8,16 @@
                `vitdeploy matrix` says where each run was measured),
                "results": [{"batch", "iterations", "latency_ms": {min, mean, median, p90, p95,
                             p99, max, std, cv, count}, "throughput_ips", "host_enqueue_ms",
-                            "cuda_graph", "samples_ms", "samples_total", "warnings"}]}]}
+                            "cuda_graph", "samples_ms", "samples_total", "warnings",
+                            "conditions": {...} | null,
+                            "paired": {...}  (optional: measured by `compare --run`)}],
+               "interleaved": {"session", "role", "block_ms", "seed", "min_rounds"}  (optional)}]}
+
+`conditions` (/3) is what the machine was doing while the batch was timed (load average, CPU
+steal, other work's share of the CPUs, CPU/GPU clocks: `conditions.py`); `compare` will not
+trust two separate runs whose conditions could produce the verdict by themselves. null only in
+runs merged from /2 files (not recorded). `paired` holds an interleaved session's block medians
+(`interleave.py`), from which `compare --run`'s verdict can be recomputed.
 
 `identity` says what was measured, so that `compare` pairs only runs of the same thing:
 
@@ -26,6 +35,8 @@
 `run_fields()` is the one list of run fields; `MUST_MATCH` the identity fields two runs must
 share to be compared (only the code under test, and what it produces, may differ).
 
+/3 added `conditions` (and the optional `paired`/`interleaved`); /2 files are read and compared
+as before, their conditions unrecorded, and merge into /3 documents.
 /2 replaced /1 because /1 runs cannot be compared honestly: they lack `identity`, and their
 precision label came from file names. /1 files are still read (`report` plots them); `compare`
 refuses them in one line. A reader accepts only the versions it knows: numbers from another
@@ -40,9 +51,11 @@ from pathlib import Path
 
 from vitdeploy.errors import VitdeployError
 
-SCHEMA = "vitdeploy.bench/2"
+SCHEMA = "vitdeploy.bench/3"
 SCHEMA_PREFIX = "vitdeploy.bench/"
-READABLE = ("vitdeploy.bench/1", SCHEMA)  # /1: read for plots, refused by compare (no identity)
+V1, V2 = "vitdeploy.bench/1", "vitdeploy.bench/2"
+READABLE = (V1, V2, SCHEMA)  # /1: read for plots, refused by compare (no identity); /2: no conditions
+WITH_IDENTITY = (V2, SCHEMA)
 SAMPLES_CAP = 2000  # raw per-iteration samples kept per batch (for distribution plots and the gate's bootstrap)
 
 _STAT_KEYS = ("count", "min", "mean", "median", "p90", "p95", "p99", "max", "std", "cv")
@@ -142,6 +155,23 @@ def identity_difference(a: dict, b: dict) -> tuple[str, str, str] | None:
     return None
 
 
+def run_caveats(run: dict) -> list[str]:
+    """Why a run's figures do not measure what their labels suggest, short enough for a plot: read from
+    its identity (plugin nodes timed on the CPU reference, FP16 on the CPU), the same facts `bench`
+    printed as warnings on the terminal."""
+    ident = run.get("identity") or {}
+    out = []
+    plugins = ident.get("plugins") or {}
+    n = plugins.get("reference_executed") or 0
+    if n:
+        ops = ", ".join(f"{op}×{c}" for op, c in sorted((plugins.get("nodes") or {}).items()))
+        out.append(f"{n} plugin node{'s' if n != 1 else ''} ({ops}) timed on ONNX Runtime's CPU Python reference, "
+                   "not the plugin")
+    if ident.get("fp16_on_cpu"):
+        out.append("FP16 graph on the CPU: casts and few FP16 kernels, not FP16 speed")
+    return out
+
+
 def new_document(environment: dict, runs: list[dict] | None = None) -> dict:
     from vitdeploy import __version__
 
@@ -199,16 +229,16 @@ def validate(doc, source: str = "document") -> dict:
     got = doc["schema"]
     if got not in READABLE:
         if isinstance(got, str) and got.startswith(SCHEMA_PREFIX):
-            raise VitdeployError(f"{source} uses schema {got}, this vitdeploy reads {' and '.join(READABLE)}",
+            raise VitdeployError(f"{source} uses schema {got}, this vitdeploy reads {', '.join(READABLE[:-1])} and {READABLE[-1]}",
                                  "re-run the benchmark with this vitdeploy version")
         raise VitdeployError(f"{source} is not a vitdeploy bench result (schema {got!r})",
                              "pass a file written by 'vitdeploy bench --json'")
     where = Path(source).name if source != "document" else source
-    fields = _RUN_FIELDS if got == SCHEMA else _RUN_FIELDS_V1
+    fields = _RUN_FIELDS if got in WITH_IDENTITY else _RUN_FIELDS_V1
     _check_fields(doc, {"environment": dict, "runs": list}, where)
     for i, run in enumerate(doc["runs"]):
         _check_fields(run, fields, f"{where} runs[{i}]")
-        if got == SCHEMA:
+        if got in WITH_IDENTITY:
             missing = [k for k in IDENTITY_FIELDS if k not in run["identity"]]
             if missing:
                 _fail(f"{where} runs[{i}].identity", f"lacks {', '.join(missing)}")
@@ -218,6 +248,15 @@ def validate(doc, source: str = "document") -> dict:
             missing = [k for k in _STAT_KEYS if not isinstance(res["latency_ms"].get(k), (int, float))]
             if missing:
                 _fail(f"{at}.latency_ms", f"lacks {', '.join(missing)}")
+            if got == SCHEMA:
+                if "conditions" not in res:
+                    _fail(at, "has no 'conditions'")
+                if not isinstance(res["conditions"], (dict, type(None))):
+                    _fail(f"{at}.conditions", "must be an object or null")
+                paired = res.get("paired")
+                if paired is not None:
+                    _check_fields(paired, {"session": str, "role": str, "block_iters": int, "block_medians_ms": list},
+                                  f"{at}.paired")
         for j, sk in enumerate(run["skipped"]):
             _check_fields(sk, {"batch": int, "reason": str}, f"{where} runs[{i}].skipped[{j}]")
         if "node" in run:
@@ -232,7 +271,21 @@ def validate(doc, source: str = "document") -> dict:
 
 def has_identity(doc: dict) -> bool:
     """Whether `compare` can pair this document's runs honestly (schema /2 and later)."""
-    return doc.get("schema") == SCHEMA
+    return doc.get("schema") in WITH_IDENTITY
+
+
+def upgrade(doc: dict) -> dict:
+    """A /2 document as /3 (conditions: null, i.e. not recorded); other versions unchanged."""
+    if doc.get("schema") != V2:
+        return doc
+    import copy
+
+    out = copy.deepcopy(doc)
+    out["schema"] = SCHEMA
+    for run in out["runs"]:
+        for res in run["results"]:
+            res.setdefault("conditions", None)
+    return out
 
 
 def require_identity(doc: dict, source: str) -> None:
@@ -279,6 +332,7 @@ def merge(docs: list[dict]) -> dict:
     """One document holding the runs of several (e.g. one per matrix cell); environment of the first."""
     if not docs:
         raise ValueError("nothing to merge")
+    docs = [upgrade(d) for d in docs]  # /2 cells (an earlier matrix run resumed) join /3 ones
     versions = {d.get("schema") for d in docs}
     if len(versions) > 1:
         raise VitdeployError(f"cannot merge bench results of schemas {', '.join(sorted(map(str, versions)))}",

@@ -119,3 +119,61 @@ def median_ratio_ci(base_ms, cand_ms, confidence: float = 0.95, resamples: int =
         ratios[lo : lo + n] = mc / mb
     low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
     return ratio, float(low), float(high)
+
+
+# ----------------------------------------------------------------------------- paired (interleaved) gate
+MIN_PAIRS = 6  # below this no two-sided 95 % signed-rank interval exists
+
+
+def _signed_rank_cdf(n: int) -> np.ndarray:
+    """P(T <= t), t = 0..n(n+1)/2, of the Wilcoxon signed-rank statistic under symmetry about 0 (exact)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1, dtype=np.float64)
+    counts[0] = 1.0
+    top = 0
+    for r in range(1, n + 1):  # each rank is in the positive sum or not
+        counts[r : top + r + 1] += counts[: top + 1].copy()
+        top += r
+        counts /= 2.0  # keep probabilities, not 2^n counts
+    return np.cumsum(counts)
+
+
+def _signed_rank_k(n: int, confidence: float) -> int:
+    """The number of Walsh averages cut from each end for a two-sided `confidence` interval."""
+    alpha = (1.0 - confidence) / 2.0
+    if n <= 200:
+        cdf = _signed_rank_cdf(n)
+        return int(np.searchsorted(cdf, alpha, side="right"))  # largest k with P(T <= k - 1) <= alpha
+    from statistics import NormalDist
+
+    m = n * (n + 1) / 4.0
+    sd = (n * (n + 1) * (2 * n + 1) / 24.0) ** 0.5
+    return max(0, int(np.floor(m - NormalDist().inv_cdf(1.0 - alpha) * sd + 0.5)))
+
+
+def paired_ratio_ci(base_blocks, cand_blocks, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(ratio, low, high) of candidate over baseline from paired blocks measured side by side.
+
+    Each pair is one round of an interleaved session: a block of baseline iterations and a block of
+    candidate iterations run back to back (in random order), summarised by their medians. Load that
+    changes during the session changes both blocks of a round alike, so the log of each round's
+    ratio keeps the difference between the two artifacts and loses most of the drift. The estimate
+    is the Hodges-Lehmann median of the Walsh averages of those logs, and the interval is the
+    distribution-free Wilcoxon signed-rank interval (exact up to 200 pairs, normal beyond): it
+    assumes only that a round's log ratio is symmetric about the true one, which the randomised
+    order within a round provides. Deterministic: the same blocks give the same verdict.
+    """
+    b = np.asarray(base_blocks, dtype=np.float64)
+    c = np.asarray(cand_blocks, dtype=np.float64)
+    if b.shape != c.shape or b.ndim != 1:
+        raise ValueError("need the same number of baseline and candidate blocks")
+    if b.size < MIN_PAIRS:
+        raise ValueError(f"need at least {MIN_PAIRS} pairs of blocks, got {b.size}")
+    if np.any(b <= 0) or np.any(c <= 0):
+        raise ValueError("block latencies must be positive")
+    d = np.log(c) - np.log(b)
+    i, j = np.triu_indices(d.size)
+    walsh = np.sort((d[i] + d[j]) / 2.0)
+    k = _signed_rank_k(d.size, confidence)
+    est = float(np.median(walsh))
+    lo, hi = (walsh[k - 1], walsh[walsh.size - k]) if k >= 1 else (-np.inf, np.inf)
+    return float(np.exp(est)), float(np.exp(lo)), float(np.exp(hi))

@@ -168,3 +168,38 @@ def run_table(run: dict, title: str, width: int | None = None):
     layout = fit(run_columns(run), width)
     caption = "latencies in ms" + (f"; {left_out_note(layout)}" if layout.left_out else "")
     return render(layout, title=title, caption=caption)
+
+
+# -- `vitdeploy matrix`: every finished cell in one table ------------------------------------------
+
+def latency_columns(runs: list[dict]) -> list[Column]:
+    """One row per run and batch size: model, configuration, median / p99 latency, img/s, CV; a ⚠ marks a
+    run whose figures do not measure what its label says (plugins on the CPU reference, FP16 on the CPU)."""
+    from vitdeploy.bench.schema import run_caveats as caveats
+    from vitdeploy.bench.schema import run_device
+    from vitdeploy.bench.stats import CV_WARN
+
+    rows = [(run, r) for run in runs for r in sorted(run["results"], key=lambda r: r["batch"])]
+    med, p99 = [], []
+    for run in runs:  # one run's rows share decimals (median and p99 alike), as in compare and report
+        res = sorted(run["results"], key=lambda r: r["batch"])
+        places = decimals([r["latency_ms"][k] for r in res for k in ("median", "p99")])
+        med += [fixed(r["latency_ms"]["median"], places) for r in res]
+        p99 += [fixed(r["latency_ms"]["p99"], places) for r in res]
+    config = [f"{run['backend']}/{run['precision']} {run_device(run)}" + (" ⚠" if caveats(run) else "") for run, _ in rows]
+    cvs = [r["latency_ms"]["cv"] for _, r in rows]
+    return [Column("model", [run["model"] for run, _ in rows], justify="left"),
+            Column("config", config, justify="left"),
+            Column("batch", [str(r["batch"]) for _, r in rows]),
+            Column("median ms", med), Column("p99 ms", p99, drop=2),
+            Column("img/s", number_column([r["throughput_ips"] for _, r in rows]), drop=1),
+            Column("CV", [f"[yellow]{percent(v)}[/]" if v > CV_WARN else percent(v) for v in cvs], drop=3)]
+
+
+def latency_table(runs: list[dict], title: str, width: int | None = None):
+    layout = fit(latency_columns(runs), width)
+    caption = "latency of one batch; ⚠: see 'vitdeploy report' (plugins timed on the CPU reference, or FP16 on the CPU)" \
+        if any("⚠" in c for c in layout.columns[1].cells) else None
+    if layout.left_out:
+        caption = (caption + "; " if caption else "") + left_out_note(layout)
+    return render(layout, title=title, caption=caption)

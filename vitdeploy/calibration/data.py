@@ -1,7 +1,8 @@
-"""Calibration and evaluation inputs: image folders read with timm's preprocessing, or arrays.
+"""Calibration and evaluation inputs: image folders read with the model's preprocessing, or arrays.
 
-Images are decoded once, preprocessed exactly as the model was trained
-(`timm.data.create_transform` from the manifest's `preprocessing` dict) and
+Images are decoded once, preprocessed exactly as the model was evaluated
+(`vitdeploy.image_transform`, timm's eval transform step for step, from the
+manifest's `preprocessing` dict: the code `infer` and the Triton client run too) and
 kept in memory as one FP32 NCHW array, so calibration, accuracy runs and
 every precision variant see bit-identical inputs.
 """
@@ -140,20 +141,12 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def make_transform(preprocessing: dict, input_size):
-    """timm's eval transform (resize, crop, normalise) for the model's preprocessing dict."""
-    from timm.data import create_transform
+    """PIL image -> (C, H, W) float32: the one preprocessing implementation (`image_transform`)."""
+    from vitdeploy.image_transform import transform_image
 
     pp = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
-    size = tuple(pp.get("input_size") or input_size)
-    return create_transform(
-        input_size=size,
-        is_training=False,
-        interpolation=pp["interpolation"],
-        mean=tuple(pp["mean"]),
-        std=tuple(pp["std"]),
-        crop_pct=pp["crop_pct"],
-        crop_mode=pp["crop_mode"],
-    )
+    pp["input_size"] = list(pp.get("input_size") or input_size)
+    return lambda img: transform_image(img, pp)
 
 
 class ImageFolder:
@@ -176,6 +169,10 @@ class ImageFolder:
             )
         self.expected = _expected_shape(input_shape)
         pp = dict(preprocessing or {})
+        if pp.get("source") == "none":  # a user's ONNX whose normalisation nobody stated: never guess it
+            raise VitdeployError(
+                f"the images under {self.folder} need the model's preprocessing, which this build does not record",
+                "pass --preprocess FILE.json (docs/serving.md), or preprocessed arrays (.npy/.npz)")
         if "input_size" not in pp:
             if self.expected is None or None in self.expected:
                 raise VitdeployError(
@@ -206,7 +203,7 @@ class ImageFolder:
                 self.skipped += 1
                 continue
             n += 1
-            yield str(f), self.transform(img).numpy().astype(np.float32)
+            yield str(f), self.transform(img)
         if n == 0:
             raise VitdeployError(
                 f"none of the {self.skipped} image files under {self.folder} could be read",

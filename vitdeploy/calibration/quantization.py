@@ -251,11 +251,14 @@ def model_sha256(model_path: str | os.PathLike) -> str:
 
 def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entropy", exclude=(),
                   quantize_first_last: bool = False, cache: dict | None = None, batch: int = 8,
-                  show_progress: bool = True, entropy_bins: int = ENTROPY_BINS) -> tuple[onnx.ModelProto, dict, dict]:
+                  show_progress: bool = True, entropy_bins: int = ENTROPY_BINS,
+                  extra_exclusions: dict[str, str] | None = None) -> tuple[onnx.ModelProto, dict, dict]:
     """(Q/DQ + FP16 ONNX, calibration cache, summary) for the FP32 ONNX at `model_path`.
 
     With `cache` (from an earlier run on the same file) calibration is skipped; a cache
     measured on another model or with another method raises VitdeployError.
+    `extra_exclusions` ({node name: reason}) keeps more layers FP16 (`carry.py`: layers the
+    build kept FP16, or without a carried range).
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -276,6 +279,8 @@ def quantize_int8(model_path, calib: CalibrationData | None, method: str = "entr
             {"percentile": PERCENTILE} if method == "percentile" else {})
         cache = make_cache(ranges, sha, method, len(calib), settings)
     why = select_exclusions(model, exclude, quantize_first_last)
+    for name, reason in (extra_exclusions or {}).items():
+        why.setdefault(name, reason)
     for name, reason in tiny_range_exclusions(model, cache["ranges"]).items():
         why.setdefault(name, reason)
     from vitdeploy.onnx_files import as_file, is_large

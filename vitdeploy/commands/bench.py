@@ -6,7 +6,7 @@ import sys
 import click
 
 from vitdeploy.bench.backends import BACKENDS
-from vitdeploy.commands.options import emit_json, json_option, json_to_stdout, renamed
+from vitdeploy.commands.options import IMG_SIZE, emit_json, json_option, json_to_stdout, parse_img_size, renamed
 from vitdeploy.errors import VitdeployError
 
 BACKEND_NAMES = list(BACKENDS)
@@ -41,10 +41,12 @@ def _trt_importable() -> bool:
 
 
 def make_backend(artifact: str | None, alias: str | None, backend: str | None, device: str | None,
-                 precision: str | None, img_size: int | None, cuda_graph: bool, threads: int | None = None):
-    """(backend, resolved artifact or None) for the flags; every impossible combination is a one-line error."""
+                 precision: str | None, img_size, cuda_graph: bool, threads: int | None = None):
+    """(backend, resolved artifact or None) for the flags; every impossible combination is a one-line error.
+    `img_size` is None, an int (square) or (H, W), as `--img-size` parses it everywhere."""
     from vitdeploy.bench.backends import backend_class
 
+    img_size = parse_img_size(img_size)
     if artifact and alias:
         raise VitdeployError("pass either an ARTIFACT or --model, not both", "--model builds the PyTorch model from the registry")
     if not artifact and not alias:
@@ -70,11 +72,11 @@ def make_backend(artifact: str | None, alias: str | None, backend: str | None, d
             # Same model, same input size and (on the GPU) same precision as the artifact, so runs line up.
             size = (art.manifest.get("preprocessing") or {}).get("input_size")
             if img_size is None and size:
-                img_size = int(size[1]) if size[1] == size[2] else None
+                img_size = (int(size[1]), int(size[2]))
             if precision is None and device == "cuda" and art.precision in ("fp16", "bf16"):
                 precision = art.precision
         return backend_class(backend)(alias, device=device or "cpu", precision=precision or "fp32",
-                                      img_size=(img_size, img_size) if img_size else None, cuda_graph=cuda_graph,
+                                      img_size=img_size, cuda_graph=cuda_graph,
                                       threads=threads), art
     if art is None:  # --model with an artifact backend: build what it runs, as Ultralytics exports on the fly
         if backend == "trt" and not _trt_importable():
@@ -154,7 +156,8 @@ def accuracy_why_unjudged(head: dict | None, weights: dict, min_agreement: float
               "another into one result. Default: trt for engines, ort for ONNX, torch for --model.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda for trt, else cpu.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="PyTorch backends only (default fp32).")
-@click.option("--img-size", type=int, help="Square input size for --model (default: the model's).")
+@click.option("--img-size", type=IMG_SIZE, metavar="H [W]",
+              help="Input size for --model: H W, HxW, or one number for a square (default: the model's).")
 @click.option("--batch-sizes", "batch_text", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8,64.")
 @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200, show_default=True, help="Warm-up time per batch.")
 @click.option("--duration-s", type=click.FloatRange(min=0), default=3.0, show_default=True, help="Measured time per batch.")

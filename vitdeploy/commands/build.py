@@ -49,13 +49,19 @@ from vitdeploy.commands.options import (
               help="Test-sized model: Deformable DETR (2+2 layers, d_model 64, ResNet-18), RT-DETR (v2), D-FINE, "
                    "Mask2Former (d_model 32, their levels and points per level), Swin / Swin V2 (depths 1-1-2-1, "
                    "32 channels) or a windowed encoder (sam_vit_b, mobile_sam, hiera_t, maxvit_t, twins_svt_s).")
+@click.option("--preprocess", "preprocess_file", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="The model's preprocessing (mean/std, resize, crop), or a Hugging Face preprocessor_config.json; "
+                   "recorded in the manifest for infer, accuracy and package (docs/serving.md). Needed for --onnx "
+                   "models without a manifest.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Class names: one per line, a JSON list, or an index -> name JSON (a config.json's id2label).")
 @model_source_options
 @click.pass_context
 def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method, calib_images, int8_exclude,
             quantize_first_last, plugins, target, workspace_gb, dla_core, timing_cache, hardware_compat,
             version_compatible, msda_impl, accuracy_data, min_agreement, no_engine, require_engine, triton_repo, reduced,
-            checkpoint, pretrained, num_classes, input_names, output_names, img_size, batch, dynamic_batch, opset,
-            exporter):
+            preprocess_file, labels_file, checkpoint, pretrained, num_classes, input_names, output_names, img_size, batch,
+            dynamic_batch, opset, exporter):
     """Export, rewrite, set precision, check accuracy and build a TensorRT engine.
 
     Each step is cached in the build directory by a hash of its inputs: a rerun
@@ -100,6 +106,13 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         if given:
             raise VitdeployError(f"{', '.join(given)} only apply with --model", "the ONNX given with --onnx is used as is")
     check_weights_flags(checkpoint, pretrained)
+    if preprocess_file or labels_file:  # the files' format, before minutes of work (sizes are checked after export)
+        from vitdeploy.deploy.preprocess import load_labels_file, load_preprocess_file
+
+        if preprocess_file:
+            load_preprocess_file(preprocess_file)
+        if labels_file:
+            load_labels_file(labels_file)
     batch_spec = None if batch is None and dynamic_batch is None else parse_batch(batch, dynamic_batch)
     if out_dir is None:
         out_dir = f"build/{short_name(alias)}" if alias else str(Path(onnx_path).parent) if onnx_path else "build"
@@ -113,6 +126,7 @@ def command(ctx, alias, onnx_path, out_dir, fp16, int8, calib_data, calib_method
         checkpoint=checkpoint, pretrained=pretrained, opset=opset, exporter=exporter, msda_impl=msda_impl,
         small=reduced, accuracy_data=Path(accuracy_data) if accuracy_data else None, min_agreement=min_agreement,
         num_classes=num_classes, input_names=input_names, output_names=output_names, opset_pinned=opset_pinned(),
+        preprocess=Path(preprocess_file) if preprocess_file else None, labels=Path(labels_file) if labels_file else None,
     )
     res = run_build(opts)
     out = res.out_dir

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy.commands.options import MODEL_HELP, renamed
+from vitdeploy.commands.options import IMG_SIZE, MODEL_HELP, renamed
 
 METHODS = ["entropy", "percentile", "minmax"]
 
@@ -13,7 +13,8 @@ METHODS = ["entropy", "percentile", "minmax"]
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 ONNX to quantize (instead of --model).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for --model (.safetensors or .pth).")
 @click.option("--num-classes", type=int, help="timm models: classifier size of a fine-tuned head.")
-@click.option("--img-size", type=int, help="Square input size for --model (default: the model's).")
+@click.option("--img-size", type=IMG_SIZE, metavar="H [W]",
+              help="Input size for --model: H W, HxW, or one number for a square (default: the model's).")
 @click.option("--dynamic-batch", metavar="MIN:OPT:MAX", help="Export --model with a dynamic batch (default: static 1, "
               "as 'export' and 'build').")
 @click.option("--calib-data", "data_path", type=click.Path(),
@@ -70,7 +71,9 @@ def command(alias, onnx_path, checkpoint, num_classes, img_size, dynamic_batch, 
     from vitdeploy.deploy.export import BatchSpec
 
     export_batch = BatchSpec.parse(dynamic_batch) if dynamic_batch else BatchSpec()
-    run_calibrate(alias=alias, onnx_path=onnx_path, checkpoint=checkpoint, img_size=img_size, data_path=data_path,
+    from vitdeploy.commands.options import parse_img_size
+
+    run_calibrate(alias=alias, onnx_path=onnx_path, checkpoint=checkpoint, img_size=parse_img_size(img_size), data_path=data_path,
                   num_classes=num_classes,
                   export_batch=export_batch,
                   method=method, num_images=num_images, batch=batch, exclude=list(exclude),

@@ -153,16 +153,21 @@ def command(artifact, image, k, threshold, json_out):
         raise VitdeployError(f"no manifest.json next to {file}", "keep the manifest 'vitdeploy build' wrote beside the engine")
     pp = (manifest or {}).get("preprocessing")
     size = None
-    if pp is None:
-        size = _input_size_from_onnx(file) if kind == "onnx" else None
-        why = "no manifest" if manifest is None else "the manifest records no preprocessing"
+    from vitdeploy.deploy.preprocess import is_known
+
+    if not is_known(pp):
+        size = (tuple(pp["input_size"][-2:]) if pp and pp.get("input_size") else
+                _input_size_from_onnx(file) if kind == "onnx" else None)
+        why = ("no manifest" if manifest is None else "the manifest records no preprocessing" if not pp else
+               "the build does not state its preprocessing (build or package with --preprocess FILE.json)")
         note = (note + "; " if note else "") + f"{why}: ImageNet preprocessing assumed"
+        pp = None
     from vitdeploy.weights import banner, from_manifest, is_random
 
     weights = from_manifest(manifest)  # random (seed) / checkpoint sha256 / pretrained tag / unknown
     if is_random(weights):
         banner(str(artifact))
-    load_image = image_loader(pp or {}, size)  # imports timm/torch: set-up, not preprocessing time
+    load_image = image_loader(pp or {}, size)  # set-up, not preprocessing time
     t0 = time.perf_counter()
     x, (width, height) = load_image(image)
     t1 = time.perf_counter()

@@ -21,8 +21,10 @@ def command(model, trt, notes, json_out):
 
     Opset and IR range, operators and attributes per TensorRT version (onnx-tensorrt's operator
     tables and importers), types, Q/DQ rules, plugin names and versions, and whether each attention
-    block is in the form TensorRT fuses. One line per problem with the node and the fix; exit 1 when
-    there is an error, 0 otherwise. Nothing is run and TensorRT is not needed.
+    block is in the form TensorRT fuses. One line per problem with the node and the fix (identical
+    problems on several nodes: one line with the count and the first nodes; --json lists every
+    node); exit 1 when there is an error, 0 otherwise. A version newer than the tables describe is
+    checked with the newest rules and says so (no ✔). Nothing is run and TensorRT is not needed.
 
     \b
     Examples:
@@ -35,7 +37,8 @@ def command(model, trt, notes, json_out):
 
     from vitdeploy.artifact import load_onnx
     from vitdeploy.console import console
-    from vitdeploy.deploy.lint import lint_model, parse_trt
+    from vitdeploy.deploy.lint import fmt, lint_model, parse_trt
+    from vitdeploy.deploy.lint.core import grouped_lines
     from vitdeploy.deploy.lint.targets import LintTarget, resolve_auto
     from vitdeploy.errors import VitdeployError
 
@@ -56,11 +59,16 @@ def command(model, trt, notes, json_out):
     json_to_stdout(json_out)  # --json alone: the report on stdout, these lines on stderr
     report = lint_model(graph, target.version)
     console.print(f"{path.name}: linted for TensorRT {target.label} ({target.reason})")
-    for f in report.findings:
-        if f.severity != "note" or notes:
-            style = {"error": "red", "warning": "yellow", "note": "dim"}[f.severity]
-            console.print(f"[{style}]{escape(f.line())}[/]", highlight=False)
-    console.print(("[red]✘[/] " if report.errors else "[green]✔[/] ") + report.summary())
+    newest = report.extrapolated_from
+    if newest:
+        console.print(f"[yellow]TensorRT {fmt(target.version)} is newer than every release vitdeploy's tables describe "
+                      f"(newest {fmt(newest)}): checked with {fmt(newest)}'s rules, which a newer parser may relax or "
+                      f"change; read its release notes, or lint with --trt {fmt(newest)}[/]", highlight=False)
+    for severity, line in grouped_lines([f for f in report.findings if f.severity != "note" or notes]):
+        style = {"error": "red", "warning": "yellow", "note": "dim"}[severity]
+        console.print(f"[{style}]{escape(line)}[/]", highlight=False)
+    mark = "[red]✘[/] " if report.errors else "[yellow]?[/] " if newest else "[green]✔[/] "
+    console.print(mark + report.summary())
     emit_json({"model": str(path), "reason": target.reason, **report.to_dict()}, json_out)
     if report.errors and json_out is None:
         console.print("\n[bold]Next:[/]")

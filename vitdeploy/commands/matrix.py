@@ -46,7 +46,7 @@ def command(matrix_file, suites, models, ray_address, out_dir, json_path, resume
     each device type then builds its engine and runs 'vitdeploy bench'. Without
     --ray the cells run here one at a time; with --ray they run on the cluster's
     nodes by resources ([devices.NAME] in the matrix file). Results come back to
-    DIR and merge into one vitdeploy.bench/2 file for 'report' and 'compare'.
+    DIR and merge into one vitdeploy.bench/3 file for 'report' and 'compare'.
     A failing cell fails alone; Ctrl-C keeps the finished cells.
 
     \b
@@ -158,6 +158,11 @@ def _finish(plan, store, out: Path, json_path: Path, ray_address, started, inter
         tail = [ln for ln in (r.get("log_tail") or "").splitlines() if ln.strip()][-LOG_LINES_SHOWN:]
         if tail and not r["reason"].startswith("no TensorRT"):
             console.print("\n".join(f"    {line}" for line in tail), markup=False, style="dim")
+    if doc is not None and any(run["results"] for run in doc["runs"]):  # what was measured, before the tally
+        from vitdeploy.bench.tables import console_width, latency_table
+
+        console.print()
+        console.print(latency_table([run for run in doc["runs"] if run["results"]], "measured latency", console_width()))
     done = sum(1 for r in recs if r["status"] in ("done", "resumed"))
     console.print(f"[{'green' if not bad else 'yellow'}]{'✔' if not bad else '!'}[/] [bold]matrix[/] {done} of "
                   f"{len(plan.cells)} cells done, {len(bad)} not  [dim]{time.time() - started:.1f} s[/]")

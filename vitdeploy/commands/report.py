@@ -32,7 +32,8 @@ def command(results, out_dir, labels):
     if random_weight_runs(docs):
         from vitdeploy.weights import banner
 
-        banner(", ".join(random_weight_runs(docs)[:3]) + (" ..." if len(random_weight_runs(docs)) > 3 else ""))
+        runs = random_weight_runs(docs)
+        banner(", ".join(runs[:3]) + (" ..." if len(runs) > 3 else ""), plural=len(runs) > 1)
     with staging(out_dir) as tmp:
         written = build(docs, tmp)
     for p in written:

@@ -14,6 +14,6 @@ A matrix file (TOML) expands into two kinds of work (`plan.py`):
 child process, so a crash or an out-of-memory kill is a failure of that cell, not of the worker);
 `serial.py` runs the plan here, one cell at a time; `ray_runner.py` submits it to a Ray cluster as a
 task graph scheduled by resources; `results.py` writes what comes back under `-o DIR`, decides what
-`--resume` skips and merges the cells into one `vitdeploy.bench/2` file; `progress.py` is the live
+`--resume` skips and merges the cells into one `vitdeploy.bench/3` file; `progress.py` is the live
 table. `ray_test_cluster.py` starts a throwaway multi-node Ray cluster on one machine (tests, benchmarks).
 """

@@ -277,9 +277,18 @@ def _check_suite(cfg: dict, devices: dict[str, DeviceType], ck: _Checker, where:
     for b in batches:
         ck.number(b, f"{where}.batches", integer=True, minimum=1)
     for key, integer, minimum in (("warmup_ms", False, 0), ("duration_s", False, 0), ("min_iters", True, 1),
-                                  ("img_size", True, 1), ("opset", True, 1)):
+                                  ("opset", True, 1)):
         if key in cfg:
             ck.number(cfg[key], f"{where}.{key}", integer=integer, minimum=minimum)
+    if "img_size" in cfg:  # as --img-size everywhere: one number (square) or [H, W]
+        size = cfg["img_size"]
+        if isinstance(size, list):
+            if len(size) != 2:
+                ck.fail(f"{where}.img_size", "must be one number or [height, width]", "e.g. img_size = [240, 320]")
+            for v in size:
+                ck.number(v, f"{where}.img_size", integer=True, minimum=1)
+        else:
+            ck.number(size, f"{where}.img_size", integer=True, minimum=1)
     if cfg.get("mode", "compute") not in MODES:
         ck.fail(f"{where}.mode", f"must be one of {', '.join(MODES)}", 'e.g. mode = "compute"')
     if cfg.get("exporter", "auto") not in EXPORTERS:
@@ -318,7 +327,7 @@ def _bench_settings(cfg: dict) -> list[str]:
 def _model_args(cfg: dict) -> list[str]:
     out = []
     if "img_size" in cfg:
-        out += ["--img-size", str(cfg["img_size"])]
+        out += ["--img-size", img_size_arg(cfg["img_size"])]
     if "exporter" in cfg:
         out += ["--exporter", cfg["exporter"]]
     if "opset" in cfg:
@@ -389,5 +398,10 @@ def expand(path: str | Path, *, suites: list[str] | None = None, models: list[st
     return plan
 
 
+def img_size_arg(size) -> str:
+    """A matrix img_size (224 or [240, 320]) as the --img-size value every command parses ("240x320")."""
+    return "x".join(str(v) for v in size) if isinstance(size, list) else str(size)
+
+
 def _img_args(cfg: dict) -> list[str]:
-    return ["--img-size", str(cfg["img_size"])] if "img_size" in cfg else []
+    return ["--img-size", img_size_arg(cfg["img_size"])] if "img_size" in cfg else []

@@ -4,7 +4,7 @@
                                                   model.plan (up to --max-plan-mb), cell.json
     DIR/prepare/ID/                               manifest.json, prepare.log, prepare.json
     DIR/summary.json                              every cell: status, node, seconds, reason, log tail
-    DIR/bench.json (or --json FILE)               the cells' runs merged: vitdeploy.bench/2
+    DIR/bench.json (or --json FILE)               the cells' runs merged: vitdeploy.bench/3
 
 A cell is written as soon as it finishes (files first, cell.json last), so Ctrl-C or a lost
 driver keeps every finished cell, and `--resume` skips exactly the cells whose cell.json says
@@ -86,7 +86,7 @@ class Store:
         return meta
 
     def merged(self) -> dict | None:
-        """Every done cell's runs (this run's and resumed ones) in one vitdeploy.bench/2 document."""
+        """Every done cell's runs (this run's and resumed ones) in one vitdeploy.bench/3 document."""
         from vitdeploy.bench import schema
 
         docs = []

@@ -77,6 +77,10 @@ def _run_steps(opts: BuildOptions, target: dict, trt_version, trt_error, decisio
     cache = StepCache(opts.out_dir)
     exported, fields = step_export(opts, cache)
     steps = dict(fields.pop("steps", {}))
+    from vitdeploy.deploy.preprocess import record_for_build
+
+    for line in record_for_build(fields, opts.preprocess, opts.labels):  # what serving may rely on, stated
+        console.print(f"  {line}")
 
     passes = rewrite_passes(opts, fields)
     rewritten, rewrite_report = step_rewrite(exported, passes, decision.mode, opts, cache, fields.get("rewrite"))

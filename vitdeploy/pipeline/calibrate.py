@@ -32,7 +32,7 @@ def run_calibrate(*, alias=None, onnx_path=None, checkpoint=None, img_size=None,
         from vitdeploy.deploy.export import BatchSpec
         from vitdeploy.pipeline.export import run_export
 
-        size = (img_size, img_size) if img_size else None
+        size = ((img_size, img_size) if isinstance(img_size, int) else tuple(img_size)) if img_size else None
         run_export(alias, str(out), img_size=size, batch=export_batch or BatchSpec(),  # as `export` and `build`
                    checkpoint=checkpoint, num_classes=num_classes, show_next=False)
         onnx_path = out / "model.onnx"

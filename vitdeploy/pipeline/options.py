@@ -44,6 +44,8 @@ class BuildOptions:
     input_names: str | None = None  # --input-names: the graph's input name
     output_names: str | None = None  # --output-names: comma-separated output names
     opset_pinned: bool = False  # --opset given: the export tries no other opset
+    preprocess: Path | None = None  # --preprocess FILE.json: the model's preprocessing (deploy/preprocess.py)
+    labels: Path | None = None  # --labels FILE: class names
 
 
 @dataclass

@@ -3,8 +3,9 @@
 ONNX Runtime servers cannot run vitdeploy's plugin nodes, so the plain export is rewritten in
 the plugin-free (`native`) mode at the build's precision; a pass whose native form still needs
 a TensorRT plugin (Deformable DETR's stock deformable-attention plugin) leaves its subgraphs as
-exported. The graph is verified against the FP32 export and cached in the build directory like
-every build step (`StepCache.run`). Which file is served is `deploy.serving.served.resolve`'s
+exported. An INT8 build's graph is INT8, with the build's calibration carried over by weight
+(`calibration/carry.py`). The graph is verified against the FP32 export and cached in the build
+directory like every build step (`StepCache.run`). Which file is served is `deploy.serving.served.resolve`'s
 choice; `served_artifact` runs this step when that choice needs it.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitdeploy.artifact import atomic_save_onnx, load_onnx, sha256_file
-from vitdeploy.deploy.serving.served import PluginFreeNeeded, Served, batch_of, precision_of, resolve
+from vitdeploy.deploy.serving.served import PluginFreeNeeded, Served, batch_of, calibration_cache, precision_of, resolve
 from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.onnxgraph import plugin_nodes
 from vitdeploy.pipeline.cache import StepCache
@@ -30,9 +31,14 @@ def served_artifact(build_dir: Path, platform: str = "auto", manifest: dict | No
     return served
 
 
-def _fallback_precision(applied: str) -> tuple[str, str | None]:
+def _fallback_precision(applied: str, calibration: Path | None = None) -> tuple[str, str | None]:
+    """The precision of the plugin-free graph: the build's, INT8 included where its calibration cache is there
+    to carry (`calibration/carry.py`); an INT8 build without one is served FP16, and says so."""
     if applied.startswith("int8"):
-        return "fp16", "INT8 Q/DQ needs the calibration again; the plugin-free graph is FP16"
+        if calibration is not None:
+            return "int8+fp16", None
+        return "fp16", ("the build is INT8 but its calibration cache is missing, so the plugin-free graph is FP16 "
+                        "(rebuild with --int8 to keep calibration_cache.json)")
     return ("fp16" if "fp16" in applied else "fp32"), None
 
 
@@ -49,12 +55,19 @@ def step_plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
         raise VitdeployError(f"{final.name} has plugin nodes, which ONNX Runtime servers cannot run, and {build_dir} "
                              "holds no plain export to make a plugin-free graph from",
                              "rebuild with 'vitdeploy build --model ... --plugins off', or build the engine on the target")
-    target, note = _fallback_precision(precision_of(manifest))
+    calibration = calibration_cache(build_dir, manifest) if precision_of(manifest).startswith("int8") else None
+    target, note = _fallback_precision(precision_of(manifest), calibration)
     passes = _passes(manifest)
-    dest = build_dir / f"model.plugin-free.{target}.onnx"
+    dest = build_dir / f"model.plugin-free.{target.split('+')[0]}.onnx"
+    inputs = {"onnx": sha256_file(exported), "passes": passes, "precision": target, "verify_images": VERIFY_IMAGES}
+    if target.startswith("int8"):
+        inputs["calibration"] = sha256_file(calibration)
 
     def compute():
-        model, result = _make_plugin_free(exported, passes, target)
+        if target.startswith("int8"):
+            model, result = _make_plugin_free_int8(exported, passes, build_dir, manifest, calibration)
+        else:
+            model, result = _make_plugin_free(exported, passes, target)
         atomic_save_onnx(model, dest)
         result["verified"] = _verify(exported, dest)
         if result["verified"]["cosine_min"] < MIN_COSINE:
@@ -67,15 +80,15 @@ def step_plugin_free(build_dir: Path, manifest: dict, reason: str) -> Served:
         return {"onnx": dest}, result
 
     with stage("plugin-free") as st:
-        run = StepCache(build_dir).run(PLUGIN_FREE_STEP, {"onnx": sha256_file(exported), "passes": passes, "precision": target,
-                                                          "verify_images": VERIFY_IMAGES}, compute)
+        run = StepCache(build_dir).run(PLUGIN_FREE_STEP, inputs, compute)
         result = run.result
         dest = run.output("onnx")
         v = result["verified"]
         st.detail = (f"{dest.name}: {result['form']}; vs FP32 export cosine min {v['cosine_min']:.5f}, "
                      f"max-abs {v['max_abs_error']:.2e}{' (cached)' if run.cached else ''}")
     io = io_signature(dest)
-    form = f"{dest.name}, a plugin-free {target.upper()} ONNX ({result['form']}; {reason})"
+    what = "INT8 (Q/DQ) + FP16" if target.startswith("int8") else target.upper()
+    form = f"{dest.name}, a plugin-free {what} ONNX ({result['form']}; {reason})"
     return Served("onnx", dest, io, dest.name, batch_of(manifest, io), target, [], form, manifest, build_dir, result)
 
 
@@ -137,6 +150,26 @@ def _make_plugin_free(exported: Path, passes: list[str], precision: str):
         model, summary = convert_fp16(model, keep_io_fp32=True)
         record["fp16"] = {"casts": summary["casts"], "io": summary["io"]}
     return model, record
+
+
+def _make_plugin_free_int8(exported: Path, passes: list[str], build_dir: Path, manifest: dict, calibration: Path):
+    """The plugin-free graph in FP32, then Q/DQ with the build's calibration carried over (`calibration/carry.py`)."""
+    import tempfile
+
+    from vitdeploy.calibration.carry import quantize_like_build
+
+    model, record = _make_plugin_free(exported, passes, "fp32")
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-pf-") as tmp:
+        fp32 = Path(tmp) / "model.plugin-free.fp32.onnx"
+        atomic_save_onnx(model, fp32)
+        qdq, carried = quantize_like_build(fp32, build_dir, manifest, calibration)
+    cal = carried["calibration"]
+    record.update(precision="int8+fp16", int8=carried)
+    record["form"] += (f"; INT8 with the build's calibration ({cal['cache']}, {cal['method']} on {cal['images']} images, "
+                       f"measured on {cal['measured_on']}): {carried['layers_int8']} Linear/Conv layers INT8")
+    if carried["no_range"]:
+        record["form"] += f", {len(carried['no_range'])} without a carried range kept FP16"
+    return qdq, record
 
 
 def _verify(reference: Path, candidate: Path) -> dict:

@@ -480,9 +480,10 @@ def step_lint(final_onnx: Path, target) -> dict:
             if not retry.errors:
                 requires, raised_by = later, report.errors[0]
                 report = retry
-        for f in report.findings:
-            if f.severity in ("error", "warning"):
-                console.print(f"  [{'red' if f.severity == 'error' else 'yellow'}]{escape(f.line())}[/]")
+        from vitdeploy.deploy.lint.core import grouped_lines
+
+        for severity, line in grouped_lines([f for f in report.findings if f.severity in ("error", "warning")]):
+            console.print(f"  [{'red' if severity == 'error' else 'yellow'}]{escape(line)}[/]")
         if requires is not None:
             console.print(f"  [yellow]this graph needs TensorRT >= {fmt(requires)}: {escape(raised_by.message)} "
                           f"(node {escape(raised_by.node or '?')}); build the engine on TensorRT >= {fmt(requires)}[/]")

@@ -154,7 +154,8 @@ def preprocessing(info, size: tuple[int, int]) -> dict:
     if proc is None:  # saved without its image processor: ImageNet statistics, resize straight to the input
         out = {"source": "none", "input_size": [3, size[0], size[1]], "mean": [0.485, 0.456, 0.406],
                "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash",
-               "note": "no preprocessor_config.json in the model directory: ImageNet mean/std assumed"}
+               "source_detail": "no preprocessor_config.json in the model directory: ImageNet mean/std assumed; "
+                              "pass --preprocess FILE.json (docs/serving.md)"}
         out["resize"] = resize_spec(out)
         return out
     rescale = float(proc.get("rescale_factor", 1 / 255)) if proc.get("do_rescale", True) else 1.0
@@ -178,7 +179,8 @@ def preprocessing(info, size: tuple[int, int]) -> dict:
     if tuple(size) != tuple(info.input_size):  # another --img-size: resize straight to it
         crop_pct, mode = 1.0, "squash"
     out = {
-        "source": "huggingface image processor",
+        "source": "hf image processor",
+        "source_detail": f"{proc.get('image_processor_type') or 'image processor'} (preprocessor_config.json in {info.spec})",
         "processor": proc.get("image_processor_type"),
         "input_size": [3, size[0], size[1]],
         "mean": mean,

@@ -30,6 +30,23 @@ def fmt(v: Version | None) -> str:
     return "" if v is None else f"{v[0]}.{v[1]}"
 
 
+def newest_described() -> Version:
+    """The newest TensorRT release the tables hold a fact for (their rows carry over to later versions,
+    which is an extrapolation: a later parser may accept more, or differ)."""
+    from vitdeploy.deploy.lint import tables
+
+    versions = [v for v, *_ in tables.OPSET_MAX] + [v for v, *_ in tables.IR_MAX] + list(tables.ONNX_OPS_ADDED.values())
+    versions += [v for plugin in tables.STOCK_PLUGINS.values() for span in plugin.values() for v in span if v]
+    versions += [tuple(map(int, n.split("."))) for n in NAMED]
+    return max(versions)
+
+
+def extrapolated(v: Version) -> Version | None:
+    """The newest described version when `v` is beyond it (its figures are extrapolated), else None."""
+    newest = newest_described()
+    return newest if v > newest else None
+
+
 @dataclass
 class Finding:
     severity: str
@@ -50,6 +67,33 @@ class Finding:
             d["fixed_in"] = fmt(self.fixed_in)
         return d
 
+    def same_as(self) -> tuple:
+        """What identical findings on different nodes share (the node name aside)."""
+        return self.severity, self.rule, self.op, self.message, self.fix
+
+
+SHOWN_NODES = 2
+
+
+def grouped_lines(findings: list[Finding], shown: int = SHOWN_NODES) -> list[tuple[str, str]]:
+    """(severity, line) per group of identical findings, in first-seen order: one line with the count
+    and the first node names instead of the same line once per node (12 WindowAttention nodes)."""
+    groups: dict[tuple, list[Finding]] = {}
+    for f in findings:
+        groups.setdefault(f.same_as(), []).append(f)
+    out = []
+    for same, fs in groups.items():
+        if len(fs) == 1:
+            out.append((fs[0].severity, fs[0].line()))
+            continue
+        severity, rule, op, message, fix = same
+        names = [f.node for f in fs if f.node]
+        more = len(names) - shown
+        where = ", ".join(names[:shown]) + (f", … {more} more" if more > 0 else "")
+        what = f"{op} ×{len(fs)}" if op else f"×{len(fs)}"
+        out.append((severity, f"{severity:<7} [{rule}] {what} ({where}): {message} -> fix: {fix}"))
+    return out
+
 
 @dataclass
 class LintReport:
@@ -59,6 +103,11 @@ class LintReport:
     findings: list[Finding] = field(default_factory=list)
     attention: list[dict] = field(default_factory=list)  # one record per attention block (rules/attention.py)
     qdq: dict = field(default_factory=dict)  # Q/DQ counts per consumer op type (rules/qdq.py)
+
+    @property
+    def extrapolated_from(self) -> Version | None:
+        """Set when `tensorrt` is newer than every release the tables describe: checked with those rules."""
+        return extrapolated(self.tensorrt)
 
     def of(self, severity: str) -> list[Finding]:
         return [f for f in self.findings if f.severity == severity]
@@ -76,7 +125,10 @@ class LintReport:
         fusible = sum(1 for a in self.attention if a.get("form") == "fusible")
         plain = sum(1 for a in self.attention if a.get("form") in ("fusible", "not fusible"))
         att = f"; {plain} attention block(s), {fusible} in TensorRT's fusible form" if plain else ""
-        return (f"TensorRT {fmt(self.tensorrt)}: {n['error']} error(s), {n['warning']} warning(s), "
+        version = fmt(self.tensorrt)
+        if self.extrapolated_from:
+            version += f" (extrapolated from {fmt(self.extrapolated_from)}'s tables)"
+        return (f"TensorRT {version}: {n['error']} error(s), {n['warning']} warning(s), "
                 f"{n['note']} note(s){att}")
 
     def to_dict(self) -> dict:
@@ -84,6 +136,7 @@ class LintReport:
             "tensorrt": fmt(self.tensorrt), "opset": self.opset, "ir_version": self.ir_version,
             "errors": len(self.errors), "warnings": len(self.warnings), "notes": len(self.of("note")),
             "findings": [f.to_dict() for f in self.findings], "attention": self.attention, "qdq": self.qdq,
+            "extrapolated_from": fmt(self.extrapolated_from) or None,
         }
 
 

@@ -20,6 +20,7 @@ from vitdeploy.errors import VitdeployError
 
 CONFIG_NAME = "config_infer_primary.txt"
 LABELS_NAME = "labels.txt"
+CALIBRATION_NAME = "calibration_cache.json"
 NETWORK_MODE = {"fp32": 0, "int8+fp16": 1, "int8": 1, "fp16": 2}
 # NvBufSurfTransform_Inter (nvbufsurftransform.h): 0 nearest, 1 bilinear, 2 Algo1 (GPU cubic; VIC 5-tap),
 # 3 Algo2 (GPU super-sampling; VIC 10-tap), 4 Algo3 (GPU Lanczos; VIC smart).
@@ -115,6 +116,9 @@ def render(served: Served, model_file: str, scale: Scale, pp: dict, batch_size: 
         lines.append(f"model-engine-file={model_file}")
     else:
         lines.append(f"onnx-file={model_file}")
+    if mode == 1:
+        lines += ["# INT8 by explicit quantization: the ONNX's Q/DQ nodes carry every INT8 scale, measured with the",
+                  f"# build's calibration ({CALIBRATION_NAME} beside this file records it); TensorRT needs no int8-calib-file"]
     batch = served.batch
     if batch["dynamic"]:
         lines.append(f"# the engine takes batches {batch['min']}..{batch['max']}: set this to nvstreammux's batch-size")
@@ -146,7 +150,8 @@ def write(served: Served, out_dir: Path) -> dict:
     pp = spec.preprocessing(served)
     scale = fit_scale([float(v) for v in pp["mean"]], [float(v) for v in pp["std"]])
     n = spec.num_classes(served)
-    names = spec.class_names(served) or ([f"class_{i}" for i in range(n)] if n else None)
+    real = spec.class_names(served)
+    names = real or ([f"class_{i}" for i in range(n)] if n else None)  # nvinfer needs a label per class
     if not names:
         raise VitdeployError("the number of classes is unknown", "rebuild with 'vitdeploy build', which records it")
     out_dir, _ = ensure_writable_dir(out_dir)
@@ -161,11 +166,20 @@ def write(served: Served, out_dir: Path) -> dict:
         publish(tmp, out_dir / model_file)
     # Classifier label files hold one line per output, classes separated by ';'.
     atomic_write_bytes(out_dir / LABELS_NAME, (";".join(x.replace(";", ",") for x in names) + "\n").encode())
+    calibration = None
+    if served.precision.startswith("int8"):  # the scales in the Q/DQ graph came from this cache: keep it with them
+        from vitdeploy.deploy.serving.served import calibration_cache
+
+        src = calibration_cache(served.build_dir, served.manifest)
+        if src is not None:
+            calibration = out_dir / CALIBRATION_NAME
+            atomic_write_bytes(calibration, src.read_bytes())
     batch_size = served.batch["opt"]
     text = render(served, model_file, scale, pp, batch_size)
     atomic_write_bytes(out_dir / CONFIG_NAME, text.encode())
     return {"config": out_dir / CONFIG_NAME, "labels": out_dir / LABELS_NAME, "model": out_dir / model_file,
-            "scale": scale, "names": len(names)}
+            "scale": scale, "names": len(names), "placeholder_labels": real is None, "preprocessing": pp,
+            "calibration": calibration}
 
 
 def read_config(path: Path) -> dict:

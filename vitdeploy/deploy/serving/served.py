@@ -87,6 +87,15 @@ def batch_of(manifest: dict, io: dict) -> dict:
                          "rebuild with --dynamic-batch MIN:OPT:MAX")
 
 
+def calibration_cache(build_dir: Path, manifest: dict) -> Path | None:
+    """The build's INT8 calibration cache (JSON ranges), where one was written."""
+    rel = ((manifest.get("files") or {}).get("calibration_cache") or {}).get("path")
+    for p in ([build_dir / rel] if rel else []) + [build_dir / "calibration_cache.json"]:
+        if p.is_file():
+            return p
+    return None
+
+
 def precision_of(manifest: dict) -> str:
     return ((manifest.get("precision") or {}).get("applied") or "fp32").lower()
 
@@ -154,3 +163,35 @@ def plan_io(plan: Path) -> tuple[dict | None, str]:
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         io["inputs" if is_input else "outputs"].append(entry)
     return io, f"{plan.name}, read with TensorRT {trt.__version__}"
+
+
+def rebuild_command(manifest: dict, build_dir: Path, dynamic: str = "1:8:32") -> str:
+    """The build command that makes the same model with a dynamic batch (what a static-batch package lacks)."""
+    import shlex
+
+    model = manifest.get("model") or {}
+    src = manifest.get("source_onnx") or {}
+    applied = ((manifest.get("precision") or {}).get("applied") or "fp32")
+    tail = (["--int8", "--calib-data", "CALIB_IMAGES/"] if applied.startswith("int8") else
+            ["--fp16"] if "fp16" in applied else []) + ["--dynamic-batch", dynamic, "-o", str(build_dir)]
+    if src.get("path") or not model.get("alias"):  # a given ONNX: its batch axis is the exporter's to make dynamic
+        name = Path(src.get("path") or "MODEL.onnx").name
+        return ("re-export " + name + " with a dynamic batch axis, then "
+                + shlex.join(["vitdeploy", "build", "--onnx", name, *tail]))
+    parts = ["vitdeploy", "build", "--model", model["alias"]]
+    size = (manifest.get("preprocessing") or {}).get("input_size")
+    try:
+        from vitdeploy.models import get_info
+
+        native = get_info(model["alias"]).input_size
+    except VitdeployError:
+        native = None
+    if size and native and tuple(int(v) for v in size[1:]) != tuple(native):
+        parts += ["--img-size", f"{size[1]}x{size[2]}"]
+    if model.get("reduced"):
+        parts.append("--reduced")
+    if model.get("weights") == "pretrained":
+        parts.append("--pretrained")
+    elif model.get("weights") == "checkpoint":
+        parts += ["--checkpoint", str((model.get("checkpoint") or {}).get("path") or "CHECKPOINT")]
+    return shlex.join(parts + tail)

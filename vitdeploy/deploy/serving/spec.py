@@ -10,19 +10,44 @@ from vitdeploy.errors import VitdeployError
 
 
 def preprocessing(served: Served) -> dict:
-    from vitdeploy.deploy.preprocess import IMAGENET
-    from vitdeploy.models import resize_spec
+    """The served model's preprocessing, as the manifest (or --preprocess) states it; never a default
+    standing in for one (`vitdeploy package` refuses first: `require_preprocessing`)."""
+    from vitdeploy.deploy.preprocess import is_known
+    from vitdeploy.image_transform import resize_spec
 
     pp = dict(served.manifest.get("preprocessing") or {})
+    if not is_known(pp):
+        raise unknown_preprocessing(served.build_dir, pp)
     if not pp.get("input_size"):
         shape = served.io["inputs"][0]["shape"]
         if not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-            raise VitdeployError("the manifest records no preprocessing and the input size is not static",
+            raise VitdeployError("the manifest records no input size and the input size is not static",
                                  "rebuild with 'vitdeploy build', which records it")
         pp["input_size"] = list(shape[1:])
-    pp = {**IMAGENET, **pp}
-    pp.setdefault("resize", resize_spec(pp))
+    if pp.get("source") is None:  # recorded by an earlier vitdeploy from the model registry: timm's defaults fill gaps
+        from vitdeploy.deploy.preprocess import IMAGENET
+
+        pp = {**IMAGENET, **pp}
+    pp["resize"] = resize_spec(pp)
     return pp
+
+
+def unknown_preprocessing(build_dir, pp: dict | None) -> VitdeployError:
+    from vitdeploy.deploy.preprocess import describe_source
+
+    return VitdeployError(
+        f"{build_dir} does not state the model's preprocessing ({describe_source(pp)}): a serving config "
+        "would guess the normalisation and resize",
+        "pass --preprocess FILE.json (mean, std, interpolation, crop; or a Hugging Face preprocessor_config.json; "
+        "docs/serving.md)")
+
+
+def require_preprocessing(manifest: dict, build_dir) -> None:
+    """Refuse (one line) before any work when the build does not state its preprocessing."""
+    from vitdeploy.deploy.preprocess import is_known
+
+    if not is_known(manifest.get("preprocessing")):
+        raise unknown_preprocessing(build_dir, manifest.get("preprocessing"))
 
 
 def postprocessing(served: Served) -> dict:

@@ -188,9 +188,16 @@ def readme(served: Served, name: str, cfg, repo: Path) -> str:
                      f"{list(cfg.dynamic_batching.preferred_batch_size)}, queue delay "
                      f"{cfg.dynamic_batching.max_queue_delay_microseconds} µs.")
     else:
-        lines.append("- Batching: none (static batch): `max_batch_size: 0`, full dims.")
+        from vitdeploy.deploy.serving.served import rebuild_command
+
+        lines.append("- Batching: none (static batch): `max_batch_size: 0`, full dims, so Triton cannot batch "
+                     f"requests. For dynamic batching rebuild and package again: `{rebuild_command(served.manifest, served.build_dir)}`.")
+    pp = served.manifest.get("preprocessing") or {}
+    lines.append(f"- Preprocessing from {pp.get('source') or 'the model registry'}"
+                 + (f" ({pp['source_detail']})" if pp.get("source_detail") else "") + ".")
     lines += ["- Preprocessing is the client's job (Triton receives tensors): `preprocess.json` says what, "
-              "`client.py` does it exactly as `vitdeploy infer` does.", "", "```bash",
+              "`client.py` does it with the code `vitdeploy infer` runs (inlined). With `--ensemble`, "
+              f"`{name}_ensemble` takes encoded JPEG/PNG bytes and does it on the server.", "", "```bash",
               f"tritonserver --model-repository {repo}",
               f"python {repo / name / 'client.py'} IMAGE.jpg --url localhost:8000", "```", ""]
     return "\n".join(lines)
@@ -244,8 +251,9 @@ def write_repository(served: Served, repo: Path, name: str, instances: int = 1, 
         atomic_write_json(folder / "preprocess.json", preprocess_spec(served, name, parsed, labels_file))
         if names:
             (folder / "labels.txt").write_text("\n".join(names) + "\n")
-        client = Path(__file__).with_name("triton_client.py")
-        shutil.copyfile(client, folder / "client.py")
+        from vitdeploy.deploy.serving.standalone import render as render_standalone
+
+        (folder / "client.py").write_text(render_standalone(Path(__file__).with_name("triton_client.py")))
         os.chmod(folder / "client.py", 0o755)
         (folder / "README.md").write_text(readme(served, name, parsed, repo))
         old = stage / f"{name}.old"

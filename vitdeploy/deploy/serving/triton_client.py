@@ -2,13 +2,16 @@
 """Send one image to the Triton model in this folder and print what it predicts.
 
 Written by `vitdeploy package` as REPO/NAME/client.py. Triton receives tensors, not
-JPEGs, so this file preprocesses exactly as `vitdeploy infer` does -- timm's eval
-transform: resize (shorter side, or both sides), centre crop, /255, per-channel
-mean/std, RGB, NCHW float32 -- from `preprocess.json` beside it, and calls the server
-with tritonclient's HTTP client. Needs only numpy, pillow and `tritonclient[http]`.
+JPEGs, so this file preprocesses exactly as `vitdeploy infer` does -- with the same code:
+vitdeploy's image_transform module is inlined below when the file is written (timm's eval
+transform step for step: resize by crop_pct in the center / squash / border mode, centre
+crop, /255, per-channel mean/std, RGB, NCHW float32) -- from `preprocess.json` beside it,
+and calls the server with tritonclient's HTTP client. Needs only numpy, pillow and
+`tritonclient[http]`.
 
     python client.py cat.jpg                       # server on localhost:8000
     python client.py cat.jpg --url triton:8000 --topk 3
+    python client.py cat.jpg --ensemble            # send the JPEG bytes (package --ensemble)
 """
 from __future__ import annotations
 
@@ -18,56 +21,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from vitdeploy.image_transform import open_image, preprocess  # vitdeploy:inline image_transform
 
 HERE = Path(__file__).resolve().parent
-_FILTERS = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS",
-            "box": "BOX", "hamming": "HAMMING"}
 _NUMPY = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32, "UINT8": np.uint8}
 
 
 def load_spec(path: str | Path = HERE / "preprocess.json") -> dict:
     return json.loads(Path(path).read_text())
-
-
-def _filter(name: str):
-    resampling = getattr(Image, "Resampling", Image)  # Pillow >= 9.1 names them Image.Resampling.*
-    return getattr(resampling, _FILTERS[name])
-
-
-def preprocess(image: str | Path | Image.Image, spec: dict) -> tuple[np.ndarray, tuple[int, int]]:
-    """(1, C, H, W) float32 network input and the original (width, height).
-
-    The same arithmetic as torchvision's Resize/CenterCrop/ToTensor/Normalize on a PIL
-    image, which is what timm's eval transform (and so `vitdeploy infer`) runs.
-    """
-    img = image if isinstance(image, Image.Image) else Image.open(image)
-    img = img.convert("RGB")
-    original = img.size
-    h, w = (int(v) for v in spec["input_size"][-2:])
-    resize = spec["resize"]
-    iw, ih = img.size
-    if resize["mode"] == "shorter_side":
-        s = int(resize["size"])
-        short, long = (iw, ih) if iw <= ih else (ih, iw)
-        new_short, new_long = s, int(s * long / short)
-        size = (new_short, new_long) if iw <= ih else (new_long, new_short)  # (width, height)
-    elif resize["mode"] == "exact":
-        size = (int(resize["size"][1]), int(resize["size"][0]))
-    else:
-        raise SystemExit(f"resize mode {resize['mode']!r} is not implemented in this client")
-    if size != (iw, ih):
-        img = img.resize(size, _filter(spec["interpolation"]))
-    iw, ih = img.size
-    if w > iw or h > ih:
-        raise SystemExit(f"image {original} is smaller than the {w}x{h} crop after resizing")
-    top, left = int(round((ih - h) / 2.0)), int(round((iw - w) / 2.0))
-    img = img.crop((left, top, left + w, top + h))
-    x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
-    x = (x - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), original
 
 
 def batch_for(x: np.ndarray, spec: dict) -> np.ndarray:
@@ -120,16 +82,33 @@ def detect(logits: np.ndarray, boxes: np.ndarray, size: tuple[int, int], k: int,
     return out
 
 
+def encoded_request(image: str | Path, spec: dict) -> tuple[np.ndarray, tuple[int, int]]:
+    """--ensemble: the file's bytes as the ensemble's IMAGE tensor (the server preprocesses), and the image size."""
+    data = Path(image).read_bytes()
+    size = open_image(data).size
+    ens = spec["ensemble"]
+    n = 1 if ens["max_batch_size"] > 0 else int(ens["dims"][0])
+    shape = [1, *ens["dims"]] if ens["max_batch_size"] > 0 else list(ens["dims"])
+    return np.array([data] * n, dtype=object).reshape(shape), size
+
+
 def infer(image: str | Path, url: str = "localhost:8000", model: str | None = None, k: int = 5,
-          threshold: float = 0.5, spec: dict | None = None) -> dict:
+          threshold: float = 0.5, spec: dict | None = None, ensemble: bool = False) -> dict:
     import tritonclient.http as httpclient
 
     spec = spec or load_spec()
-    name = model or spec["model"]
-    x, size = preprocess(image, spec)
-    x = batch_for(x, spec).astype(_NUMPY[spec["input"]["datatype"]])
     client = httpclient.InferenceServerClient(url=url)
-    inp = httpclient.InferInput(spec["input"]["name"], list(x.shape), spec["input"]["datatype"])
+    if ensemble:
+        if "ensemble" not in spec:
+            raise SystemExit("this model was packaged without --ensemble")
+        name = model or spec["ensemble"]["model"]
+        x, size = encoded_request(image, spec)
+        inp = httpclient.InferInput(spec["ensemble"]["input"], list(x.shape), "BYTES")
+    else:
+        name = model or spec["model"]
+        x, size = preprocess(image, spec)
+        x = batch_for(x, spec).astype(_NUMPY[spec["input"]["datatype"]])
+        inp = httpclient.InferInput(spec["input"]["name"], list(x.shape), spec["input"]["datatype"])
     inp.set_data_from_numpy(x, binary_data=True)
     outputs = [httpclient.InferRequestedOutput(o["name"], binary_data=True) for o in spec["outputs"]]
     result = client.infer(name, inputs=[inp], outputs=outputs)
@@ -151,8 +130,10 @@ def main(argv=None) -> int:
     ap.add_argument("--topk", type=int, default=5)
     ap.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
     ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="send the encoded image to NAME_ensemble, which preprocesses on the server")
     args = ap.parse_args(argv)
-    res = infer(args.image, args.url, args.model, args.topk, args.threshold)
+    res = infer(args.image, args.url, args.model, args.topk, args.threshold, ensemble=args.ensemble)
     if args.json:
         print(json.dumps(res, indent=2))
     elif "detections" in res:
