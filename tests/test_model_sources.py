@@ -88,8 +88,9 @@ def test_bare_timm_name_of_an_alias_is_the_alias():
     from vitdeploy.sources import resolve
 
     assert resolve("vit_tiny_patch16_224") is REGISTRY["vit_t"]  # the name `vitdeploy models` prints for vit_t
-    info = resolve("maxvit_tiny_tf_224")
-    assert (info.route, info.family, info.input_size) == ("timm", "maxxvit", (224, 224))
+    assert resolve("maxvit_tiny_tf_224") is REGISTRY["maxvit_t"]
+    info = resolve("maxvit_nano_rw_256")  # not an alias: timm's own architecture and pretrained_cfg
+    assert (info.route, info.family, info.input_size) == ("timm", "maxxvit", (256, 256))
     assert resolve("timm/vit_tiny_patch16_224.augreg_in21k").name == "vit_tiny_patch16_224.augreg_in21k"
 
 

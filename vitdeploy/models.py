@@ -614,6 +614,17 @@ def timm_preprocessing(model, size: tuple[int, int], native: tuple[int, int], na
     return out
 
 
+def imagenet_assumed(size: tuple[int, int], why: str) -> dict:
+    """The record of a model nobody said how to prepare images for: ImageNet statistics and a straight resize
+    are what parity and accuracy use, but `source` is "none", so `package` asks for --preprocess rather than
+    write a guessed normalisation into a serving config."""
+    out = {"source": "none", "input_size": [3, size[0], size[1]], "mean": [0.485, 0.456, 0.406],
+           "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash",
+           "source_detail": f"{why}: ImageNet mean/std assumed; pass --preprocess FILE.json (docs/serving.md)"}
+    out["resize"] = resize_spec(out)
+    return out
+
+
 def resize_spec(pp: dict) -> dict:
     """What the eval transform resizes to before cropping (`image_transform.resize_spec`)."""
     from vitdeploy.image_transform import resize_spec as spec

@@ -256,12 +256,7 @@ def compare(base_doc: dict, cand_doc: dict, *, max_latency_regression: float = 0
         if ib.get("artifact_sha256") != ic.get("artifact_sha256"):
             cmp.notes.append(f"{where}: the artifacts differ (sha256 {str(ib.get('artifact_sha256'))[:12]} vs "
                              f"{str(ic.get('artifact_sha256'))[:12]}): the figures include what the code under test changed in them")
-        nb, nc = ib["plugins"]["nodes"], ic["plugins"]["nodes"]
-        if nb != nc:
-            fmt = lambda n: ", ".join(f"{op}×{cnt}" for op, cnt in sorted(n.items())) or "none"  # noqa: E731
-            cmp.notes.append(f"{where}: plugin nodes differ ({names[0]}: {fmt(nb)}; {names[1]}: {fmt(nc)})")
-        if ib["plugins"]["reference_executed"]:
-            cmp.notes.append(f"{where}: both sides time plugin nodes on the CPU Python reference, not the plugins")
+        cmp.notes.extend(plugin_notes(where, ib, ic, names))
         lib, vb = _library(base_doc, b["run"])
         _, vc = _library(cand_doc, c["run"])
         if vb != vc:
@@ -338,12 +333,7 @@ def compare_interleaved(doc: dict, *, max_latency_regression: float = 0.05, conf
     ib, ic = b["identity"], c["identity"]
     if ib.get("artifact_sha256") == ic.get("artifact_sha256") and ib.get("artifact_sha256"):
         cmp.notes.append(f"{where}: {names[0]} and {names[1]} are the same artifact (sha256 {ib['artifact_sha256'][:12]})")
-    nb, nc = ib["plugins"]["nodes"], ic["plugins"]["nodes"]
-    if nb != nc:
-        fmt = lambda n: ", ".join(f"{op}×{cnt}" for op, cnt in sorted(n.items())) or "none"  # noqa: E731
-        cmp.notes.append(f"{where}: plugin nodes differ ({names[0]}: {fmt(nb)}; {names[1]}: {fmt(nc)})")
-    if ib["plugins"]["reference_executed"]:
-        cmp.notes.append(f"{where}: both sides time plugin nodes on the CPU Python reference, not the plugins")
+    cmp.notes.extend(plugin_notes(where, ib, ic, names))
     cmp.random_weights = is_random(ib.get("weights"))
     cres = {r["batch"]: r for r in c["results"]}
     for res in b["results"]:
@@ -529,3 +519,15 @@ def to_table(cmp: Comparison, width: int | None = None):
     if layout.left_out:
         parts.append(Text(left_out_note(layout, "--markdown"), style="dim"))
     return Group(*parts)
+
+
+def plugin_notes(where: str, ib: dict, ic: dict, names) -> list[str]:
+    """What the two runs' plugin nodes say about comparing them: different nodes, or both timed on the CPU reference."""
+    notes = []
+    nb, nc = ib["plugins"]["nodes"], ic["plugins"]["nodes"]
+    if nb != nc:
+        fmt = lambda n: ", ".join(f"{op}×{cnt}" for op, cnt in sorted(n.items())) or "none"  # noqa: E731
+        notes.append(f"{where}: plugin nodes differ ({names[0]}: {fmt(nb)}; {names[1]}: {fmt(nc)})")
+    if ib["plugins"]["reference_executed"]:
+        notes.append(f"{where}: both sides time plugin nodes on the CPU Python reference, not the plugins")
+    return notes

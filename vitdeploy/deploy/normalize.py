@@ -57,21 +57,14 @@ class Island:
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every typed tensor (shape inference, initializers, Constant nodes, graph IO)."""
+    """Element type of every typed tensor, after shape inference (`onnxgraph.tensor_types` of the inferred graph)."""
+    from vitdeploy.onnxgraph import tensor_types
+
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:
         inferred = model
-    g = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]
-             if vi.type.HasField("tensor_type")}
-    types.update({t.name: t.data_type for t in g.initializer})
-    for n in g.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    types[n.output[0]] = a.t.data_type
-    return types
+    return tensor_types(inferred)
 
 
 def _exit_kind(node: onnx.NodeProto, tensor: str, types: dict[str, int]) -> str:

@@ -152,12 +152,9 @@ def preprocessing(info, size: tuple[int, int]) -> dict:
 
     proc = processor_config(Path(info.spec))
     if proc is None:  # saved without its image processor: ImageNet statistics, resize straight to the input
-        out = {"source": "none", "input_size": [3, size[0], size[1]], "mean": [0.485, 0.456, 0.406],
-               "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash",
-               "source_detail": "no preprocessor_config.json in the model directory: ImageNet mean/std assumed; "
-                              "pass --preprocess FILE.json (docs/serving.md)"}
-        out["resize"] = resize_spec(out)
-        return out
+        from vitdeploy.models import imagenet_assumed
+
+        return imagenet_assumed(size, "no preprocessor_config.json in the model directory")
     rescale = float(proc.get("rescale_factor", 1 / 255)) if proc.get("do_rescale", True) else 1.0
     if proc.get("do_normalize", True):
         mean = [float(m) for m in _three(proc.get("image_mean"), 0.5)]

@@ -130,15 +130,8 @@ def code_digest(spec: str) -> str:
 
 def preprocessing(model, size: tuple[int, int]) -> dict:
     """A module built by timm carries its pretrained_cfg; for anything else nothing is known (ImageNet assumed)."""
-    from vitdeploy.models import resize_spec
+    from vitdeploy.models import imagenet_assumed, timm_preprocessing
 
     if getattr(model, "pretrained_cfg", None):
-        from vitdeploy.models import timm_preprocessing
-
         return timm_preprocessing(model, size, tuple(model.pretrained_cfg.get("input_size", (3, *size))[-2:]))
-    out = {"source": "none", "input_size": [3, size[0], size[1]], "mean": [0.485, 0.456, 0.406],
-           "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash",
-           "source_detail": "a Python factory does not say how images are prepared: ImageNet mean/std "
-                             "assumed; pass --preprocess FILE.json (docs/serving.md)"}
-    out["resize"] = resize_spec(out)
-    return out
+    return imagenet_assumed(size, "a Python factory does not say how images are prepared")
