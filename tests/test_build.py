@@ -300,12 +300,17 @@ def test_step_cache_keys(tmp_path):
     assert k == c.key("precision", {"precision": "fp16", "onnx": "a" * 64})  # order-independent
     assert k != c.key("precision", {"onnx": "b" * 64, "precision": "fp16"})
     assert k != c.key("accuracy", {"onnx": "a" * 64, "precision": "fp16"})
+    from onnx import helper
+
+    def graph(doc: str) -> bytes:  # a real (empty) graph: a step's .onnx outputs are parsed for their data files
+        return helper.make_model(helper.make_graph([], "g", [], []), doc_string=doc).SerializeToString()
+
     f = tmp_path / "x.onnx"
-    f.write_bytes(b"abc")
+    f.write_bytes(graph("abc"))
     c.store("precision", k, {"onnx": f}, {"applied": "fp16"}, 0.1)
     assert c.lookup("precision", k)["result"] == {"applied": "fp16"}
     assert c.lookup("precision", "0" * 64) is None
-    f.write_bytes(b"abd")  # same size, other bytes
+    f.write_bytes(graph("abd"))  # same size, other bytes
     assert c.lookup("precision", k) is None
 
 

@@ -131,7 +131,10 @@ def test_build_keeps_every_graph_with_its_data_and_hashes_both(cli_run, tmp_path
 
     # served with its data file under the name the graph gives it
     repo = tmp_path / "repo"
-    r = cli_run("package", b, "--triton-repo", repo)
+    pp = tmp_path / "pp.json"  # a bare --onnx graph says nothing about its preprocessing: the user states it
+    pp.write_text(json.dumps({"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic",
+                              "crop_pct": 0.875, "crop_mode": "center"}))
+    r = cli_run("package", b, "--triton-repo", repo, "--preprocess", pp)
     assert r.exit_code == 0, r.output
     version = repo / "b" / "1"  # no manifest came with the graph: the build folder names the entry
     assert (version / "model.onnx").is_file() and (version / "model.fp16.onnx.data").is_file()

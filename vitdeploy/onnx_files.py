@@ -88,7 +88,11 @@ def data_files(path: str | os.PathLike, model=None) -> list[str]:
     import onnx
 
     if model is None:
-        model = onnx.load(str(path), load_external_data=False)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # protobuf's DecodeError, or a truncated file
+            raise VitdeployError(f"{Path(path).name} is not an ONNX model ({type(e).__name__})",
+                                 "pass the .onnx file torch.onnx.export or vitdeploy wrote") from None
     seen: list[str] = []
     for t in _tensors(model):
         if t.data_location == onnx.TensorProto.EXTERNAL:
