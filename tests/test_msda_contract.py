@@ -17,6 +17,8 @@ from vitdeploy.testing import aot_emulator, contract
 from vitdeploy.testing.contract import synthetic_node
 from vitdeploy.plugins.msda.spec import vitdeploy_attrs
 
+pytestmark = pytest.mark.contract  # `pytest -m contract` (test ids carry the plugin folder: this file's name has msda)
+
 FLOAT, INT32 = 1, 6
 HOPPER = ptx_target.PtxTarget(90, ptx_target.pinned_isa(90))
 ORIN = ptx_target.PtxTarget(87, ptx_target.pinned_isa(87))

@@ -391,7 +391,9 @@ def _synthetic(kind: str):
         ("pad_qkv", F, (96,), z(96))])
 
 
-@pytest.mark.parametrize("kind", ["relpos", "q-pool", "grid"])
+@pytest.mark.contract
+@pytest.mark.parametrize("kind", ["relpos", "q-pool", "grid"],
+                         ids=["window_attention_relpos", "window_attention-q-pool", "window_attention-grid"])
 def test_tensorrt_plugin_layer_contract(kind):
     """Each new kind of node through TensorRT's real `tensorrt.plugin` (over the stand-in core): fields as the
     parser loads them, output shape = the ONNX Runtime face's at batch 3 (Hiera's pooled tokens), the PTX
@@ -420,6 +422,7 @@ def base_entry(launch) -> list[str]:
     return base.entry_params(launch.ptx, launch.kernel_name)
 
 
+@pytest.mark.contract
 def test_aot_launch_of_the_new_node_kinds_computes_the_reference():
     """The launch level: the kernels `aot_impl` returned for the synthetic SAM relpos, pooled-query and grid
     nodes, run on Triton's interpreter with exactly the grid, scalars and argument order TensorRT would use
