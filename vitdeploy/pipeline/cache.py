@@ -118,7 +118,23 @@ class StepCache:
             return StepRun(key, rec, True, self.out_dir)
         started = time.perf_counter()
         outputs, result = compute()
+        release_memory()
         return StepRun(key, self.store(step, key, outputs, result, time.perf_counter() - started), False, self.out_dir)
+
+
+def release_memory() -> None:
+    """Hand what a step freed back to the system before the next step loads its model: Python's cycles
+    collected, then glibc's free heap trimmed. glibc raises its mmap threshold as large blocks are freed,
+    so a big model's tensors freed by one step can stay in the heap, where the next step's ONNX Runtime
+    session does not reuse them (benchmarks/large_model.py on ViT-H). Elsewhere than glibc the trim is skipped."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def staged(out_dir: Path, dest: Path, write: Callable[[Path], T]) -> T:
