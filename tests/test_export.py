@@ -280,3 +280,45 @@ def test_every_command_has_help_with_an_example(cli_run):
 def test_mistyped_command_suggests(cli_run):
     r = cli_run("exprot")
     assert r.exit_code == 2 and "Did you mean 'export'" in r.output
+
+
+def test_outputs_of_every_container_a_module_returns_are_named_and_exported(tmp_path):
+    """A module may return a namedtuple, a dataclass or a SimpleNamespace of tensors (the fuzz's Mask2Former
+    pixel decoder does): each output takes its field name, and the export matches PyTorch."""
+    import collections
+    import dataclasses
+    import types
+
+    import torch
+
+    from vitdeploy.deploy.export import BatchSpec, export_onnx, flatten_outputs
+    from vitdeploy.onnxrt import session
+
+    Pair = collections.namedtuple("Pair", "feats logits")
+
+    @dataclasses.dataclass
+    class Out:
+        feats: torch.Tensor
+        logits: torch.Tensor
+
+    wrap = {"namedtuple": Pair, "dataclass": Out, "namespace": lambda **kw: types.SimpleNamespace(**kw)}
+
+    class Net(torch.nn.Module):
+        def __init__(self, kind):
+            super().__init__()
+            self.conv, self.kind = torch.nn.Conv2d(3, 4, 3, padding=1), kind
+
+        def forward(self, x):
+            f = self.conv(x)
+            return wrap[self.kind](feats=f, logits=f.mean((2, 3)))
+
+    x = torch.randn(1, 3, 8, 8)
+    for kind in wrap:
+        net = Net(kind).eval()
+        assert [n for n, _ in flatten_outputs(net(x))] == ["feats", "logits"], kind
+        path = tmp_path / f"{kind}.onnx"
+        export_onnx(net, x, path, opset=18, batch=BatchSpec.static(1), output_names=("feats", "logits"), exporter="torchscript")
+        got = session(path).run(["logits"], {"input": x.numpy()})[0]
+        np.testing.assert_allclose(got, net(x).logits.detach().numpy(), atol=1e-5)
+    with pytest.raises(TypeError, match="returned a str, not tensors"):
+        flatten_outputs("no tensors")

@@ -179,15 +179,20 @@ def _export_torchscript(model, example, path: Path, opset: int, in_names, out_na
 
 def flatten_outputs(out) -> list[tuple[str, object]]:
     """A module's outputs as (name, tensor) pairs: a tensor is `output`, a tuple/list `output_0, ...`, a dict or
-    HF ModelOutput its keys (tuples inside them `key_0, ...`); None entries (absent optional outputs) are left out."""
+    HF ModelOutput its keys, a namedtuple, dataclass or SimpleNamespace its field names (tuples inside them
+    `key_0, ...`); None entries (absent optional outputs) are left out."""
     import torch
 
     if isinstance(out, torch.Tensor):
         return [("output", out)]
     if isinstance(out, dict):  # ModelOutput is an OrderedDict of its non-None fields
         items = list(out.items())
+    elif isinstance(out, tuple) and hasattr(out, "_fields"):  # a namedtuple: its field names
+        items = list(zip(out._fields, out))
     elif isinstance(out, (tuple, list)):
         items = [(f"output_{i}", v) for i, v in enumerate(out)]
+    elif hasattr(out, "__dict__") and any(isinstance(v, torch.Tensor) for v in vars(out).values()):
+        items = list(vars(out).items())  # a dataclass or SimpleNamespace of tensors: its attribute names
     else:
         raise TypeError(f"the model returned a {type(out).__name__}, not tensors")
     flat = []
