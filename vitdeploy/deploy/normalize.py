@@ -56,14 +56,35 @@ class Island:
                 "exits": dict(self.exits)}
 
 
+def _may_have_doubles(model: onnx.ModelProto) -> bool:
+    """Whether any tensor of the graph can be FP64: a double input, initializer or constant, or an op told to
+    make doubles (Cast `to`, a `dtype`); a graph with none of these has no FP64 tensor at all. Cheap: no
+    shape inference, no weights read (most graphs stop here)."""
+    g = model.graph
+    if any(t.data_type == DOUBLE for t in g.initializer):
+        return True
+    if any(v.type.tensor_type.elem_type == DOUBLE for v in [*g.input, *g.value_info] if v.type.HasField("tensor_type")):
+        return True
+    for n in g.node:
+        for a in n.attribute:
+            if a.name in ("to", "dtype") and a.type == onnx.AttributeProto.INT and a.i == DOUBLE:
+                return True
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == DOUBLE:
+                return True
+    return False
+
+
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every typed tensor, after shape inference (`onnxgraph.tensor_types` of the inferred graph)."""
+    """Element type of every typed tensor, after shape inference on a light copy of the graph (types, dims and
+    small constants; never the weights, so a model over 2 GiB is not copied or serialised whole)."""
+    from vitdeploy.onnx_files import light_copy
     from vitdeploy.onnxgraph import tensor_types
 
+    light = light_copy(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(light)
     except Exception:
-        inferred = model
+        inferred = light
     return tensor_types(inferred)
 
 
@@ -89,6 +110,8 @@ def _exit_kind(node: onnx.NodeProto, tensor: str, types: dict[str, int]) -> str:
 def find_fp64_islands(model: onnx.ModelProto) -> list[Island]:
     """The graph's FP64 islands (none for most graphs)."""
     g = model.graph
+    if not _may_have_doubles(model):
+        return []
     types = _elem_types(model)
     dbl = {name for name, t in types.items() if t == DOUBLE}
     if not dbl:

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from vitdeploy.deploy.rewrite.probe import capture, run, standalone, static_feeds
+from vitdeploy.deploy.rewrite.probe import capture, graph_source, run, standalone, static_feeds
 from vitdeploy.errors import VerificationError, VitdeployError
 from vitdeploy.onnxgraph import strip_stale_value_info
 from vitdeploy.parity import Tolerance, compare
@@ -181,7 +181,8 @@ def run_pass(model: onnx.ModelProto, rw: RewritePass, mode: str = "plugin",
         inferred = model
     graph = gs.import_onnx(inferred)
     report.nodes_before = len(graph.nodes)
-    cands, notes = rw.find(graph)
+    with graph_source(graph, inferred):  # activations while finding run `inferred` itself: no copy of the weights
+        cands, notes = rw.find(graph)
     report.notes.extend(notes)
     report.found = len(cands)
     if not cands:

@@ -9,6 +9,9 @@ pieces to verify a replacement (`standalone`, `run`). Every run goes through
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -52,23 +55,45 @@ def static_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0, dims: di
 
 
 def capture(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Values of the named intermediate tensors (plus outputs) for `feeds`."""
+    """Values of the named intermediate tensors (plus outputs) for `feeds`.
+
+    The names are added to `model`'s outputs only while its session is made, then taken off again: no copy
+    of the model (of a 2.5 GB ViT-H, a copy and its serialisation cost three times the weights)."""
     from vitdeploy.onnxrt import session
 
-    m = onnx.ModelProto.FromString(model.SerializeToString())
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-            have.add(n)
-    sess = session(m)
+    outputs = model.graph.output
+    kept = len(outputs)
+    have = {o.name for o in outputs}
+    try:
+        for n in names:
+            if n not in have:
+                outputs.append(onnx.ValueInfoProto(name=n))
+                have.add(n)
+        sess = session(model)
+    finally:
+        del outputs[kept:]
     out_names = [o.name for o in sess.get_outputs()]
     return dict(zip(out_names, sess.run(None, feeds)))
 
 
+_SOURCE: contextvars.ContextVar = contextvars.ContextVar("rewrite_graph_source", default=None)
+
+
+@contextlib.contextmanager
+def graph_source(graph: gs.Graph, model: onnx.ModelProto):
+    """While a pass's `find` looks at `graph` (imported from `model`, not yet changed), `activations` runs
+    `model` itself instead of exporting the graph again: one copy of the weights, not three."""
+    token = _SOURCE.set((graph, model))
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
 def activations(graph: gs.Graph, tensors: Iterable[gs.Tensor], batch: int) -> dict[str, np.ndarray]:
     """The values of `tensors` when the whole graph runs on seeded random inputs of batch `batch`."""
-    model = gs.export_onnx(graph, do_type_check=False)
+    source = _SOURCE.get()
+    model = source[1] if source is not None and source[0] is graph else gs.export_onnx(graph, do_type_check=False)
     names = sorted({t.name for t in tensors if not isinstance(t, gs.Constant)})
     return capture(model, names, static_feeds(model, batch=batch))
 
