@@ -149,3 +149,27 @@ def test_build_keeps_every_graph_with_its_data_and_hashes_both(cli_run, tmp_path
         f"error: model.onnx keeps its weights in model.onnx.data, which is missing from {user} "
         "(copy model.onnx.data next to model.onnx: torch.onnx.export writes them together)")
     assert not c.exists()
+
+
+def test_a_model_over_the_threshold_exports_in_a_child_process_and_leaves_no_weights_behind(tmp_path, monkeypatch):
+    """PyTorch's dynamo exporter keeps about twice the weights alive in the exporting process; over the
+    external-data threshold the export runs in a child, so this process holds no tensor of the model after."""
+    import gc
+
+    import torch
+
+    from vitdeploy.deploy.export import BatchSpec, ExportOptions, export_verified_isolated
+    from vitdeploy.sources import resolve
+
+    def live_bytes():
+        gc.collect()
+        return sum(t.numel() * t.element_size() for t in gc.get_objects()
+                   if isinstance(t, torch.Tensor) and not t.is_meta and type(t).__name__ != "FakeTensor")
+
+    monkeypatch.setenv(THRESHOLD_ENV, "100000")  # test_vit's 1.5 MB of weights count as "over the limit"
+    before = live_bytes()
+    res, fields, parity = export_verified_isolated(resolve("test_vit"), tmp_path / "model.onnx",
+                                                   ExportOptions(batch=BatchSpec.static(1), exporter="dynamo"))
+    assert parity["passed"] and res.exporter == "dynamo" and fields["model"]["parameters"] > 300_000
+    assert data_files(tmp_path / "model.onnx") == ["model.onnx.data"]
+    assert live_bytes() - before < 100_000  # the model's 1.5 MB stayed in the child

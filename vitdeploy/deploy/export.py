@@ -631,6 +631,36 @@ def export_verified(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tup
     return res, fields, parity
 
 
+def export_verified_isolated(info: ModelInfo, out_path: Path, opts: ExportOptions) -> tuple[ExportResult, dict, dict]:
+    """`export_verified`, in a child process when the model's weights are over the external-data threshold.
+
+    PyTorch's dynamo exporter (torch 2.14.1) leaves about twice the model's weights alive in the process after
+    it returns, held from C++ (deleting the module and the ONNX program frees nothing); for ViT-H that is
+    5 GB every later step of the build would carry. A child process gives it all back when it ends. Smaller
+    models export in this process (a child costs seconds of start-up)."""
+    size = _weight_bytes(info, opts)
+    from vitdeploy.onnx_files import external_threshold
+
+    if size is None or size <= external_threshold():
+        return export_verified(info, out_path, opts)
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(export_verified, (info, out_path, opts))
+
+
+def _weight_bytes(info: ModelInfo, opts: ExportOptions) -> int | None:
+    """The module's parameter and buffer bytes, from a build on the meta device (no weights made); None when the
+    model cannot be built that way (not a timm architecture, or weights the build downloads or reads)."""
+    if info.source != "timm" or opts.pretrained:
+        return None
+    try:
+        model = build_model(info, img_size=opts.img_size or info.input_size, small=opts.small, device="meta")
+    except Exception:
+        return None
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
 def normalize_export(path: Path, size, batch: BatchSpec) -> dict | None:
     """Compute the export's FP64 index/grid islands in FP32 (`deploy.normalize`), in place.
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from vitdeploy.artifact import MANIFEST_NAME, atomic_write_json, new_manifest, sha256_file, staging
 from vitdeploy.console import console, next_steps, stage
 from vitdeploy.deploy.engine import trtexec_shapes
-from vitdeploy.deploy.export import BatchSpec, ExportOptions, check_opset, export_verified, summarize_parity
+from vitdeploy.deploy.export import BatchSpec, ExportOptions, check_opset, export_verified_isolated, summarize_parity
 from vitdeploy.models import check_exporter, check_input_size
 
 
@@ -38,7 +38,7 @@ def run_export(alias: str, out_dir: str, *, img_size=None, batch: BatchSpec | No
     with staging(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
         with stage("export") as st:
-            res, fields, parity = export_verified(info, onnx_path, opts)
+            res, fields, parity = export_verified_isolated(info, onnx_path, opts)
             st.detail = f"model.onnx (opset {res.opset}, {res.exporter} exporter)"
             if res.fallback_reason:
                 console.print(f"  [yellow]export retried:[/] {escape(res.fallback_reason)}")

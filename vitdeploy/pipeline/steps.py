@@ -32,7 +32,7 @@ def tool_versions() -> dict:
 
 def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
     """Model mode: export + parity (vitdeploy.deploy.export). --onnx mode: take the file as given."""
-    from vitdeploy.deploy.export import ExportOptions, export_verified, summarize_parity
+    from vitdeploy.deploy.export import ExportOptions, export_verified_isolated, summarize_parity
     from vitdeploy.models import REGISTRY, check_input_size
     from vitdeploy.pipeline.options import model_info
     from vitdeploy.sources import fingerprint
@@ -61,7 +61,7 @@ def step_export(opts: BuildOptions, cache: StepCache) -> tuple[Path, dict]:
                            opset_pinned=opts.opset_pinned)
 
         def compute():
-            _, fields, _ = staged_onnx(out, dest, lambda tmp: export_verified(info, tmp, eo))
+            _, fields, _ = staged_onnx(out, dest, lambda tmp: export_verified_isolated(info, tmp, eo))
             return {"onnx": dest}, fields
 
         run = cache.run("export", inputs, compute)
