@@ -644,9 +644,10 @@ def export_verified_isolated(info: ModelInfo, out_path: Path, opts: ExportOption
     if size is None or size <= external_threshold():
         return export_verified(info, out_path, opts)
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(export_verified, (info, out_path, opts))
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(export_verified, info, out_path, opts).result()
 
 
 def _weight_bytes(info: ModelInfo, opts: ExportOptions) -> int | None:
