@@ -65,6 +65,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a file to `dest` through a temporary file beside it: `dest` is the old file or the whole new one."""
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        return publish(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def atomic_save_onnx(model, path: str | os.PathLike) -> Path:
     """Save a graph atomically, never half-written; with its tensors in `NAME.data` beside it when they are over
     the protobuf limit (`vitdeploy.onnx_files.save_onnx`, which then moves them out of `model`)."""

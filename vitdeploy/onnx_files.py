@@ -171,37 +171,20 @@ def save_onnx(model, path: str | os.PathLike, *, external: bool | None = None) -
 
 def copy_onnx(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy a graph and its data files (same relative locations) to `dest`, each file atomically."""
-    from vitdeploy.artifact import publish
+    from vitdeploy.artifact import atomic_copy
 
     src, dest = Path(src), Path(dest)
-    for f in check_data_files(src):
+    for f in check_data_files(src):  # the data first: the graph never names a missing file
         target = dest.parent / f.relative_to(src.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(f, tmp)
-            publish(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        publish(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return dest
+        atomic_copy(f, target)
+    return atomic_copy(src, dest)
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def _sha256(path: Path) -> str:
+    from vitdeploy.artifact import sha256_file
+
+    return sha256_file(path)
 
 
 def sha256_onnx(path: str | os.PathLike) -> str:

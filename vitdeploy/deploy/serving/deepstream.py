@@ -143,7 +143,7 @@ def render(served: Served, model_file: str, scale: Scale, pp: dict, batch_size: 
 
 def write(served: Served, out_dir: Path) -> dict:
     """DIR/config_infer_primary.txt, DIR/labels.txt and the model file; returns what was written and the scale."""
-    from vitdeploy.artifact import atomic_write_bytes, ensure_writable_dir, publish
+    from vitdeploy.artifact import atomic_copy, atomic_write_bytes, ensure_writable_dir
     from vitdeploy.deploy.serving import spec
 
     check_supported(served)
@@ -161,9 +161,7 @@ def write(served: Served, out_dir: Path) -> dict:
 
         copy_onnx(served.file, out_dir / model_file)
     else:
-        tmp = out_dir / f".{model_file}.tmp"
-        shutil.copyfile(served.file, tmp)
-        publish(tmp, out_dir / model_file)
+        atomic_copy(served.file, out_dir / model_file)
     # Classifier label files hold one line per output, classes separated by ';'.
     atomic_write_bytes(out_dir / LABELS_NAME, (";".join(x.replace(";", ",") for x in names) + "\n").encode())
     calibration = None

@@ -214,7 +214,7 @@ def _ours(folder: Path) -> bool:
 def write_repository(served: Served, repo: Path, name: str, instances: int = 1, max_queue_delay_us: int = 100) -> dict:
     """Assemble REPO/NAME in a staging folder, validate config.pbtxt, then move it into place (replacing
     an earlier vitdeploy-written NAME, never anything else). Returns what was written."""
-    from vitdeploy.artifact import atomic_write_json, ensure_writable_dir, publish
+    from vitdeploy.artifact import atomic_copy, atomic_write_json, ensure_writable_dir
     from vitdeploy.deploy.serving import spec
 
     check_name(name)
@@ -240,9 +240,7 @@ def write_repository(served: Served, repo: Path, name: str, instances: int = 1, 
 
             copy_onnx(served.file, folder / "1" / filename)
         else:
-            tmp = folder / "1" / f".{filename}.tmp"
-            shutil.copyfile(served.file, tmp)
-            publish(tmp, folder / "1" / filename)
+            atomic_copy(served.file, folder / "1" / filename)
         manifest = dict(served.manifest)
         manifest["serving"] = {"platform": cfg.platform, "file": filename, "source": str(served.file),
                                "form": served.form, "io_source": served.io_source, **({"plugin_free": served.record}
